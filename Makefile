@@ -1,0 +1,37 @@
+# Two commands: `make demo` (run the pipeline locally) and `make test` (the whole suite).
+# Both set everything up first: a virtualenv with the Python packages, and Azurite from npm.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FILES ?=
+COLLECTION ?=
+VIA ?= queue
+SCENARIO ?=
+
+.PHONY: setup demo test bench emulator clean
+
+setup: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: setup
+	$(BIN)/python -m tools.demo --files "$(FILES)" --collection "$(COLLECTION)" --via "$(VIA)" --scenario "$(SCENARIO)"
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python -m bench.emulator_throughput
+
+emulator: setup
+	$(BIN)/python -m emulator --port 8080
+
+clean:
+	rm -rf $(VENV) node_modules .run .pytest_cache

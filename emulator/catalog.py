@@ -1,0 +1,414 @@
+"""The emulated GeoCatalog's state: collections, items and asynchronous operations.
+
+Operations do not run on timers. Each one is given its run and finish times when it is created, and
+`settle()` applies every operation that is due before any read, so the state is a pure function of
+the clock and the requests: no background task, no race, and a stuck operation costs nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+import sqlite3
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Iterable
+
+import orjson
+
+from emulator.faults import Faults
+from emulator.validation import item_problem, unsigned_asset
+
+TERMINAL = ("Succeeded", "Failed", "Canceled")
+
+
+@dataclass
+class Timings:
+    """How long operations take: Pending for `pending_seconds`, then Running for
+    `running_seconds` plus `seconds_per_item` for each item."""
+
+    pending_seconds: float = 0.3
+    running_seconds: float = 0.5
+    seconds_per_item: float = 0.0
+
+
+@dataclass
+class ItemFailure:
+    item_id: str
+    code: str
+    message: str
+
+
+@dataclass
+class Operation:
+    """One asynchronous operation (AddItem, UpdateItem, DeleteItem, collection changes)."""
+
+    id: str
+    type: str
+    collection_id: str
+    created: datetime
+    run_at: datetime
+    finish_at: datetime
+    action: str  # add | replace | patch | delete | create-collection | delete-collection
+    payload: list[dict[str, Any]]  # items (add/replace/patch) or {"id": ...} stubs (delete)
+    outcome: str = "normal"  # normal | fail | stuck
+    forced_code: str = ""
+    items_to_fail: set[str] = field(default_factory=set)
+    canceled_at: datetime | None = None
+    applied: bool = False
+    failures: list[ItemFailure] = field(default_factory=list)
+    succeeded: int = 0
+
+    def status(self, now: datetime) -> str:
+        if self.canceled_at is not None:
+            return "Canceled"
+        if now < self.run_at:
+            return "Pending"
+        if self.outcome == "stuck" or not self.applied:
+            return "Running"
+        return "Failed" if self.failures else "Succeeded"
+
+
+def rfc3339(moment: datetime, digits: int = 6) -> str:
+    text = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return text + ("0" * (digits - 6)) + "Z"
+
+
+class Catalog:
+    """In-memory GeoCatalog state, optionally written through to a SQLite file for inspection."""
+
+    def __init__(
+        self,
+        *,
+        timings: Timings | None = None,
+        faults: Faults | None = None,
+        atomic_batches: bool = False,
+        sqlite_path: str | None = None,
+    ) -> None:
+        self.timings = timings or Timings()
+        self.faults = faults or Faults()
+        self.atomic_batches = atomic_batches
+        self.collections: dict[str, dict[str, Any]] = {}
+        self.items: dict[str, dict[str, dict[str, Any]]] = {}
+        self.operations: dict[str, Operation] = {}
+        self._due: list[tuple[datetime, str]] = []
+        self._db = _open_db(sqlite_path) if sqlite_path else None
+        if self._db is not None:
+            self._load_from_db()
+
+    # ----- clock-driven settling -------------------------------------------------------------
+
+    def settle(self, now: datetime) -> None:
+        """Apply every operation whose finish time has passed."""
+        while self._due and self._due[0][0] <= now:
+            _, op_id = heapq.heappop(self._due)
+            op = self.operations[op_id]
+            if op.canceled_at is None and op.outcome != "stuck":
+                self._apply(op)
+                op.applied = True
+                self._save_operation(op)
+
+    def _apply(self, op: Operation) -> None:
+        if op.action == "create-collection":
+            return
+        if op.action == "delete-collection":
+            self.collections.pop(op.collection_id, None)
+            self.items.pop(op.collection_id, None)
+            self._db_exec("DELETE FROM collections WHERE id=?", (op.collection_id,))
+            self._db_exec("DELETE FROM items WHERE collection=?", (op.collection_id,))
+            return
+        if op.outcome == "fail":
+            message = f"Operation failed with {op.forced_code} (injected fault)"
+            op.failures = [ItemFailure(_payload_id(p), op.forced_code, message) for p in op.payload]
+            return
+        items = self.items.setdefault(op.collection_id, {})
+        staged: dict[str, dict[str, Any] | None] = {}
+        for entry in op.payload:
+            failure = self._check(op, entry, items, staged)
+            if failure is not None:
+                op.failures.append(failure)
+                continue
+            staged[entry["id"]] = None if op.action == "delete" else self._stored_form(op, entry, items)
+        if op.failures and self.atomic_batches:
+            return  # all or nothing: the good items are not ingested either
+        for item_id, item in staged.items():
+            if item is None:
+                items.pop(item_id, None)
+                self._db_exec("DELETE FROM items WHERE collection=? AND id=?", (op.collection_id, item_id))
+            else:
+                items[item_id] = item
+                self._db_exec(
+                    "INSERT OR REPLACE INTO items VALUES (?,?,?)",
+                    (op.collection_id, item_id, orjson.dumps(item)),
+                )
+        op.succeeded = len(staged)
+
+    def _check(
+        self,
+        op: Operation,
+        entry: dict[str, Any],
+        items: dict[str, dict[str, Any]],
+        staged: dict[str, dict[str, Any] | None],
+    ) -> ItemFailure | None:
+        item_id = _payload_id(entry)
+        if op.action != "delete":
+            problem = item_problem(entry if op.action != "patch" else _patched(items, entry), op.collection_id)
+            if problem:
+                return ItemFailure(item_id, "StacValidationFailed", f"Item validation failed: {problem}")
+        exists = item_id in staged or item_id in items
+        if op.action == "add" and exists:
+            message = f"Item '{item_id}' already exists in collection '{op.collection_id}'"
+            return ItemFailure(item_id, "ItemAlreadyExistsInCollection", message)
+        if op.action == "delete" and not exists:
+            message = f"No item '{item_id}' in collection '{op.collection_id}' to delete"
+            return ItemFailure(item_id, "NoRecordsToDelete", message)
+        if op.action == "patch" and not exists:
+            return ItemFailure(item_id, "NoRecordsToPatch", f"No item '{item_id}' to patch")
+        if item_id in op.items_to_fail:
+            code = self.faults.partial_failure_code
+            return ItemFailure(item_id, code, f"Ingestion of item '{item_id}' failed (injected fault)")
+        if self.faults.require_signed_assets and op.action != "delete":
+            asset_key = unsigned_asset(entry)
+            if asset_key is not None:
+                message = f"Item '{item_id}': asset '{asset_key}' could not be read (no access token on href)"
+                return ItemFailure(item_id, "IngestionResourceForbidden", message)
+        return None
+
+    def _stored_form(
+        self, op: Operation, entry: dict[str, Any], items: dict[str, dict[str, Any]]
+    ) -> dict[str, Any]:
+        item = _patched(items, entry) if op.action == "patch" else copy.deepcopy(entry)
+        item["collection"] = op.collection_id
+        item["_msft:ts"] = rfc3339(op.finish_at)
+        item["_msft:etag"] = str(uuid.uuid4())
+        return item
+
+    # ----- operations -----------------------------------------------------------------------
+
+    def start_operation(
+        self,
+        *,
+        op_type: str,
+        action: str,
+        collection_id: str,
+        payload: list[dict[str, Any]],
+        now: datetime,
+    ) -> Operation:
+        """Create an operation (Pending) whose effect is applied once it finishes."""
+        run_at = now + timedelta(seconds=self.timings.pending_seconds)
+        duration = self.timings.running_seconds + self.timings.seconds_per_item * len(payload)
+        op = Operation(
+            id=str(uuid.uuid4()),
+            type=op_type,
+            collection_id=collection_id,
+            created=now,
+            run_at=run_at,
+            finish_at=run_at + timedelta(seconds=duration),
+            action=action,
+            payload=payload,
+        )
+        if action in ("add", "replace", "patch"):
+            op.outcome = self.faults.operation_outcome()
+            op.forced_code = self.faults.fail_operations_code
+            op.items_to_fail = self.faults.items_to_fail([_payload_id(p) for p in payload])
+        self.operations[op.id] = op
+        heapq.heappush(self._due, (op.finish_at, op.id))
+        self._save_operation(op)
+        return op
+
+    def cancel(self, op: Operation, now: datetime) -> None:
+        if op.status(now) in ("Pending", "Running"):
+            op.canceled_at = now
+            self._save_operation(op)
+
+    def operation_json(self, op: Operation, now: datetime, *, legacy: bool = False) -> dict[str, Any]:
+        """The Operation resource as the service returns it."""
+        status = op.status(now)
+        history: list[dict[str, Any]] = [{"status": "Pending", "timestamp": rfc3339(op.created)}]
+        body: dict[str, Any] = {
+            "id": op.id,
+            "status": status,
+            "statusHistory": history,
+            "type": op.type,
+            "creationTime": rfc3339(op.created),
+            "collectionId": op.collection_id,
+        }
+        if legacy:
+            body["operationId"] = op.id
+        if status != "Pending":
+            history.append({"status": "Running", "timestamp": rfc3339(op.run_at)})
+            body["startTime"] = rfc3339(op.run_at)
+        total = len(op.payload)
+        failed = len(op.failures)
+        succeeded = op.succeeded
+        pending = total if status in ("Pending", "Running") else 0
+        if status == "Canceled":
+            assert op.canceled_at is not None
+            history.append({"status": "Canceled", "timestamp": rfc3339(op.canceled_at)})
+            body["finishTime"] = rfc3339(op.canceled_at)
+        elif status in ("Succeeded", "Failed"):
+            body["finishTime"] = rfc3339(op.finish_at)
+            if status == "Succeeded":
+                history.append({"status": "Finished", "timestamp": rfc3339(op.finish_at)})
+            else:
+                code, message, error = _failure_summary(op)
+                history.append(
+                    {
+                        "status": "Failed",
+                        "timestamp": rfc3339(op.finish_at),
+                        "errorCode": code,
+                        "errorMessage": message,
+                    }
+                )
+                body["error"] = {"error": error}
+        if op.action not in ("create-collection", "delete-collection"):
+            body["additionalInformation"] = {
+                "TotalFailedItems": str(failed),
+                "TotalItems": str(total),
+                "TotalPendingItems": str(pending),
+                "TotalSuccessfulItems": str(succeeded),
+            }
+        return body
+
+    def operation_logs(self, op: Operation, now: datetime) -> dict[str, Any]:
+        """The preview generation's logs: one line per item once the operation has finished."""
+        status = op.status(now)
+        lines: list[dict[str, str]] = []
+        if status in TERMINAL:
+            failed = {f.item_id: f for f in op.failures}
+            for entry in op.payload:
+                item_id = _payload_id(entry)
+                failure = failed.get(item_id)
+                if failure is not None:
+                    lines.append(
+                        {"itemId": item_id, "level": "Error", "code": failure.code, "message": failure.message}
+                    )
+                elif status == "Succeeded" or not self.atomic_batches:
+                    lines.append({"itemId": item_id, "level": "Information", "message": "Item ingested"})
+        return {"operationId": op.id, "status": status, "logs": lines}
+
+    # ----- collections ----------------------------------------------------------------------
+
+    def put_collection(self, collection: dict[str, Any]) -> None:
+        collection_id = collection["id"]
+        self.collections[collection_id] = collection
+        self.items.setdefault(collection_id, {})
+        self._db_exec("INSERT OR REPLACE INTO collections VALUES (?,?)", (collection_id, orjson.dumps(collection)))
+
+    # ----- search -------------------------------------------------------------------------
+
+    def search(self, criteria: dict[str, Any]) -> Iterable[dict[str, Any]]:
+        """Items matching STAC API item-search criteria (collections, ids, bbox, datetime)."""
+        collections = criteria.get("collections") or list(self.items)
+        ids = set(criteria.get("ids") or [])
+        bbox = criteria.get("bbox")
+        interval = _parse_interval(criteria.get("datetime"))
+        for collection_id in collections:
+            for item_id, item in self.items.get(collection_id, {}).items():
+                if ids and item_id not in ids:
+                    continue
+                if bbox and not _bbox_intersects(item.get("bbox"), bbox):
+                    continue
+                if interval and not _in_interval(item.get("properties") or {}, interval):
+                    continue
+                yield item
+
+    # ----- SQLite write-through --------------------------------------------------------------
+
+    def _db_exec(self, sql: str, params: tuple[Any, ...]) -> None:
+        if self._db is not None:
+            self._db.execute(sql, params)
+            self._db.commit()
+
+    def _save_operation(self, op: Operation) -> None:
+        if self._db is not None:
+            summary = self.operation_json(op, op.finish_at if op.applied else op.created)
+            self._db_exec("INSERT OR REPLACE INTO operations VALUES (?,?)", (op.id, orjson.dumps(summary)))
+
+    def _load_from_db(self) -> None:
+        assert self._db is not None
+        for collection_id, body in self._db.execute("SELECT id, body FROM collections"):
+            self.collections[collection_id] = orjson.loads(body)
+            self.items.setdefault(collection_id, {})
+        for collection_id, item_id, body in self._db.execute("SELECT collection, id, body FROM items"):
+            self.items.setdefault(collection_id, {})[item_id] = orjson.loads(body)
+
+
+def _open_db(path: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False)
+    db.execute("CREATE TABLE IF NOT EXISTS collections (id TEXT PRIMARY KEY, body BLOB)")
+    db.execute("CREATE TABLE IF NOT EXISTS items (collection TEXT, id TEXT, body BLOB, PRIMARY KEY (collection, id))")
+    db.execute("CREATE TABLE IF NOT EXISTS operations (id TEXT PRIMARY KEY, body BLOB)")
+    db.commit()
+    return db
+
+
+def _payload_id(entry: Any) -> str:
+    item_id = entry.get("id") if isinstance(entry, dict) else None
+    return item_id if isinstance(item_id, str) else "<no id>"
+
+
+def _patched(items: dict[str, dict[str, Any]], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7396 merge patch of an existing item (or of nothing)."""
+    base = copy.deepcopy(items.get(_payload_id(patch), {}))
+    return _merge(base, patch)
+
+
+def _merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            target[key] = _merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+    return target
+
+
+def _failure_summary(op: Operation) -> tuple[str, str, dict[str, Any]]:
+    if len(op.failures) == 1 and len(op.payload) == 1:
+        failure = op.failures[0]
+        return failure.code, failure.message, {"code": failure.code, "message": failure.message}
+    if op.outcome == "fail":
+        message = f"Operation failed with {op.forced_code} (injected fault)"
+        return op.forced_code, message, {"code": op.forced_code, "message": message}
+    message = f"One or more items in a bulk ingestion operation failed ({len(op.failures)} of {len(op.payload)})"
+    details = [{"code": f.code, "message": f.message, "target": f.item_id} for f in op.failures]
+    return "ErrorsInBatchOperation", message, {"code": "ErrorsInBatchOperation", "message": message, "details": details}
+
+
+def _bbox_intersects(item_bbox: Any, query: list[float]) -> bool:
+    if not isinstance(item_bbox, list) or len(item_bbox) < 4:
+        return False
+    half = len(item_bbox) // 2
+    minx, miny, maxx, maxy = item_bbox[0], item_bbox[1], item_bbox[half], item_bbox[half + 1]
+    qminx, qminy, qmaxx, qmaxy = query[0], query[1], query[-2], query[-1]
+    return not (maxx < qminx or minx > qmaxx or maxy < qminy or miny > qmaxy)
+
+
+def _parse_interval(value: Any) -> tuple[datetime | None, datetime | None] | None:
+    if not value:
+        return None
+    parts = str(value).split("/")
+    start = _parse_time(parts[0])
+    end = _parse_time(parts[1]) if len(parts) > 1 else start
+    return start, end
+
+
+def _parse_time(text: str) -> datetime | None:
+    if text in ("", ".."):
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _in_interval(properties: dict[str, Any], interval: tuple[datetime | None, datetime | None]) -> bool:
+    start_text = properties.get("start_datetime") or properties.get("datetime")
+    end_text = properties.get("end_datetime") or properties.get("datetime")
+    if not start_text or not end_text:
+        return False
+    item_start, item_end = _parse_time(start_text), _parse_time(end_text)
+    low, high = interval
+    if low and item_end and item_end < low:
+        return False
+    return not (high and item_start and item_start > high)

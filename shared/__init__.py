@@ -1,0 +1,1 @@
+"""geocatalog-ingest: the deployable package behind function_app.py (one concept per module)."""

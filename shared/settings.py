@@ -1,0 +1,138 @@
+"""All configuration, read from the environment (app settings) in one place: `Settings.from_env()`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from shared.errors import ConfigurationError
+
+GA_API_VERSION = "2026-04-15"
+
+# name -> (default, description); the README's configuration table is this table.
+DEFAULTS: dict[str, tuple[str | None, str]] = {
+    "GEOCATALOG_ENDPOINT": (None, "GeoCatalog URL, e.g. https://name.label.region.geocatalog.spatio.azure.com"),
+    "GEOCATALOG_API_VERSION": (GA_API_VERSION, "2026-04-15 (GA, /stac + /inma), 2025-04-30-preview, or 2024-01-31-preview (/api)"),
+    "GEOCATALOG_TOKEN": ("", "static bearer token for local runs against the emulator; empty = DefaultAzureCredential"),
+    "GEOCATALOG_CA_BUNDLE": ("", "PEM file to trust for the GeoCatalog's TLS (local emulator over https); empty = system CAs"),
+    "STORAGE_CONNECTION": ("AzureWebJobsStorage", "name of the setting holding the storage connection (string, or __accountName / __*ServiceUri for managed identity)"),
+    "SUBMIT_QUEUE": ("stac-submit", "queue of job and batch messages"),
+    "POLL_QUEUE": ("stac-poll", "queue of poll messages (sent with a visibility delay)"),
+    "PAYLOAD_CONTAINER": ("stac-payloads", "blob container for claim-checked batches and full operation logs"),
+    "STATUS_TABLE": ("StacIngestStatus", "table of job and batch rows"),
+    "DEFAULT_COLLECTION": ("", "collection used when neither the message nor the items name one"),
+    "BATCH_MAX_ITEMS": ("100", "items per POST (one GeoCatalog operation)"),
+    "BATCH_MAX_BYTES": ("2000000", "serialized bytes per POST"),
+    "POLL_INITIAL_DELAY_SECONDS": ("5", "delay before the first poll of an operation"),
+    "POLL_MAX_DELAY_SECONDS": ("60", "cap of the exponential poll backoff"),
+    "POLL_DEADLINE_SECONDS": ("21600", "an operation still running this long after submission is TimedOut"),
+    "SUBMIT_MAX_ATTEMPTS": ("8", "POST attempts of a batch on 429/5xx/timeouts before it is Failed"),
+    "RETRY_BASE_DELAY_SECONDS": ("2", "first delay of the submit retry backoff"),
+    "ISOLATION_MAX_SPLITS": ("64", "how many times a failed batch may be split to isolate bad items, per job"),
+    "HTTP_TIMEOUT_SECONDS": ("30", "connect+read timeout of each GeoCatalog request"),
+    "SOURCE_URL_ALLOWLIST": ("", "comma-separated hosts that `items_ref.url` may point at"),
+    "LOG_TRUNCATE_CHARS": ("8000", "characters of operation logs kept in the status row (all of it goes to a blob)"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed settings; build with `from_env()` (or directly in tests)."""
+
+    geocatalog_endpoint: str
+    geocatalog_api_version: str = GA_API_VERSION
+    geocatalog_token: str = ""
+    geocatalog_ca_bundle: str = ""
+    storage_connection: str = "AzureWebJobsStorage"
+    submit_queue: str = "stac-submit"
+    poll_queue: str = "stac-poll"
+    payload_container: str = "stac-payloads"
+    status_table: str = "StacIngestStatus"
+    default_collection: str = ""
+    batch_max_items: int = 100
+    batch_max_bytes: int = 2_000_000
+    poll_initial_delay_seconds: int = 5
+    poll_max_delay_seconds: int = 60
+    poll_deadline_seconds: int = 21_600
+    submit_max_attempts: int = 8
+    retry_base_delay_seconds: int = 2
+    isolation_max_splits: int = 64
+    http_timeout_seconds: float = 30.0
+    source_url_allowlist: tuple[str, ...] = ()
+    log_truncate_chars: int = 8000
+    storage: StorageAccess | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting, naming all missing or malformed ones at once.
+
+        Raises:
+            ConfigurationError: a required setting is missing or a number is malformed.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        types = {f.name: f.type for f in fields(cls)}
+        for name, (default, _) in DEFAULTS.items():
+            raw = env.get(name, default)
+            if raw is None or raw == "" and default is None:
+                problems.append(f"{name} is required")
+                continue
+            key = name.lower()
+            try:
+                values[key] = _convert(raw, types[key])
+            except ValueError:
+                problems.append(f"{name}={raw!r} is not a valid {types[key]}")
+        try:
+            values["storage"] = StorageAccess.from_env(env, values.get("storage_connection", "AzureWebJobsStorage"))
+        except ConfigurationError as error:
+            problems.append(str(error))
+        if problems:
+            raise ConfigurationError("; ".join(problems))
+        return cls(**values)
+
+
+def _convert(raw: str, type_name: Any) -> Any:
+    text = str(type_name)
+    if text.startswith("int"):
+        return int(raw)
+    if text.startswith("float"):
+        return float(raw)
+    if text.startswith("tuple"):
+        return tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+    return raw
+
+
+@dataclass(frozen=True)
+class StorageAccess:
+    """How to reach the storage account: a connection string, or service URIs + managed identity.
+
+    Mirrors the Functions host's own rules for a connection named N: the setting N holds a
+    connection string; otherwise `N__accountName` or `N__queueServiceUri` / `N__blobServiceUri` /
+    `N__tableServiceUri` select identity-based access.
+    """
+
+    connection_string: str = ""
+    queue_uri: str = ""
+    blob_uri: str = ""
+    table_uri: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], name: str) -> StorageAccess:
+        if env.get(name):
+            return cls(connection_string=env[name])
+        account = env.get(f"{name}__accountName")
+        if account:
+            return cls(
+                queue_uri=f"https://{account}.queue.core.windows.net",
+                blob_uri=f"https://{account}.blob.core.windows.net",
+                table_uri=f"https://{account}.table.core.windows.net",
+            )
+        uris = {kind: env.get(f"{name}__{kind}ServiceUri", "") for kind in ("queue", "blob", "table")}
+        if all(uris.values()):
+            return cls(queue_uri=uris["queue"], blob_uri=uris["blob"], table_uri=uris["table"])
+        raise ConfigurationError(
+            f"{name} is required (a connection string, or {name}__accountName, or the three {name}__*ServiceUri)"
+        )

@@ -1,0 +1,51 @@
+"""Fixtures compose: settings -> emulator -> clients -> (in test_pipeline_*) a running stack."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emulator import EmulatorOptions, EmulatorServer, Timings
+from emulator.tls import write_self_signed_pem
+from shared.auth import StaticToken
+from shared.geocatalog import GeoCatalogClient
+
+FAST = Timings(pending_seconds=0.05, running_seconds=0.05)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environ() -> Iterator[None]:
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def tls_pem(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_self_signed_pem(tmp_path_factory.mktemp("tls") / "emulator.pem")
+
+
+@pytest.fixture
+def emulator() -> Iterator[EmulatorServer]:
+    with EmulatorServer(EmulatorOptions(timings=Timings(0.05, 0.05))) as server:
+        yield server
+
+
+@pytest.fixture
+def tls_emulator(tls_pem: Path) -> Iterator[EmulatorServer]:
+    with EmulatorServer(EmulatorOptions(timings=Timings(0.05, 0.05), tls_cert=str(tls_pem))) as server:
+        yield server
+
+
+@pytest.fixture(params=["2026-04-15", "2024-01-31-preview"])
+def api_version(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def client(emulator: EmulatorServer, api_version: str) -> GeoCatalogClient:
+    return GeoCatalogClient(emulator.url, StaticToken("dev-token"), api_version=api_version, timeout=5)
