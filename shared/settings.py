@@ -10,6 +10,8 @@ from typing import Any
 from shared.errors import ConfigurationError
 
 GA_API_VERSION = "2026-04-15"
+# The storage connection the triggers use (function_app.py binds to it) and so do our own SDK clients.
+STORAGE_CONNECTION = "AzureWebJobsStorage"
 
 # name -> (default, description); the README's configuration table is this table.
 DEFAULTS: dict[str, tuple[str | None, str]] = {
@@ -17,7 +19,6 @@ DEFAULTS: dict[str, tuple[str | None, str]] = {
     "GEOCATALOG_API_VERSION": (GA_API_VERSION, "2026-04-15 (GA, /stac + /inma), 2025-04-30-preview, or 2024-01-31-preview (/api)"),
     "GEOCATALOG_TOKEN": ("", "static bearer token for local runs against the emulator; empty = DefaultAzureCredential"),
     "GEOCATALOG_CA_BUNDLE": ("", "PEM file to trust for the GeoCatalog's TLS (local emulator over https); empty = system CAs"),
-    "STORAGE_CONNECTION": ("AzureWebJobsStorage", "name of the setting holding the storage connection (string, or __accountName / __*ServiceUri for managed identity)"),
     "SUBMIT_QUEUE": ("stac-submit", "queue of job and batch messages"),
     "POLL_QUEUE": ("stac-poll", "queue of poll messages (sent with a visibility delay)"),
     "PAYLOAD_CONTAINER": ("stac-payloads", "blob container for claim-checked batches and full operation logs"),
@@ -30,7 +31,8 @@ DEFAULTS: dict[str, tuple[str | None, str]] = {
     "POLL_DEADLINE_SECONDS": ("21600", "an operation still running this long after submission is TimedOut"),
     "SUBMIT_MAX_ATTEMPTS": ("8", "POST attempts of a batch on 429/5xx/timeouts before it is Failed"),
     "RETRY_BASE_DELAY_SECONDS": ("2", "first delay of the submit retry backoff"),
-    "ISOLATION_MAX_SPLITS": ("64", "how many times a failed batch may be split to isolate bad items, per job"),
+    "ISOLATION_MAX_DEPTH": ("12", "how many times a failed batch may be halved to isolate its bad items"),
+    "MAX_DEQUEUE_COUNT": ("5", "must equal host.json maxDequeueCount: the last delivery records a failure before the poison queue"),
     "HTTP_TIMEOUT_SECONDS": ("30", "connect+read timeout of each GeoCatalog request"),
     "SOURCE_URL_ALLOWLIST": ("", "comma-separated hosts that `items_ref.url` may point at"),
     "LOG_TRUNCATE_CHARS": ("8000", "characters of operation logs kept in the status row (all of it goes to a blob)"),
@@ -45,7 +47,6 @@ class Settings:
     geocatalog_api_version: str = GA_API_VERSION
     geocatalog_token: str = ""
     geocatalog_ca_bundle: str = ""
-    storage_connection: str = "AzureWebJobsStorage"
     submit_queue: str = "stac-submit"
     poll_queue: str = "stac-poll"
     payload_container: str = "stac-payloads"
@@ -58,7 +59,8 @@ class Settings:
     poll_deadline_seconds: int = 21_600
     submit_max_attempts: int = 8
     retry_base_delay_seconds: int = 2
-    isolation_max_splits: int = 64
+    isolation_max_depth: int = 12
+    max_dequeue_count: int = 5
     http_timeout_seconds: float = 30.0
     source_url_allowlist: tuple[str, ...] = ()
     log_truncate_chars: int = 8000
@@ -86,7 +88,7 @@ class Settings:
             except ValueError:
                 problems.append(f"{name}={raw!r} is not a valid {types[key]}")
         try:
-            values["storage"] = StorageAccess.from_env(env, values.get("storage_connection", "AzureWebJobsStorage"))
+            values["storage"] = StorageAccess.from_env(env, STORAGE_CONNECTION)
         except ConfigurationError as error:
             problems.append(str(error))
         if problems:

@@ -1,0 +1,43 @@
+"""Azure Functions entry point (Python v2 model): triggers and bindings only.
+
+Each function hands its message to one handler in `shared.handlers` with the worker's clients and
+the current time. Queue names come from app settings (`%SUBMIT_QUEUE%`, `%POLL_QUEUE%`); the
+connection is the Functions storage account (`AzureWebJobsStorage`).
+"""
+
+from datetime import UTC, datetime
+
+import azure.functions as func
+
+from shared.handlers import handle_poison_message, handle_poll_message, handle_submit_message
+from shared.services import services_from_env
+
+app = func.FunctionApp()
+
+STORAGE = "AzureWebJobsStorage"
+
+
+@app.function_name("submit")
+@app.queue_trigger(arg_name="msg", queue_name="%SUBMIT_QUEUE%", connection=STORAGE)
+def submit(msg: func.QueueMessage) -> None:
+    handle_submit_message(msg.get_body(), message_id=msg.id or "", dequeue_count=msg.dequeue_count or 1,
+                          services=services_from_env(), now=datetime.now(UTC))
+
+
+@app.function_name("poll")
+@app.queue_trigger(arg_name="msg", queue_name="%POLL_QUEUE%", connection=STORAGE)
+def poll(msg: func.QueueMessage) -> None:
+    handle_poll_message(msg.get_body(), dequeue_count=msg.dequeue_count or 1,
+                        services=services_from_env(), now=datetime.now(UTC))
+
+
+@app.function_name("submit_poison")
+@app.queue_trigger(arg_name="msg", queue_name="%SUBMIT_QUEUE%-poison", connection=STORAGE)
+def submit_poison(msg: func.QueueMessage) -> None:
+    handle_poison_message(msg.get_body(), queue="submit-poison", services=services_from_env(), now=datetime.now(UTC))
+
+
+@app.function_name("poll_poison")
+@app.queue_trigger(arg_name="msg", queue_name="%POLL_QUEUE%-poison", connection=STORAGE)
+def poll_poison(msg: func.QueueMessage) -> None:
+    handle_poison_message(msg.get_body(), queue="poll-poison", services=services_from_env(), now=datetime.now(UTC))

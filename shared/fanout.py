@@ -1,0 +1,97 @@
+"""Turning groups of items into batches: payload blob, Queued row, and a message on the submit queue.
+
+Used by planning (a job's first batches) and by isolation (the halves of a failed batch). Order
+matters for crash safety: blob, then row, then message. A crash before the message leaves a Queued
+row that the next delivery of the same job (or poll) message re-sends; a duplicate message is
+harmless because submitting checks the row first.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from shared.batching import feature_collection
+from shared.items import item_id_of
+from shared.messages import BatchMessage
+from shared.queues import fits_in_message
+from shared.services import Services
+from shared.status import BatchRow, BatchState
+
+log = logging.getLogger(__name__)
+
+MAX_INLINE_IDS_CHARS = 30_000  # a table string property holds 32K UTF-16 characters
+
+
+@dataclass(frozen=True)
+class PlannedBatch:
+    batch_id: str
+    items: list[dict[str, Any]]
+
+
+def payload_name(job_id: str, batch_id: str) -> str:
+    return f"{job_id}/{batch_id}.json"
+
+
+def enqueue_batches(
+    job_id: str,
+    collection: str,
+    batches: list[PlannedBatch],
+    *,
+    services: Services,
+    now: datetime,
+    mode: str = "create",
+    parent: str = "",
+    depth: int = 0,
+) -> None:
+    """Write each batch's payload and row, then send its message."""
+    messages: list[str] = []
+    rows: list[BatchRow] = []
+    for batch in batches:
+        payload = services.payloads.put(payload_name(job_id, batch.batch_id), feature_collection(batch.items))
+        ids, ids_blob = ids_field(services, job_id, batch.batch_id, [item_id_of(i) for i in batch.items])
+        rows.append(
+            BatchRow(
+                job_id=job_id, batch_id=batch.batch_id, state=BatchState.QUEUED, collection=collection,
+                item_count=len(batch.items), item_ids=ids, item_ids_blob=ids_blob, payload_blob=payload,
+                parent=parent, depth=depth, mode=mode,
+            )
+        )
+        messages.append(batch_message(job_id, batch.batch_id, collection, batch.items, payload, mode))
+    services.status.create_batches(rows, now)
+    for body in messages:
+        services.queues.send(services.settings.submit_queue, body)
+
+
+def batch_message(
+    job_id: str, batch_id: str, collection: str, items: list[dict[str, Any]], payload: str, mode: str, attempt: int = 0
+) -> str:
+    """The batch's message: items inline when they fit in one queue message, else only the claim check."""
+    inline = BatchMessage(job_id, batch_id, collection, items=items, payload_blob=payload, attempt=attempt, mode=mode)
+    body = inline.to_json()
+    if fits_in_message(body):
+        return body
+    return BatchMessage(job_id, batch_id, collection, payload_blob=payload, attempt=attempt, mode=mode).to_json()
+
+
+def ids_field(services: Services, job_id: str, batch_id: str, ids: list[str]) -> tuple[str, str]:
+    """(inline JSON, "") when the id list fits in a table property, else ("", blob reference)."""
+    text = orjson.dumps(ids).decode()
+    if len(text) <= MAX_INLINE_IDS_CHARS:
+        return text, ""
+    return "", services.payloads.put(f"{job_id}/{batch_id}.ids.json", text.encode())
+
+
+def batch_items(services: Services, row: BatchRow) -> list[dict[str, Any]]:
+    """The items a batch row stands for, from its payload blob."""
+    return orjson.loads(services.payloads.read(row.payload_blob))["features"]
+
+
+def row_item_ids(services: Services, row: BatchRow) -> list[str]:
+    """The item ids a batch row stands for (inline, or from its blob)."""
+    text = row.item_ids if row.item_ids else services.payloads.read(row.item_ids_blob).decode()
+    return orjson.loads(text)

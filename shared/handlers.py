@@ -1,0 +1,120 @@
+"""What each queue trigger does with a message: decode, dispatch, and never lose track of it.
+
+Every handler takes its collaborators (`services`) and the time (`now`) as arguments; function_app.py
+only supplies them. On the last delivery the host will allow (`MAX_DEQUEUE_COUNT`), a handler that is
+about to fail records the failure on the job or batch row first, so the item never just disappears.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from shared.errors import InvalidInputError
+from shared.messages import JOB_ID, BatchMessage, JobRequest, PollMessage, decode_body
+from shared.planning import plan_job, reject_job
+from shared.poll import end_batch, poll_batch
+from shared.rollup import rollup_job
+from shared.services import Services
+from shared.status import BatchState, JobRow, JobState
+from shared.submit import submit_batch
+
+log = logging.getLogger(__name__)
+
+
+def handle_submit_message(body: bytes, *, message_id: str, dequeue_count: int, services: Services, now: datetime) -> None:
+    """A message on the submit queue: a job to plan, or one of our own batch messages to POST."""
+    try:
+        decoded = decode_body(body)
+    except InvalidInputError as error:
+        _reject_unreadable(f"msg-{message_id}", str(error), services=services, now=now)
+        return
+    try:
+        if isinstance(decoded, dict) and decoded.get("kind") == "batch":
+            submit_batch(BatchMessage.from_json(decoded), services=services, now=now)
+            return
+        job_id = _job_id(decoded, message_id)
+        try:
+            request = JobRequest.from_json(decoded)
+        except InvalidInputError as error:
+            _reject_unreadable(job_id, str(error), services=services, now=now)
+            return
+        plan_job(request, job_id=job_id, services=services, now=now)
+    except Exception as error:  # noqa: BLE001 - record it on the last delivery, then let the host retry/poison
+        if dequeue_count >= services.settings.max_dequeue_count:
+            give_up(decoded, message_id, f"{type(error).__name__}: {error}", services=services, now=now)
+        raise
+
+
+def handle_poll_message(body: bytes, *, dequeue_count: int, services: Services, now: datetime) -> None:
+    """A message on the poll queue: check one operation."""
+    try:
+        decoded = decode_body(body)
+        message = PollMessage.from_json(decoded)
+    except InvalidInputError as error:
+        log.error("unreadable poll message dropped: %s", error)  # only this app writes poll messages
+        return
+    try:
+        poll_batch(message, services=services, now=now)
+    except Exception as error:  # noqa: BLE001 - record it on the last delivery, then let the host retry/poison
+        if dequeue_count >= services.settings.max_dequeue_count:
+            give_up(decoded, "", f"{type(error).__name__}: {error}", services=services, now=now)
+        raise
+
+
+def handle_poison_message(body: bytes, *, queue: str, services: Services, now: datetime) -> None:
+    """A message the host gave up on: make sure its job or batch ends in a terminal row."""
+    try:
+        decoded = decode_body(body)
+    except InvalidInputError:
+        decoded = None
+    # The poison copy has a new message id, so a job is found only through its own `job_id`.
+    give_up(decoded, "", f"message moved to {queue} after repeated failures", services=services, now=now)
+
+
+def give_up(decoded: Any, message_id: str, reason: str, *, services: Services, now: datetime) -> None:
+    """End the batch (Failed) or job (Failed) a message stands for, unless it already ended."""
+    reason = reason[:1500]
+    if isinstance(decoded, dict) and decoded.get("kind") in ("batch", "poll"):
+        row = services.status.get_batch(str(decoded.get("job_id")), str(decoded.get("batch_id")))
+        if row is not None and not row.state.is_terminal:
+            log.error("batch %s/%s failed for good: %s", row.job_id, row.batch_id, reason)
+            code = row.error_code or "GaveUp"
+            end_batch(row, BatchState.FAILED, services=services, now=now, code=code,
+                      message=f"{row.error_message} | {reason}".strip(" |"), failed_items=row.item_count)
+        return
+    job_id = _job_id(decoded, message_id) if message_id else _given_job_id(decoded) or _orphan_job_id(decoded)
+    services.status.create_job(JobRow(job_id=job_id), now)
+
+    def fail(row: JobRow) -> JobRow | None:
+        if row.state.is_terminal:
+            return None
+        if row.planned:  # batches exist and carry the items; only note the reason
+            return replace(row, error_code="GaveUp", error_message=reason)
+        return replace(row, state=JobState.FAILED, planned=True, error_code="GaveUp", error_message=reason)
+
+    log.error("job %s could not be processed: %s", job_id, reason)
+    services.status.update_job(job_id, fail, now)
+    rollup_job(job_id, status=services.status, now=now)
+
+
+def _reject_unreadable(job_id: str, reason: str, *, services: Services, now: datetime) -> None:
+    services.status.create_job(JobRow(job_id=job_id, source="inline"), now)
+    reject_job(job_id, reason, 0, services=services, now=now)
+
+
+def _job_id(decoded: Any, message_id: str) -> str:
+    """The client's idempotency key when valid, else the queue message id (stable across redeliveries)."""
+    return _given_job_id(decoded) or f"msg-{message_id}"
+
+
+def _given_job_id(decoded: Any) -> str:
+    given = decoded.get("job_id") if isinstance(decoded, dict) else None
+    return given if isinstance(given, str) and JOB_ID.match(given) else ""
+
+
+def _orphan_job_id(decoded: Any) -> str:
+    return "poison-" + hashlib.sha256(repr(decoded).encode()).hexdigest()[:24]

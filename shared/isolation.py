@@ -1,0 +1,90 @@
+"""Partial failure: a failed operation must not sink the good items of its batch.
+
+1. Ask the catalog which of the batch's items now exist with `_msft:ts` no older than the batch's
+   first submission: those were created by this batch (the operation may have ingested the good
+   ones, or a lost earlier POST did), so they succeeded.
+2. Items the service named in the error (`error.error.details`, or the single item of a one-item
+   batch) failed with their own code.
+3. The rest are unresolved. If the service told nothing apart, the batch is halved and each half
+   resubmitted (bounded by ISOLATION_MAX_DEPTH); if it named the bad ones, the unresolved rest went
+   down with them (an all-or-nothing batch) and is resubmitted as one child batch.
+The parent row ends `Split` with its own settled counts; children carry the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from shared.batching import child_batch_id
+from shared.fanout import PlannedBatch, batch_items, enqueue_batches
+from shared.geocatalog import Operation
+from shared.items import item_id_of
+from shared.services import Services
+from shared.status import BatchRow, BatchState
+
+# `_msft:ts` is the service's clock, `submit_started` ours: allow for a little skew.
+CLOCK_SKEW = timedelta(seconds=2)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a batch ended: its state, items that succeeded (count), items that failed (id -> code)."""
+
+    state: BatchState
+    succeeded: int
+    failed: dict[str, str]
+    code: str
+    message: str
+
+
+def resolve_failed_batch(row: BatchRow, operation: Operation, *, services: Services, now: datetime) -> Outcome:
+    """Settle a failed batch item by item, splitting off child batches for what is still unknown.
+
+    Raises:
+        RetryableError: the catalog could not be asked (the poll is retried).
+    """
+    items = batch_items(services, row)
+    ids = [item_id_of(item) for item in items]
+    landed = created_by_batch(row, ids, services=services)
+    named = {e.item_id: e.code for e in operation.item_errors if e.item_id in ids}
+    if len(ids) == 1 and not named:
+        named = {ids[0]: operation.error_code or "OperationFailed"}
+    failed = {item_id: code for item_id, code in named.items() if item_id not in landed}
+    unresolved = [item for item in items if item_id_of(item) not in landed and item_id_of(item) not in failed]
+    message = f"{operation.error_code}: {operation.error_message}".strip(": ")
+
+    groups: list[list[dict]] = []
+    if unresolved and row.depth < services.settings.isolation_max_depth:
+        nothing_told_apart = len(unresolved) == len(items)
+        groups = _halves(unresolved) if nothing_told_apart else [unresolved]
+    elif unresolved:
+        failed.update(dict.fromkeys((item_id_of(i) for i in unresolved), operation.error_code or "OperationFailed"))
+
+    if groups:
+        children = [PlannedBatch(child_batch_id(row.batch_id, n), group) for n, group in enumerate(groups, start=1)]
+        enqueue_batches(row.job_id, row.collection, children, services=services, now=now, mode=row.mode,
+                        parent=row.batch_id, depth=row.depth + 1)
+        note = f"{message}; {len(unresolved)} item(s) resubmitted as {', '.join(c.batch_id for c in children)}"
+        return Outcome(BatchState.SPLIT, len(landed), failed, operation.error_code, note)
+    state = BatchState.FAILED if failed else BatchState.SUCCEEDED
+    return Outcome(state, len(landed), failed, operation.error_code if failed else "", message if failed else "")
+
+
+def created_by_batch(row: BatchRow, ids: list[str], *, services: Services) -> set[str]:
+    """Ids among `ids` that the catalog holds with `_msft:ts` at or after the batch's first submission."""
+    since = (row.submit_started or datetime.min) - CLOCK_SKEW
+    landed: set[str] = set()
+    for start in range(0, len(ids), 500):
+        for stored in services.catalog.search_ids(row.collection, ids[start : start + 500]):
+            stamp = stored.get("_msft:ts")
+            if stamp and datetime.fromisoformat(str(stamp)) >= since:
+                landed.add(str(stored.get("id")))
+    return landed
+
+
+def _halves(items: list[dict]) -> list[list[dict]]:
+    if len(items) == 1:
+        return [items]
+    middle = len(items) // 2
+    return [items[:middle], items[middle:]]

@@ -1,0 +1,183 @@
+"""Planning a job: load its items, validate them, split them into batches and fan those out.
+
+Idempotent: the job id is fixed before anything is written (the message's `job_id`, else the queue
+message id, which stays the same across redeliveries), rows are created only if absent, and a job
+already planned only has its still-Queued batches re-sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from shared.batching import batch_id, split
+from shared.errors import InvalidInputError, NotFoundError
+from shared.fanout import PlannedBatch, batch_message, batch_items, enqueue_batches
+from shared.geocatalog import check_collection_id
+from shared.items import RejectedItem, items_from_document, validated
+from shared.messages import JobRequest
+from shared.redact import url_without_query
+from shared.rollup import rollup_job
+from shared.services import Services
+from shared.status import BatchRow, BatchState, JobRow, JobState
+
+log = logging.getLogger(__name__)
+
+MAX_REASONS_CHARS = 30_000
+REJECTED_ROW_PREFIX = "rejected-"
+
+
+def plan_job(request: JobRequest, *, job_id: str, services: Services, now: datetime) -> JobRow:
+    """Plan `request` as job `job_id` and return its row.
+
+    Raises:
+        RetryableError: the GeoCatalog or storage is briefly unavailable (the message is redelivered).
+        AuthenticationError: the GeoCatalog refused our identity.
+    """
+    status = services.status
+    existing = status.get_job(job_id)
+    if existing is not None and existing.planned:
+        resend_queued_batches(existing, services=services, now=now)
+        return existing
+    job = status.create_job(JobRow(job_id=job_id, source=describe_source(request), collection=request.collection or ""), now)
+    if job.state.is_terminal:
+        return job
+    try:
+        items = load_items(request, services)
+        collection = resolve_collection(request, items, services.settings.default_collection)
+        services.catalog.get_collection(collection)
+    except NotFoundError:
+        return reject_job(job_id, f"collection {collection!r} does not exist in the GeoCatalog", len(items), services=services, now=now)
+    except InvalidInputError as error:
+        return reject_job(job_id, str(error), 0, services=services, now=now)
+    if not items:
+        return reject_job(job_id, "the job has no items", 0, services=services, now=now)
+
+    valid, rejected = validated(items, collection)
+    settings = services.settings
+    groups = split(valid, max_items=request.batch_size or settings.batch_max_items, max_bytes=settings.batch_max_bytes)
+    batches = [PlannedBatch(batch_id(n), group) for n, group in enumerate(groups, start=1)]
+    status.create_batches(rejected_rows(job_id, collection, rejected), now)
+    enqueue_batches(job_id, collection, batches, services=services, now=now, mode=request.mode)
+
+    def mark_planned(row: JobRow) -> JobRow:
+        return replace(row, planned=True, state=JobState.RUNNING, collection=collection, item_count=len(items), batch_count=len(batches))
+
+    status.update_job(job_id, mark_planned, now)
+    log.info("planned job %s: %d items, %d batches, %d rejected", job_id, len(items), len(batches), len(rejected))
+    return rollup_job(job_id, status=status, now=now) or job
+
+
+def load_items(request: JobRequest, services: Services) -> list[Any]:
+    """The job's raw items: inline, from a blob of this account (JSON or NDJSON range), or an allowlisted URL."""
+    if request.items is not None:
+        return request.items
+    ref = request.items_ref
+    assert ref is not None
+    if ref.url:
+        data = services.sources.fetch(ref.url)
+        name = ref.url.split("?", 1)[0]
+    else:
+        data = services.payloads.read(ref.blob, ref.start, ref.end)
+        name = ref.blob
+    return parse_document(data, ndjson=name.endswith((".ndjson", ".jsonl")) or ref.start is not None)
+
+
+def parse_document(data: bytes, *, ndjson: bool) -> list[Any]:
+    """Items from JSON (Item / FeatureCollection / list) or NDJSON (a bad line becomes a marker the
+    validator rejects with its line number)."""
+    if not ndjson:
+        try:
+            return items_from_document(orjson.loads(data))
+        except orjson.JSONDecodeError as error:
+            raise InvalidInputError(f"items are not valid JSON: {error}") from None
+    items: list[Any] = []
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            items.append(f"line {number} is not valid JSON")
+    return items
+
+
+def resolve_collection(request: JobRequest, items: list[Any], default: str) -> str:
+    """The message's collection, else the one all items name, else the default setting.
+
+    Raises:
+        InvalidInputError: none can be found, items disagree, or the id is malformed.
+    """
+    if request.collection:
+        return check_collection_id(request.collection)
+    named = {item.get("collection") for item in items if isinstance(item, dict) and item.get("collection")}
+    if len(named) > 1:
+        raise InvalidInputError(f"items name {len(named)} different collections; set 'collection' in the message")
+    if named:
+        return check_collection_id(str(named.pop()))
+    if default:
+        return check_collection_id(default)
+    raise InvalidInputError("no collection: set 'collection' in the message, in the items, or DEFAULT_COLLECTION")
+
+
+def reject_job(job_id: str, reason: str, item_count: int, *, services: Services, now: datetime) -> JobRow:
+    """Finish a job as Rejected before any batch was made; its items count as rejected."""
+    log.warning("job %s rejected: %s", job_id, reason)
+
+    def reject(row: JobRow) -> JobRow | None:
+        if row.state.is_terminal:
+            return None
+        return replace(row, state=JobState.REJECTED, planned=True, item_count=item_count, items_rejected=item_count,
+                       error_code="InvalidInput", error_message=reason[:2000])
+
+    return services.status.update_job(job_id, reject, now) or services.status.get_job(job_id)  # type: ignore[return-value]
+
+
+def rejected_rows(job_id: str, collection: str, rejected: list[RejectedItem]) -> list[BatchRow]:
+    """Rows of rejected input items, each with `{id or #position: reason}`, chunked to fit a table property."""
+    rows: list[BatchRow] = []
+    chunk: dict[str, str] = {}
+    size = 2
+    for item in rejected:
+        key = item.item_id or f"#{item.position}"
+        if key in chunk:
+            key = f"{key}#{item.position}"
+        entry = len(orjson.dumps({key: item.reason}))
+        if chunk and size + entry > MAX_REASONS_CHARS:
+            rows.append(_rejected_row(job_id, collection, len(rows) + 1, chunk))
+            chunk, size = {}, 2
+        chunk[key] = item.reason
+        size += entry
+    if chunk:
+        rows.append(_rejected_row(job_id, collection, len(rows) + 1, chunk))
+    return rows
+
+
+def _rejected_row(job_id: str, collection: str, index: int, reasons: dict[str, str]) -> BatchRow:
+    return BatchRow(
+        job_id=job_id, batch_id=f"{REJECTED_ROW_PREFIX}{index:06d}", state=BatchState.REJECTED, collection=collection,
+        item_count=len(reasons), item_ids=orjson.dumps(list(reasons)).decode(), items_rejected=len(reasons),
+        failed_items=orjson.dumps(reasons).decode(), error_code="InvalidItem",
+        error_message=f"{len(reasons)} item(s) failed validation; reasons per item in failed_items",
+    )
+
+
+def resend_queued_batches(job: JobRow, *, services: Services, now: datetime) -> None:
+    """Re-send the messages of batches still Queued (a crash may have lost them; duplicates are harmless)."""
+    for row in services.status.batches(job.job_id):
+        if row.state == BatchState.QUEUED:
+            body = batch_message(job.job_id, row.batch_id, row.collection, batch_items(services, row), row.payload_blob, row.mode)
+            services.queues.send(services.settings.submit_queue, body)
+
+
+def describe_source(request: JobRequest) -> str:
+    if request.items_ref is None:
+        return "inline"
+    if request.items_ref.url:
+        return url_without_query(request.items_ref.url)
+    ref = request.items_ref
+    return ref.blob if ref.start is None else f"{ref.blob}[{ref.start}:{ref.end if ref.end is not None else ''}]"

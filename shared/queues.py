@@ -1,0 +1,60 @@
+"""Sending to our queues, within the service's limits.
+
+Messages are sent as raw JSON text: host.json sets `messageEncoding: none`, so the triggers hand
+the body over as stored, and `messages.decode_body` accepts raw or base64 JSON alike (the Portal and
+Storage Explorer send base64). Raw text keeps the full 64 KiB for the payload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.queue import QueueClient
+
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_VISIBILITY_DELAY_SECONDS = 7 * 24 * 3600
+
+
+class MessageTooLargeError(ValueError):
+    """A message over the queue's 64 KiB limit: claim-check the payload instead."""
+
+
+class QueueSender:
+    """Sends messages to named queues of one storage account.
+
+    Args:
+        client_for: builds a `QueueClient` for a queue name (from a connection string or an identity).
+    """
+
+    def __init__(self, client_for: Callable[[str], QueueClient]) -> None:
+        self._client_for = client_for
+        self._clients: dict[str, QueueClient] = {}
+
+    def send(self, queue_name: str, body: str, *, delay_seconds: float = 0) -> None:
+        """Send `body`, invisible for `delay_seconds` (clamped to the 7-day maximum), never expiring.
+
+        Raises:
+            MessageTooLargeError: the body is over 64 KiB.
+        """
+        if len(body.encode()) > MAX_MESSAGE_BYTES:
+            raise MessageTooLargeError(f"queue message of {len(body.encode())} bytes is over 64 KiB")
+        delay = int(min(max(delay_seconds, 0), MAX_VISIBILITY_DELAY_SECONDS))
+        # time_to_live=-1: a delayed message must not expire before it becomes visible.
+        self._client(queue_name).send_message(body, visibility_timeout=delay, time_to_live=-1)
+
+    def ensure(self, *queue_names: str) -> None:
+        for name in queue_names:
+            try:
+                self._client(name).create_queue()
+            except ResourceExistsError:
+                pass
+
+    def _client(self, queue_name: str) -> QueueClient:
+        if queue_name not in self._clients:
+            self._clients[queue_name] = self._client_for(queue_name)
+        return self._clients[queue_name]
+
+
+def fits_in_message(body: str) -> bool:
+    return len(body.encode()) <= MAX_MESSAGE_BYTES

@@ -1,0 +1,87 @@
+"""The app's collaborators, built once per worker from settings and handed to every handler."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableClient, TableServiceClient
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient
+
+from shared.geocatalog import GeoCatalogClient
+from shared.payloads import PayloadStore
+from shared.queues import QueueSender
+from shared.settings import Settings, StorageAccess
+from shared.sources import SourceFetcher
+from shared.status import StatusStore
+
+
+@dataclass
+class Services:
+    """Everything a handler talks to. Tests build one against Azurite and the emulator."""
+
+    settings: Settings
+    catalog: GeoCatalogClient
+    status: StatusStore
+    queues: QueueSender
+    payloads: PayloadStore
+    sources: SourceFetcher
+
+
+def build_services(settings: Settings) -> Services:
+    """Real clients for the configured storage account and GeoCatalog; creates missing queues, table, container."""
+    storage = settings.storage
+    assert storage is not None
+    credential = None if storage.connection_string else _identity()
+    queues = QueueSender(functools.partial(_queue_client, storage, credential))
+    queues.ensure(
+        settings.submit_queue, settings.poll_queue, f"{settings.submit_queue}-poison", f"{settings.poll_queue}-poison"
+    )
+    payloads = PayloadStore(_blob_service(storage, credential), settings.payload_container)
+    payloads.ensure()
+    table = _table_client(storage, credential, settings.status_table)
+    try:
+        table.create_table()
+    except ResourceExistsError:
+        pass
+    return Services(
+        settings=settings,
+        catalog=GeoCatalogClient.from_settings(settings),
+        status=StatusStore(table),
+        queues=queues,
+        payloads=payloads,
+        sources=SourceFetcher(settings.source_url_allowlist, timeout=settings.http_timeout_seconds),
+    )
+
+
+@functools.cache
+def services_from_env() -> Services:
+    """The worker's one set of clients (connection pools are reused across invocations)."""
+    return build_services(Settings.from_env())
+
+
+def _identity() -> Any:
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
+
+
+def _queue_client(storage: StorageAccess, credential: Any, name: str) -> QueueClient:
+    if storage.connection_string:
+        return QueueClient.from_connection_string(storage.connection_string, name)
+    return QueueClient(storage.queue_uri, name, credential=credential)
+
+
+def _blob_service(storage: StorageAccess, credential: Any) -> BlobServiceClient:
+    if storage.connection_string:
+        return BlobServiceClient.from_connection_string(storage.connection_string)
+    return BlobServiceClient(storage.blob_uri, credential=credential)
+
+
+def _table_client(storage: StorageAccess, credential: Any, name: str) -> TableClient:
+    if storage.connection_string:
+        return TableServiceClient.from_connection_string(storage.connection_string).get_table_client(name)
+    return TableServiceClient(storage.table_uri, credential=credential).get_table_client(name)

@@ -1,0 +1,137 @@
+"""Submitting one batch: POST it, record the operation, and schedule the first poll.
+
+What if the process dies between the POST and the row write? The row then still says `Submitting`
+(it is set, with `submit_started`, before the POST), and the message comes back. The batch is
+POSTed again: the service accepts it (duplicates are not a synchronous 409) and the new operation
+fails for the items the lost one already created, with `ItemAlreadyExistsInCollection`. The poll
+step then looks the batch's items up: an item whose `_msft:ts` is not older than `submit_started`
+was created by this batch, so it counts as succeeded, not failed. Nothing is lost or double-counted;
+the cost is one extra operation in a rare crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from shared.backoff import exponential
+from shared.batching import feature_collection
+from shared.errors import AuthenticationError, RejectedByServiceError, RetryableError
+from shared.fanout import batch_items, batch_message
+from shared.messages import BatchMessage, PollMessage
+from shared.redact import url_without_query
+from shared.rollup import rollup_job
+from shared.services import Services
+from shared.status import BatchRow, BatchState
+
+log = logging.getLogger(__name__)
+
+
+def submit_batch(message: BatchMessage, *, services: Services, now: datetime) -> BatchRow | None:
+    """POST the batch unless it was already submitted; returns its row as it ends up.
+
+    Raises:
+        AuthenticationError: the GeoCatalog refused our identity (the message is retried, then poisoned).
+    """
+    status = services.status
+    row = status.get_batch(message.job_id, message.batch_id)
+    if row is None:
+        log.error("batch %s/%s has no row; dropping its message", message.job_id, message.batch_id)
+        return None
+    if row.state in (BatchState.SUBMITTED, BatchState.RUNNING):
+        send_poll(row, services=services, submitted=row.submitted or now, operation_url=_poll_url(row, services))
+        return row
+    if row.state.is_terminal:
+        return row
+
+    claimed = status.update_batch(row.job_id, row.batch_id, _claim(now), now)
+    if claimed is None:
+        return status.get_batch(row.job_id, row.batch_id)
+    items = message.items if message.items is not None else batch_items(services, claimed)
+    try:
+        operation = services.catalog.create_items(claimed.collection, feature_collection(items))
+    except RetryableError as error:
+        return retry_later(claimed, message, error, services=services, now=now)
+    except RejectedByServiceError as error:
+        return finish(claimed, BatchState.REJECTED, error.code, error.message, services=services, now=now, failed=False)
+    except AuthenticationError as error:
+        status.update_batch(row.job_id, row.batch_id, _back_to_queued(error.code, str(error)), now)
+        log.error("GeoCatalog refused our credential for batch %s/%s: %s", row.job_id, row.batch_id, error)
+        raise
+
+    def mark_submitted(current: BatchRow) -> BatchRow | None:
+        if current.state != BatchState.SUBMITTING:
+            return None
+        return replace(current, state=BatchState.SUBMITTED, operation_id=operation.id,
+                       operation_url=url_without_query(operation.url), submitted=now, error_code="", error_message="")
+
+    submitted = status.update_batch(row.job_id, row.batch_id, mark_submitted, now)
+    if submitted is not None:
+        send_poll(submitted, services=services, submitted=now, operation_url=operation.url)
+    return submitted
+
+
+def _claim(now: datetime):
+    def claim(current: BatchRow) -> BatchRow | None:
+        if current.state not in (BatchState.QUEUED, BatchState.SUBMITTING):
+            return None
+        return replace(current, state=BatchState.SUBMITTING, attempts=current.attempts + 1,
+                       submit_started=current.submit_started or now)
+
+    return claim
+
+
+def _back_to_queued(code: str, message: str):
+    def back(current: BatchRow) -> BatchRow | None:
+        if current.state != BatchState.SUBMITTING:
+            return None
+        return replace(current, state=BatchState.QUEUED, error_code=code, error_message=message[:2000])
+
+    return back
+
+
+def retry_later(row: BatchRow, message: BatchMessage, error: RetryableError, *, services: Services, now: datetime) -> BatchRow | None:
+    """Put the batch back to Queued and re-send its message with a delay, or fail it when attempts run out."""
+    settings = services.settings
+    if row.attempts >= settings.submit_max_attempts:
+        reason = f"gave up after {row.attempts} attempts: {error}"
+        return finish(row, BatchState.FAILED, "RetriesExhausted", reason, services=services, now=now, failed=True)
+    delay = error.retry_after if error.retry_after is not None else exponential(
+        row.attempts - 1, base=settings.retry_base_delay_seconds, cap=settings.poll_max_delay_seconds
+    )
+    code = f"Http{error.status}" if error.status else "Transient"
+    requeued = services.status.update_batch(row.job_id, row.batch_id, _back_to_queued(code, str(error)), now)
+    if requeued is not None:
+        body = batch_message(row.job_id, row.batch_id, row.collection, message.items or batch_items(services, row),
+                             row.payload_blob, row.mode, attempt=message.attempt + 1)
+        services.queues.send(settings.submit_queue, body, delay_seconds=delay)
+        log.warning("batch %s/%s: %s; retrying in %.0f s", row.job_id, row.batch_id, error, delay)
+    return requeued
+
+
+def finish(
+    row: BatchRow, state: BatchState, code: str, message: str, *, services: Services, now: datetime, failed: bool
+) -> BatchRow | None:
+    """End a batch that never got an operation: every item failed (or was rejected) with one reason."""
+
+    def end(current: BatchRow) -> BatchRow | None:
+        if current.state.is_terminal:
+            return None
+        counts = {"items_failed": current.item_count} if failed else {"items_rejected": current.item_count}
+        return replace(current, state=state, error_code=code, error_message=message[:2000], finished=now, **counts)
+
+    ended = services.status.update_batch(row.job_id, row.batch_id, end, now)
+    rollup_job(row.job_id, status=services.status, now=now)
+    return ended
+
+
+def send_poll(row: BatchRow, *, services: Services, submitted: datetime, operation_url: str) -> None:
+    settings = services.settings
+    deadline = submitted + timedelta(seconds=settings.poll_deadline_seconds)
+    poll = PollMessage(row.job_id, row.batch_id, row.collection, operation_url, attempt=0, deadline=deadline.isoformat())
+    services.queues.send(settings.poll_queue, poll.to_json(), delay_seconds=settings.poll_initial_delay_seconds)
+
+
+def _poll_url(row: BatchRow, services: Services) -> str:
+    return f"{row.operation_url}?api-version={services.settings.geocatalog_api_version}"
