@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,20 +36,23 @@ class LocalStack:
 
     emulator_options: EmulatorOptions = field(default_factory=lambda: EmulatorOptions(timings=Timings(0.2, 0.3)))
     settings: dict[str, str] = field(default_factory=dict)
-    azurite: Azurite = field(default_factory=Azurite)
+    azurite: Azurite | None = None  # started (and stopped) by the stack when not given
     emulator: EmulatorServer | None = None
     host: LocalFunctionsHost | None = None
     services: Services | None = None
     _saved_env: dict[str, str] = field(default_factory=dict)
+    _owns_azurite: bool = False
 
     def start(self) -> LocalStack:
-        self.azurite.start()
+        if self.azurite is None:
+            self.azurite, self._owns_azurite = Azurite().start(), True
         self.emulator = EmulatorServer(self.emulator_options).start()
         self._saved_env = dict(os.environ)
         os.environ.update({**LOCAL_SETTINGS, "AzureWebJobsStorage": self.azurite.connection_string,
                            "GEOCATALOG_ENDPOINT": self.emulator.url, **self.settings})
         services_from_env.cache_clear()
         self.services = build_services(Settings.from_env())
+        logging.getLogger().addFilter(_quiet_auth_level_warning)
         function_app = importlib.import_module("function_app")
         self.host = LocalFunctionsHost(function_app.app, host_json=ROOT / "host.json", env=os.environ).start()
         return self
@@ -58,7 +62,8 @@ class LocalStack:
             self.host.stop()
         if self.emulator is not None:
             self.emulator.stop()
-        self.azurite.stop()
+        if self._owns_azurite and self.azurite is not None:
+            self.azurite.stop()
         services_from_env.cache_clear()
         os.environ.clear()
         os.environ.update(self._saved_env)
@@ -68,3 +73,8 @@ class LocalStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _quiet_auth_level_warning(record: logging.LogRecord) -> bool:
+    """azure-functions warns that HTTP auth levels do not apply to queue functions; true and irrelevant."""
+    return "Auth level is not applied" not in record.getMessage()
