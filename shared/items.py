@@ -21,6 +21,7 @@ import copy
 import functools
 import importlib.resources
 import json
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,8 +128,10 @@ def _check_copy(item: dict[str, Any], collection_id: str) -> dict[str, Any]:
         # migration here keeps the common case at tens of microseconds.
         candidate = {**item, "stac_version": STAC_VERSION}
     else:
-        migrated = pystac.Item.from_dict(copy.deepcopy(item), migrate=True, preserve_dict=False)
-        candidate = migrated.to_dict(include_self_link=False, transform_hrefs=False)
+        with warnings.catch_warnings():  # pystac's extension warnings are about the copy, not for our logs
+            warnings.simplefilter("ignore")
+            migrated = pystac.Item.from_dict(copy.deepcopy(item), migrate=True, preserve_dict=False)
+            candidate = migrated.to_dict(include_self_link=False, transform_hrefs=False)
     candidate["collection"] = collection_id
     # The service replaces the structural links on ingest, so a relative `self` link (common in
     # static catalogs, and valid in 1.0.0) is no reason to refuse an item.

@@ -49,3 +49,5 @@ def api_version(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def client(emulator: EmulatorServer, api_version: str) -> GeoCatalogClient:
     return GeoCatalogClient(emulator.url, StaticToken("dev-token"), api_version=api_version, timeout=5)
+
+ROOT = Path(__file__).resolve().parent.parent

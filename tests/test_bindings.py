@@ -1,0 +1,46 @@
+"""What the Functions host would index from function_app.py: names, triggers, queues, connections."""
+
+from __future__ import annotations
+
+import json
+
+import function_app
+from devhost.queue_host import QueueOptions, functions_of, resolve_setting_names
+from tests.conftest import ROOT
+
+
+def bindings() -> dict[str, list[dict]]:
+    return {f.get_function_name(): json.loads(f.get_function_json())["bindings"] for f in functions_of(function_app.app)}
+
+
+def test_the_four_queue_functions_and_their_queues() -> None:
+    found = {name: (b[0]["type"], b[0]["queueName"], b[0]["connection"], b[0]["direction"]) for name, b in bindings().items()}
+    assert found == {
+        "submit": ("queueTrigger", "%SUBMIT_QUEUE%", "AzureWebJobsStorage", "IN"),
+        "poll": ("queueTrigger", "%POLL_QUEUE%", "AzureWebJobsStorage", "IN"),
+        "submit_poison": ("queueTrigger", "%SUBMIT_QUEUE%-poison", "AzureWebJobsStorage", "IN"),
+        "poll_poison": ("queueTrigger", "%POLL_QUEUE%-poison", "AzureWebJobsStorage", "IN"),
+    }
+    assert all(len(b) == 1 for b in bindings().values())  # no output bindings: clients are SDK-based
+
+
+def test_binding_expressions_resolve_from_settings() -> None:
+    env = {"SUBMIT_QUEUE": "stac-submit"}
+    assert resolve_setting_names("%SUBMIT_QUEUE%-poison", env) == "stac-submit-poison"
+
+
+def test_host_json_queue_settings_are_what_the_app_assumes() -> None:
+    options = QueueOptions.from_host_json(ROOT / "host.json")
+    assert options.message_encoding == "none"  # we decode raw and base64 bodies ourselves
+    assert options.max_dequeue_count == 5  # == MAX_DEQUEUE_COUNT's default
+    assert options.max_polling_seconds <= 5
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["extensionBundle"]["version"] == "[4.*, 5.0.0)"
+
+
+def test_local_settings_example_lists_every_setting() -> None:
+    from shared.settings import DEFAULTS
+
+    example = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
+    assert example["AzureWebJobsStorage"] == "UseDevelopmentStorage=true"
+    assert set(DEFAULTS) <= set(example)

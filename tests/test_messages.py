@@ -1,0 +1,73 @@
+"""Message parsing: every accepted form, both encodings, and clear errors for the rest."""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+import pytest
+
+from shared.errors import InvalidInputError
+from shared.messages import BatchMessage, ItemsRef, JobRequest, PollMessage, decode_body
+from tests.helpers import make_item
+
+
+def test_decode_raw_and_base64_json_alike() -> None:
+    body = orjson.dumps({"v": 1, "items": []})
+    assert decode_body(body) == decode_body(base64.b64encode(body)) == {"v": 1, "items": []}
+    assert decode_body(b"  " + body + b"\n") == {"v": 1, "items": []}
+
+
+@pytest.mark.parametrize("body", [b"not json at all", b"{broken", base64.b64encode(b"{broken"), b""])
+def test_undecodable_bodies_are_invalid_input(body: bytes) -> None:
+    with pytest.raises(InvalidInputError):
+        decode_body(body)
+
+
+def test_bare_item_and_feature_collection() -> None:
+    item = make_item("a")
+    assert JobRequest.from_json(item).items == [item]
+    fc = {"type": "FeatureCollection", "features": [item, make_item("b")]}
+    request = JobRequest.from_json(fc)
+    assert [i["id"] for i in request.items or []] == ["a", "b"] and request.collection is None
+
+
+def test_v1_inline_items_in_every_shape() -> None:
+    for items in (make_item("a"), [make_item("a")], {"type": "FeatureCollection", "features": [make_item("a")]}):
+        request = JobRequest.from_json({"v": 1, "collection": "landcover", "items": items, "job_id": "j-1", "batch_size": 5})
+        assert (request.collection, request.job_id, request.batch_size, len(request.items or [])) == ("landcover", "j-1", 5, 1)
+
+
+def test_v1_items_ref_blob_range_and_url() -> None:
+    request = JobRequest.from_json({"v": 1, "items_ref": {"blob": "drop/x.ndjson", "start": 10, "end": 99}})
+    assert request.items_ref == ItemsRef(blob="drop/x.ndjson", start=10, end=99)
+    assert JobRequest.from_json({"v": 1, "items_ref": {"url": "https://h/x.json"}}).items_ref == ItemsRef(url="https://h/x.json")
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ([1, 2], "JSON object"),
+        ({"v": 2, "items": []}, '"v": 1'),
+        ({"v": 1}, "exactly one"),
+        ({"v": 1, "items": [], "items_ref": {"blob": "a/b"}}, "exactly one"),
+        ({"v": 1, "items": [], "job_id": "bad/id"}, "job_id"),
+        ({"v": 1, "items": [], "batch_size": 0}, "batch_size"),
+        ({"v": 1, "items": [], "mode": "merge"}, "mode"),
+        ({"v": 1, "items_ref": {"blob": "nocontainer"}}, "container/path"),
+        ({"v": 1, "items_ref": {"blob": "a/b", "start": 5, "end": 1}}, "end"),
+        ({"v": 1, "search": {"url": "https://x/search"}}, "search"),
+    ],
+)
+def test_malformed_job_messages_say_why(body: object, fragment: str) -> None:
+    with pytest.raises(InvalidInputError, match=fragment):
+        JobRequest.from_json(body)
+
+
+def test_batch_and_poll_messages_round_trip() -> None:
+    batch = BatchMessage("j", "batch-000001", "landcover", items=[make_item("a")], payload_blob="p/j/b.json", attempt=2)
+    assert BatchMessage.from_json(orjson.loads(batch.to_json())) == batch
+    poll = PollMessage("j", "batch-000001", "landcover", "https://gc/inma/operations/1?api-version=x", 3, "2026-01-01T00:00:00+00:00")
+    assert PollMessage.from_json(orjson.loads(poll.to_json())) == poll
+    with pytest.raises(InvalidInputError):
+        PollMessage.from_json({"job_id": "j"})

@@ -1,0 +1,31 @@
+"""Settings are read in one place and name every problem at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.errors import ConfigurationError
+from shared.settings import Settings, StorageAccess
+
+
+def test_defaults_and_overrides() -> None:
+    settings = Settings.from_env({"GEOCATALOG_ENDPOINT": "https://gc", "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+                                  "BATCH_MAX_ITEMS": "50", "SOURCE_URL_ALLOWLIST": "A.example, b.example"})
+    assert settings.batch_max_items == 50 and settings.submit_queue == "stac-submit"
+    assert settings.geocatalog_api_version == "2026-04-15"
+    assert settings.source_url_allowlist == ("a.example", "b.example")
+    assert settings.storage == StorageAccess(connection_string="UseDevelopmentStorage=true")
+
+
+def test_all_problems_are_named_together() -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        Settings.from_env({"BATCH_MAX_ITEMS": "many"})
+    text = str(raised.value)
+    assert "GEOCATALOG_ENDPOINT is required" in text and "BATCH_MAX_ITEMS" in text and "AzureWebJobsStorage" in text
+
+
+def test_managed_identity_storage_settings() -> None:
+    by_account = StorageAccess.from_env({"AzureWebJobsStorage__accountName": "acct"}, "AzureWebJobsStorage")
+    assert by_account.queue_uri == "https://acct.queue.core.windows.net" and not by_account.connection_string
+    uris = {f"AzureWebJobsStorage__{k}ServiceUri": f"https://{k}.x" for k in ("queue", "blob", "table")}
+    assert StorageAccess.from_env(uris, "AzureWebJobsStorage").table_uri == "https://table.x"
