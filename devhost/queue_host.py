@@ -17,7 +17,7 @@ import re
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -177,8 +177,9 @@ def functions_of(app: func.FunctionApp) -> list[Any]:
 class LocalFunctionsHost:
     """Runs every queue-triggered function of a `func.FunctionApp` against one storage account."""
 
-    def __init__(self, app: func.FunctionApp, *, host_json: Path, env: Mapping[str, str]) -> None:
-        self.options = QueueOptions.from_host_json(host_json)
+    def __init__(self, app: func.FunctionApp, *, host_json: Path, env: Mapping[str, str],
+                 overrides: Mapping[str, Any] | None = None) -> None:
+        self.options = replace(QueueOptions.from_host_json(host_json), **(overrides or {}))
         self.listeners: list[QueueTriggerListener] = []
         for function in functions_of(app):
             trigger = json.loads(function.get_function_json())["bindings"][0]

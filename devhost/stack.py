@@ -37,6 +37,7 @@ class LocalStack:
     emulator_options: EmulatorOptions = field(default_factory=lambda: EmulatorOptions(timings=Timings(0.2, 0.3)))
     settings: dict[str, str] = field(default_factory=dict)
     azurite: Azurite | None = None  # started (and stopped) by the stack when not given
+    queue_overrides: dict[str, float] = field(default_factory=dict)  # e.g. faster visibility_timeout_seconds in tests
     emulator: EmulatorServer | None = None
     host: LocalFunctionsHost | None = None
     services: Services | None = None
@@ -54,7 +55,8 @@ class LocalStack:
         self.services = build_services(Settings.from_env())
         logging.getLogger().addFilter(_quiet_auth_level_warning)
         function_app = importlib.import_module("function_app")
-        self.host = LocalFunctionsHost(function_app.app, host_json=ROOT / "host.json", env=os.environ).start()
+        self.host = LocalFunctionsHost(function_app.app, host_json=ROOT / "host.json", env=os.environ,
+                                       overrides=self.queue_overrides).start()
         return self
 
     def stop(self) -> None:

@@ -13,10 +13,14 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from shared.errors import InvalidInputError
+import orjson
+
+from shared.backoff import exponential
+from shared.errors import InvalidInputError, RetryableError
 from shared.messages import JOB_ID, BatchMessage, JobRequest, PollMessage, decode_body
 from shared.planning import plan_job, reject_job
 from shared.poll import end_batch, poll_batch
+from shared.queues import fits_in_message
 from shared.rollup import rollup_job
 from shared.services import Services
 from shared.status import BatchState, JobRow, JobState
@@ -42,11 +46,37 @@ def handle_submit_message(body: bytes, *, message_id: str, dequeue_count: int, s
         except InvalidInputError as error:
             _reject_unreadable(job_id, str(error), services=services, now=now)
             return
-        plan_job(request, job_id=job_id, services=services, now=now)
+        try:
+            plan_job(request, job_id=job_id, services=services, now=now)
+        except RetryableError as error:
+            retry_job_later(decoded, job_id, error, services=services, now=now)
     except Exception as error:  # noqa: BLE001 - record it on the last delivery, then let the host retry/poison
         if dequeue_count >= services.settings.max_dequeue_count:
             give_up(decoded, message_id, f"{type(error).__name__}: {error}", services=services, now=now)
         raise
+
+
+def retry_job_later(decoded: Any, job_id: str, error: RetryableError, *, services: Services, now: datetime) -> None:
+    """Re-send a job message with a delay (its job id pinned), or fail the job when attempts run out."""
+    settings = services.settings
+    attempt = int(decoded.get("attempt", 0)) if isinstance(decoded, dict) and decoded.get("v") == 1 else 0
+    if attempt + 1 >= settings.submit_max_attempts:
+        give_up(decoded, "", f"gave up planning after {attempt + 1} attempts: {error}", services=services, now=now,
+                job_id=job_id)
+        return
+    if isinstance(decoded, dict) and decoded.get("v") == 1:
+        retry = {**decoded, "job_id": job_id, "attempt": attempt + 1}
+    else:
+        retry = {"v": 1, "job_id": job_id, "attempt": attempt + 1, "items": decoded}
+    body = orjson.dumps(retry).decode()
+    if not fits_in_message(body):
+        blob = services.payloads.put(f"{job_id}/job-message.json", orjson.dumps(decoded))
+        ref = {k: v for k, v in retry.items() if k not in ("items", "items_ref")}
+        body = orjson.dumps({**ref, "items_ref": {"blob": blob}}).decode()
+    delay = error.retry_after if error.retry_after is not None else exponential(
+        attempt, base=settings.retry_base_delay_seconds, cap=settings.poll_max_delay_seconds)
+    log.warning("job %s: %s; planning again in %.0f s", job_id, error, delay)
+    services.queues.send(settings.submit_queue, body, delay_seconds=delay)
 
 
 def handle_poll_message(body: bytes, *, dequeue_count: int, services: Services, now: datetime) -> None:
@@ -75,7 +105,7 @@ def handle_poison_message(body: bytes, *, queue: str, services: Services, now: d
     give_up(decoded, "", f"message moved to {queue} after repeated failures", services=services, now=now)
 
 
-def give_up(decoded: Any, message_id: str, reason: str, *, services: Services, now: datetime) -> None:
+def give_up(decoded: Any, message_id: str, reason: str, *, services: Services, now: datetime, job_id: str = "") -> None:
     """End the batch (Failed) or job (Failed) a message stands for, unless it already ended."""
     reason = reason[:1500]
     if isinstance(decoded, dict) and decoded.get("kind") in ("batch", "poll"):
@@ -86,7 +116,8 @@ def give_up(decoded: Any, message_id: str, reason: str, *, services: Services, n
             end_batch(row, BatchState.FAILED, services=services, now=now, code=code,
                       message=f"{row.error_message} | {reason}".strip(" |"), failed_items=row.item_count)
         return
-    job_id = _job_id(decoded, message_id) if message_id else _given_job_id(decoded) or _orphan_job_id(decoded)
+    if not job_id:
+        job_id = _job_id(decoded, message_id) if message_id else _given_job_id(decoded) or _orphan_job_id(decoded)
     services.status.create_job(JobRow(job_id=job_id), now)
 
     def fail(row: JobRow) -> JobRow | None:

@@ -2,7 +2,9 @@
 
 1. Ask the catalog which of the batch's items now exist with `_msft:ts` no older than the batch's
    first submission: those were created by this batch (the operation may have ingested the good
-   ones, or a lost earlier POST did), so they succeeded.
+   ones, or a lost earlier POST did), so they succeeded. An item the service named as a duplicate
+   counts as ours only when the batch was POSTed more than once. The comparison trusts the two
+   clocks to agree; skew errs towards reporting an item as failed, never a failed one as ingested.
 2. Items the service named in the error (`error.error.details`, or the single item of a one-item
    batch) failed with their own code.
 3. The rest are unresolved. If the service told nothing apart, the batch is halved and each half
@@ -14,7 +16,7 @@ The parent row ends `Split` with its own settled counts; children carry the rest
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from shared.batching import child_batch_id
 from shared.fanout import PlannedBatch, batch_items, enqueue_batches
@@ -23,8 +25,7 @@ from shared.items import item_id_of
 from shared.services import Services
 from shared.status import BatchRow, BatchState
 
-# `_msft:ts` is the service's clock, `submit_started` ours: allow for a little skew.
-CLOCK_SKEW = timedelta(seconds=2)
+ALREADY_EXISTS = "ItemAlreadyExistsInCollection"
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,13 @@ def resolve_failed_batch(row: BatchRow, operation: Operation, *, services: Servi
     """
     items = batch_items(services, row)
     ids = [item_id_of(item) for item in items]
-    landed = created_by_batch(row, ids, services=services)
     named = {e.item_id: e.code for e in operation.item_errors if e.item_id in ids}
     if len(ids) == 1 and not named:
         named = {ids[0]: operation.error_code or "OperationFailed"}
+    landed = created_by_batch(row, ids, services=services)
+    # A "duplicate" the service names is ours only if an earlier POST of this very batch may have
+    # created it (a retried submit); on a first attempt it is a genuine duplicate and it failed.
+    landed -= {i for i, code in named.items() if not (code == ALREADY_EXISTS and row.attempts > 1)}
     failed = {item_id: code for item_id, code in named.items() if item_id not in landed}
     unresolved = [item for item in items if item_id_of(item) not in landed and item_id_of(item) not in failed]
     message = f"{operation.error_code}: {operation.error_message}".strip(": ")
@@ -73,7 +77,7 @@ def resolve_failed_batch(row: BatchRow, operation: Operation, *, services: Servi
 
 def created_by_batch(row: BatchRow, ids: list[str], *, services: Services) -> set[str]:
     """Ids among `ids` that the catalog holds with `_msft:ts` at or after the batch's first submission."""
-    since = (row.submit_started or datetime.min) - CLOCK_SKEW
+    since = row.submit_started or datetime.min
     landed: set[str] = set()
     for start in range(0, len(ids), 500):
         for stored in services.catalog.search_ids(row.collection, ids[start : start + 500]):

@@ -51,3 +51,47 @@ def client(emulator: EmulatorServer, api_version: str) -> GeoCatalogClient:
     return GeoCatalogClient(emulator.url, StaticToken("dev-token"), api_version=api_version, timeout=5)
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# ----- Azurite and the local stack (integration and end-to-end tests) ----------------------------
+
+import itertools  # noqa: E402
+
+from devhost.azurite import Azurite  # noqa: E402
+from devhost.stack import LocalStack  # noqa: E402
+
+_stack_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    with Azurite() as server:
+        yield server
+
+
+def unique_storage_names() -> dict[str, str]:
+    """Fresh queue, container and table names, so tests share one Azurite without seeing each other."""
+    n = next(_stack_numbers)
+    return {"SUBMIT_QUEUE": f"t{n}-submit", "POLL_QUEUE": f"t{n}-poll",
+            "PAYLOAD_CONTAINER": f"t{n}-payloads", "STATUS_TABLE": f"Status{n}"}
+
+
+@pytest.fixture
+def make_stack(azurite: Azurite):
+    """Build a running LocalStack: `make_stack(settings={...}, emulator_options=..., queue_overrides=...)`."""
+    stacks: list[LocalStack] = []
+
+    def build(*, settings: dict[str, str] | None = None, emulator_options: EmulatorOptions | None = None,
+              queue_overrides: dict | None = None) -> LocalStack:
+        stack = LocalStack(
+            emulator_options=emulator_options or EmulatorOptions(timings=Timings(0.1, 0.2)),
+            settings={**unique_storage_names(), **(settings or {})},
+            azurite=azurite,
+            queue_overrides=queue_overrides or {},
+        )
+        stacks.append(stack.start())
+        return stack
+
+    yield build
+    for stack in stacks:
+        stack.stop()
