@@ -54,10 +54,19 @@ class LocalStack:
         services_from_env.cache_clear()
         self.services = build_services(Settings.from_env())
         logging.getLogger().addFilter(_quiet_auth_level_warning)
+        self.resume_functions()
+        return self
+
+    def pause_functions(self) -> None:
+        """Stop the local host (as if every worker died); storage and the emulator keep running."""
+        if self.host is not None:
+            self.host.stop()
+            self.host = None
+
+    def resume_functions(self) -> None:
         function_app = importlib.import_module("function_app")
         self.host = LocalFunctionsHost(function_app.app, host_json=ROOT / "host.json", env=os.environ,
                                        overrides=self.queue_overrides).start()
-        return self
 
     def stop(self) -> None:
         if self.host is not None:
