@@ -1,0 +1,45 @@
+"""schemas/messages.schema.json documents what the code accepts and sends."""
+
+from __future__ import annotations
+
+import json
+
+import fastjsonschema
+import orjson
+import pytest
+
+from shared.messages import BatchMessage, JobRequest, PollMessage
+from tests.conftest import ROOT
+from tests.helpers import make_item
+
+VALIDATE = fastjsonschema.compile(json.loads((ROOT / "schemas" / "messages.schema.json").read_text()))
+
+ACCEPTED = [
+    make_item("a"),
+    {"type": "FeatureCollection", "features": [make_item("a")]},
+    {"v": 1, "collection": "landcover", "items": [make_item("a")], "job_id": "j-1", "batch_size": 10},
+    {"v": 1, "collection": "landcover", "items_ref": {"blob": "stac-drop/x.ndjson", "start": 0, "end": 100}},
+    {"v": 1, "items_ref": {"url": "https://example.com/items.json"}},
+]
+
+
+@pytest.mark.parametrize("message", ACCEPTED)
+def test_documented_messages_are_accepted_by_the_code(message: dict) -> None:
+    VALIDATE(message)
+    JobRequest.from_json(message)
+
+
+@pytest.mark.parametrize("message", [
+    {"v": 1, "collection": "landcover"},
+    {"v": 1, "items": [], "items_ref": {"blob": "a/b"}},
+    {"v": 1, "items": [], "job_id": "no/slashes"},
+])
+def test_schema_refuses_what_the_code_refuses(message: dict) -> None:
+    with pytest.raises(fastjsonschema.JsonSchemaValueException):
+        VALIDATE(message)
+
+
+def test_the_apps_own_messages_match_the_schema() -> None:
+    VALIDATE(orjson.loads(BatchMessage("j", "batch-000001", "landcover", items=[make_item("a")], payload_blob="p/x").to_json()))
+    VALIDATE(orjson.loads(PollMessage("j", "batch-000001", "landcover", "https://gc/inma/operations/1", 0,
+                                      "2026-01-01T00:00:00+00:00").to_json()))
