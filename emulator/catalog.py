@@ -7,13 +7,13 @@ the clock and the requests: no background task, no race, and a stuck operation c
 
 from __future__ import annotations
 
-import copy
 import heapq
 import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Iterable
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
 
@@ -51,7 +51,8 @@ class Operation:
     run_at: datetime
     finish_at: datetime
     action: str  # add | replace | patch | delete | create-collection | delete-collection
-    payload: list[dict[str, Any]]  # items (add/replace/patch) or {"id": ...} stubs (delete)
+    payload: list[dict[str, Any]]  # items (add/replace/patch) or {"id": ...} stubs (delete); dropped once applied
+    item_ids: list[str] = field(default_factory=list)
     outcome: str = "normal"  # normal | fail | stuck
     forced_code: str = ""
     items_to_fail: set[str] = field(default_factory=set)
@@ -90,7 +91,9 @@ class Catalog:
         self.faults = faults or Faults()
         self.atomic_batches = atomic_batches
         self.collections: dict[str, dict[str, Any]] = {}
-        self.items: dict[str, dict[str, dict[str, Any]]] = {}
+        # Stored items are kept serialized: a catalog of a million items stays a few GB of bytes
+        # instead of tens of GB of dicts, and the cycle collector has nothing to walk.
+        self.items: dict[str, dict[str, bytes]] = {}
         self.operations: dict[str, Operation] = {}
         self._due: list[tuple[datetime, str]] = []
         self._db = _open_db(sqlite_path) if sqlite_path else None
@@ -107,6 +110,7 @@ class Catalog:
             if op.canceled_at is None and op.outcome != "stuck":
                 self._apply(op)
                 op.applied = True
+                op.payload = []
                 self._save_operation(op)
 
     def _apply(self, op: Operation) -> None:
@@ -120,16 +124,17 @@ class Catalog:
             return
         if op.outcome == "fail":
             message = f"Operation failed with {op.forced_code} (injected fault)"
-            op.failures = [ItemFailure(_payload_id(p), op.forced_code, message) for p in op.payload]
+            op.failures = [ItemFailure(item_id, op.forced_code, message) for item_id in op.item_ids]
             return
         items = self.items.setdefault(op.collection_id, {})
-        staged: dict[str, dict[str, Any] | None] = {}
+        staged: dict[str, bytes | None] = {}
+        stamp = rfc3339(op.finish_at)
         for entry in op.payload:
             failure = self._check(op, entry, items, staged)
             if failure is not None:
                 op.failures.append(failure)
                 continue
-            staged[entry["id"]] = None if op.action == "delete" else self._stored_form(op, entry, items)
+            staged[entry["id"]] = None if op.action == "delete" else self._stored_form(op, entry, items, stamp)
         if op.failures and self.atomic_batches:
             return  # all or nothing: the good items are not ingested either
         for item_id, item in staged.items():
@@ -138,18 +143,15 @@ class Catalog:
                 self._db_exec("DELETE FROM items WHERE collection=? AND id=?", (op.collection_id, item_id))
             else:
                 items[item_id] = item
-                self._db_exec(
-                    "INSERT OR REPLACE INTO items VALUES (?,?,?)",
-                    (op.collection_id, item_id, orjson.dumps(item)),
-                )
+                self._db_exec("INSERT OR REPLACE INTO items VALUES (?,?,?)", (op.collection_id, item_id, item))
         op.succeeded = len(staged)
 
     def _check(
         self,
         op: Operation,
         entry: dict[str, Any],
-        items: dict[str, dict[str, Any]],
-        staged: dict[str, dict[str, Any] | None],
+        items: dict[str, bytes],
+        staged: dict[str, bytes | None],
     ) -> ItemFailure | None:
         item_id = _payload_id(entry)
         if op.action != "delete":
@@ -176,13 +178,14 @@ class Catalog:
         return None
 
     def _stored_form(
-        self, op: Operation, entry: dict[str, Any], items: dict[str, dict[str, Any]]
-    ) -> dict[str, Any]:
-        item = _patched(items, entry) if op.action == "patch" else copy.deepcopy(entry)
+        self, op: Operation, entry: dict[str, Any], items: dict[str, bytes], stamp: str
+    ) -> bytes:
+        # The payload was parsed from this operation's own request body, so it is ours to keep.
+        item = _patched(items, entry) if op.action == "patch" else entry
         item["collection"] = op.collection_id
-        item["_msft:ts"] = rfc3339(op.finish_at)
+        item["_msft:ts"] = stamp
         item["_msft:etag"] = str(uuid.uuid4())
-        return item
+        return orjson.dumps(item)
 
     # ----- operations -----------------------------------------------------------------------
 
@@ -207,6 +210,7 @@ class Catalog:
             finish_at=run_at + timedelta(seconds=duration),
             action=action,
             payload=payload,
+            item_ids=[_payload_id(p) for p in payload],
         )
         if action in ("add", "replace", "patch"):
             op.outcome = self.faults.operation_outcome()
@@ -239,7 +243,7 @@ class Catalog:
         if status != "Pending":
             history.append({"status": "Running", "timestamp": rfc3339(op.run_at)})
             body["startTime"] = rfc3339(op.run_at)
-        total = len(op.payload)
+        total = len(op.item_ids)
         failed = len(op.failures)
         succeeded = op.succeeded
         pending = total if status in ("Pending", "Running") else 0
@@ -277,8 +281,7 @@ class Catalog:
         lines: list[dict[str, str]] = []
         if status in TERMINAL:
             failed = {f.item_id: f for f in op.failures}
-            for entry in op.payload:
-                item_id = _payload_id(entry)
+            for item_id in op.item_ids:
                 failure = failed.get(item_id)
                 if failure is not None:
                     lines.append(
@@ -298,21 +301,23 @@ class Catalog:
 
     # ----- search -------------------------------------------------------------------------
 
-    def search(self, criteria: dict[str, Any]) -> Iterable[dict[str, Any]]:
-        """Items matching STAC API item-search criteria (collections, ids, bbox, datetime)."""
+    def search(self, criteria: dict[str, Any]) -> Iterator[bytes]:
+        """Stored items (serialized) matching item-search criteria (collections, ids, bbox, datetime)."""
         collections = criteria.get("collections") or list(self.items)
-        ids = set(criteria.get("ids") or [])
+        ids = criteria.get("ids")
         bbox = criteria.get("bbox")
         interval = _parse_interval(criteria.get("datetime"))
         for collection_id in collections:
-            for item_id, item in self.items.get(collection_id, {}).items():
-                if ids and item_id not in ids:
-                    continue
-                if bbox and not _bbox_intersects(item.get("bbox"), bbox):
-                    continue
-                if interval and not _in_interval(item.get("properties") or {}, interval):
-                    continue
-                yield item
+            stored = self.items.get(collection_id, {})
+            candidates = (stored[i] for i in dict.fromkeys(ids) if i in stored) if ids else iter(stored.values())
+            for body in candidates:
+                if bbox or interval:
+                    item = orjson.loads(body)
+                    if bbox and not _bbox_intersects(item.get("bbox"), bbox):
+                        continue
+                    if interval and not _in_interval(item.get("properties") or {}, interval):
+                        continue
+                yield body
 
     # ----- SQLite write-through --------------------------------------------------------------
 
@@ -332,7 +337,7 @@ class Catalog:
             self.collections[collection_id] = orjson.loads(body)
             self.items.setdefault(collection_id, {})
         for collection_id, item_id, body in self._db.execute("SELECT collection, id, body FROM items"):
-            self.items.setdefault(collection_id, {})[item_id] = orjson.loads(body)
+            self.items.setdefault(collection_id, {})[item_id] = bytes(body)
 
 
 def _open_db(path: str) -> sqlite3.Connection:
@@ -349,9 +354,9 @@ def _payload_id(entry: Any) -> str:
     return item_id if isinstance(item_id, str) else "<no id>"
 
 
-def _patched(items: dict[str, dict[str, Any]], patch: dict[str, Any]) -> dict[str, Any]:
+def _patched(items: dict[str, bytes], patch: dict[str, Any]) -> dict[str, Any]:
     """RFC 7396 merge patch of an existing item (or of nothing)."""
-    base = copy.deepcopy(items.get(_payload_id(patch), {}))
+    base = orjson.loads(items.get(_payload_id(patch), b"{}"))
     return _merge(base, patch)
 
 
@@ -362,18 +367,18 @@ def _merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(value, dict) and isinstance(target.get(key), dict):
             target[key] = _merge(target[key], value)
         else:
-            target[key] = copy.deepcopy(value)
+            target[key] = value
     return target
 
 
 def _failure_summary(op: Operation) -> tuple[str, str, dict[str, Any]]:
-    if len(op.failures) == 1 and len(op.payload) == 1:
+    if len(op.failures) == 1 and len(op.item_ids) == 1:
         failure = op.failures[0]
         return failure.code, failure.message, {"code": failure.code, "message": failure.message}
     if op.outcome == "fail":
         message = f"Operation failed with {op.forced_code} (injected fault)"
         return op.forced_code, message, {"code": op.forced_code, "message": message}
-    message = f"One or more items in a bulk ingestion operation failed ({len(op.failures)} of {len(op.payload)})"
+    message = f"One or more items in a bulk ingestion operation failed ({len(op.failures)} of {len(op.item_ids)})"
     details = [{"code": f.code, "message": f.message, "target": f.item_id} for f in op.failures]
     return "ErrorsInBatchOperation", message, {"code": "ErrorsInBatchOperation", "message": message, "details": details}
 

@@ -251,11 +251,11 @@ class EmulatorApp:
     async def get_item(self, request: web.Request) -> web.Response:
         collection_id = self._collection_id(request)
         item_id = request.match_info["iid"]
-        item = self.catalog.items[collection_id].get(item_id)
-        if item is None:
+        stored = self.catalog.items[collection_id].get(item_id)
+        if stored is None:
             raise ServiceError(404, "ResourceNotFound",
                                f"Resource not found at '{request.path}' with parameters {{'collection_id': '{collection_id}', 'item_id': '{item_id}'}}. Check the parameters and try again.")
-        return _json(self._with_links(request, item), content_type=GEOJSON)
+        return _json(self._with_links(request, orjson.loads(stored)), content_type=GEOJSON)
 
     async def replace_item(self, request: web.Request) -> web.Response:
         return await self._change_item(request, "replace")
@@ -317,7 +317,7 @@ class EmulatorApp:
         limit = min(int(criteria.get("limit") or DEFAULT_LIMIT), MAX_LIMIT)
         offset = _token_to_offset(criteria.get("token"))
         matches = list(self.catalog.search(criteria))
-        page = [self._with_links(request, item) for item in matches[offset:offset + limit]]
+        page = [self._with_links(request, orjson.loads(body)) for body in matches[offset:offset + limit]]
         links: list[dict[str, Any]] = []
         if offset + limit < len(matches):
             token = _offset_to_token(offset + limit)
