@@ -44,3 +44,12 @@ def test_local_settings_example_lists_every_setting() -> None:
     example = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
     assert example["AzureWebJobsStorage"] == "UseDevelopmentStorage=true"
     assert set(DEFAULTS) <= set(example)
+
+
+def test_readme_documents_every_setting_and_starts_with_the_two_commands() -> None:
+    from shared.settings import DEFAULTS
+
+    readme = (ROOT / "README.md").read_text()
+    assert all(f"`{name}`" in readme for name in DEFAULTS)
+    head = readme.split("\n## ")[0]
+    assert "make demo" in head and "make test" in head
