@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import azure.functions as func
 
-from shared.handlers import handle_poison_message, handle_poll_message, handle_submit_message
+from shared.handlers import handle_blob_event, handle_poison_message, handle_poll_message, handle_submit_message
 from shared.services import services_from_env
 
 app = func.FunctionApp()
@@ -31,6 +31,14 @@ def poll(msg: func.QueueMessage) -> None:
                         services=services_from_env(), now=datetime.now(UTC))
 
 
+@app.function_name("blob_created")
+@app.queue_trigger(arg_name="msg", queue_name="%DROP_EVENTS_QUEUE%", connection=STORAGE)
+def blob_created(msg: func.QueueMessage) -> None:
+    """Event Grid delivers the drop container's BlobCreated events here (README: Uploads)."""
+    handle_blob_event(msg.get_body(), dequeue_count=msg.dequeue_count or 1,
+                      services=services_from_env(), now=datetime.now(UTC))
+
+
 @app.function_name("submit_poison")
 @app.queue_trigger(arg_name="msg", queue_name="%SUBMIT_QUEUE%-poison", connection=STORAGE)
 def submit_poison(msg: func.QueueMessage) -> None:
@@ -41,3 +49,10 @@ def submit_poison(msg: func.QueueMessage) -> None:
 @app.queue_trigger(arg_name="msg", queue_name="%POLL_QUEUE%-poison", connection=STORAGE)
 def poll_poison(msg: func.QueueMessage) -> None:
     handle_poison_message(msg.get_body(), queue="poll-poison", services=services_from_env(), now=datetime.now(UTC))
+
+
+@app.function_name("blob_created_poison")
+@app.queue_trigger(arg_name="msg", queue_name="%DROP_EVENTS_QUEUE%-poison", connection=STORAGE)
+def blob_created_poison(msg: func.QueueMessage) -> None:
+    handle_poison_message(msg.get_body(), queue="drop-events-poison", services=services_from_env(),
+                          now=datetime.now(UTC))

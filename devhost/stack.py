@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devhost.azurite import Azurite
+from devhost.blob_events import BlobCreatedWatcher
 from devhost.queue_host import LocalFunctionsHost
 from emulator import EmulatorOptions, EmulatorServer, Timings
 from shared.services import Services, build_services, services_from_env
@@ -27,6 +28,8 @@ LOCAL_SETTINGS = {
     "POLL_QUEUE": "stac-poll",
     "PAYLOAD_CONTAINER": "stac-payloads",
     "STATUS_TABLE": "StacIngestStatus",
+    "DROP_CONTAINER": "stac-drop",
+    "DROP_EVENTS_QUEUE": "stac-drop-events",
 }
 
 
@@ -40,6 +43,7 @@ class LocalStack:
     queue_overrides: dict[str, float] = field(default_factory=dict)  # e.g. faster visibility_timeout_seconds in tests
     emulator: EmulatorServer | None = None
     host: LocalFunctionsHost | None = None
+    watcher: BlobCreatedWatcher | None = None
     services: Services | None = None
     _saved_env: dict[str, str] = field(default_factory=dict)
     _owns_azurite: bool = False
@@ -54,6 +58,9 @@ class LocalStack:
         services_from_env.cache_clear()
         self.services = build_services(Settings.from_env())
         logging.getLogger().addFilter(_quiet_auth_level_warning)
+        settings = self.services.settings
+        self.watcher = BlobCreatedWatcher(self.azurite.connection_string, settings.drop_container,
+                                          settings.drop_events_queue).start()
         self.resume_functions()
         return self
 
@@ -69,6 +76,8 @@ class LocalStack:
                                        overrides=self.queue_overrides).start()
 
     def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
         if self.host is not None:
             self.host.stop()
         if self.emulator is not None:

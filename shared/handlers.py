@@ -17,7 +17,8 @@ import orjson
 
 from shared.backoff import exponential
 from shared.errors import InvalidInputError, RetryableError
-from shared.messages import JOB_ID, BatchMessage, JobRequest, PollMessage, decode_body
+from shared.blob_events import blob_created_from_event
+from shared.messages import JOB_ID, BatchMessage, JobRequest, PlanMessage, PollMessage, decode_body
 from shared.planning import plan_job, reject_job
 from shared.poll import end_batch, poll_batch
 from shared.queues import fits_in_message
@@ -25,6 +26,7 @@ from shared.rollup import rollup_job
 from shared.services import Services
 from shared.status import BatchState, JobRow, JobState
 from shared.submit import submit_batch
+from shared.uploads import plan_upload_segment, start_upload_job, upload_job_id
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ def handle_submit_message(body: bytes, *, message_id: str, dequeue_count: int, s
     try:
         if isinstance(decoded, dict) and decoded.get("kind") == "batch":
             submit_batch(BatchMessage.from_json(decoded), services=services, now=now)
+            return
+        if isinstance(decoded, dict) and decoded.get("kind") == "plan":
+            plan_upload_segment(PlanMessage.from_json(decoded), services=services, now=now)
             return
         job_id = _job_id(decoded, message_id)
         try:
@@ -79,6 +84,23 @@ def retry_job_later(decoded: Any, job_id: str, error: RetryableError, *, service
     services.queues.send(settings.submit_queue, body, delay_seconds=delay)
 
 
+def handle_blob_event(body: bytes, *, dequeue_count: int, services: Services, now: datetime) -> None:
+    """A BlobCreated event from the drop container: start that blob version's job."""
+    try:
+        blob = blob_created_from_event(decode_body(body))
+    except InvalidInputError as error:
+        log.error("unreadable blob event dropped: %s", error)
+        return
+    if blob is None:
+        return
+    try:
+        start_upload_job(blob, services=services, now=now)
+    except Exception as error:  # noqa: BLE001 - record it on the last delivery, then let the host retry/poison
+        if dequeue_count >= services.settings.max_dequeue_count:
+            give_up(None, "", f"{type(error).__name__}: {error}", services=services, now=now, job_id=upload_job_id(blob))
+        raise
+
+
 def handle_poll_message(body: bytes, *, dequeue_count: int, services: Services, now: datetime) -> None:
     """A message on the poll queue: check one operation."""
     try:
@@ -101,8 +123,11 @@ def handle_poison_message(body: bytes, *, queue: str, services: Services, now: d
         decoded = decode_body(body)
     except InvalidInputError:
         decoded = None
-    # The poison copy has a new message id, so a job is found only through its own `job_id`.
-    give_up(decoded, "", f"message moved to {queue} after repeated failures", services=services, now=now)
+    # The poison copy has a new message id, so a job is found only through its own `job_id`,
+    # or for a blob event through the blob version it names.
+    blob = _blob_of(decoded)
+    give_up(decoded, "", f"message moved to {queue} after repeated failures", services=services, now=now,
+            job_id=upload_job_id(blob) if blob else "")
 
 
 def give_up(decoded: Any, message_id: str, reason: str, *, services: Services, now: datetime, job_id: str = "") -> None:
@@ -123,13 +148,20 @@ def give_up(decoded: Any, message_id: str, reason: str, *, services: Services, n
     def fail(row: JobRow) -> JobRow | None:
         if row.state.is_terminal:
             return None
-        if row.planned:  # batches exist and carry the items; only note the reason
-            return replace(row, error_code="GaveUp", error_message=reason)
+        if row.planned or row.batch_count:  # batches exist and carry the items; the roll-up ends the job
+            return replace(row, planned=True, error_code="GaveUp", error_message=reason)
         return replace(row, state=JobState.FAILED, planned=True, error_code="GaveUp", error_message=reason)
 
     log.error("job %s could not be processed: %s", job_id, reason)
     services.status.update_job(job_id, fail, now)
     rollup_job(job_id, status=services.status, now=now)
+
+
+def _blob_of(decoded: Any) -> Any:
+    try:
+        return blob_created_from_event(decoded)
+    except InvalidInputError:
+        return None
 
 
 def _reject_unreadable(job_id: str, reason: str, *, services: Services, now: datetime) -> None:

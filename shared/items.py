@@ -44,6 +44,7 @@ class RejectedItem:
     item_id: str
     reason: str
     position: int
+    label: str = ""  # how to name it when it has no usable id, e.g. "line 12"
 
 
 @functools.cache
@@ -166,22 +167,33 @@ def item_id_of(item: Any) -> str:
     return item_id if isinstance(item_id, str) else ""
 
 
-def validated(items: list[Any], collection_id: str) -> tuple[list[dict[str, Any]], list[RejectedItem]]:
+def validated(
+    items: list[Any],
+    collection_id: str,
+    *,
+    labels: list[str] | None = None,
+    rewrite_collection: bool = True,
+) -> tuple[list[dict[str, Any]], list[RejectedItem]]:
     """Split input items into (normalized valid items, rejected items with reasons).
 
-    A second item with an id already seen in the same job is rejected too: the service would fail it
-    as a duplicate, and it would make the batch's outcome ambiguous.
+    `labels` name the items in rejections (e.g. "line 12" for NDJSON); `rewrite_collection=False`
+    refuses items that name another collection instead of moving them. A second item with an id
+    already seen in the same job is rejected too: the service would fail it as a duplicate.
     """
     valid: list[dict[str, Any]] = []
     rejected: list[RejectedItem] = []
     seen: set[str] = set()
     for position, item in enumerate(items):
-        problem = item_problem(item, collection_id)
+        label = labels[position] if labels else ""
+        if hasattr(item, "error") and hasattr(item, "line"):  # an NDJSON line that is not JSON
+            rejected.append(RejectedItem("", f"line {item.line} is not valid JSON: {item.error}", position, label))
+            continue
+        problem = item_problem(item, collection_id, rewrite_collection=rewrite_collection)
         item_id = item_id_of(item)
         if problem is None and item_id in seen:
             problem = "appears more than once in this job"
         if problem:
-            rejected.append(RejectedItem(item_id, problem, position))
+            rejected.append(RejectedItem(item_id, f"{label}: {problem}" if label else problem, position, label))
             continue
         seen.add(item_id)
         valid.append(normalize(item, collection_id))

@@ -189,3 +189,34 @@ class PollMessage:
             )
         except (KeyError, TypeError, ValueError) as error:
             raise InvalidInputError(f"malformed poll message: {error}") from None
+
+
+@dataclass(frozen=True)
+class PlanMessage:
+    """Plan (the next segment of) an uploaded file: read from `offset`, numbering batches from `next_batch`."""
+
+    job_id: str
+    blob: str  # container/path
+    etag: str
+    collection: str
+    offset: int = 0  # bytes into the stored blob (plain NDJSON); 0 for formats that are read whole
+    next_line: int = 1
+    next_batch: int = 1
+    items_before: int = 0
+    v: int = VERSION
+    kind: str = "plan"
+
+    def to_json(self) -> str:
+        return orjson.dumps(asdict(self)).decode()
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> PlanMessage:
+        try:
+            return cls(
+                job_id=str(body["job_id"]), blob=str(body["blob"]), etag=str(body["etag"]),
+                collection=str(body.get("collection", "")), offset=int(body.get("offset", 0)),
+                next_line=int(body.get("next_line", 1)), next_batch=int(body.get("next_batch", 1)),
+                items_before=int(body.get("items_before", 0)),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise InvalidInputError(f"malformed plan message: {error}") from None

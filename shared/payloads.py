@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from collections.abc import Iterator
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
 from shared.errors import InvalidInputError
@@ -20,16 +23,51 @@ class PayloadStore:
         self._service = service
         self.container = container
 
-    def ensure(self) -> None:
-        try:
-            self._service.create_container(self.container)
-        except ResourceExistsError:
-            pass
+    def ensure(self, *containers: str) -> None:
+        for container in containers or (self.container,):
+            try:
+                self._service.create_container(container)
+            except ResourceExistsError:
+                pass
 
     def put(self, name: str, data: bytes) -> str:
         """Write (or overwrite) `name` in the payload container; returns `container/name`."""
         self._service.get_blob_client(self.container, name).upload_blob(data, overwrite=True)
         return f"{self.container}/{name}"
+
+    def chunks(self, ref: str, *, etag: str, offset: int = 0) -> Iterator[bytes]:
+        """Stream `container/path` from `offset`, only while it is still the version `etag`.
+
+        Raises:
+            InvalidInputError: the blob does not exist.
+            BlobChangedError: the blob was overwritten (its newer version has its own event).
+        """
+        container, path = _split(ref)
+        try:
+            downloader = self._service.get_blob_client(container, path).download_blob(
+                offset=offset or None, etag=f'"{etag.strip(chr(34))}"', match_condition=MatchConditions.IfNotModified)
+        except ResourceNotFoundError:
+            raise InvalidInputError(f"blob {ref[:200]!r} does not exist") from None
+        except (ResourceModifiedError, HttpResponseError) as error:
+            if isinstance(error, ResourceModifiedError) or getattr(error, "status_code", 0) in (412, 416):
+                if getattr(error, "status_code", 0) == 416:  # offset at the very end: nothing left
+                    return iter(())
+                raise BlobChangedError(f"blob {ref[:200]!r} changed since version {etag}") from None
+            raise
+        return downloader.chunks()
+
+    def properties(self, ref: str) -> tuple[str, int]:
+        """(ETag, size) of `container/path`.
+
+        Raises:
+            InvalidInputError: the blob does not exist.
+        """
+        container, path = _split(ref)
+        try:
+            props = self._service.get_blob_client(container, path).get_blob_properties()
+        except ResourceNotFoundError:
+            raise InvalidInputError(f"blob {ref[:200]!r} does not exist") from None
+        return str(props.etag), int(props.size)
 
     def read(self, ref: str, start: int | None = None, end: int | None = None) -> bytes:
         """Read `container/path`, or bytes [start, end) of it.
@@ -37,9 +75,7 @@ class PayloadStore:
         Raises:
             InvalidInputError: the reference is malformed or the blob does not exist.
         """
-        container, _, path = ref.partition("/")
-        if not container or not path:
-            raise InvalidInputError(f"blob reference {ref[:200]!r} must be 'container/path'")
+        container, path = _split(ref)
         offset = start or 0
         length = None if end is None else max(end - offset, 0)
         try:
@@ -47,3 +83,14 @@ class PayloadStore:
             return downloader.readall()
         except ResourceNotFoundError:
             raise InvalidInputError(f"blob {ref[:200]!r} does not exist") from None
+
+
+class BlobChangedError(InvalidInputError):
+    """The blob was overwritten after the event that named it: that version is gone."""
+
+
+def _split(ref: str) -> tuple[str, str]:
+    container, _, path = ref.partition("/")
+    if not container or not path:
+        raise InvalidInputError(f"blob reference {ref[:200]!r} must be 'container/path'")
+    return container, path

@@ -18,7 +18,8 @@ from shared.batching import batch_id, split
 from shared.errors import InvalidInputError, NotFoundError
 from shared.fanout import PlannedBatch, batch_message, batch_items, enqueue_batches
 from shared.geocatalog import check_collection_id
-from shared.items import RejectedItem, items_from_document, validated
+from shared.documents import NDJSON_SUFFIXES, json_items, ndjson_items
+from shared.items import RejectedItem, validated
 from shared.messages import JobRequest
 from shared.redact import url_without_query
 from shared.rollup import rollup_job
@@ -47,7 +48,7 @@ def plan_job(request: JobRequest, *, job_id: str, services: Services, now: datet
     if job.state.is_terminal:
         return job
     try:
-        items = load_items(request, services)
+        items, labels = load_items(request, services)
         collection = resolve_collection(request, items, services.settings.default_collection)
         services.catalog.get_collection(collection)
     except NotFoundError:
@@ -57,7 +58,7 @@ def plan_job(request: JobRequest, *, job_id: str, services: Services, now: datet
     if not items:
         return reject_job(job_id, "the job has no items", 0, services=services, now=now)
 
-    valid, rejected = validated(items, collection)
+    valid, rejected = validated(items, collection, labels=labels)
     settings = services.settings
     groups = split(valid, max_items=request.batch_size or settings.batch_max_items, max_bytes=settings.batch_max_bytes)
     batches = [PlannedBatch(batch_id(n), group) for n, group in enumerate(groups, start=1)]
@@ -72,10 +73,11 @@ def plan_job(request: JobRequest, *, job_id: str, services: Services, now: datet
     return rollup_job(job_id, status=status, now=now) or job
 
 
-def load_items(request: JobRequest, services: Services) -> list[Any]:
-    """The job's raw items: inline, from a blob of this account (JSON or NDJSON range), or an allowlisted URL."""
+def load_items(request: JobRequest, services: Services) -> tuple[list[Any], list[str] | None]:
+    """The job's raw items, and for NDJSON their labels ("line N"): inline, from a blob of this
+    account (JSON, or an NDJSON byte range), or from an allowlisted URL."""
     if request.items is not None:
-        return request.items
+        return request.items, None
     ref = request.items_ref
     assert ref is not None
     if ref.url:
@@ -84,26 +86,10 @@ def load_items(request: JobRequest, services: Services) -> list[Any]:
     else:
         data = services.payloads.read(ref.blob, ref.start, ref.end)
         name = ref.blob
-    return parse_document(data, ndjson=name.endswith((".ndjson", ".jsonl")) or ref.start is not None)
-
-
-def parse_document(data: bytes, *, ndjson: bool) -> list[Any]:
-    """Items from JSON (Item / FeatureCollection / list) or NDJSON (a bad line becomes a marker the
-    validator rejects with its line number)."""
-    if not ndjson:
-        try:
-            return items_from_document(orjson.loads(data))
-        except orjson.JSONDecodeError as error:
-            raise InvalidInputError(f"items are not valid JSON: {error}") from None
-    items: list[Any] = []
-    for number, line in enumerate(data.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            items.append(orjson.loads(line))
-        except orjson.JSONDecodeError:
-            items.append(f"line {number} is not valid JSON")
-    return items
+    if name.endswith(NDJSON_SUFFIXES) or ref.start is not None:
+        lines = ndjson_items(data)
+        return [item for _, item in lines], [f"line {number}" for number, _ in lines]
+    return json_items(data), None
 
 
 def resolve_collection(request: JobRequest, items: list[Any], default: str) -> str:
@@ -143,7 +129,7 @@ def rejected_rows(job_id: str, collection: str, rejected: list[RejectedItem]) ->
     chunk: dict[str, str] = {}
     size = 2
     for item in rejected:
-        key = item.item_id or f"#{item.position}"
+        key = rejection_key(item)
         if key in chunk:
             key = f"{key}#{item.position}"
         entry = len(orjson.dumps({key: item.reason}))
@@ -161,9 +147,14 @@ def _rejected_row(job_id: str, collection: str, index: int, reasons: dict[str, s
     return BatchRow(
         job_id=job_id, batch_id=f"{REJECTED_ROW_PREFIX}{index:06d}", state=BatchState.REJECTED, collection=collection,
         item_count=len(reasons), item_ids=orjson.dumps(list(reasons)).decode(), items_rejected=len(reasons),
-        failed_items=orjson.dumps(reasons).decode(), error_code="InvalidItem",
-        error_message=f"{len(reasons)} item(s) failed validation; reasons per item in failed_items",
+        rejected_items=orjson.dumps(reasons).decode(), error_code="InvalidItem",
+        error_message=f"{len(reasons)} item(s) failed validation; reasons per item in rejected_items",
     )
+
+
+def rejection_key(item: RejectedItem) -> str:
+    """How a rejected item is named in a row: its label (e.g. "line 12"), else its id, else its position."""
+    return item.label or item.item_id or f"#{item.position}"
 
 
 def resend_queued_batches(job: JobRow, *, services: Services, now: datetime) -> None:

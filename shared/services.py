@@ -37,11 +37,10 @@ def build_services(settings: Settings) -> Services:
     assert storage is not None
     credential = None if storage.connection_string else _identity()
     queues = QueueSender(functools.partial(_queue_client, storage, credential))
-    queues.ensure(
-        settings.submit_queue, settings.poll_queue, f"{settings.submit_queue}-poison", f"{settings.poll_queue}-poison"
-    )
+    queues.ensure(*(name for queue in (settings.submit_queue, settings.poll_queue, settings.drop_events_queue)
+                    for name in (queue, f"{queue}-poison")))
     payloads = PayloadStore(_blob_service(storage, credential), settings.payload_container)
-    payloads.ensure()
+    payloads.ensure(settings.payload_container, settings.drop_container)
     table = _table_client(storage, credential, settings.status_table)
     try:
         table.create_table()

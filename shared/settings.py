@@ -23,6 +23,10 @@ DEFAULTS: dict[str, tuple[str | None, str]] = {
     "POLL_QUEUE": ("stac-poll", "queue of poll messages (sent with a visibility delay)"),
     "PAYLOAD_CONTAINER": ("stac-payloads", "blob container for claim-checked batches and full operation logs"),
     "STATUS_TABLE": ("StacIngestStatus", "table of job and batch rows"),
+    "DROP_CONTAINER": ("stac-drop", "uploads here start a job (`<container>/<collection>/<file>`)"),
+    "DROP_EVENTS_QUEUE": ("stac-drop-events", "queue that Event Grid fills with BlobCreated events of the drop container"),
+    "MAX_UPLOAD_BYTES": ("10737418240", "uploads larger than this are refused (default 10 GiB)"),
+    "PLAN_SEGMENT_ITEMS": ("50000", "items one planning invocation reads from an NDJSON upload before handing on"),
     "DEFAULT_COLLECTION": ("", "collection used when neither the message nor the items name one"),
     "BATCH_MAX_ITEMS": ("100", "items per POST (one GeoCatalog operation)"),
     "BATCH_MAX_BYTES": ("2000000", "serialized bytes per POST"),
@@ -51,6 +55,10 @@ class Settings:
     poll_queue: str = "stac-poll"
     payload_container: str = "stac-payloads"
     status_table: str = "StacIngestStatus"
+    drop_container: str = "stac-drop"
+    drop_events_queue: str = "stac-drop-events"
+    max_upload_bytes: int = 10 * 1024**3
+    plan_segment_items: int = 50_000
     default_collection: str = ""
     batch_max_items: int = 100
     batch_max_bytes: int = 2_000_000

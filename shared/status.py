@@ -119,6 +119,12 @@ class BatchRow:
     items_rejected: int = 0
     failed_items: str = "{}"  # JSON {item id: error code}; "" when it lives in `failed_items_blob`
     failed_items_blob: str = ""
+    rejected_items: str = "{}"  # JSON {item id, line or #position: reason}: input that was never sent
+    validated: bool = True  # False for upload batches until their submitter has checked them
+    payload_start: int | None = None  # with payload_end: the batch is bytes [start, end) of an NDJSON upload
+    payload_end: int | None = None
+    first_line: int = 0  # number of the batch's first item in its upload: a line (NDJSON) or a feature (JSON)
+    item_label: str = "line"
     error_code: str = ""
     error_message: str = ""
     logs: str = ""

@@ -24,6 +24,7 @@ from shared.redact import url_without_query
 from shared.rollup import rollup_job
 from shared.services import Services
 from shared.status import BatchRow, BatchState
+from shared.uploads import prepare_upload_batch
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ def submit_batch(message: BatchMessage, *, services: Services, now: datetime) ->
         return row
     if row.state.is_terminal:
         return row
+    if not row.validated:
+        row = prepare_upload_batch(row, services=services, now=now)
+        if row is None or row.state != BatchState.QUEUED:
+            return row
 
     claimed = status.update_batch(row.job_id, row.batch_id, _claim(now), now)
     if claimed is None:
@@ -118,7 +123,8 @@ def finish(
     def end(current: BatchRow) -> BatchRow | None:
         if current.state.is_terminal:
             return None
-        counts = {"items_failed": current.item_count} if failed else {"items_rejected": current.item_count}
+        counts = ({"items_failed": current.item_count} if failed
+                  else {"items_rejected": current.items_rejected + current.item_count})
         return replace(current, state=state, error_code=code, error_message=message[:2000], finished=now, **counts)
 
     ended = services.status.update_batch(row.job_id, row.batch_id, end, now)

@@ -72,8 +72,8 @@ def azurite() -> Iterator[Azurite]:
 def unique_storage_names() -> dict[str, str]:
     """Fresh queue, container and table names, so tests share one Azurite without seeing each other."""
     n = next(_stack_numbers)
-    return {"SUBMIT_QUEUE": f"t{n}-submit", "POLL_QUEUE": f"t{n}-poll",
-            "PAYLOAD_CONTAINER": f"t{n}-payloads", "STATUS_TABLE": f"Status{n}"}
+    return {"SUBMIT_QUEUE": f"t{n}-submit", "POLL_QUEUE": f"t{n}-poll", "DROP_EVENTS_QUEUE": f"t{n}-drop-events",
+            "PAYLOAD_CONTAINER": f"t{n}-payloads", "DROP_CONTAINER": f"t{n}-drop", "STATUS_TABLE": f"Status{n}"}
 
 
 @pytest.fixture

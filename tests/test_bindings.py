@@ -13,13 +13,15 @@ def bindings() -> dict[str, list[dict]]:
     return {f.get_function_name(): json.loads(f.get_function_json())["bindings"] for f in functions_of(function_app.app)}
 
 
-def test_the_four_queue_functions_and_their_queues() -> None:
+def test_the_queue_functions_and_their_queues() -> None:
     found = {name: (b[0]["type"], b[0]["queueName"], b[0]["connection"], b[0]["direction"]) for name, b in bindings().items()}
     assert found == {
         "submit": ("queueTrigger", "%SUBMIT_QUEUE%", "AzureWebJobsStorage", "IN"),
         "poll": ("queueTrigger", "%POLL_QUEUE%", "AzureWebJobsStorage", "IN"),
         "submit_poison": ("queueTrigger", "%SUBMIT_QUEUE%-poison", "AzureWebJobsStorage", "IN"),
         "poll_poison": ("queueTrigger", "%POLL_QUEUE%-poison", "AzureWebJobsStorage", "IN"),
+        "blob_created": ("queueTrigger", "%DROP_EVENTS_QUEUE%", "AzureWebJobsStorage", "IN"),
+        "blob_created_poison": ("queueTrigger", "%DROP_EVENTS_QUEUE%-poison", "AzureWebJobsStorage", "IN"),
     }
     assert all(len(b) == 1 for b in bindings().values())  # no output bindings: clients are SDK-based
 

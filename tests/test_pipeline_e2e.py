@@ -150,7 +150,7 @@ def test_mix_of_invalid_and_valid_items(make_stack) -> None:
     job = run(stack, {"v": 1, "job_id": "mix-1", "collection": collection, "items": good + bad}, "mix-1")
     assert (job.state, job.items_succeeded, job.items_rejected, job.item_count) == (JobState.PARTIALLY_SUCCEEDED, 4, 4, 8)
     rejected = batch_rows(stack, "mix-1")["rejected-000001"]
-    reasons = orjson.loads(rejected.failed_items)
+    reasons = orjson.loads(rejected.rejected_items)
     assert set(reasons) == {"x" * 70, "no-time", "#6", "g0"}
     assert "1-64" in reasons["x" * 70] and "datetime" in reasons["no-time"] and "more than once" in reasons["g0"]
     assert_holds_exactly(stack, collection, good)

@@ -1,0 +1,64 @@
+"""Event Grid's part, locally: watch the drop container in Azurite and send BlobCreated events.
+
+In Azure, an Event Grid subscription on the storage account sends `Microsoft.Storage.BlobCreated`
+events for the drop container to the drop-events queue. Azurite has no Event Grid, so this watcher
+lists the container and sends the same event (Event Grid schema) for every new blob version.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import orjson
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import ContainerClient
+from azure.storage.queue import QueueClient
+
+from shared.blob_events import blob_created_event
+
+log = logging.getLogger(__name__)
+
+
+class BlobCreatedWatcher:
+    """Sends one BlobCreated event per new (blob, ETag) that appears in `container`."""
+
+    def __init__(self, connection_string: str, container: str, events_queue: str, *, every: float = 0.3) -> None:
+        self._container = ContainerClient.from_connection_string(connection_string, container)
+        self._queue = QueueClient.from_connection_string(connection_string, events_queue)
+        self._every = every
+        self._seen: set[tuple[str, str]] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"watch-{container}", daemon=True)
+
+    def start(self) -> BlobCreatedWatcher:
+        for client in (self._container.create_container, self._queue.create_queue):
+            try:
+                client()
+            except ResourceExistsError:
+                pass
+        self._seen = self._current()  # like Event Grid: only uploads after the subscription count
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _current(self) -> set[tuple[str, str]]:
+        return {(blob.name, str(blob.etag)) for blob in self._container.list_blobs()}
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                blobs = {(b.name, str(b.etag)): b.size for b in self._container.list_blobs()}
+            except Exception:  # noqa: BLE001 - a storage blip must not end the watcher
+                log.exception("listing %s failed", self._container.container_name)
+                continue
+            for (name, etag), size in blobs.items():
+                if (name, etag) in self._seen:
+                    continue
+                self._seen.add((name, etag))
+                url = f"{self._container.url}/{name}"
+                event = blob_created_event(self._container.container_name, name, etag, size, url)
+                self._queue.send_message(orjson.dumps(event).decode())

@@ -1,0 +1,136 @@
+"""End to end: uploads into the drop container start jobs (BlobCreated events, as Event Grid sends them)."""
+
+from __future__ import annotations
+
+import gzip
+
+import orjson
+import pytest
+
+from devhost.jobs import wait_for_jobs
+from devhost.stack import LocalStack
+from shared.blob_events import BlobCreated, blob_created_event, blob_created_from_event
+from shared.documents import file_kind
+from shared.status import BatchState, JobState
+from shared.uploads import collection_from_path, upload_job_id
+from tests.helpers import make_item, wait_until
+from tests.test_pipeline_e2e import assert_holds_exactly, catalog, item_posts, with_collection
+
+
+def upload(stack: LocalStack, path: str, data: bytes) -> str:
+    """Upload into the drop container; returns the job id that blob version gets."""
+    container = stack.services.settings.drop_container
+    result = stack.services.payloads._service.get_blob_client(container, path).upload_blob(data, overwrite=True)  # noqa: SLF001
+    return upload_job_id(BlobCreated(container, path, result["etag"], len(data)))
+
+
+def ndjson(items: list) -> bytes:
+    return b"".join(orjson.dumps(item) + b"\n" for item in items)
+
+
+def test_twenty_thousand_item_ndjson_upload(make_stack) -> None:
+    stack = make_stack(settings={"PLAN_SEGMENT_ITEMS": "5000", "BATCH_MAX_ITEMS": "250"})
+    collection = with_collection(stack)
+    items = [make_item(f"u{n:05d}") for n in range(20_000)]
+    job_id = upload(stack, f"{collection}/nightly.ndjson", ndjson(items))
+    job = wait_for_jobs(stack.services, [job_id], timeout=600)[job_id]
+    assert (job.state, job.item_count, job.batch_count, job.items_succeeded) == (JobState.SUCCEEDED, 20_000, 80, 20_000)
+    assert_holds_exactly(stack, collection, [{**item, "collection": collection} for item in items])
+    assert item_posts(stack) == 80
+
+
+def test_malformed_line_is_rejected_with_its_number_and_the_rest_ingest(make_stack) -> None:
+    stack = make_stack(settings={"BATCH_MAX_ITEMS": "10"})
+    collection = with_collection(stack)
+    lines = [orjson.dumps(make_item(f"m{n}")) for n in range(30)]
+    lines[14] = b'{"type": "Feature", "id": "broken",'  # line 15
+    lines[20] = orjson.dumps(make_item("bad id!"))  # line 21: JSON, but not a valid item
+    job_id = upload(stack, f"{collection}/with-bad-lines.ndjson", b"\n".join(lines) + b"\n")
+    job = wait_for_jobs(stack.services, [job_id], timeout=120)[job_id]
+    assert (job.state, job.items_succeeded, job.items_rejected) == (JobState.PARTIALLY_SUCCEEDED, 28, 2)
+    reasons = {k: v for row in stack.services.status.batches(job_id) for k, v in orjson.loads(row.rejected_items).items()}
+    assert set(reasons) == {"line 15", "line 21"}
+    assert "not valid JSON" in reasons["line 15"] and "1-64" in reasons["line 21"]
+    assert {item["id"] for item in catalog(stack).search_ids(collection, ["m0", "m13", "m29"])} == {"m0", "m13", "m29"}
+
+
+def test_empty_file_makes_a_job_that_says_so(make_stack) -> None:
+    stack = make_stack()
+    collection = with_collection(stack)
+    job_id = upload(stack, f"{collection}/empty.ndjson", b"\n\n")
+    job = wait_for_jobs(stack.services, [job_id], timeout=60)[job_id]
+    assert (job.state, job.item_count) == (JobState.REJECTED, 0) and "no items" in job.error_message
+
+
+def test_non_json_file_is_rejected_with_the_reason(make_stack) -> None:
+    stack = make_stack()
+    collection = with_collection(stack)
+    job_id = upload(stack, f"{collection}/not-json.json", b"<html>this is not json</html>")
+    job = wait_for_jobs(stack.services, [job_id], timeout=60)[job_id]
+    assert job.state == JobState.REJECTED and "not JSON" in job.error_message
+
+
+@pytest.mark.parametrize("name", ["items.ndjson.gz", "items.json.gz", "items.jsonl"])
+def test_gzip_and_other_formats(make_stack, name: str) -> None:
+    stack = make_stack(settings={"BATCH_MAX_ITEMS": "40"})
+    collection = with_collection(stack)
+    items = [make_item(f"z{n}") for n in range(100)]
+    data = ndjson(items) if "nd" in name or "jsonl" in name else orjson.dumps({"type": "FeatureCollection", "features": items})
+    if name.endswith(".gz"):
+        data = gzip.compress(data)
+    job_id = upload(stack, f"{collection}/{name}", data)
+    job = wait_for_jobs(stack.services, [job_id], timeout=120)[job_id]
+    assert (job.state, job.items_succeeded, job.batch_count) == (JobState.SUCCEEDED, 100, 3)
+    assert_holds_exactly(stack, collection, [{**item, "collection": collection} for item in items])
+
+
+def test_duplicate_events_make_one_job_and_a_new_version_makes_another(make_stack) -> None:
+    stack = make_stack()
+    collection = with_collection(stack)
+    path = f"{collection}/twice.ndjson"
+    first = upload(stack, path, ndjson([make_item("v1")]))
+    wait_for_jobs(stack.services, [first], timeout=60)
+    posts = item_posts(stack)
+    container = stack.services.settings.drop_container
+    etag, size = stack.services.payloads.properties(f"{container}/{path}")
+    for _ in range(2):  # Event Grid delivering the same event again
+        event = blob_created_event(container, path, etag.strip('"'), size)
+        stack.services.queues.send(stack.services.settings.drop_events_queue, orjson.dumps(event).decode())
+    events = next(listener for listener in stack.host.listeners if listener.name == "blob_created")
+    wait_until(lambda: events.processed >= 3, timeout=30)
+    assert item_posts(stack) == posts
+    assert [j.job_id for j in stack.services.status.jobs()] == [first]
+    second = upload(stack, path, ndjson([make_item("v2")]))
+    assert second != first
+    assert wait_for_jobs(stack.services, [second], timeout=60)[second].items_succeeded == 1
+
+
+def test_files_over_the_size_limit_and_unknown_types_are_refused(make_stack) -> None:
+    stack = make_stack(settings={"MAX_UPLOAD_BYTES": "1000"})
+    collection = with_collection(stack)
+    big = upload(stack, f"{collection}/big.ndjson", ndjson([make_item(f"b{n}") for n in range(10)]))
+    odd = upload(stack, f"{collection}/items.csv", b"id,geometry\n")
+    jobs = wait_for_jobs(stack.services, [big, odd], timeout=60)
+    assert jobs[big].state == JobState.REJECTED and "MAX_UPLOAD_BYTES" in jobs[big].error_message
+    assert jobs[odd].state == JobState.REJECTED and "unsupported file type" in jobs[odd].error_message
+
+
+def test_collection_comes_from_the_items_when_the_path_has_none(make_stack) -> None:
+    stack = make_stack()
+    with_collection(stack, "from-items")
+    job_id = upload(stack, "loose-file.ndjson", ndjson([make_item("i1", "from-items"), make_item("i2", "from-items")]))
+    job = wait_for_jobs(stack.services, [job_id], timeout=60)[job_id]
+    assert (job.state, job.collection, job.items_succeeded) == (JobState.SUCCEEDED, "from-items", 2)
+    rows = stack.services.status.batches(job_id)
+    assert all(row.state == BatchState.SUCCEEDED for row in rows)
+
+
+def test_event_parsing_and_paths() -> None:
+    event = blob_created_event("stac-drop", "landcover/2024/a b.ndjson", "0x8D", 10, "")
+    assert blob_created_from_event(event) == BlobCreated("stac-drop", "landcover/2024/a b.ndjson", "0x8D", 10)
+    assert blob_created_from_event({"eventType": "Microsoft.Storage.BlobDeleted", "data": {}}) is None
+    cloud = {"type": "Microsoft.Storage.BlobCreated", "subject": "/blobServices/default/containers/c/blobs/x.json",
+             "data": {"eTag": '"0x1"', "contentLength": 3}}
+    assert blob_created_from_event(cloud) == BlobCreated("c", "x.json", "0x1", 3)
+    assert collection_from_path("landcover/x.ndjson") == "landcover" and collection_from_path("x.ndjson") == ""
+    assert file_kind("a/b.NDJSON.gz").gzipped and file_kind("x.geojson").ndjson is False and file_kind("x.csv") is None
