@@ -46,14 +46,14 @@ def wait_for_jobs(services: Services, job_ids: Iterable[str], *, timeout: float 
 
 def status_table(jobs: list[JobRow], batches: dict[str, list[BatchRow]]) -> str:
     """The status table as text: one line per job, then its batches."""
-    lines = [f"{'job / batch':<34} {'state':<19} {'items':>6} {'ok':>6} {'failed':>6} {'rejected':>8}  detail"]
+    lines = [f"{'job / batch':<42} {'state':<19} {'items':>6} {'ok':>6} {'failed':>6} {'rejected':>8}  detail"]
     for job in jobs:
-        lines.append(f"{job.job_id:<34} {job.state:<19} {job.item_count:>6} {job.items_succeeded:>6} "
+        lines.append(f"{job.job_id:<42} {job.state:<19} {job.item_count:>6} {job.items_succeeded:>6} "
                      f"{job.items_failed:>6} {job.items_rejected:>8}  {job.collection} {job.error_message[:60]}")
         for batch in batches.get(job.job_id, []):
             detail = batch.operation_id or batch.error_code
             if batch.error_code and batch.operation_id:
                 detail = f"{batch.operation_id[:8]} {batch.error_code}"
-            lines.append(f"  {batch.batch_id:<32} {batch.state:<19} {batch.item_count:>6} {batch.items_succeeded:>6} "
+            lines.append(f"  {batch.batch_id:<40} {batch.state:<19} {batch.item_count:>6} {batch.items_succeeded:>6} "
                          f"{batch.items_failed:>6} {batch.items_rejected:>8}  {detail}")
     return "\n".join(lines)

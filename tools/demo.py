@@ -22,11 +22,13 @@ from devhost.jobs import send_items, status_table, wait_for_jobs
 from devhost.stack import LocalStack
 from emulator import EmulatorOptions, Timings
 from shared.auth import StaticToken
+from shared.blob_events import BlobCreated
 from shared.errors import NotFoundError
 from shared.geocatalog import GeoCatalogClient
 from shared.items import items_from_document
 from shared.services import Services
 from shared.status import JobRow
+from shared.uploads import upload_job_id
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "examples" / "landcover-items.json"
@@ -47,9 +49,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.via != "queue" or args.scenario:
-        what = f"VIA={args.via}" if args.via != "queue" else f"SCENARIO={args.scenario}"
-        print(f"{what} is not available yet: only queue messages are wired up in this version.", file=sys.stderr)
+    if args.scenario:
+        print(f"SCENARIO={args.scenario} is not available yet (the search/sign quickstart is later work).", file=sys.stderr)
         return 2
     files = [Path(f) for f in args.files.split()] or [SAMPLES]
     for path in files:
@@ -69,9 +70,13 @@ def main(argv: list[str]) -> int:
             items, count = read_items(path)
             collection = args.collection or common_collection(items) or FALLBACK_COLLECTION
             ensure_collection(catalog, collection)
-            job_id = "demo-" + hashlib.sha256(f"{path.resolve()}:{time.time_ns()}".encode()).hexdigest()[:12]
-            send_file(stack.services, path, items, collection=collection, job_id=job_id)
-            print(f"  sent {path.name}: {count} items -> collection {collection} (job {job_id})")
+            if args.via == "blob":
+                job_id = upload_file(stack.services, path, collection=collection)
+                print(f"  uploaded {path.name}: {count} items -> {stack.services.settings.drop_container}/{collection}/ (job {job_id})")
+            else:
+                job_id = "demo-" + hashlib.sha256(f"{path.resolve()}:{time.time_ns()}".encode()).hexdigest()[:12]
+                send_file(stack.services, path, items, collection=collection, job_id=job_id)
+                print(f"  sent {path.name}: {count} items -> collection {collection} (job {job_id})")
             jobs.append(job_id)
             expected += count
         try:
@@ -125,6 +130,15 @@ def send_file(services: Services, path: Path, items: list[Any], *, collection: s
         services.queues.send(services.settings.submit_queue, orjson.dumps(body).decode())
     else:
         send_items(services, items, collection=collection, job_id=job_id)
+
+
+def upload_file(services: Services, path: Path, *, collection: str) -> str:
+    """Upload into the drop container under the collection's folder; the upload's BlobCreated event starts the job."""
+    container = services.settings.drop_container
+    blob_path = f"{collection}/{path.name}"
+    with path.open("rb") as data:
+        result = services.payloads._service.get_blob_client(container, blob_path).upload_blob(data, overwrite=True)  # noqa: SLF001
+    return upload_job_id(BlobCreated(container, blob_path, str(result["etag"]), path.stat().st_size))
 
 
 class Progress:

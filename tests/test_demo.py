@@ -1,0 +1,29 @@
+"""`make demo` itself (tools/demo.py), by queue message and by upload, ends with the promised line."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tools import demo
+from tests.corpus import corpus_file
+
+
+@pytest.mark.parametrize("via", ["queue", "blob"])
+def test_demo_ingests_the_samples(via: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo.main(["--via", via]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == "ingested 4 items: 4 succeeded, 0 failed, 0 rejected"
+
+
+def test_demo_with_real_files_and_a_collection(capsys: pytest.CaptureFixture[str]) -> None:
+    files = f"{corpus_file('pc-modis-14A1-items.ndjson')} {corpus_file('stac-validator-INVALID-v1.0.0-missing-id.json')}"
+    assert demo.main(["--files", files, "--collection", "demo-real"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^ingested 11 items: 10 succeeded, 0 failed, 1 rejected$", out, re.MULTILINE)
+
+
+def test_demo_refuses_what_it_cannot_do(capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo.main(["--scenario", "quickstart"]) == 2
+    assert demo.main(["--files", "/no/such/file.json"]) == 2
