@@ -158,3 +158,30 @@ def test_sqlite_file_keeps_state_across_restarts(tmp_path) -> None:
     with EmulatorServer(EmulatorOptions(sqlite_path=path)) as server:
         client = GeoCatalogClient(server.url, StaticToken("dev"))
         assert client.get_item("landcover", "kept")["id"] == "kept"
+
+
+def test_search_by_bbox_datetime_and_collections_get_and_post(gc: GeoCatalogClient, emulator: EmulatorServer) -> None:
+    west = make_item("west", "landcover", bbox=[-10, 0, -5, 5], properties={"datetime": "2020-06-01T00:00:00Z"})
+    east = make_item("east", "landcover", bbox=[5, 0, 10, 5], properties={"datetime": "2023-06-01T00:00:00Z"})
+    finished(gc, gc.create_items("landcover", {"type": "FeatureCollection", "features": [west, east]}))
+    headers = {"Authorization": "Bearer dev"}
+    url = f"{emulator.url}/stac/search?api-version=2026-04-15"
+
+    def ids(response: requests.Response) -> set[str]:
+        return {f["id"] for f in response.json()["features"]}
+
+    assert ids(requests.get(url, params={"bbox": "0,0,20,20"}, headers=headers, timeout=5)) == {"east"}
+    assert ids(requests.post(url, json={"datetime": "2019-01-01T00:00:00Z/2021-01-01T00:00:00Z"}, headers=headers, timeout=5)) == {"west"}
+    assert ids(requests.post(url, json={"collections": ["other"]}, headers=headers, timeout=5)) == set()
+    assert ids(requests.post(url, json={"datetime": "2022-01-01T00:00:00Z/.."}, headers=headers, timeout=5)) == {"east"}
+
+
+def test_collection_replace_and_delete(gc: GeoCatalogClient, emulator: EmulatorServer) -> None:
+    headers = {"Authorization": "Bearer dev"}
+    url = f"{emulator.url}/stac/collections/landcover?api-version=2026-04-15"
+    changed = {**make_collection("landcover"), "title": "renamed"}
+    assert requests.put(url, json=changed, headers=headers, timeout=5).status_code == 200
+    assert gc.get_collection("landcover")["title"] == "renamed"
+    deleted = requests.delete(url, headers=headers, timeout=5)
+    assert deleted.status_code == 202
+    wait_until(lambda: requests.get(url, headers=headers, timeout=5).status_code == 404)
