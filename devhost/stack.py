@@ -38,7 +38,7 @@ class LocalStack:
     """Start with `with LocalStack() as stack:`; `stack.services` talks to the same storage and catalog."""
 
     emulator_options: EmulatorOptions = field(default_factory=lambda: EmulatorOptions(timings=Timings(0.2, 0.3)))
-    settings: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, str] = field(default_factory=dict)  # app settings; "{emulator}" stands for its URL
     azurite: Azurite | None = None  # started (and stopped) by the stack when not given
     queue_overrides: dict[str, float] = field(default_factory=dict)  # e.g. faster visibility_timeout_seconds in tests
     emulator: EmulatorServer | None = None
@@ -53,8 +53,10 @@ class LocalStack:
             self.azurite, self._owns_azurite = Azurite().start(), True
         self.emulator = EmulatorServer(self.emulator_options).start()
         self._saved_env = dict(os.environ)
-        os.environ.update({**LOCAL_SETTINGS, "AzureWebJobsStorage": self.azurite.connection_string,
-                           "GEOCATALOG_ENDPOINT": self.emulator.url, **self.settings})
+        settings = {**LOCAL_SETTINGS, "AzureWebJobsStorage": self.azurite.connection_string,
+                    "GEOCATALOG_ENDPOINT": self.emulator.url, **self.settings}
+        # "{emulator}" in a value is the emulator's base URL (its port is known only now).
+        os.environ.update({name: value.replace("{emulator}", self.emulator.url) for name, value in settings.items()})
         services_from_env.cache_clear()
         self.services = build_services(Settings.from_env())
         logging.getLogger().addFilter(_quiet_auth_level_warning)

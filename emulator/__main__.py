@@ -36,6 +36,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--partial-failure-fraction", type=float, default=0.0, help="items of each batch that fail")
     p.add_argument("--require-signed-assets", action="store_true", help="fail items whose asset hrefs carry no SAS")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--source-items", metavar="FILE", help="FeatureCollection served by the source STAC API at /source/search")
+    p.add_argument("--sas-token-seconds", type=float, default=3600.0, help="lifetime of tokens from /source/sas/token/{collection}")
     return p.parse_args(argv)
 
 
@@ -53,7 +55,8 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
     if args.tls:
         tls = str(Path(args.tls) if Path(args.tls).exists() else write_self_signed_pem(Path(args.tls)))
     return EmulatorOptions(host=args.host, port=args.port, token=args.token, timings=timings, faults=faults,
-                           atomic_batches=args.atomic_batches, sqlite_path=args.sqlite, tls_cert=tls)
+                           atomic_batches=args.atomic_batches, sqlite_path=args.sqlite, tls_cert=tls,
+                           source_items=args.source_items, sas_token_seconds=args.sas_token_seconds)
 
 
 def main(argv: list[str]) -> int:

@@ -8,10 +8,12 @@ the clock and the requests: no background task, no race, and a stuck operation c
 from __future__ import annotations
 
 import heapq
+import secrets
 import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
 from collections.abc import Iterator
 from typing import Any
 
@@ -86,6 +88,7 @@ class Catalog:
         faults: Faults | None = None,
         atomic_batches: bool = False,
         sqlite_path: str | None = None,
+        sas_token_seconds: float = 3600.0,
     ) -> None:
         self.timings = timings or Timings()
         self.faults = faults or Faults()
@@ -95,6 +98,9 @@ class Catalog:
         # instead of tens of GB of dicts, and the cycle collector has nothing to walk.
         self.items: dict[str, dict[str, bytes]] = {}
         self.operations: dict[str, Operation] = {}
+        self.source_items: dict[str, dict[str, bytes]] = {}
+        self.sas_tokens: dict[str, datetime] = {}  # signature -> expiry
+        self.sas_token_seconds = sas_token_seconds
         self._due: list[tuple[datetime, str]] = []
         self._db = _open_db(sqlite_path) if sqlite_path else None
         if self._db is not None:
@@ -171,11 +177,37 @@ class Catalog:
             code = self.faults.partial_failure_code
             return ItemFailure(item_id, code, f"Ingestion of item '{item_id}' failed (injected fault)")
         if self.faults.require_signed_assets and op.action != "delete":
-            asset_key = unsigned_asset(entry)
-            if asset_key is not None:
-                message = f"Item '{item_id}': asset '{asset_key}' could not be read (no access token on href)"
-                return ItemFailure(item_id, "IngestionResourceForbidden", message)
+            problem = self._asset_access_problem(entry, op.run_at)
+            if problem is not None:
+                return ItemFailure(item_id, "IngestionResourceForbidden", f"Item '{item_id}': {problem}")
         return None
+
+    def _asset_access_problem(self, item: dict[str, Any], at: datetime) -> str | None:
+        """Why the service could not copy an asset: no token on its href, or a token of ours that expired."""
+        asset_key = unsigned_asset(item)
+        if asset_key is not None:
+            return f"asset '{asset_key}' could not be read (no access token on href)"
+        for key, asset in (item.get("assets") or {}).items():
+            signature = parse_qs(urlsplit(asset.get("href", "")).query).get("sig", [""])[0] if isinstance(asset, dict) else ""
+            expiry = self.sas_tokens.get(signature)
+            if expiry is not None and expiry < at:
+                return f"asset '{key}' could not be read (access token expired)"
+        return None
+
+    # ----- the source side: a public STAC API and a SAS token endpoint (for the quickstart) --------
+
+    def load_source_items(self, document: dict[str, Any]) -> None:
+        """Serve these items (a FeatureCollection) from the source STAC API's /search."""
+        for item in document.get("features", []):
+            self.source_items.setdefault(str(item.get("collection", "")), {})[str(item["id"])] = orjson.dumps(item)
+
+    def issue_sas_token(self, collection_id: str, now: datetime) -> tuple[str, datetime]:
+        """A SAS-shaped token for a source collection, valid for `sas_token_seconds`."""
+        expiry = now + timedelta(seconds=self.sas_token_seconds)
+        signature = secrets.token_hex(16)
+        self.sas_tokens[signature] = expiry
+        start, end = (t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in (now, expiry))
+        return f"st={start}&se={end}&sp=rl&sv=2024-05-04&sr=c&skoid=emulator&sig={signature}", expiry
 
     def _stored_form(
         self, op: Operation, entry: dict[str, Any], items: dict[str, bytes], stamp: str
@@ -301,14 +333,15 @@ class Catalog:
 
     # ----- search -------------------------------------------------------------------------
 
-    def search(self, criteria: dict[str, Any]) -> Iterator[bytes]:
+    def search(self, criteria: dict[str, Any], store: dict[str, dict[str, bytes]] | None = None) -> Iterator[bytes]:
         """Stored items (serialized) matching item-search criteria (collections, ids, bbox, datetime)."""
-        collections = criteria.get("collections") or list(self.items)
+        store = self.items if store is None else store
+        collections = criteria.get("collections") or list(store)
         ids = criteria.get("ids")
         bbox = criteria.get("bbox")
         interval = _parse_interval(criteria.get("datetime"))
         for collection_id in collections:
-            stored = self.items.get(collection_id, {})
+            stored = store.get(collection_id, {})
             candidates = (stored[i] for i in dict.fromkeys(ids) if i in stored) if ids else iter(stored.values())
             for body in candidates:
                 if bbox or interval:

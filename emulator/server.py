@@ -15,6 +15,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlencode
 
@@ -83,6 +84,10 @@ class EmulatorApp:
         r.add_get("/_emulator/faults", self.admin_get_faults)
         r.add_patch("/_emulator/faults", self.admin_patch_faults)
         r.add_patch("/_emulator/timings", self.admin_patch_timings)
+        # The source side of the quickstart: a public STAC API and the Planetary Computer SAS API.
+        r.add_get("/source/search", self.source_search_get)
+        r.add_post("/source/search", self.source_search_post)
+        r.add_get("/source/sas/token/{collection}", self.source_sas_token)
         for prefix in ("/stac", "/api"):
             r.add_get(prefix, self.landing)
             r.add_get(prefix + "/conformance", self.conformance)
@@ -110,10 +115,11 @@ class EmulatorApp:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/_emulator/"):
-            return await handler(request)
         route = request.match_info.route.resource
-        self.stats.count(f"{request.method} {route.canonical if route else request.path}")
+        if not request.path.startswith("/_emulator/"):
+            self.stats.count(f"{request.method} {route.canonical if route else request.path}")
+        if request.path.startswith(("/_emulator/", "/source/")):  # no auth, no api-version, no faults
+            return await handler(request)
         faults = self.catalog.faults
         if faults.latency_ms:
             await asyncio.sleep(faults.latency_ms / 1000)
@@ -374,6 +380,40 @@ class EmulatorApp:
             self.catalog.cancel(op, now)
         return web.Response(status=204)
 
+    # ----- source side -------------------------------------------------------------------------
+
+    async def source_search_get(self, request: web.Request) -> web.Response:
+        return self._source_page(request, _criteria_from_query(request), method="GET")
+
+    async def source_search_post(self, request: web.Request) -> web.Response:
+        try:
+            criteria = await request.json()
+        except ValueError:
+            return _json({"code": "BadRequest", "description": "body is not JSON"}, 400)
+        return self._source_page(request, criteria if isinstance(criteria, dict) else {}, method="POST")
+
+    def _source_page(self, request: web.Request, criteria: dict[str, Any], *, method: str) -> web.Response:
+        limit = min(int(criteria.get("limit") or DEFAULT_LIMIT), MAX_LIMIT)
+        offset = _token_to_offset(criteria.get("token"))
+        matches = list(self.catalog.search(criteria, self.catalog.source_items))
+        page = [orjson.loads(body) for body in matches[offset:offset + limit]]
+        links: list[dict[str, Any]] = []
+        if offset + limit < len(matches):
+            token = _offset_to_token(offset + limit)
+            href = f"{self._base(request)}{request.path}"
+            if method == "GET":
+                query = {**{k: v for k, v in request.query.items() if k != "token"}, "token": token}
+                links.append({"rel": "next", "type": GEOJSON, "method": "GET", "href": f"{href}?{urlencode(query)}"})
+            else:
+                links.append({"rel": "next", "type": GEOJSON, "method": "POST", "href": href,
+                              "body": {"token": token}, "merge": True})
+        return _json({"type": "FeatureCollection", "features": page, "links": links,
+                      "context": {"returned": len(page), "limit": limit, "matched": len(matches)}}, content_type=GEOJSON)
+
+    async def source_sas_token(self, request: web.Request) -> web.Response:
+        token, expiry = self.catalog.issue_sas_token(request.match_info["collection"], _now())
+        return _json({"msft:expiry": expiry.strftime("%Y-%m-%dT%H:%M:%SZ"), "token": token})
+
     # ----- admin --------------------------------------------------------------------------------
 
     async def admin_stats(self, request: web.Request) -> web.Response:
@@ -457,6 +497,8 @@ class EmulatorOptions:
     atomic_batches: bool = False
     sqlite_path: str | None = None
     tls_cert: str | None = None  # PEM with certificate and key; serve https when set
+    source_items: str | None = None  # a FeatureCollection file served by the source STAC API (/source/search)
+    sas_token_seconds: float = 3600.0
 
 
 class EmulatorServer:
@@ -468,7 +510,10 @@ class EmulatorServer:
     def __init__(self, options: EmulatorOptions | None = None) -> None:
         self.options = options or EmulatorOptions()
         self.catalog = Catalog(timings=self.options.timings, faults=self.options.faults,
-                               atomic_batches=self.options.atomic_batches, sqlite_path=self.options.sqlite_path)
+                               atomic_batches=self.options.atomic_batches, sqlite_path=self.options.sqlite_path,
+                               sas_token_seconds=self.options.sas_token_seconds)
+        if self.options.source_items:
+            self.catalog.load_source_items(orjson.loads(Path(self.options.source_items).read_bytes()))
         self.app = EmulatorApp(self.catalog, token=self.options.token)
         self.url = ""
         self._loop = asyncio.new_event_loop()

@@ -47,28 +47,31 @@ def enqueue_batches(
     mode: str = "create",
     parent: str = "",
     depth: int = 0,
+    action: str = "create",
+    sign: str = "",
+    sign_collection: str = "",
 ) -> None:
     """Write each batch's payload and row, then send its message."""
     messages: list[str] = []
     rows: list[BatchRow] = []
     for batch in batches:
-        payload = services.payloads.put(payload_name(job_id, batch.batch_id), feature_collection(batch.items))
+        payload = "" if action == "delete" else services.payloads.put(payload_name(job_id, batch.batch_id), feature_collection(batch.items))
         ids, ids_blob = ids_field(services, job_id, batch.batch_id, [item_id_of(i) for i in batch.items])
         rows.append(
             BatchRow(
                 job_id=job_id, batch_id=batch.batch_id, state=BatchState.QUEUED, collection=collection,
                 item_count=len(batch.items), item_ids=ids, item_ids_blob=ids_blob, payload_blob=payload,
-                parent=parent, depth=depth, mode=mode,
+                parent=parent, depth=depth, mode=mode, action=action, sign=sign, sign_collection=sign_collection,
             )
         )
-        messages.append(batch_message(job_id, batch.batch_id, collection, batch.items, payload, mode))
+        messages.append(batch_message(job_id, batch.batch_id, collection, None if action == "delete" else batch.items, payload, mode))
     services.status.create_batches(rows, now)
     for body in messages:
         services.queues.send(services.settings.submit_queue, body)
 
 
 def batch_message(
-    job_id: str, batch_id: str, collection: str, items: list[dict[str, Any]], payload: str, mode: str, attempt: int = 0
+    job_id: str, batch_id: str, collection: str, items: list[dict[str, Any]] | None, payload: str, mode: str, attempt: int = 0
 ) -> str:
     """The batch's message: items inline when they fit in one queue message, else only the claim check."""
     inline = BatchMessage(job_id, batch_id, collection, items=items, payload_blob=payload, attempt=attempt, mode=mode)
@@ -87,7 +90,9 @@ def ids_field(services: Services, job_id: str, batch_id: str, ids: list[str]) ->
 
 
 def batch_items(services: Services, row: BatchRow) -> list[dict[str, Any]]:
-    """The items a batch row stands for, from its payload blob."""
+    """The items a batch row stands for, from its payload blob (delete batches: `{"id": ...}` stubs)."""
+    if row.action == "delete":
+        return [{"id": item_id} for item_id in row_item_ids(services, row)]
     return orjson.loads(services.payloads.read(row.payload_blob))["features"]
 
 

@@ -7,7 +7,8 @@
    clocks to agree; skew errs towards reporting an item as failed, never a failed one as ingested.
 2. Items the service named in the error (`error.error.details`, or the single item of a one-item
    batch) failed with their own code.
-3. The rest are unresolved. If the service told nothing apart, the batch is halved and each half
+3. In upsert mode, items that already existed are replaced, each by its own PUT (a child batch).
+4. The rest are unresolved. If the service told nothing apart, the batch is halved and each half
    resubmitted (bounded by ISOLATION_MAX_DEPTH); if it named the bad ones, the unresolved rest went
    down with them (an all-or-nothing batch) and is resubmitted as one child batch.
 The parent row ends `Split` with its own settled counts; children carry the rest.
@@ -55,7 +56,12 @@ def resolve_failed_batch(row: BatchRow, operation: Operation, *, services: Servi
     # created it (a retried submit); on a first attempt it is a genuine duplicate and it failed.
     landed -= {i for i, code in named.items() if not (code == ALREADY_EXISTS and row.attempts > 1)}
     failed = {item_id: code for item_id, code in named.items() if item_id not in landed}
-    unresolved = [item for item in items if item_id_of(item) not in landed and item_id_of(item) not in failed]
+    # In upsert mode an item that already exists is replaced (PUT), not failed.
+    existing = [i for i in items if failed.get(item_id_of(i)) == ALREADY_EXISTS] if row.mode == "upsert" else []
+    for item in existing:
+        del failed[item_id_of(item)]
+    unresolved = [item for item in items
+                  if item_id_of(item) not in landed and item_id_of(item) not in failed and item not in existing]
     message = f"{operation.error_code}: {operation.error_message}".strip(": ")
 
     groups: list[list[dict]] = []
@@ -65,11 +71,18 @@ def resolve_failed_batch(row: BatchRow, operation: Operation, *, services: Servi
     elif unresolved:
         failed.update(dict.fromkeys((item_id_of(i) for i in unresolved), operation.error_code or "OperationFailed"))
 
-    if groups:
+    if groups or existing:
         children = [PlannedBatch(child_batch_id(row.batch_id, n), group) for n, group in enumerate(groups, start=1)]
-        enqueue_batches(row.job_id, row.collection, children, services=services, now=now, mode=row.mode,
-                        parent=row.batch_id, depth=row.depth + 1)
-        note = f"{message}; {len(unresolved)} item(s) resubmitted as {', '.join(c.batch_id for c in children)}"
+        replacements = [PlannedBatch(child_batch_id(row.batch_id, n), [item])
+                        for n, item in enumerate(existing, start=len(children) + 1)]
+        common = {"services": services, "now": now, "mode": row.mode, "parent": row.batch_id, "depth": row.depth + 1,
+                  "sign": row.sign, "sign_collection": row.sign_collection}
+        if children:
+            enqueue_batches(row.job_id, row.collection, children, **common)
+        if replacements:
+            enqueue_batches(row.job_id, row.collection, replacements, action="replace", **common)
+        note = (f"{message}; {len(unresolved)} item(s) resubmitted, {len(existing)} replaced, as "
+                f"{', '.join(c.batch_id for c in children + replacements)}")
         return Outcome(BatchState.SPLIT, len(landed), failed, operation.error_code, note)
     state = BatchState.FAILED if failed else BatchState.SUCCEEDED
     return Outcome(state, len(landed), failed, operation.error_code if failed else "", message if failed else "")

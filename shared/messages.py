@@ -16,7 +16,9 @@ from shared.errors import InvalidInputError
 
 VERSION = 1
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # safe as a table PartitionKey and a blob path segment
-MODES = ("create",)  # "upsert" (PUT per item) is not implemented yet
+MODES = ("create", "upsert")
+ACTIONS = ("create", "replace", "delete")  # what a batch does: POST items, PUT one item, DELETE one item
+SIGNERS = ("planetary-computer",)
 
 
 def decode_body(body: bytes | str) -> Any:
@@ -50,15 +52,35 @@ class ItemsRef:
 
 
 @dataclass(frozen=True)
+class Search:
+    """A STAC API item search: `url` is the API's /search; `params` its body (POST) or query (GET)."""
+
+    url: str
+    params: dict[str, Any]
+    method: str = "POST"
+    max_items: int = 1000
+
+
+@dataclass(frozen=True)
 class JobRequest:
-    """A job as a user asked for it (DESIGN §3). Exactly one of `items` / `items_ref` is set."""
+    """A job as a user asked for it (DESIGN §3): exactly one source of items (`items`, `items_ref`,
+    `search`), or `delete_ids` / `delete_search` for a delete job."""
 
     job_id: str | None = None
     collection: str | None = None
     items: list[Any] | None = None
     items_ref: ItemsRef | None = None
+    search: Search | None = None
+    delete_ids: list[str] | None = None
+    delete_search: Search | None = None
+    sign: str | None = None
+    sign_collection: str | None = None
     batch_size: int | None = None
     mode: str = "create"
+
+    @property
+    def is_delete(self) -> bool:
+        return self.delete_ids is not None or self.delete_search is not None
 
     @classmethod
     def from_json(cls, body: Any) -> JobRequest:
@@ -73,8 +95,6 @@ class JobRequest:
             return cls(items=_items_of(body))
         if body.get("v") != VERSION:
             raise InvalidInputError("message must be a STAC Item, a FeatureCollection, or have \"v\": 1")
-        if "search" in body:
-            raise InvalidInputError("'search' messages are not supported yet")
         job_id = body.get("job_id")
         if job_id is not None and (not isinstance(job_id, str) or not JOB_ID.match(job_id)):
             raise InvalidInputError("job_id must be 1-64 characters of [A-Za-z0-9_-]")
@@ -87,13 +107,21 @@ class JobRequest:
         mode = body.get("mode", "create")
         if mode not in MODES:
             raise InvalidInputError(f"mode must be one of {', '.join(MODES)}")
-        has_items, has_ref = "items" in body, "items_ref" in body
-        if has_items == has_ref:
-            raise InvalidInputError("message needs exactly one of 'items' and 'items_ref'")
-        common = {"job_id": job_id, "collection": collection, "batch_size": batch_size, "mode": mode}
-        if has_items:
+        sources = [key for key in ("items", "items_ref", "search", "delete") if key in body]
+        if len(sources) != 1:
+            raise InvalidInputError("message needs exactly one of 'items', 'items_ref', 'search' and 'delete'")
+        sign = body.get("sign")
+        if sign is not None and sign not in SIGNERS:
+            raise InvalidInputError(f"sign must be one of {', '.join(SIGNERS)}")
+        common = {"job_id": job_id, "collection": collection, "batch_size": batch_size, "mode": mode, "sign": sign,
+                  "sign_collection": _optional_str(body, "sign_collection")}
+        if "items" in body:
             return cls(items=_items_of(body["items"]), **common)
-        return cls(items_ref=_ref_of(body["items_ref"]), **common)
+        if "items_ref" in body:
+            return cls(items_ref=_ref_of(body["items_ref"]), **common)
+        if "search" in body:
+            return cls(search=_search_of(body["search"]), **common)
+        return cls(**_delete_of(body["delete"]), **common)
 
 
 def _items_of(value: Any) -> list[Any]:
@@ -107,6 +135,34 @@ def _items_of(value: Any) -> list[Any]:
     if isinstance(value, dict):
         return [value]
     raise InvalidInputError("'items' must be an Item, a FeatureCollection or a list of Items")
+
+
+def _optional_str(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InvalidInputError(f"{key} must be a string")
+    return value
+
+
+def _search_of(value: Any) -> Search:
+    if not isinstance(value, dict) or not isinstance(value.get("url"), str):
+        raise InvalidInputError("'search' needs 'url' (the STAC API's /search)")
+    params = value.get("params", {})
+    method = str(value.get("method", "POST")).upper()
+    max_items = value.get("max_items", 1000)
+    if not isinstance(params, dict) or method not in ("GET", "POST"):
+        raise InvalidInputError("'search' params must be an object and method GET or POST")
+    if not isinstance(max_items, int) or not 1 <= max_items <= 100_000:
+        raise InvalidInputError("'search' max_items must be an integer from 1 to 100000")
+    return Search(url=value["url"], params=params, method=method, max_items=max_items)
+
+
+def _delete_of(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict) and isinstance(value.get("ids"), list) and all(isinstance(i, str) for i in value["ids"]):
+        return {"delete_ids": value["ids"]}
+    if isinstance(value, dict) and "search" in value:
+        return {"delete_search": _search_of(value["search"])}
+    raise InvalidInputError("'delete' needs 'ids' (a list of item ids) or 'search'")
 
 
 def _ref_of(value: Any) -> ItemsRef:

@@ -17,9 +17,9 @@ import orjson
 from shared.batching import batch_id, split
 from shared.errors import InvalidInputError, NotFoundError
 from shared.fanout import PlannedBatch, batch_message, batch_items, enqueue_batches
-from shared.geocatalog import check_collection_id
+from shared.geocatalog import ITEM_ID, check_collection_id
 from shared.documents import NDJSON_SUFFIXES, json_items, ndjson_items
-from shared.items import RejectedItem, validated
+from shared.items import RejectedItem, item_id_of, validated
 from shared.messages import JobRequest
 from shared.redact import url_without_query
 from shared.rollup import rollup_job
@@ -47,23 +47,31 @@ def plan_job(request: JobRequest, *, job_id: str, services: Services, now: datet
     job = status.create_job(JobRow(job_id=job_id, source=describe_source(request), collection=request.collection or ""), now)
     if job.state.is_terminal:
         return job
+    items: list[Any] = []
     try:
         items, labels = load_items(request, services)
         collection = resolve_collection(request, items, services.settings.default_collection)
+        sign_collection = resolve_sign_collection(request, items) if request.sign else ""
         services.catalog.get_collection(collection)
     except NotFoundError:
         return reject_job(job_id, f"collection {collection!r} does not exist in the GeoCatalog", len(items), services=services, now=now)
     except InvalidInputError as error:
-        return reject_job(job_id, str(error), 0, services=services, now=now)
+        return reject_job(job_id, str(error), len(items), services=services, now=now)
     if not items:
         return reject_job(job_id, "the job has no items", 0, services=services, now=now)
 
-    valid, rejected = validated(items, collection, labels=labels)
-    settings = services.settings
-    groups = split(valid, max_items=request.batch_size or settings.batch_max_items, max_bytes=settings.batch_max_bytes)
-    batches = [PlannedBatch(batch_id(n), group) for n, group in enumerate(groups, start=1)]
+    if request.is_delete:
+        batches, rejected = _delete_batches(items)
+        action = "delete"
+    else:
+        valid, rejected = validated(items, collection, labels=labels)
+        settings = services.settings
+        groups = split(valid, max_items=request.batch_size or settings.batch_max_items, max_bytes=settings.batch_max_bytes)
+        batches = [PlannedBatch(batch_id(n), group) for n, group in enumerate(groups, start=1)]
+        action = "create"
     status.create_batches(rejected_rows(job_id, collection, rejected), now)
-    enqueue_batches(job_id, collection, batches, services=services, now=now, mode=request.mode)
+    enqueue_batches(job_id, collection, batches, services=services, now=now, mode=request.mode, action=action,
+                    sign=request.sign or "", sign_collection=sign_collection)
 
     def mark_planned(row: JobRow) -> JobRow:
         return replace(row, planned=True, state=JobState.RUNNING, collection=collection, item_count=len(items), batch_count=len(batches))
@@ -78,6 +86,11 @@ def load_items(request: JobRequest, services: Services) -> tuple[list[Any], list
     account (JSON, or an NDJSON byte range), or from an allowlisted URL."""
     if request.items is not None:
         return request.items, None
+    if request.delete_ids is not None:
+        return [{"id": item_id} for item_id in request.delete_ids], None
+    search = request.search or request.delete_search
+    if search is not None:
+        return services.sources.search(search.url, search.params, method=search.method, max_items=search.max_items), None
     ref = request.items_ref
     assert ref is not None
     if ref.url:
@@ -108,6 +121,40 @@ def resolve_collection(request: JobRequest, items: list[Any], default: str) -> s
     if default:
         return check_collection_id(default)
     raise InvalidInputError("no collection: set 'collection' in the message, in the items, or DEFAULT_COLLECTION")
+
+
+def resolve_sign_collection(request: JobRequest, items: list[Any]) -> str:
+    """Whose SAS token signs the assets: `sign_collection`, else the one collection searched, else the
+    one collection the items came from.
+
+    Raises:
+        InvalidInputError: it cannot be told.
+    """
+    if request.sign_collection:
+        return check_collection_id(request.sign_collection)
+    searched = (request.search.params.get("collections") if request.search else None) or []
+    if isinstance(searched, list) and len(searched) == 1:
+        return check_collection_id(str(searched[0]))
+    named = {item.get("collection") for item in items if isinstance(item, dict) and item.get("collection")}
+    if len(named) == 1:
+        return check_collection_id(str(named.pop()))
+    raise InvalidInputError("cannot tell which collection's SAS token signs the assets: set 'sign_collection'")
+
+
+def _delete_batches(items: list[Any]) -> tuple[list[PlannedBatch], list[RejectedItem]]:
+    """One batch per item id (each DELETE is its own operation); malformed ids are rejected."""
+    batches: list[PlannedBatch] = []
+    rejected: list[RejectedItem] = []
+    seen: set[str] = set()
+    for position, item in enumerate(items):
+        item_id = item_id_of(item)
+        if not ITEM_ID.match(item_id) or item_id in seen:
+            reason = "appears more than once" if item_id in seen else "id must be 1-64 characters of [A-Za-z0-9-_.]"
+            rejected.append(RejectedItem(item_id, reason, position))
+            continue
+        seen.add(item_id)
+        batches.append(PlannedBatch(batch_id(len(batches) + 1), [{"id": item_id}]))
+    return batches, rejected
 
 
 def reject_job(job_id: str, reason: str, item_count: int, *, services: Services, now: datetime) -> JobRow:
@@ -166,6 +213,11 @@ def resend_queued_batches(job: JobRow, *, services: Services, now: datetime) -> 
 
 
 def describe_source(request: JobRequest) -> str:
+    search = request.search or request.delete_search
+    if search is not None:
+        return f"{'delete ' if request.is_delete else ''}search {url_without_query(search.url)}"
+    if request.delete_ids is not None:
+        return "delete ids"
     if request.items_ref is None:
         return "inline"
     if request.items_ref.url:

@@ -19,6 +19,7 @@ from shared.geocatalog import Operation, OperationRef
 from shared.fanout import row_item_ids
 from shared.isolation import Outcome, resolve_failed_batch
 from shared.messages import PollMessage
+from shared.redact import urls_without_queries
 from shared.rollup import rollup_job
 from shared.services import Services
 from shared.status import BatchRow, BatchState
@@ -56,6 +57,7 @@ def poll_batch(message: PollMessage, *, services: Services, now: datetime) -> Ba
         outcome = _outcome(row, operation, services=services, now=now)
     except RetryableError as error:
         return poll_again(row, message, operation, services=services, now=now, retry_after=error.retry_after)
+    logs = urls_without_queries(logs)  # service logs may echo signed asset hrefs
     logs_blob = services.payloads.put(f"{row.job_id}/{row.batch_id}.logs.txt", logs.encode())
     limit = services.settings.log_truncate_chars
     return end_batch(row, outcome.state, services=services, now=now, code=outcome.code, message=outcome.message,
@@ -67,9 +69,13 @@ def _outcome(row: BatchRow, operation: Operation, *, services: Services, now: da
     clean_success = operation.status == "Succeeded" and not operation.failed_items
     if clean_success:
         return Outcome(BatchState.SUCCEEDED, row.item_count, {}, "", "")
+    message = f"{operation.error_code}: {operation.error_message}".strip(": ")
     if operation.status == "Canceled":
         failed = dict.fromkeys(row_item_ids(services, row), "OperationCanceled")
         return Outcome(BatchState.CANCELED, 0, failed, "OperationCanceled", f"operation {operation.id} was canceled")
+    if row.action != "create":  # one item, one PUT or DELETE: its failure is that item's, recorded, not retried
+        code = operation.error_code or "OperationFailed"
+        return Outcome(BatchState.FAILED, 0, dict.fromkeys(row_item_ids(services, row), code), code, message)
     return resolve_failed_batch(row, operation, services=services, now=now)
 
 

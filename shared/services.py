@@ -15,6 +15,7 @@ from shared.geocatalog import GeoCatalogClient
 from shared.payloads import PayloadStore
 from shared.queues import QueueSender
 from shared.settings import Settings, StorageAccess
+from shared.signing import SasTokenSigner
 from shared.sources import SourceFetcher
 from shared.status import StatusStore
 
@@ -29,6 +30,7 @@ class Services:
     queues: QueueSender
     payloads: PayloadStore
     sources: SourceFetcher
+    signer: SasTokenSigner
 
 
 def build_services(settings: Settings) -> Services:
@@ -53,6 +55,7 @@ def build_services(settings: Settings) -> Services:
         queues=queues,
         payloads=payloads,
         sources=SourceFetcher(settings.source_url_allowlist, timeout=settings.http_timeout_seconds),
+        signer=SasTokenSigner(settings.sas_api_url, timeout=settings.http_timeout_seconds),
     )
 
 
@@ -74,10 +77,14 @@ def _queue_client(storage: StorageAccess, credential: Any, name: str) -> QueueCl
     return QueueClient(storage.queue_uri, name, credential=credential)
 
 
+# Streams read blobs 4 MiB at a time (the SDK's first GET would otherwise take up to 32 MiB at once).
+BLOB_READ_CHUNK = {"max_single_get_size": 4 * 1024 * 1024, "max_chunk_get_size": 4 * 1024 * 1024}
+
+
 def _blob_service(storage: StorageAccess, credential: Any) -> BlobServiceClient:
     if storage.connection_string:
-        return BlobServiceClient.from_connection_string(storage.connection_string)
-    return BlobServiceClient(storage.blob_uri, credential=credential)
+        return BlobServiceClient.from_connection_string(storage.connection_string, **BLOB_READ_CHUNK)
+    return BlobServiceClient(storage.blob_uri, credential=credential, **BLOB_READ_CHUNK)
 
 
 def _table_client(storage: StorageAccess, credential: Any, name: str) -> TableClient:

@@ -38,7 +38,8 @@ DEFAULTS: dict[str, tuple[str | None, str]] = {
     "ISOLATION_MAX_DEPTH": ("12", "how many times a failed batch may be halved to isolate its bad items"),
     "MAX_DEQUEUE_COUNT": ("5", "must equal host.json maxDequeueCount: the last delivery records a failure before the poison queue"),
     "HTTP_TIMEOUT_SECONDS": ("30", "connect+read timeout of each GeoCatalog request"),
-    "SOURCE_URL_ALLOWLIST": ("", "comma-separated hosts that `items_ref.url` may point at"),
+    "SOURCE_URL_ALLOWLIST": ("planetarycomputer.microsoft.com", "comma-separated hosts that `items_ref.url` and `search.url` may point at"),
+    "SAS_API_URL": ("https://planetarycomputer.microsoft.com/api/sas/v1", "Planetary Computer SAS API used by `sign: planetary-computer`"),
     "LOG_TRUNCATE_CHARS": ("8000", "characters of operation logs kept in the status row (all of it goes to a blob)"),
 }
 
@@ -70,7 +71,8 @@ class Settings:
     isolation_max_depth: int = 12
     max_dequeue_count: int = 5
     http_timeout_seconds: float = 30.0
-    source_url_allowlist: tuple[str, ...] = ()
+    source_url_allowlist: tuple[str, ...] = ("planetarycomputer.microsoft.com",)
+    sas_api_url: str = "https://planetarycomputer.microsoft.com/api/sas/v1"
     log_truncate_chars: int = 8000
     storage: StorageAccess | None = None
 

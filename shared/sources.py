@@ -1,7 +1,13 @@
-"""Fetching `items_ref.url` sources: only hosts on the allowlist, https only, bounded in size and time."""
+"""Reading from outside: `items_ref.url` documents and STAC API searches.
+
+Only hosts on SOURCE_URL_ALLOWLIST, https only (http only on loopback, for local runs), bounded in
+size, time and item count, and every `next` link is checked again: a message cannot make the app
+fetch arbitrary URLs.
+"""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -29,6 +35,41 @@ class SourceFetcher:
             raise InvalidInputError(f"source {url_without_query(url)} is not on SOURCE_URL_ALLOWLIST (or not https)")
         return url
 
+    def search(self, url: str, params: dict[str, Any], *, method: str = "POST", max_items: int = 1000) -> list[dict[str, Any]]:
+        """Items from a STAC API item search, following `next` links, at most `max_items`.
+
+        Raises:
+            InvalidInputError: not allowed, or the API refused the search.
+            RetryableError: a transient failure.
+        """
+        items: list[dict[str, Any]] = []
+        request: tuple[str, str, dict[str, Any] | None] = (method.upper(), url, params)
+        while request and len(items) < max_items:
+            verb, target, body = request
+            page = self._json(verb, self.check(target), body)
+            items += [f for f in page.get("features", []) if isinstance(f, dict)][: max_items - len(items)]
+            request = _next_request(page, verb, body)
+        return items
+
+    def _json(self, method: str, url: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        where = url_without_query(url)
+        try:
+            if method == "GET":
+                query = {k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in (body or {}).items()}
+                response = self._session.get(url, params=query, timeout=self._timeout)
+            else:
+                response = self._session.post(url, json=body or {}, timeout=self._timeout)
+        except (requests.Timeout, requests.ConnectionError):
+            raise RetryableError(f"{method} {where} failed to connect or timed out") from None
+        if response.status_code in (429, 500, 502, 503, 504):
+            raise RetryableError(f"{method} {where}: {response.status_code}", status=response.status_code)
+        if response.status_code >= 400:
+            raise InvalidInputError(f"{method} {where}: {response.status_code} {response.text[:200]}")
+        try:
+            return response.json()
+        except ValueError:
+            raise InvalidInputError(f"{method} {where} did not answer JSON") from None
+
     def fetch(self, url: str) -> bytes:
         """The document's bytes.
 
@@ -53,3 +94,15 @@ class SourceFetcher:
                 return b"".join(chunks)
         except (requests.Timeout, requests.ConnectionError):
             raise RetryableError(f"GET {where} failed to connect or timed out") from None
+
+
+def _next_request(page: dict[str, Any], method: str, body: dict[str, Any] | None) -> Any:
+    """The STAC API `next` link as (method, url, body), or None on the last page."""
+    link = next((l for l in page.get("links") or [] if isinstance(l, dict) and l.get("rel") == "next"), None)
+    if link is None or not link.get("href"):
+        return None
+    link_method = str(link.get("method", "GET")).upper()
+    if link_method == "POST":
+        next_body = link.get("body") or {}
+        return "POST", link["href"], ({**(body or {}), **next_body} if link.get("merge") else next_body)
+    return "GET", link["href"], None

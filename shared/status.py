@@ -105,7 +105,10 @@ class BatchRow:
     item_ids: str = "[]"  # JSON list; "" when the list lives in `item_ids_blob`
     item_ids_blob: str = ""
     payload_blob: str = ""  # the batch's items as sent (a FeatureCollection), for resends and isolation
-    mode: str = "create"
+    mode: str = "create"  # the job's: "upsert" replaces items that already exist
+    action: str = "create"  # what this batch does: create (POST items), replace (PUT one), delete (DELETE one)
+    sign: str = ""  # "planetary-computer": sign asset hrefs right before sending
+    sign_collection: str = ""
     parent: str = ""
     depth: int = 0
     operation_id: str = ""

@@ -17,8 +17,9 @@ from datetime import datetime, timedelta
 
 from shared.backoff import exponential
 from shared.batching import feature_collection
-from shared.errors import AuthenticationError, RejectedByServiceError, RetryableError
+from shared.errors import AuthenticationError, InvalidInputError, RejectedByServiceError, RetryableError
 from shared.fanout import batch_items, batch_message
+from shared.geocatalog import OperationRef
 from shared.messages import BatchMessage, PollMessage
 from shared.redact import url_without_query
 from shared.rollup import rollup_job
@@ -55,11 +56,13 @@ def submit_batch(message: BatchMessage, *, services: Services, now: datetime) ->
         return status.get_batch(row.job_id, row.batch_id)
     items = message.items if message.items is not None else batch_items(services, claimed)
     try:
-        operation = services.catalog.create_items(claimed.collection, feature_collection(items))
+        operation = send(claimed, items, services=services)
     except RetryableError as error:
         return retry_later(claimed, message, error, services=services, now=now)
     except RejectedByServiceError as error:
         return finish(claimed, BatchState.REJECTED, error.code, error.message, services=services, now=now, failed=False)
+    except InvalidInputError as error:  # e.g. the SAS API refuses the collection
+        return finish(claimed, BatchState.REJECTED, "InvalidInput", str(error), services=services, now=now, failed=False)
     except AuthenticationError as error:
         status.update_batch(row.job_id, row.batch_id, _back_to_queued(error.code, str(error)), now)
         log.error("GeoCatalog refused our credential for batch %s/%s: %s", row.job_id, row.batch_id, error)
@@ -75,6 +78,20 @@ def submit_batch(message: BatchMessage, *, services: Services, now: datetime) ->
     if submitted is not None:
         send_poll(submitted, services=services, submitted=now, operation_url=operation.url)
     return submitted
+
+
+def send(row: BatchRow, items: list[dict], *, services: Services) -> OperationRef:
+    """The one request of a batch: POST its items, PUT its one item, or DELETE its one item.
+
+    Asset hrefs are signed here, right before sending, so nothing stored holds a SAS token.
+    """
+    if row.sign:
+        items = services.signer.sign(items, row.sign_collection)
+    if row.action == "replace":
+        return services.catalog.replace_item(row.collection, items[0])
+    if row.action == "delete":
+        return services.catalog.delete_item(row.collection, items[0]["id"])
+    return services.catalog.create_items(row.collection, feature_collection(items))
 
 
 def _claim(now: datetime):

@@ -56,12 +56,26 @@ def test_v1_items_ref_blob_range_and_url() -> None:
         ({"v": 1, "items": [], "mode": "merge"}, "mode"),
         ({"v": 1, "items_ref": {"blob": "nocontainer"}}, "container/path"),
         ({"v": 1, "items_ref": {"blob": "a/b", "start": 5, "end": 1}}, "end"),
-        ({"v": 1, "search": {"url": "https://x/search"}}, "search"),
+        ({"v": 1, "search": {"params": {}}}, "url"),
+        ({"v": 1, "search": {"url": "https://x/search", "method": "PUT"}}, "GET or POST"),
+        ({"v": 1, "delete": {"nope": 1}}, "ids"),
+        ({"v": 1, "items": [], "sign": "aws"}, "sign"),
     ],
 )
 def test_malformed_job_messages_say_why(body: object, fragment: str) -> None:
     with pytest.raises(InvalidInputError, match=fragment):
         JobRequest.from_json(body)
+
+
+def test_search_delete_sign_and_upsert_messages() -> None:
+    search = JobRequest.from_json({"v": 1, "collection": "c1c", "search": {"url": "https://pc/api/stac/v1/search",
+                                   "params": {"collections": ["io-lulc-annual-v02"]}, "max_items": 4},
+                                   "sign": "planetary-computer", "mode": "upsert"})
+    assert (search.search.url, search.search.method, search.search.max_items, search.sign, search.mode) == (
+        "https://pc/api/stac/v1/search", "POST", 4, "planetary-computer", "upsert")
+    delete = JobRequest.from_json({"v": 1, "collection": "c1c", "delete": {"ids": ["a", "b"]}})
+    assert delete.is_delete and delete.delete_ids == ["a", "b"]
+    assert JobRequest.from_json({"v": 1, "delete": {"search": {"url": "https://x/search"}}}).delete_search is not None
 
 
 def test_batch_and_poll_messages_round_trip() -> None:
