@@ -24,6 +24,13 @@ def test_demo_with_real_files_and_a_collection(capsys: pytest.CaptureFixture[str
     assert re.search(r"^ingested 11 items: 10 succeeded, 0 failed, 1 rejected$", out, re.MULTILINE)
 
 
+def test_demo_quickstart_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo.main(["--scenario", "quickstart"]) == 0
+    out = capsys.readouterr().out
+    assert "left in the collection: 17L-2023, 18K-2023, 18L-2023" in out
+    assert out.strip().splitlines()[-1] == "ingested 4 items: 4 succeeded, 0 failed, 0 rejected"
+
+
 def test_demo_refuses_what_it_cannot_do(capsys: pytest.CaptureFixture[str]) -> None:
-    assert demo.main(["--scenario", "quickstart"]) == 2
+    assert demo.main(["--scenario", "nonsense"]) == 2
     assert demo.main(["--files", "/no/such/file.json"]) == 2

@@ -20,6 +20,9 @@ ACCEPTED = [
     {"v": 1, "collection": "landcover", "items": [make_item("a")], "job_id": "j-1", "batch_size": 10},
     {"v": 1, "collection": "landcover", "items_ref": {"blob": "stac-drop/x.ndjson", "start": 0, "end": 100}},
     {"v": 1, "items_ref": {"url": "https://example.com/items.json"}},
+    {"v": 1, "collection": "landcover", "sign": "planetary-computer", "mode": "upsert",
+     "search": {"url": "https://planetarycomputer.microsoft.com/api/stac/v1/search", "params": {"collections": ["io-lulc-annual-v02"]}, "max_items": 4}},
+    {"v": 1, "collection": "landcover", "delete": {"ids": ["a", "b"]}},
 ]
 
 

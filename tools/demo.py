@@ -18,9 +18,9 @@ from typing import Any
 
 import orjson
 
-from devhost.jobs import send_items, status_table, wait_for_jobs
+from devhost.jobs import send_items, send_job, status_table, wait_for_jobs
 from devhost.stack import LocalStack
-from emulator import EmulatorOptions, Timings
+from emulator import EmulatorOptions, Faults, Timings
 from shared.auth import StaticToken
 from shared.blob_events import BlobCreated
 from shared.errors import NotFoundError
@@ -49,8 +49,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.scenario == "quickstart":
+        return quickstart(args)
     if args.scenario:
-        print(f"SCENARIO={args.scenario} is not available yet (the search/sign quickstart is later work).", file=sys.stderr)
+        print(f"unknown SCENARIO={args.scenario}: the one scenario is 'quickstart'", file=sys.stderr)
         return 2
     files = [Path(f) for f in args.files.split()] or [SAMPLES]
     for path in files:
@@ -86,6 +88,46 @@ def main(argv: list[str]) -> int:
             rows = {job_id: stack.services.status.get_job(job_id) for job_id in jobs}  # type: ignore[misc]
         print()
         return report(stack.services, [r for r in rows.values() if r is not None], expected, len(jobs))
+
+
+def quickstart(args: argparse.Namespace) -> int:
+    """The Planetary Computer quickstart, offline: each step is one message on the submit queue."""
+    print("starting Azurite, the GeoCatalog emulator (also playing the public STAC API and the SAS API) "
+          "and the local Functions host ...", flush=True)
+    options = EmulatorOptions(timings=Timings(pending_seconds=0.5, running_seconds=1.0), source_items=str(SAMPLES),
+                              faults=Faults(require_signed_assets=True))
+    settings = {"SOURCE_URL_ALLOWLIST": "127.0.0.1", "SAS_API_URL": "{emulator}/source/sas"}
+    with LocalStack(emulator_options=options, settings=settings) as stack:
+        assert stack.services is not None and stack.emulator is not None
+        catalog = GeoCatalogClient(stack.emulator.url, StaticToken("local-dev-token"))
+        collection = args.collection or orjson.loads(SAMPLE_COLLECTION.read_bytes())["id"]
+        ensure_collection(catalog, collection)
+        ingest = {"v": 1, "job_id": "quickstart-ingest", "collection": collection, "sign": "planetary-computer",
+                  "search": {"url": f"{stack.emulator.url}/source/search", "max_items": 4,
+                             "params": {"collections": ["io-lulc-annual-v02"], "datetime": "2023-01-01T00:00:00Z/2024-01-01T00:00:00Z"}}}
+        print("1. search 4 land-cover items, sign their assets, rewrite collection, ingest:")
+        print("   " + orjson.dumps(ingest).decode())
+        send_job(stack.services, ingest)
+        job = wait_for_jobs(stack.services, ["quickstart-ingest"], timeout=args.timeout, on_progress=Progress(4))["quickstart-ingest"]
+        listed = [item["id"] for item in catalog.list_items(collection)]
+        print(f"2. list the collection: {', '.join(listed)}")
+        delete = {"v": 1, "job_id": "quickstart-delete", "collection": collection, "delete": {"ids": listed[:1]}}
+        print("3. delete one item: " + orjson.dumps(delete).decode())
+        send_job(stack.services, delete)
+        deleted = wait_for_jobs(stack.services, ["quickstart-delete"], timeout=args.timeout)["quickstart-delete"]
+        print(f"   left in the collection: {', '.join(item['id'] for item in catalog.list_items(collection))}")
+        print()
+        jobs = [job, deleted]
+        print(status_table(jobs, {j.job_id: stack.services.status.batches(j.job_id) for j in jobs}))
+        print()
+        print(f"deleted {deleted.items_succeeded} item(s): {deleted.state}")
+        return report_line(job, expected=4) if deleted.state.is_terminal else 1
+
+
+def report_line(job: JobRow, *, expected: int) -> int:
+    settled = job.items_succeeded + job.items_failed + job.items_rejected
+    print(f"ingested {expected} items: {job.items_succeeded} succeeded, {job.items_failed} failed, {job.items_rejected} rejected")
+    return 0 if job.state.is_terminal and settled == expected else 1
 
 
 def read_items(path: Path) -> tuple[list[Any], int]:
