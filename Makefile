@@ -25,6 +25,7 @@ demo: setup
 	$(BIN)/python -m tools.demo --files "$(FILES)" --collection "$(COLLECTION)" --via "$(VIA)" --scenario "$(SCENARIO)"
 
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 bench: setup

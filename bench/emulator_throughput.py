@@ -136,7 +136,8 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"{'':34}{'emulator':>12}{'bare aiohttp (baseline)':>26}")
     print(f"{'POST 100-item FeatureCollection/s':34}{emulator['posts_per_s']:>12.0f}{bare['posts_per_s']:>26.0f}")
     print(f"{'GET operation/s':34}{emulator['gets_per_s']:>12.0f}{bare['gets_per_s']:>26.0f}")
-    print(f"errors: emulator {emulator['post_errors'] + emulator['get_errors']:.0f}, baseline {bare['post_errors'] + bare['get_errors']:.0f}")
+    errors = (emulator["post_errors"] + emulator["get_errors"], bare["post_errors"] + bare["get_errors"])
+    print(f"errors: emulator {errors[0]:.0f}, baseline {errors[1]:.0f}")
     print(f"items ingested by the emulator: {emulator['posts_per_s'] * 100:.0f}/s")
     print("goal: >= 500/s each; the load generator shares the 2 cores with the server, so both figures are lower bounds")
     if emulator["posts_per_s"] < 500:

@@ -38,7 +38,8 @@ class Azurite:
         return self
 
     def _read_ports(self, ready: threading.Event) -> None:
-        assert self._process is not None and self._process.stdout is not None
+        assert self._process is not None
+        assert self._process.stdout is not None
         for line in self._process.stdout:
             self.output.append(line)
             match = re.search(r"Azurite (Blob|Queue|Table) service is successfully listening at http://[\d.]+:(\d+)", line)

@@ -15,16 +15,17 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import azure.functions as func
 from azure.core.exceptions import ResourceExistsError
 from azure.functions.queue import QueueMessage
-from azure.storage.queue import QueueClient, QueueMessage as StorageMessage
+from azure.storage.queue import QueueClient
+from azure.storage.queue import QueueMessage as StorageMessage
 
 log = logging.getLogger(__name__)
 

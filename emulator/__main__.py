@@ -8,8 +8,8 @@ import sys
 import threading
 from pathlib import Path
 
-from emulator.faults import Faults
 from emulator.catalog import Timings
+from emulator.faults import Faults
 from emulator.server import EmulatorOptions, EmulatorServer
 from emulator.tls import write_self_signed_pem
 

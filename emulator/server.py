@@ -13,10 +13,11 @@ import secrets
 import ssl
 import threading
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import urlencode
 
 import orjson
@@ -161,7 +162,8 @@ class EmulatorApp:
         if not version:
             raise ServiceError(400, "MissingApiVersionParameter", "The api-version query parameter is required.")
         if version not in API_VERSIONS:
-            raise ServiceError(400, "UnsupportedApiVersion", f"The api-version '{version}' is not supported; use one of {SUPPORTED_HEADER}.")
+            raise ServiceError(400, "UnsupportedApiVersion",
+                               f"The api-version '{version}' is not supported; use one of {SUPPORTED_HEADER}.")
 
     @staticmethod
     def _base(request: web.Request) -> str:
@@ -170,7 +172,8 @@ class EmulatorApp:
     def _collection_id(self, request: web.Request) -> str:
         collection_id = request.match_info["cid"]
         if collection_id not in self.catalog.collections:
-            raise ServiceError(404, "ResourceNotFound", f"Collection '{collection_id}' not found. Please verify the collection ID and try again.")
+            raise ServiceError(404, "ResourceNotFound",
+                               f"Collection '{collection_id}' not found. Please verify the collection ID and try again.")
         return collection_id
 
     @staticmethod
@@ -260,7 +263,8 @@ class EmulatorApp:
         stored = self.catalog.items[collection_id].get(item_id)
         if stored is None:
             raise ServiceError(404, "ResourceNotFound",
-                               f"Resource not found at '{request.path}' with parameters {{'collection_id': '{collection_id}', 'item_id': '{item_id}'}}. Check the parameters and try again.")
+                               f"Resource not found at '{request.path}' with parameters {{'collection_id': "
+                               f"'{collection_id}', 'item_id': '{item_id}'}}. Check the parameters and try again.")
         return _json(self._with_links(request, orjson.loads(stored)), content_type=GEOJSON)
 
     async def replace_item(self, request: web.Request) -> web.Response:
@@ -319,25 +323,31 @@ class EmulatorApp:
             body["bbox"] = [float(v) for v in body["bbox"].split(",")]
         return self._page(request, body, method="POST")
 
-    def _page(self, request: web.Request, criteria: dict[str, Any], *, method: str) -> web.Response:
+    def _page(self, request: web.Request, criteria: dict[str, Any], *, method: str, source: bool = False) -> web.Response:
+        """One page of an item search or listing, with an opaque-token `next` link.
+
+        `source=True` searches the source side's items (the public STAC API of the quickstart),
+        whose POST `next` links ask the client to merge the token into its own body.
+        """
         limit = min(int(criteria.get("limit") or DEFAULT_LIMIT), MAX_LIMIT)
         offset = _token_to_offset(criteria.get("token"))
-        matches = list(self.catalog.search(criteria))
-        page = [self._with_links(request, orjson.loads(body)) for body in matches[offset:offset + limit]]
+        matches = list(self.catalog.search(criteria, self.catalog.source_items if source else None))
+        bodies = (orjson.loads(body) for body in matches[offset:offset + limit])
+        page = list(bodies) if source else [self._with_links(request, item) for item in bodies]
         links: list[dict[str, Any]] = []
         if offset + limit < len(matches):
             token = _offset_to_token(offset + limit)
             if method == "GET":
-                query = {k: v for k, v in request.query.items() if k != "token"}
-                query["token"] = token
-                href = f"{self._base(request)}{request.path}?{urlencode(query)}"
-                links.append({"rel": "next", "type": GEOJSON, "method": "GET", "href": href})
+                query = {**{k: v for k, v in request.query.items() if k != "token"}, "token": token}
+                links.append({"rel": "next", "type": GEOJSON, "method": "GET",
+                              "href": f"{self._base(request)}{request.path}?{urlencode(query)}"})
             else:
-                href = f"{self._base(request)}{request.path}?api-version={request.query['api-version']}"
-                links.append({"rel": "next", "type": GEOJSON, "method": "POST", "href": href,
-                              "body": {**criteria, "token": token}, "merge": False})
-        return _json({"type": "FeatureCollection", "features": page, "links": links,
-                      "numberReturned": len(page)}, content_type=GEOJSON)
+                version = request.query.get("api-version")
+                href = f"{self._base(request)}{request.path}" + (f"?api-version={version}" if version else "")
+                body = {"token": token} if source else {**criteria, "token": token}
+                links.append({"rel": "next", "type": GEOJSON, "method": "POST", "href": href, "body": body, "merge": source})
+        return _json({"type": "FeatureCollection", "features": page, "links": links, "numberReturned": len(page)},
+                     content_type=GEOJSON)
 
     # ----- operations ---------------------------------------------------------------------------
 
@@ -383,32 +393,14 @@ class EmulatorApp:
     # ----- source side -------------------------------------------------------------------------
 
     async def source_search_get(self, request: web.Request) -> web.Response:
-        return self._source_page(request, _criteria_from_query(request), method="GET")
+        return self._page(request, _criteria_from_query(request), method="GET", source=True)
 
     async def source_search_post(self, request: web.Request) -> web.Response:
         try:
             criteria = await request.json()
         except ValueError:
             return _json({"code": "BadRequest", "description": "body is not JSON"}, 400)
-        return self._source_page(request, criteria if isinstance(criteria, dict) else {}, method="POST")
-
-    def _source_page(self, request: web.Request, criteria: dict[str, Any], *, method: str) -> web.Response:
-        limit = min(int(criteria.get("limit") or DEFAULT_LIMIT), MAX_LIMIT)
-        offset = _token_to_offset(criteria.get("token"))
-        matches = list(self.catalog.search(criteria, self.catalog.source_items))
-        page = [orjson.loads(body) for body in matches[offset:offset + limit]]
-        links: list[dict[str, Any]] = []
-        if offset + limit < len(matches):
-            token = _offset_to_token(offset + limit)
-            href = f"{self._base(request)}{request.path}"
-            if method == "GET":
-                query = {**{k: v for k, v in request.query.items() if k != "token"}, "token": token}
-                links.append({"rel": "next", "type": GEOJSON, "method": "GET", "href": f"{href}?{urlencode(query)}"})
-            else:
-                links.append({"rel": "next", "type": GEOJSON, "method": "POST", "href": href,
-                              "body": {"token": token}, "merge": True})
-        return _json({"type": "FeatureCollection", "features": page, "links": links,
-                      "context": {"returned": len(page), "limit": limit, "matched": len(matches)}}, content_type=GEOJSON)
+        return self._page(request, criteria if isinstance(criteria, dict) else {}, method="POST", source=True)
 
     async def source_sas_token(self, request: web.Request) -> web.Response:
         token, expiry = self.catalog.issue_sas_token(request.match_info["collection"], _now())

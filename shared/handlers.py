@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 
 from shared.backoff import exponential
-from shared.errors import InvalidInputError, RetryableError
 from shared.blob_events import blob_created_from_event
+from shared.errors import InvalidInputError, RetryableError
 from shared.messages import JOB_ID, BatchMessage, JobRequest, PlanMessage, PollMessage, decode_body
 from shared.planning import plan_job, reject_job
 from shared.poll import end_batch, poll_batch

@@ -17,7 +17,7 @@ The parent row ends `Split` with its own settled counts; children carry the rest
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from shared.batching import child_batch_id
 from shared.fanout import PlannedBatch, batch_items, enqueue_batches
@@ -90,7 +90,7 @@ def resolve_failed_batch(row: BatchRow, operation: Operation, *, services: Servi
 
 def created_by_batch(row: BatchRow, ids: list[str], *, services: Services) -> set[str]:
     """Ids among `ids` that the catalog holds with `_msft:ts` at or after the batch's first submission."""
-    since = row.submit_started or datetime.min
+    since = row.submit_started or datetime.min.replace(tzinfo=UTC)
     landed: set[str] = set()
     for start in range(0, len(ids), 500):
         for stored in services.catalog.search_ids(row.collection, ids[start : start + 500]):

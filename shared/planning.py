@@ -15,10 +15,10 @@ from typing import Any
 import orjson
 
 from shared.batching import batch_id, split
-from shared.errors import InvalidInputError, NotFoundError
-from shared.fanout import PlannedBatch, batch_message, batch_items, enqueue_batches
-from shared.geocatalog import ITEM_ID, check_collection_id
 from shared.documents import NDJSON_SUFFIXES, json_items, ndjson_items
+from shared.errors import InvalidInputError, NotFoundError
+from shared.fanout import PlannedBatch, batch_items, batch_message, enqueue_batches
+from shared.geocatalog import ITEM_ID, check_collection_id
 from shared.items import RejectedItem, item_id_of, validated
 from shared.messages import JobRequest
 from shared.redact import url_without_query

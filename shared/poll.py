@@ -15,8 +15,8 @@ import orjson
 
 from shared.backoff import next_poll_delay
 from shared.errors import NotFoundError, RetryableError
-from shared.geocatalog import Operation, OperationRef
 from shared.fanout import row_item_ids
+from shared.geocatalog import Operation, OperationRef
 from shared.isolation import Outcome, resolve_failed_batch
 from shared.messages import PollMessage
 from shared.redact import urls_without_queries

@@ -17,8 +17,9 @@ from urllib.parse import urlsplit
 
 import requests
 
-from shared.errors import InvalidInputError, RetryableError
+from shared.errors import RetryableError
 from shared.geocatalog import check_collection_id
+from shared.sources import check_status
 
 SIGN_PLANETARY_COMPUTER = "planetary-computer"
 MAX_REFRESH_MARGIN_SECONDS = 300.0
@@ -81,10 +82,7 @@ class SasTokenSigner:
             response = self._session.get(url, timeout=self._timeout)
         except (requests.Timeout, requests.ConnectionError):
             raise RetryableError(f"SAS API {self._api} unreachable") from None
-        if response.status_code in (429, 500, 502, 503, 504):
-            raise RetryableError(f"SAS API: {response.status_code}", status=response.status_code)
-        if response.status_code >= 400:
-            raise InvalidInputError(f"SAS API refused a token for collection {collection!r}: {response.status_code}")
+        check_status(response, f"SAS API token for collection {collection!r}")
         body = response.json()
         expires = datetime.fromisoformat(str(body["msft:expiry"]).replace("Z", "+00:00")).timestamp()
         self.fetches += 1

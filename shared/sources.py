@@ -61,10 +61,7 @@ class SourceFetcher:
                 response = self._session.post(url, json=body or {}, timeout=self._timeout)
         except (requests.Timeout, requests.ConnectionError):
             raise RetryableError(f"{method} {where} failed to connect or timed out") from None
-        if response.status_code in (429, 500, 502, 503, 504):
-            raise RetryableError(f"{method} {where}: {response.status_code}", status=response.status_code)
-        if response.status_code >= 400:
-            raise InvalidInputError(f"{method} {where}: {response.status_code} {response.text[:200]}")
+        check_status(response, f"{method} {where}")
         try:
             return response.json()
         except ValueError:
@@ -81,10 +78,7 @@ class SourceFetcher:
         where = url_without_query(url)
         try:
             with self._session.get(url, timeout=self._timeout, stream=True) as response:
-                if response.status_code in (429, 500, 502, 503, 504):
-                    raise RetryableError(f"GET {where}: {response.status_code}", status=response.status_code)
-                if response.status_code >= 400:
-                    raise InvalidInputError(f"GET {where}: {response.status_code}")
+                check_status(response, f"GET {where}")
                 chunks, total = [], 0
                 for chunk in response.iter_content(1 << 20):
                     total += len(chunk)
@@ -96,9 +90,18 @@ class SourceFetcher:
             raise RetryableError(f"GET {where} failed to connect or timed out") from None
 
 
+def check_status(response: requests.Response, what: str) -> None:
+    """Raises RetryableError for 429/5xx and InvalidInputError for other 4xx answers of a source."""
+    status = response.status_code
+    if status in (429, 500, 502, 503, 504):
+        raise RetryableError(f"{what}: {status}", status=status)
+    if status >= 400:
+        raise InvalidInputError(f"{what}: {status}")
+
+
 def _next_request(page: dict[str, Any], method: str, body: dict[str, Any] | None) -> Any:
     """The STAC API `next` link as (method, url, body), or None on the last page."""
-    link = next((l for l in page.get("links") or [] if isinstance(l, dict) and l.get("rel") == "next"), None)
+    link = next((ln for ln in page.get("links") or [] if isinstance(ln, dict) and ln.get("rel") == "next"), None)
     if link is None or not link.get("href"):
         return None
     link_method = str(link.get("method", "GET")).upper()

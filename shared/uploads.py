@@ -47,8 +47,8 @@ from shared.status import BatchRow, BatchState, JobRow, JobState
 
 log = logging.getLogger(__name__)
 
-ROWS_PER_FLUSH = 100
-UNREADABLE = (InvalidInputError, gzip.BadGzipFile, zlib.error, EOFError)  # what a broken file raises mid-stream  # batch rows written (one table transaction) and messages sent together
+ROWS_PER_FLUSH = 100  # batch rows written (one table transaction) and messages sent together
+UNREADABLE = (InvalidInputError, gzip.BadGzipFile, zlib.error, EOFError)  # what a broken file raises mid-stream
 
 
 def upload_job_id(blob: BlobCreated) -> str:
@@ -74,10 +74,13 @@ def start_upload_job(blob: BlobCreated, *, services: Services, now: datetime) ->
         return job  # a duplicate event
     kind = file_kind(blob.path)
     if kind is None:
-        return reject_job(job_id, f"unsupported file type {blob.path.rsplit('/', 1)[-1]!r}: use .json, .ndjson or .jsonl (optionally .gz)", 0, services=services, now=now)
+        name = blob.path.rsplit("/", 1)[-1]
+        reason = f"unsupported file type {name!r}: use .json, .ndjson or .jsonl (optionally .gz)"
+        return reject_job(job_id, reason, 0, services=services, now=now)
     size = blob.size if blob.size is not None else services.payloads.properties(blob.ref)[1]
     if size > settings.max_upload_bytes:
-        return reject_job(job_id, f"file of {size} bytes is larger than MAX_UPLOAD_BYTES ({settings.max_upload_bytes})", 0, services=services, now=now)
+        reason = f"file of {size} bytes is larger than MAX_UPLOAD_BYTES ({settings.max_upload_bytes})"
+        return reject_job(job_id, reason, 0, services=services, now=now)
     plan = PlanMessage(job_id, blob.ref, blob.etag, collection_from_path(blob.path))
     services.queues.send(settings.submit_queue, plan.to_json())
     return job

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from tools import demo
 from tests.corpus import corpus_file
+from tools import demo
 
 
 @pytest.mark.parametrize("via", ["queue", "blob"])

@@ -13,18 +13,17 @@ from typing import Any
 
 import orjson
 import pytest
-import requests
 
 from devhost.jobs import send_items, send_job, wait_for_jobs
 from devhost.stack import LocalStack
 from emulator import EmulatorOptions, Faults, Timings
 from shared.auth import StaticToken
 from shared.fanout import batch_message
+from shared.geocatalog import GeoCatalogClient
 from shared.messages import JobRequest
 from shared.planning import plan_job
-from shared.geocatalog import GeoCatalogClient
 from shared.status import BatchState, JobRow, JobState
-from tests.corpus import corpus_file, corpus_items
+from tests.corpus import corpus_items
 from tests.helpers import make_collection, make_item, wait_until
 
 SERVICE_FIELDS = {"links", "collection", "_msft:ts", "_msft:etag"}

@@ -12,7 +12,6 @@ import time
 
 import orjson
 
-from devhost.jobs import send_job, wait_for_jobs
 from devhost.stack import LocalStack
 from emulator import EmulatorOptions, Faults, Timings
 from shared.status import BatchState, JobState
@@ -25,12 +24,11 @@ SOURCE_COLLECTION = "io-lulc-annual-v02"
 
 
 def quickstart_stack(make_stack, *, sas_seconds: float = 3600, **settings: str) -> LocalStack:
-    stack = make_stack(
+    return make_stack(
         settings={"SOURCE_URL_ALLOWLIST": "127.0.0.1", "SAS_API_URL": "{emulator}/source/sas", **settings},
         emulator_options=EmulatorOptions(timings=Timings(0.05, 0.1), source_items=str(SAMPLES), sas_token_seconds=sas_seconds,
                                          faults=Faults(require_signed_assets=True)),
     )
-    return stack
 
 
 def search_message(stack: LocalStack, job_id: str, **extra: object) -> dict:

@@ -63,7 +63,8 @@ def main(argv: list[str]) -> int:
     print("starting Azurite, the GeoCatalog emulator and the local Functions host ...", flush=True)
     options = EmulatorOptions(timings=Timings(pending_seconds=0.5, running_seconds=1.0))
     with LocalStack(emulator_options=options) as stack:
-        assert stack.services is not None and stack.emulator is not None
+        assert stack.services is not None
+        assert stack.emulator is not None
         catalog = GeoCatalogClient(stack.emulator.url, StaticToken("local-dev-token"))
         print(f"  Azurite ports {stack.azurite.ports if stack.azurite else {}}, GeoCatalog emulator at {stack.emulator.url}")
         jobs: list[str] = []
@@ -98,7 +99,8 @@ def quickstart(args: argparse.Namespace) -> int:
                               faults=Faults(require_signed_assets=True))
     settings = {"SOURCE_URL_ALLOWLIST": "127.0.0.1", "SAS_API_URL": "{emulator}/source/sas"}
     with LocalStack(emulator_options=options, settings=settings) as stack:
-        assert stack.services is not None and stack.emulator is not None
+        assert stack.services is not None
+        assert stack.emulator is not None
         catalog = GeoCatalogClient(stack.emulator.url, StaticToken("local-dev-token"))
         collection = args.collection or orjson.loads(SAMPLE_COLLECTION.read_bytes())["id"]
         ensure_collection(catalog, collection)
