@@ -74,10 +74,9 @@ def retry_job_later(decoded: Any, job_id: str, error: RetryableError, *, service
     else:
         retry = {"v": 1, "job_id": job_id, "attempt": attempt + 1, "items": decoded}
     body = orjson.dumps(retry).decode()
-    if not fits_in_message(body):
-        blob = services.payloads.put(f"{job_id}/job-message.json", orjson.dumps(decoded))
-        ref = {k: v for k, v in retry.items() if k not in ("items", "items_ref")}
-        body = orjson.dumps({**ref, "items_ref": {"blob": blob}}).decode()
+    if not fits_in_message(body):  # only inline items can make it too big: claim-check them
+        blob = services.payloads.put(f"{job_id}/job-items.json", orjson.dumps(retry.pop("items")))
+        body = orjson.dumps({**retry, "items_ref": {"blob": blob}}).decode()
     delay = error.retry_after if error.retry_after is not None else exponential(
         attempt, base=settings.retry_base_delay_seconds, cap=settings.poll_max_delay_seconds)
     log.warning("job %s: %s; planning again in %.0f s", job_id, error, delay)

@@ -123,6 +123,7 @@ class BatchRow:
     failed_items: str = "{}"  # JSON {item id: error code}; "" when it lives in `failed_items_blob`
     failed_items_blob: str = ""
     rejected_items: str = "{}"  # JSON {item id, line or #position: reason}: input that was never sent
+    rejected_items_blob: str = ""
     validated: bool = True  # False for upload batches until their submitter has checked them
     payload_start: int | None = None  # with payload_end: the batch is bytes [start, end) of an NDJSON upload
     payload_end: int | None = None

@@ -36,7 +36,7 @@ from shared.batching import ENVELOPE_BYTES, batch_id, feature_collection
 from shared.blob_events import BlobCreated
 from shared.documents import file_kind, ndjson_items, open_chunks, parse_line, stream_json_items
 from shared.errors import InvalidInputError, NotFoundError
-from shared.fanout import ids_field
+from shared.fanout import MAX_INLINE_IDS_CHARS, ids_field
 from shared.geocatalog import COLLECTION_ID, check_collection_id
 from shared.items import item_id_of, validated
 from shared.messages import BatchMessage, PlanMessage
@@ -285,15 +285,15 @@ def prepare_upload_batch(row: BatchRow, *, services: Services, now: datetime) ->
     name = f"{row.job_id}/{row.batch_id}.json"
     payload = services.payloads.put(name, feature_collection(valid)) if valid else ""
     ids, ids_blob = ids_field(services, row.job_id, row.batch_id, [item_id_of(i) for i in valid])
-    rejected_text = orjson.dumps(reasons).decode()
-    if len(rejected_text) > 30_000:
-        rejected_text = orjson.dumps({"blob": services.payloads.put(f"{name}.rejected.json", rejected_text.encode())}).decode()
+    rejected_text, rejected_blob = orjson.dumps(reasons).decode(), ""
+    if len(rejected_text) > MAX_INLINE_IDS_CHARS:
+        rejected_text, rejected_blob = "", services.payloads.put(f"{name}.rejected.json", rejected_text.encode())
 
     def checked(current: BatchRow) -> BatchRow | None:
         if current.validated or current.state != BatchState.QUEUED:
             return None
         common = {"validated": True, "item_ids": ids, "item_ids_blob": ids_blob, "item_count": len(valid),
-                  "items_rejected": len(rejected), "rejected_items": rejected_text}
+                  "items_rejected": len(rejected), "rejected_items": rejected_text, "rejected_items_blob": rejected_blob}
         if not valid:
             return replace(current, state=BatchState.REJECTED, finished=now, error_code="InvalidItem",
                            error_message=f"all {len(rejected)} item(s) failed validation", payload_blob="", **common)
