@@ -9,7 +9,13 @@ from datetime import UTC, datetime
 
 import azure.functions as func
 
-from shared.handlers import handle_blob_event, handle_poison_message, handle_poll_message, handle_submit_message
+from shared.handlers import (
+    handle_blob_event,
+    handle_poison_message,
+    handle_poll_message,
+    handle_submit_message,
+    handle_sweep,
+)
 from shared.services import services_from_env
 
 app = func.FunctionApp()
@@ -37,6 +43,13 @@ def blob_created(msg: func.QueueMessage) -> None:
     """Event Grid delivers the drop container's BlobCreated events here (README: Uploads)."""
     handle_blob_event(msg.get_body(), dequeue_count=msg.dequeue_count or 1,
                       services=services_from_env(), now=datetime.now(UTC))
+
+
+@app.function_name("sweep")
+@app.timer_trigger(arg_name="timer", schedule="%SWEEP_SCHEDULE%", run_on_startup=False, use_monitor=True)
+def sweep(timer: func.TimerRequest) -> None:
+    """Settles jobs and batches that no message will settle any more (README: Status table)."""
+    handle_sweep(services=services_from_env(), now=datetime.now(UTC))
 
 
 @app.function_name("submit_poison")

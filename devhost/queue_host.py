@@ -24,6 +24,7 @@ from typing import Any
 import azure.functions as func
 from azure.core.exceptions import ResourceExistsError
 from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient
 from azure.storage.queue import QueueMessage as StorageMessage
 
@@ -101,6 +102,13 @@ class QueueTriggerListener:
                 pass
         self._thread.start()
 
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def waiting_messages(self) -> int:
+        """Messages in the queue, visible or not (approximate, as the service reports it)."""
+        return self._queue.get_queue_properties().approximate_message_count
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
@@ -175,15 +183,69 @@ def functions_of(app: func.FunctionApp) -> list[Any]:
     return _INDEXED[id(app)]
 
 
+def timer_interval_seconds(schedule: str) -> float:
+    """The period of a simple NCRONTAB schedule ("*/10 * * * * *", "0 */5 * * * *"); 300 s otherwise."""
+    fields_ = schedule.split()
+    if len(fields_) == 6:
+        for position, unit in ((0, 1), (1, 60), (2, 3600)):
+            if fields_[position].startswith("*/"):
+                return float(fields_[position][2:]) * unit
+    return 300.0
+
+
+class TimerTriggerListener:
+    """Runs one timer-triggered function every `interval` seconds (a single instance, like the host's
+    singleton lock for timers); a failing run is logged and the next one comes as scheduled."""
+
+    def __init__(self, name: str, function: Callable[[Any], Any], interval: float) -> None:
+        self.name = name
+        self._function = function
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"timer-{name}", daemon=True)
+        self.processed = 0
+        self.failed = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def waiting_messages(self) -> int:
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._function(TimerRequest(past_due=False))
+                self.processed += 1
+            except Exception:  # noqa: BLE001 - the host logs a failed timer run and keeps the schedule
+                self.failed += 1
+                log.exception("timer function %s failed", self.name)
+
+
 class LocalFunctionsHost:
-    """Runs every queue-triggered function of a `func.FunctionApp` against one storage account."""
+    """Runs every queue- and timer-triggered function of a `func.FunctionApp` against one storage account.
+
+    `timer_seconds` overrides the timers' period (tests run the sweeper every second or so).
+    """
 
     def __init__(self, app: func.FunctionApp, *, host_json: Path, env: Mapping[str, str],
-                 overrides: Mapping[str, Any] | None = None) -> None:
+                 overrides: Mapping[str, Any] | None = None, timer_seconds: float | None = None) -> None:
         self.options = replace(QueueOptions.from_host_json(host_json), **(overrides or {}))
-        self.listeners: list[QueueTriggerListener] = []
+        self.listeners: list[Any] = []
         for function in functions_of(app):
             trigger = json.loads(function.get_function_json())["bindings"][0]
+            if trigger["type"] == "timerTrigger":
+                schedule = resolve_setting_names(trigger["schedule"], env)
+                interval = timer_seconds if timer_seconds is not None else timer_interval_seconds(schedule)
+                self.listeners.append(TimerTriggerListener(function.get_function_name(), function.get_user_function(), interval))
+                continue
             if trigger["type"] != "queueTrigger":
                 raise NotImplementedError(f"trigger type {trigger['type']} of {function.get_function_name()}")
             queue_name = resolve_setting_names(trigger["queueName"], env)
@@ -200,6 +262,6 @@ class LocalFunctionsHost:
 
     def stop(self) -> None:
         for listener in self.listeners:
-            listener._stop.set()  # noqa: SLF001 - stop all first, then join
+            listener.request_stop()  # stop all first, then join
         for listener in self.listeners:
             listener.stop()

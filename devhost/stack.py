@@ -24,6 +24,7 @@ LOCAL_SETTINGS = {
     "POLL_INITIAL_DELAY_SECONDS": "1",
     "POLL_MAX_DELAY_SECONDS": "2",
     "RETRY_BASE_DELAY_SECONDS": "1",
+    "SWEEP_SCHEDULE": "*/30 * * * * *",
     "SUBMIT_QUEUE": "stac-submit",
     "POLL_QUEUE": "stac-poll",
     "PAYLOAD_CONTAINER": "stac-payloads",
@@ -41,6 +42,7 @@ class LocalStack:
     settings: dict[str, str] = field(default_factory=dict)  # app settings; "{emulator}" stands for its URL
     azurite: Azurite | None = None  # started (and stopped) by the stack when not given
     queue_overrides: dict[str, float] = field(default_factory=dict)  # e.g. faster visibility_timeout_seconds in tests
+    timer_seconds: float | None = None  # run timer functions (the sweeper) this often instead of their schedule
     emulator: EmulatorServer | None = None
     host: LocalFunctionsHost | None = None
     watcher: BlobCreatedWatcher | None = None
@@ -75,7 +77,7 @@ class LocalStack:
     def resume_functions(self) -> None:
         function_app = importlib.import_module("function_app")
         self.host = LocalFunctionsHost(function_app.app, host_json=ROOT / "host.json", env=os.environ,
-                                       overrides=self.queue_overrides).start()
+                                       overrides=self.queue_overrides, timer_seconds=self.timer_seconds).start()
 
     def stop(self) -> None:
         if self.watcher is not None:

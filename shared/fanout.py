@@ -18,13 +18,16 @@ import orjson
 from shared.batching import feature_collection
 from shared.items import item_id_of
 from shared.messages import BatchMessage
-from shared.queues import fits_in_message
+from shared.queues import MAX_MESSAGE_BYTES, fits_in_message
 from shared.services import Services
 from shared.status import BatchRow, BatchState
 
 log = logging.getLogger(__name__)
 
 MAX_INLINE_IDS_CHARS = 30_000  # a table string property holds 32K UTF-16 characters
+# A batch whose payload is at most this size travels inline in its message (the envelope needs the rest
+# of the 64 KiB); larger ones are claim-checked. Decided from the payload already serialized for its blob.
+MAX_INLINE_PAYLOAD_BYTES = MAX_MESSAGE_BYTES - 1024
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,9 @@ def enqueue_batches(
     messages: list[str] = []
     rows: list[BatchRow] = []
     for batch in batches:
-        payload = "" if action == "delete" else services.payloads.put(payload_name(job_id, batch.batch_id), feature_collection(batch.items))
+        body = feature_collection(batch.items)
+        payload = "" if action == "delete" else services.payloads.put(payload_name(job_id, batch.batch_id), body)
+        inline = action == "delete" or len(body) <= MAX_INLINE_PAYLOAD_BYTES
         ids, ids_blob = ids_field(services, job_id, batch.batch_id, [item_id_of(i) for i in batch.items])
         rows.append(
             BatchRow(
@@ -64,7 +69,8 @@ def enqueue_batches(
                 parent=parent, depth=depth, mode=mode, action=action, sign=sign, sign_collection=sign_collection,
             )
         )
-        messages.append(batch_message(job_id, batch.batch_id, collection, None if action == "delete" else batch.items, payload, mode))
+        items = None if action == "delete" or not inline else batch.items
+        messages.append(BatchMessage(job_id, batch.batch_id, collection, items=items, payload_blob=payload, mode=mode).to_json())
     services.status.create_batches(rows, now)
     for body in messages:
         services.queues.send(services.settings.submit_queue, body)

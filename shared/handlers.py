@@ -15,17 +15,18 @@ from typing import Any
 
 import orjson
 
-from shared.backoff import exponential
 from shared.blob_events import blob_created_from_event
 from shared.errors import InvalidInputError, RetryableError
+from shared.job_claims import CLAIM_KEY, JobClaim
 from shared.messages import JOB_ID, BatchMessage, JobRequest, PlanMessage, PollMessage, decode_body
 from shared.planning import plan_job, reject_job
 from shared.poll import end_batch, poll_batch
 from shared.queues import fits_in_message
-from shared.rollup import rollup_job
+from shared.rollup import settle_job
 from shared.services import Services
 from shared.status import BatchState, JobRow, JobState
-from shared.submit import submit_batch
+from shared.submit import retry_delay, submit_batch
+from shared.sweeper import SweepReport, sweep
 from shared.uploads import plan_upload_segment, start_upload_job, upload_job_id
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def handle_submit_message(body: bytes, *, message_id: str, dequeue_count: int, s
         return
     try:
         if isinstance(decoded, dict) and decoded.get("kind") == "batch":
-            submit_batch(BatchMessage.from_json(decoded), services=services, now=now)
+            submit_batch(BatchMessage.from_json(decoded), message_id=message_id, services=services, now=now)
             return
         if isinstance(decoded, dict) and decoded.get("kind") == "plan":
             plan_upload_segment(PlanMessage.from_json(decoded), services=services, now=now)
@@ -51,34 +52,35 @@ def handle_submit_message(body: bytes, *, message_id: str, dequeue_count: int, s
         except InvalidInputError as error:
             _reject_unreadable(job_id, str(error), services=services, now=now)
             return
+        claim = JobClaim.of(decoded, message_id)
         try:
-            plan_job(request, job_id=job_id, services=services, now=now)
+            plan_job(request, job_id=job_id, claim=claim, services=services, now=now)
         except RetryableError as error:
-            retry_job_later(decoded, job_id, error, services=services, now=now)
+            retry_job_later(decoded, job_id, claim, error, services=services, now=now)
     except Exception as error:  # noqa: BLE001 - record it on the last delivery, then let the host retry/poison
         if dequeue_count >= services.settings.max_dequeue_count:
             give_up(decoded, message_id, f"{type(error).__name__}: {error}", services=services, now=now)
         raise
 
 
-def retry_job_later(decoded: Any, job_id: str, error: RetryableError, *, services: Services, now: datetime) -> None:
-    """Re-send a job message with a delay (its job id pinned), or fail the job when attempts run out."""
+def retry_job_later(decoded: Any, job_id: str, claim: JobClaim, error: RetryableError, *, services: Services,
+                    now: datetime) -> None:
+    """Re-send a job message with a delay (its job id and claim pinned), or fail the job when its retry time is up."""
     settings = services.settings
-    attempt = int(decoded.get("attempt", 0)) if isinstance(decoded, dict) and decoded.get("v") == 1 else 0
-    if attempt + 1 >= settings.submit_max_attempts:
-        give_up(decoded, "", f"gave up planning after {attempt + 1} attempts: {error}", services=services, now=now,
-                job_id=job_id)
+    envelope = decoded if isinstance(decoded, dict) and decoded.get("v") == 1 else {}
+    attempt = _int(envelope.get("attempt"))
+    first = _time(envelope.get("first_attempt")) or now
+    if (now - first).total_seconds() >= settings.submit_retry_seconds:
+        give_up(decoded, "", f"gave up planning after {attempt + 1} attempts over {settings.submit_retry_seconds} s: {error}",
+                services=services, now=now, job_id=job_id)
         return
-    if isinstance(decoded, dict) and decoded.get("v") == 1:
-        retry = {**decoded, "job_id": job_id, "attempt": attempt + 1}
-    else:
-        retry = {"v": 1, "job_id": job_id, "attempt": attempt + 1, "items": decoded}
+    pinned = {"job_id": job_id, "attempt": attempt + 1, "first_attempt": first.isoformat(), CLAIM_KEY: claim.to_json()}
+    retry = {**decoded, **pinned} if envelope else {"v": 1, **pinned, "items": decoded}
     body = orjson.dumps(retry).decode()
     if not fits_in_message(body):  # only inline items can make it too big: claim-check them
         blob = services.payloads.put(f"{job_id}/job-items.json", orjson.dumps(retry.pop("items")))
         body = orjson.dumps({**retry, "items_ref": {"blob": blob}}).decode()
-    delay = error.retry_after if error.retry_after is not None else exponential(
-        attempt, base=settings.retry_base_delay_seconds, cap=settings.poll_max_delay_seconds)
+    delay = retry_delay(error, attempt, settings)
     log.warning("job %s: %s; planning again in %.0f s", job_id, error, delay)
     services.queues.send(settings.submit_queue, body, delay_seconds=delay)
 
@@ -114,6 +116,11 @@ def handle_poll_message(body: bytes, *, dequeue_count: int, services: Services, 
         if dequeue_count >= services.settings.max_dequeue_count:
             give_up(decoded, "", f"{type(error).__name__}: {error}", services=services, now=now)
         raise
+
+
+def handle_sweep(*, services: Services, now: datetime) -> SweepReport:
+    """The timer's pass over open jobs (see `shared.sweeper`)."""
+    return sweep(services=services, now=now)
 
 
 def handle_poison_message(body: bytes, *, queue: str, services: Services, now: datetime) -> None:
@@ -153,7 +160,18 @@ def give_up(decoded: Any, message_id: str, reason: str, *, services: Services, n
 
     log.error("job %s could not be processed: %s", job_id, reason)
     services.status.update_job(job_id, fail, now)
-    rollup_job(job_id, status=services.status, now=now)
+    settle_job(job_id, status=services.status, now=now)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def _blob_of(decoded: Any) -> Any:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import orjson
@@ -197,8 +197,9 @@ class BatchMessage:
     kind: str = "batch"
 
     def to_json(self) -> str:
-        body = {k: v for k, v in asdict(self).items() if v is not None and v != ""}
-        return orjson.dumps(body).decode()
+        # Not dataclasses.asdict: that deep-copies every item of the batch only to serialize it.
+        body = {f.name: getattr(self, f.name) for f in fields(self)}
+        return orjson.dumps({k: v for k, v in body.items() if v is not None and v != ""}).decode()
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> BatchMessage:
@@ -226,6 +227,7 @@ class PollMessage:
     operation_url: str
     attempt: int
     deadline: str  # ISO 8601, UTC
+    failures: int = 0  # consecutive polls that could not read the operation
     v: int = VERSION
     kind: str = "poll"
 
@@ -242,6 +244,7 @@ class PollMessage:
                 operation_url=str(body["operation_url"]),
                 attempt=int(body["attempt"]),
                 deadline=str(body["deadline"]),
+                failures=int(body.get("failures", 0)),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise InvalidInputError(f"malformed poll message: {error}") from None

@@ -14,37 +14,41 @@ from typing import Any
 
 import orjson
 
-from shared.batching import batch_id, split
+from shared.batching import batch_id, feature_collection, split
 from shared.documents import NDJSON_SUFFIXES, json_items, ndjson_items
-from shared.errors import InvalidInputError, NotFoundError
-from shared.fanout import PlannedBatch, batch_items, batch_message, enqueue_batches
+from shared.errors import AuthenticationError, InvalidInputError, NotFoundError
+from shared.fanout import PlannedBatch, batch_message, enqueue_batches, ids_field, payload_name
 from shared.geocatalog import ITEM_ID, check_collection_id
 from shared.items import RejectedItem, item_id_of, validated
+from shared.job_claims import JobClaim, conflict_job_id, describe_refusal, owns
 from shared.messages import JobRequest
 from shared.redact import url_without_query
-from shared.rollup import rollup_job
+from shared.rollup import settle_job
 from shared.services import Services
 from shared.status import BatchRow, BatchState, JobRow, JobState
 
 log = logging.getLogger(__name__)
 
 MAX_REASONS_CHARS = 30_000
+AUTH_FAILED = "AuthenticationFailed"
 REJECTED_ROW_PREFIX = "rejected-"
 
 
-def plan_job(request: JobRequest, *, job_id: str, services: Services, now: datetime) -> JobRow:
-    """Plan `request` as job `job_id` and return its row.
+def plan_job(request: JobRequest, *, job_id: str, claim: JobClaim, services: Services, now: datetime) -> JobRow:
+    """Plan `request` as job `job_id` (claimed by `claim`) and return its row.
 
     Raises:
         RetryableError: the GeoCatalog or storage is briefly unavailable (the message is redelivered).
-        AuthenticationError: the GeoCatalog refused our identity.
     """
     status = services.status
-    existing = status.get_job(job_id)
-    if existing is not None and existing.planned:
-        resend_queued_batches(existing, services=services, now=now)
-        return existing
-    job = status.create_job(JobRow(job_id=job_id, source=describe_source(request), collection=request.collection or ""), now)
+    job = status.get_job(job_id) or status.create_job(JobRow(
+        job_id=job_id, state=JobState.RUNNING, source=describe_source(request), collection=request.collection or "",
+        fingerprint=claim.fingerprint, claimed_by=claim.message_id), now)
+    if not owns(job, claim):
+        return refuse_message(job, claim, request, services=services, now=now)
+    if job.planned and not job.state.is_terminal:
+        resend_queued_batches(job, services=services, now=now)
+        return settle_job(job_id, status=status, now=now) or job
     if job.state.is_terminal:
         return job
     items: list[Any] = []
@@ -53,6 +57,9 @@ def plan_job(request: JobRequest, *, job_id: str, services: Services, now: datet
         collection = resolve_collection(request, items, services.settings.default_collection)
         sign_collection = resolve_sign_collection(request, items) if request.sign else ""
         services.catalog.get_collection(collection)
+    except AuthenticationError as error:
+        return fail_unsent(job_id, request, collection, items, f"the GeoCatalog refused our identity: {error}",
+                           services=services, now=now)
     except NotFoundError:
         return reject_job(job_id, f"collection {collection!r} does not exist in the GeoCatalog", len(items), services=services, now=now)
     except InvalidInputError as error:
@@ -78,7 +85,45 @@ def plan_job(request: JobRequest, *, job_id: str, services: Services, now: datet
 
     status.update_job(job_id, mark_planned, now)
     log.info("planned job %s: %d items, %d batches, %d rejected", job_id, len(items), len(batches), len(rejected))
-    return rollup_job(job_id, status=status, now=now) or job
+    return settle_job(job_id, status=status, now=now) or job
+
+
+def refuse_message(job: JobRow, claim: JobClaim, request: JobRequest, *, services: Services, now: datetime) -> JobRow:
+    """A message for a job id that another message holds: a no-op, or a Rejected conflict job of its own."""
+    reason = describe_refusal(job, claim)
+    if reason is None:
+        return job
+    conflict = services.status.create_job(JobRow(job_id=conflict_job_id(claim), source=describe_source(request)), now)
+    return reject_job(conflict.job_id, reason, 0, services=services, now=now, code="JobIdConflict")
+
+
+def fail_unsent(job_id: str, request: JobRequest, collection: str, items: list[Any], reason: str, *,
+                services: Services, now: datetime) -> JobRow:
+    """Our identity was refused while planning: record the items that were read as Failed
+    (`AuthenticationFailed`), each batch with its payload, so that `retry` can send them later."""
+    groups = split(items, max_items=services.settings.batch_max_items, max_bytes=services.settings.batch_max_bytes)
+    rows = []
+    for number, group in enumerate(groups, start=1):
+        ids = [item_id_of(item) for item in group]
+        payload = services.payloads.put(payload_name(job_id, batch_id(number)), feature_collection(group))
+        ids_text, ids_blob = ids_field(services, job_id, batch_id(number), ids)
+        rows.append(BatchRow(job_id=job_id, batch_id=batch_id(number), state=BatchState.FAILED, collection=collection,
+                             item_count=len(group), item_ids=ids_text, item_ids_blob=ids_blob, payload_blob=payload,
+                             items_failed=len(group), error_code=AUTH_FAILED, error_message=reason[:2000],
+                             mode=request.mode, sign=request.sign or ""))
+    services.status.create_batches(rows, now)
+    log.error("job %s: %s; %d item(s) recorded as failed", job_id, reason, len(items))
+
+    def mark_failed(row: JobRow) -> JobRow | None:
+        if row.state.is_terminal:
+            return None
+        return replace(row, planned=True, collection=collection, item_count=len(items), batch_count=len(rows),
+                       error_code=AUTH_FAILED, error_message=reason[:2000])
+
+    services.status.update_job(job_id, mark_failed, now)
+    if not rows:
+        return reject_job(job_id, reason, 0, services=services, now=now, code=AUTH_FAILED)
+    return settle_job(job_id, status=services.status, now=now) or services.status.get_job(job_id)  # type: ignore[return-value]
 
 
 def load_items(request: JobRequest, services: Services) -> tuple[list[Any], list[str] | None]:
@@ -157,7 +202,8 @@ def _delete_batches(items: list[Any]) -> tuple[list[PlannedBatch], list[Rejected
     return batches, rejected
 
 
-def reject_job(job_id: str, reason: str, item_count: int, *, services: Services, now: datetime) -> JobRow:
+def reject_job(job_id: str, reason: str, item_count: int, *, services: Services, now: datetime,
+               code: str = "InvalidInput") -> JobRow:
     """Finish a job as Rejected before any batch was made; its items count as rejected."""
     log.warning("job %s rejected: %s", job_id, reason)
 
@@ -165,7 +211,7 @@ def reject_job(job_id: str, reason: str, item_count: int, *, services: Services,
         if row.state.is_terminal:
             return None
         return replace(row, state=JobState.REJECTED, planned=True, item_count=item_count, items_rejected=item_count,
-                       error_code="InvalidInput", error_message=reason[:2000])
+                       error_code=code, error_message=reason[:2000])
 
     return services.status.update_job(job_id, reject, now) or services.status.get_job(job_id)  # type: ignore[return-value]
 
@@ -208,7 +254,7 @@ def resend_queued_batches(job: JobRow, *, services: Services, now: datetime) -> 
     """Re-send the messages of batches still Queued (a crash may have lost them; duplicates are harmless)."""
     for row in services.status.batches(job.job_id):
         if row.state == BatchState.QUEUED:
-            body = batch_message(job.job_id, row.batch_id, row.collection, batch_items(services, row), row.payload_blob, row.mode)
+            body = batch_message(job.job_id, row.batch_id, row.collection, None, row.payload_blob, row.mode)
             services.queues.send(services.settings.submit_queue, body)
 
 

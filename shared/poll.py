@@ -2,7 +2,12 @@
 
 No sleeping: while the operation runs, the handler re-sends its poll message with a growing
 visibility delay and returns. At a terminal state it stores the logs (truncated in the row, whole
-in the payload container), resolves partial failures, and rolls the job up.
+in the payload container), resolves partial failures, and settles the job.
+
+Every path ends: the deadline holds whether the operation is still running or cannot be read at all
+(5xx, 429, timeouts, 401/403), and consecutive read failures other than auth are capped as well. A
+batch that ends without a verdict from the service is reconciled against the catalog: its items that
+are there count as succeeded, the rest as failed with the reason.
 """
 
 from __future__ import annotations
@@ -14,13 +19,13 @@ from datetime import datetime
 import orjson
 
 from shared.backoff import next_poll_delay
-from shared.errors import NotFoundError, RetryableError
+from shared.errors import AuthenticationError, NotFoundError, RetryableError
 from shared.fanout import row_item_ids
 from shared.geocatalog import Operation, OperationRef
-from shared.isolation import Outcome, resolve_failed_batch
+from shared.isolation import Outcome, created_by_batch, resolve_failed_batch
 from shared.messages import PollMessage
 from shared.redact import urls_without_queries
-from shared.rollup import rollup_job
+from shared.rollup import settle_job
 from shared.services import Services
 from shared.status import BatchRow, BatchState
 
@@ -28,41 +33,91 @@ log = logging.getLogger(__name__)
 
 
 def poll_batch(message: PollMessage, *, services: Services, now: datetime) -> BatchRow | None:
-    """Check the batch's operation once.
-
-    Raises:
-        AuthenticationError: the GeoCatalog refused our identity (retried by the host, then poisoned).
-    """
+    """Check the batch's operation once (or settle its job, when a redelivery finds the batch ended)."""
     status = services.status
     row = status.get_batch(message.job_id, message.batch_id)
-    if row is None or row.state.is_terminal:
+    if row is None:
+        return None
+    if row.state.is_terminal:
+        settle_job(row.job_id, status=status, now=now)  # the delivery that ended it may have died before this
         return row
     try:
         operation = services.catalog.get_operation(OperationRef(row.operation_id, message.operation_url))
-    except RetryableError as error:
-        return poll_again(row, message, None, services=services, now=now, retry_after=error.retry_after)
+    except (RetryableError, AuthenticationError) as error:
+        return poll_failed(row, message, error, services=services, now=now)
     except NotFoundError as error:
         return end_batch(row, BatchState.FAILED, services=services, now=now, code="OperationNotFound",
                          message=error.message, failed_items=row.item_count)
 
     if not operation.is_terminal:
-        if now >= datetime.fromisoformat(message.deadline):
+        if past_deadline(message, now):
             reason = f"operation {operation.id} still {operation.status} at its deadline {message.deadline}"
-            return end_batch(row, BatchState.TIMED_OUT, services=services, now=now, code="TimedOut",
-                             message=reason, failed_items=row.item_count)
-        return poll_again(row, message, operation, services=services, now=now)
+            return end_without_verdict(row, "TimedOut", reason, services=services, now=now)
+        return poll_again(row, replace(message, failures=0), operation, services=services, now=now)
 
     try:
         logs = services.catalog.get_logs(row.collection, operation)
         outcome = _outcome(row, operation, services=services, now=now)
-    except RetryableError as error:
-        return poll_again(row, message, operation, services=services, now=now, retry_after=error.retry_after)
+    except (RetryableError, AuthenticationError) as error:
+        return poll_failed(row, message, error, services=services, now=now)
     logs = urls_without_queries(logs)  # service logs may echo signed asset hrefs
     logs_blob = services.payloads.put(f"{row.job_id}/{row.batch_id}.logs.txt", logs.encode())
     limit = services.settings.log_truncate_chars
     return end_batch(row, outcome.state, services=services, now=now, code=outcome.code, message=outcome.message,
                      succeeded_items=outcome.succeeded, failed_items=len(outcome.failed),
                      failed_map=outcome.failed, logs=logs[:limit], logs_blob=logs_blob)
+
+
+def past_deadline(message: PollMessage, now: datetime) -> bool:
+    return now >= datetime.fromisoformat(message.deadline)
+
+
+def poll_failed(
+    row: BatchRow, message: PollMessage, error: RetryableError | AuthenticationError, *, services: Services, now: datetime
+) -> BatchRow | None:
+    """The operation could not be read: poll again later, unless the deadline or the failure cap is reached.
+
+    A 401/403 is our identity's problem, not the operation's: it waits (with backoff) until the
+    deadline, and is never counted against the failure cap.
+    """
+    auth = isinstance(error, AuthenticationError)
+    failures = message.failures + (0 if auth else 1)
+    if past_deadline(message, now):
+        reason = f"operation could not be read before its deadline {message.deadline}: {error}"
+        return end_without_verdict(row, "TimedOut", reason, services=services, now=now)
+    if failures >= services.settings.poll_max_failures:
+        reason = f"operation could not be read {failures} times in a row: {error}"
+        return end_without_verdict(row, "PollFailed", reason, services=services, now=now)
+    log.warning("batch %s/%s: reading its operation failed (%s); polling again", row.job_id, row.batch_id, error)
+    retry_after = None if auth else error.retry_after
+    return poll_again(row, replace(message, failures=failures), None, services=services, now=now, retry_after=retry_after)
+
+
+def end_without_verdict(row: BatchRow, code: str, reason: str, *, services: Services, now: datetime) -> BatchRow | None:
+    """End a batch whose operation gave no verdict: reconcile its items against the catalog.
+
+    Items the batch created (or replaced) count as succeeded, deleted ones for a delete; the rest
+    fail with `code`. If the catalog cannot be asked either, every item fails with `code`.
+    """
+    ids = row_item_ids(services, row)
+    try:
+        settled = _settled_in_catalog(row, ids, services=services)
+    except (RetryableError, AuthenticationError) as error:
+        settled = set()
+        reason = f"{reason}; the catalog could not be checked either: {error}"
+    failed = {item_id: code for item_id in ids if item_id not in settled}
+    state = BatchState.TIMED_OUT if failed else BatchState.SUCCEEDED
+    log.warning("batch %s/%s ended without a verdict (%s): %d of %d items found settled in the catalog",
+                row.job_id, row.batch_id, code, len(settled), len(ids))
+    return end_batch(row, state, services=services, now=now, code=code if failed else "", message=reason,
+                     succeeded_items=len(ids) - len(failed), failed_items=len(failed), failed_map=failed)
+
+
+def _settled_in_catalog(row: BatchRow, ids: list[str], *, services: Services) -> set[str]:
+    if row.action == "delete":
+        present = {str(item.get("id")) for item in services.catalog.search_ids(row.collection, ids)}
+        return set(ids) - present
+    return created_by_batch(row, ids, services=services)
 
 
 def _outcome(row: BatchRow, operation: Operation, *, services: Services, now: datetime) -> Outcome:
@@ -130,5 +185,5 @@ def end_batch(
                        failed_items_blob=failed_blob, logs=logs, logs_blob=logs_blob)
 
     ended = services.status.update_batch(row.job_id, row.batch_id, end, now)
-    rollup_job(row.job_id, status=services.status, now=now)
+    settle_job(row.job_id, status=services.status, now=now)
     return ended

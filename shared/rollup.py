@@ -1,8 +1,10 @@
-"""Rolling batch rows up into the job row: counts, progress, and the job's final state.
+"""Settling a job: once it is planned and none of its batches is still open, give it its final state.
 
-The roll-up recomputes from the batch rows every time (never increments), so running it twice, or
-concurrently, or after a crash, always lands on the same answer; the job row is written with its
-ETag, and a terminal job row is never changed again.
+The counters themselves move with each batch change (`status.StatusStore.update_batch`), so settling
+reads one job (its row plus its counter rows: O(1) in the number of batches) and, only at the very
+end, writes the final state under the job row's ETag. Running it twice, concurrently, or again after a
+crash lands on the same answer, and a terminal job row is never changed again. `summarize` recounts
+from every batch row: the repair step and the oracle that the counters are checked against.
 """
 
 from __future__ import annotations
@@ -15,27 +17,72 @@ import orjson
 
 from shared.status import BatchRow, JobRow, JobState, StatusStore
 
+SUMMARY_CODES = 5  # most frequent error codes named in a finished job's error_message
 
-def rollup_job(job_id: str, *, status: StatusStore, now: datetime) -> JobRow | None:
-    """Recompute the job row from its batches; finish the job when every batch is terminal."""
-    batches = status.batches(job_id)
 
-    def change(job: JobRow) -> JobRow | None:
-        if job.state.is_terminal:
+def settle_job(job_id: str, *, status: StatusStore, now: datetime) -> JobRow | None:
+    """Finish the job when it is planned and every batch is terminal; otherwise leave it as it is."""
+    job = status.get_job(job_id)
+    if job is None or job.state.is_terminal or not job.planned or job.batches_open:
+        return job
+    if job.batches_by_state == "{}" and not job.items_done:
+        return job  # planned with no batch rows at all: the planner ends such a job itself
+    state = final_state(job.items_succeeded, job.items_failed, job.items_rejected)
+    code, message = job.error_code, job.error_message
+    if job.items_failed or job.items_rejected:
+        code, message = error_summary(status.batches(job_id, select=_SUMMARY_COLUMNS, where=_HAS_PROBLEMS), job)
+
+    def finish(current: JobRow) -> JobRow | None:
+        if current.state.is_terminal or current.batches_open:
             return None
-        return summarize(job, batches)
+        return replace(current, state=state, error_code=code, error_message=message[:2000])
 
-    return status.update_job(job_id, change, now)
+    return status.update_job(job_id, finish, now) or status.get_job(job_id)
+
+
+_SUMMARY_COLUMNS = ["state", "error_code", "items_failed", "items_rejected", "failed_items", "rejected_items"]
+_HAS_PROBLEMS = "items_failed gt 0 or items_rejected gt 0"
+
+
+def error_summary(batches: list[BatchRow], job: JobRow) -> tuple[str, str]:
+    """(most frequent error code, "CodeA x2, CodeB x1") over the job's failed and rejected items.
+
+    Read once, when the job ends: the only place that looks at every troubled batch row.
+    """
+    codes: Counter[str] = Counter()
+    for row in batches:
+        failed = _json_map(row.failed_items)
+        codes.update(failed.values())
+        codes[row.error_code or "OperationFailed"] += max(row.items_failed - len(failed), 0)
+        codes[row.error_code or "InvalidItem"] += row.items_rejected
+    if job.error_code and not codes:
+        return job.error_code, job.error_message
+    top = codes.most_common()
+    text = ", ".join(f"{code} x{n}" for code, n in top[:SUMMARY_CODES])
+    if len(top) > SUMMARY_CODES:
+        text += f", {len(top) - SUMMARY_CODES} more code(s)"
+    if job.error_message:  # what the planner (or the last delivery) said about the whole job
+        text = f"{text}; {job.error_message}"
+    return (top[0][0] if top else job.error_code), text
+
+
+def _json_map(text: str) -> dict[str, str]:
+    try:
+        value = orjson.loads(text or "{}")
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def summarize(job: JobRow, batches: list[BatchRow]) -> JobRow:
-    """The job row as its batches say it is (pure)."""
+    """The job row as its batches say it is (pure): the recount that the counters must agree with."""
     succeeded = sum(b.items_succeeded for b in batches)
     failed = sum(b.items_failed for b in batches)
     rejected = sum(b.items_rejected for b in batches)
     by_state = orjson.dumps(dict(sorted(Counter(str(b.state) for b in batches).items()))).decode()
-    summary = replace(job, items_succeeded=succeeded, items_failed=failed, items_rejected=rejected, batches_by_state=by_state)
-    if not job.planned or not all(b.state.is_terminal for b in batches):
+    summary = replace(job, items_succeeded=succeeded, items_failed=failed, items_rejected=rejected, batches_by_state=by_state,
+                      batches_open=sum(1 for b in batches if not b.state.is_terminal))
+    if not job.planned or summary.batches_open:
         return replace(summary, state=JobState.RUNNING if job.planned else job.state)
     return replace(summary, state=final_state(succeeded, failed, rejected))
 

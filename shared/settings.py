@@ -33,7 +33,10 @@ DEFAULTS: dict[str, tuple[str | None, str]] = {
     "POLL_INITIAL_DELAY_SECONDS": ("5", "delay before the first poll of an operation"),
     "POLL_MAX_DELAY_SECONDS": ("60", "cap of the exponential poll backoff"),
     "POLL_DEADLINE_SECONDS": ("21600", "an operation still running this long after submission is TimedOut"),
-    "SUBMIT_MAX_ATTEMPTS": ("8", "POST attempts of a batch on 429/5xx/timeouts before it is Failed"),
+    "POLL_MAX_FAILURES": ("20", "consecutive unreadable polls (5xx, 429, timeouts) before a batch is reconciled and ended"),
+    "SUBMIT_RETRY_SECONDS": ("1800", "how long a batch's POST (or a job's planning) is retried on 429/5xx/timeouts before it is Failed"),
+    "SWEEP_SCHEDULE": ("0 */5 * * * *", "NCRONTAB schedule of the sweeper that settles stuck jobs and batches"),
+    "SWEEP_STALE_SECONDS": ("900", "a batch Queued or Submitting with no change for this long is re-sent by the sweeper"),
     "RETRY_BASE_DELAY_SECONDS": ("2", "first delay of the submit retry backoff"),
     "ISOLATION_MAX_DEPTH": ("12", "how many times a failed batch may be halved to isolate its bad items"),
     "MAX_DEQUEUE_COUNT": ("5", "must equal host.json maxDequeueCount: the last delivery records a failure before the poison queue"),
@@ -66,7 +69,10 @@ class Settings:
     poll_initial_delay_seconds: int = 5
     poll_max_delay_seconds: int = 60
     poll_deadline_seconds: int = 21_600
-    submit_max_attempts: int = 8
+    poll_max_failures: int = 20
+    submit_retry_seconds: int = 1800
+    sweep_schedule: str = "0 */5 * * * *"
+    sweep_stale_seconds: int = 900
     retry_base_delay_seconds: int = 2
     isolation_max_depth: int = 12
     max_dequeue_count: int = 5

@@ -1,13 +1,24 @@
-"""The status table: one job row and its batch rows per partition (PartitionKey = job id).
+"""The status table: one job row, its counter rows and its batch rows per partition (PartitionKey = job id).
 
 Rows are typed dataclasses; every change is a verb that reads the row, checks the state it may move
 from, and writes with the row's ETag (If-Match). A duplicate or late delivery therefore can never
 regress a row, and two workers racing on one row cannot both win.
+
+Counting is O(1) per batch change. A batch row and one of the job's counter rows (`counts-00` ..
+`counts-15`, picked by the batch id) are written in one entity-group transaction, both under their
+ETags: the counter moves by exactly the difference between the old and the new batch row, and only
+together with the change that proved it. A redelivery that finds nothing to change writes nothing,
+so it cannot count twice; a crash cannot split the two writes. Reading a job is one range query that
+returns the job row and its counter rows together (`counts-*` sorts just before `job`).
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import time
+import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
@@ -16,13 +27,20 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import TableClient, TableTransactionError, UpdateMode
+
+from shared.errors import RetryableError
 
 log = logging.getLogger(__name__)
 
 JOB_ROW = "job"
+COUNTER_ROW_PREFIX = "counts-"
+COUNTER_SHARDS = 16  # concurrent batches of one job rarely touch the same counter row
 MAX_TRANSACTION_OPS = 100  # the real service's limit (Azurite does not enforce it)
-ETAG_RETRIES = 8
+ETAG_RETRIES = 12
+# Item counters a batch row carries and its job row sums up.
+ITEM_COUNTERS = ("items_succeeded", "items_failed", "items_rejected")
+PLANNED_ITEMS = "items_planned"  # items of top-level batches (not isolation children): the job's item count so far
 
 
 class BatchState(StrEnum):
@@ -82,8 +100,11 @@ class JobRow:
     items_failed: int = 0
     items_rejected: int = 0
     batches_by_state: str = "{}"
+    batches_open: int = 0  # batches not yet in a terminal state
     error_code: str = ""
     error_message: str = ""
+    fingerprint: str = ""  # hash of the message that planned the job: a different message with this id is a conflict
+    claimed_by: str = ""  # queue message id that claimed the plan (its redeliveries and retries may continue it)
     created: datetime | None = None
     updated: datetime | None = None
     etag: str = field(default="", compare=False)
@@ -109,6 +130,7 @@ class BatchRow:
     action: str = "create"  # what this batch does: create (POST items), replace (PUT one), delete (DELETE one)
     sign: str = ""  # "planetary-computer": sign asset hrefs right before sending
     sign_collection: str = ""
+    claimed_by: str = ""  # id of the queue message whose delivery moved the batch to Submitting
     parent: str = ""
     depth: int = 0
     operation_id: str = ""
@@ -139,7 +161,7 @@ class BatchRow:
 
 
 class StatusStore:
-    """Reads and writes job and batch rows in one table (azure-data-tables)."""
+    """Reads and writes job, counter and batch rows in one table (azure-data-tables)."""
 
     def __init__(self, table: TableClient) -> None:
         self._table = table
@@ -147,7 +169,13 @@ class StatusStore:
     # ----- jobs -------------------------------------------------------------------------------
 
     def get_job(self, job_id: str) -> JobRow | None:
-        return self._get(JobRow, job_id, JOB_ROW)
+        """The job row with its counters summed from the counter rows (one range query)."""
+        query = "PartitionKey eq @pk and RowKey ge @lo and RowKey le @job"
+        entities = list(self._table.query_entities(query, parameters={"pk": job_id, "lo": COUNTER_ROW_PREFIX, "job": JOB_ROW}))
+        job = next((e for e in entities if e["RowKey"] == JOB_ROW), None)
+        if job is None:
+            return None
+        return _with_counts(_from_entity(JobRow, job), [e for e in entities if e["RowKey"] != JOB_ROW])
 
     def create_job(self, row: JobRow, now: datetime) -> JobRow:
         """Insert the job row, or return the existing one (a redelivered message)."""
@@ -168,56 +196,8 @@ class StatusStore:
 
         `change` returns the new row, or None to leave the row as it is.
         """
-        return self._update(lambda: self.get_job(job_id), change, now, job_id, JOB_ROW)
-
-    # ----- batches ------------------------------------------------------------------------------
-
-    def get_batch(self, job_id: str, batch_id: str) -> BatchRow | None:
-        return self._get(BatchRow, job_id, batch_id)
-
-    def create_batches(self, rows: Iterable[BatchRow], now: datetime) -> None:
-        """Insert batch rows; rows that already exist are left untouched (never regressed)."""
-        pending = [replace(row, created=now, updated=now) for row in rows]
-        for start in range(0, len(pending), MAX_TRANSACTION_OPS):
-            chunk = pending[start : start + MAX_TRANSACTION_OPS]
-            operations = [("create", _to_entity(r, r.job_id, r.batch_id)) for r in chunk]
-            try:
-                self._table.submit_transaction(operations)
-            except Exception:  # noqa: BLE001 - a transaction fails whole when any row exists; go row by row
-                for row in chunk:
-                    try:
-                        self._table.create_entity(_to_entity(row, row.job_id, row.batch_id))
-                    except ResourceExistsError:
-                        continue
-
-    def update_batch(
-        self, job_id: str, batch_id: str, change: Callable[[BatchRow], BatchRow | None], now: datetime
-    ) -> BatchRow | None:
-        """Apply `change` to the current batch row with optimistic concurrency (see `update_job`)."""
-        return self._update(lambda: self.get_batch(job_id, batch_id), change, now, job_id, batch_id)
-
-    def batches(self, job_id: str) -> list[BatchRow]:
-        """Every batch row of a job, in RowKey order."""
-        query = "PartitionKey eq @pk and RowKey ne @job"
-        entities = self._table.query_entities(query, parameters={"pk": job_id, "job": JOB_ROW})
-        return [_from_entity(BatchRow, e) for e in entities]
-
-    def jobs(self) -> list[JobRow]:
-        """Every job row (for the demo and operators; a full-table scan)."""
-        entities = self._table.query_entities("RowKey eq @job", parameters={"job": JOB_ROW})
-        return [_from_entity(JobRow, e) for e in entities]
-
-    # ----- plumbing -----------------------------------------------------------------------------
-
-    def _get(self, kind: type[Any], partition: str, row_key: str) -> Any:
-        try:
-            return _from_entity(kind, self._table.get_entity(partition, row_key))
-        except ResourceNotFoundError:
-            return None
-
-    def _update(self, read: Callable[[], Any], change: Callable[[Any], Any], now: datetime, pk: str, rk: str) -> Any:
         for _ in range(ETAG_RETRIES):
-            current = read()
+            current = self.get_job(job_id)
             if current is None:
                 return None
             changed = change(current)
@@ -225,16 +205,185 @@ class StatusStore:
                 return None
             changed = replace(changed, updated=now)
             try:
-                metadata = self._table.update_entity(
-                    _to_entity(changed, pk, rk),
-                    mode=UpdateMode.REPLACE,
-                    etag=current.etag,
-                    match_condition=MatchConditions.IfNotModified,
-                )
+                metadata = self._table.update_entity(_to_entity(changed, job_id, JOB_ROW), mode=UpdateMode.REPLACE,
+                                                     etag=current.etag, match_condition=MatchConditions.IfNotModified)
             except ResourceModifiedError:
+                _pause()
                 continue
             return replace(changed, etag=metadata.get("etag", ""))
-        raise ResourceModifiedError(f"row {pk}/{rk} kept changing under us")
+        raise RetryableError(f"job row {job_id} is contended", retry_after=1.0)
+
+    def jobs(self) -> list[JobRow]:
+        """Every job row (for the demo and operators; a full-table scan), with counters."""
+        entities = self._table.query_entities("RowKey eq @job", parameters={"job": JOB_ROW})
+        rows = [_from_entity(JobRow, e) for e in entities]
+        return [row if row.state.is_terminal else (self.get_job(row.job_id) or row) for row in rows]
+
+    def open_jobs(self) -> list[JobRow]:
+        """Job rows not yet in a terminal state (without their counters)."""
+        query = "RowKey eq @job and ( state eq @accepted or state eq @running )"
+        entities = self._table.query_entities(query, parameters={"job": JOB_ROW, "accepted": str(JobState.ACCEPTED),
+                                                                 "running": str(JobState.RUNNING)})
+        return [_from_entity(JobRow, e) for e in entities]
+
+    # ----- batches ------------------------------------------------------------------------------
+
+    def get_batch(self, job_id: str, batch_id: str) -> BatchRow | None:
+        return self._get(BatchRow, job_id, batch_id)
+
+    def create_batches(self, rows: Iterable[BatchRow], now: datetime) -> None:
+        """Insert batch rows and count them; rows that already exist are left untouched (never regressed).
+
+        Each transaction holds up to 99 rows plus the counter row they add to.
+        """
+        pending = [replace(row, created=now, updated=now) for row in rows]
+        for start in range(0, len(pending), MAX_TRANSACTION_OPS - 1):
+            chunk = pending[start : start + MAX_TRANSACTION_OPS - 1]
+            if not self._create_counted(chunk):
+                # Some row exists already (a redelivery): go row by row, skipping those.
+                for row in chunk:
+                    self._create_counted([row])
+
+    def update_batch(
+        self, job_id: str, batch_id: str, change: Callable[[BatchRow], BatchRow | None], now: datetime
+    ) -> BatchRow | None:
+        """Apply `change` to the current batch row under its ETag, moving the job's counters with it."""
+        for _ in range(ETAG_RETRIES):
+            current = self.get_batch(job_id, batch_id)
+            if current is None:
+                return None
+            changed = change(current)
+            if changed is None:
+                return None
+            changed = replace(changed, updated=now)
+            entity = _to_entity(changed, job_id, batch_id)
+            update = ("update", entity, {"mode": UpdateMode.REPLACE, "etag": current.etag,
+                                         "match_condition": MatchConditions.IfNotModified})
+            delta = count_delta(current, changed)
+            try:
+                if not delta:
+                    metadata = self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=current.etag,
+                                                         match_condition=MatchConditions.IfNotModified)
+                else:
+                    metadata = self._table.submit_transaction([update, self._counter_op(job_id, batch_id, delta)])[0]
+            except (ResourceModifiedError, ResourceExistsError, TableTransactionError) as error:
+                if isinstance(error, TableTransactionError) and error.status_code not in (409, 412):
+                    raise
+                _pause()
+                continue
+            return replace(changed, etag=metadata.get("etag", ""))
+        raise RetryableError(f"batch row {job_id}/{batch_id} is contended", retry_after=1.0)
+
+    def batches(self, job_id: str, *, select: list[str] | None = None, where: str = "") -> list[BatchRow]:
+        """Every batch row of a job, in RowKey order (`where`: an extra OData filter on the batch rows)."""
+        query = "PartitionKey eq @pk and ( RowKey lt @lo or RowKey gt @job )" + (f" and ({where})" if where else "")
+        entities = self._table.query_entities(query, parameters={"pk": job_id, "lo": COUNTER_ROW_PREFIX, "job": JOB_ROW},
+                                              select=select and ["PartitionKey", "RowKey", *select])
+        return [_from_entity(BatchRow, e) for e in entities]
+
+    def recount(self, job_id: str) -> dict[str, int]:
+        """The job's counters recounted from its batch rows: the repair step, O(batches)."""
+        totals: Counter[str] = Counter()
+        for row in self.batches(job_id):
+            totals.update(count_delta(None, row))
+        return {k: v for k, v in totals.items() if v}
+
+    def counters(self, job_id: str) -> dict[str, int]:
+        """The job's counters as its counter rows hold them (summed over shards)."""
+        query = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @job"
+        totals: Counter[str] = Counter()
+        for entity in self._table.query_entities(query, parameters={"pk": job_id, "lo": COUNTER_ROW_PREFIX, "job": JOB_ROW}):
+            totals.update(_counter_values(entity))
+        return {k: v for k, v in totals.items() if v}
+
+    # ----- plumbing -----------------------------------------------------------------------------
+
+    def _create_counted(self, rows: list[BatchRow]) -> bool:
+        """Create `rows` and add them to one counter row, atomically; False when a row already exists."""
+        delta: Counter[str] = Counter()
+        for row in rows:
+            delta.update(count_delta(None, row))
+        job_id = rows[0].job_id
+        for _ in range(ETAG_RETRIES):
+            if len(rows) == 1 and self.get_batch(job_id, rows[0].batch_id) is not None:
+                return True
+            creates = [("create", _to_entity(r, r.job_id, r.batch_id)) for r in rows]
+            try:
+                self._table.submit_transaction([*creates, self._counter_op(job_id, rows[0].batch_id, dict(delta))])
+                return True
+            except TableTransactionError as error:
+                if error.status_code not in (409, 412):
+                    raise
+                if len(rows) > 1 and any(self.get_batch(job_id, r.batch_id) is not None for r in rows):
+                    return False
+                _pause()
+        raise RetryableError(f"counters of job {job_id} are contended", retry_after=1.0)
+
+    def _counter_op(self, job_id: str, batch_id: str, delta: dict[str, int]) -> tuple[Any, ...]:
+        """The transaction operation that adds `delta` to the batch's counter row (created if missing)."""
+        key = f"{COUNTER_ROW_PREFIX}{zlib.crc32(batch_id.encode()) % COUNTER_SHARDS:02d}"
+        try:
+            entity = self._table.get_entity(job_id, key)
+        except ResourceNotFoundError:
+            return ("create", {"PartitionKey": job_id, "RowKey": key, **delta})
+        values = Counter(_counter_values(entity))
+        values.update(delta)
+        body = {"PartitionKey": job_id, "RowKey": key, **{k: int(v) for k, v in values.items()}}
+        return ("update", body, {"mode": UpdateMode.REPLACE, "etag": entity.metadata["etag"],
+                                 "match_condition": MatchConditions.IfNotModified})
+
+    def _get(self, kind: type[Any], partition: str, row_key: str) -> Any:
+        try:
+            return _from_entity(kind, self._table.get_entity(partition, row_key))
+        except ResourceNotFoundError:
+            return None
+
+
+def count_delta(before: BatchRow | None, after: BatchRow) -> dict[str, int]:
+    """How the job's counters move when a batch row goes from `before` (None: new row) to `after`."""
+    delta: Counter[str] = Counter()
+    if before is None:
+        if not after.parent:
+            delta[PLANNED_ITEMS] += after.item_count
+    else:
+        delta[_state_counter(before.state)] -= 1
+        for name in ITEM_COUNTERS:
+            delta[name] -= getattr(before, name)
+    delta[_state_counter(after.state)] += 1
+    for name in ITEM_COUNTERS:
+        delta[name] += getattr(after, name)
+    return {k: v for k, v in delta.items() if v}
+
+
+def _state_counter(state: BatchState) -> str:
+    return f"n_{state}"
+
+
+def _counter_values(entity: Any) -> dict[str, int]:
+    return {k: int(v) for k, v in entity.items() if k not in ("PartitionKey", "RowKey") and isinstance(v, int)}
+
+
+def _with_counts(job: JobRow, counter_entities: list[Any]) -> JobRow:
+    """The job row with its progress taken from the counter rows (when it has batches at all)."""
+    if not counter_entities:
+        return job
+    totals: Counter[str] = Counter()
+    for entity in counter_entities:
+        totals.update(_counter_values(entity))
+    by_state = {str(s): totals[_state_counter(s)] for s in BatchState if totals[_state_counter(s)]}
+    open_batches = sum(n for s, n in by_state.items() if not BatchState(s).is_terminal)
+    counted = {name: totals[name] for name in ITEM_COUNTERS}
+    return replace(job, **counted, item_count=max(job.item_count, totals[PLANNED_ITEMS]),
+                   batches_by_state=_json_object(dict(sorted(by_state.items()))), batches_open=open_batches)
+
+
+def _json_object(values: dict[str, int]) -> str:
+    return "{" + ",".join(f'"{k}":{v}' for k, v in values.items()) + "}"
+
+
+def _pause() -> None:
+    """A short random pause before retrying a conflict, so racing writers fall out of step."""
+    time.sleep(random.uniform(0.005, 0.05))
 
 
 def _to_entity(row: Any, partition: str, row_key: str) -> dict[str, Any]:

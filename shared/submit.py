@@ -7,6 +7,12 @@ fails for the items the lost one already created, with `ItemAlreadyExistsInColle
 step then looks the batch's items up: an item whose `_msft:ts` is not older than `submit_started`
 was created by this batch, so it counts as succeeded, not failed. Nothing is lost or double-counted;
 the cost is one extra operation in a rare crash.
+
+Only the delivery that moves a batch from `Queued` to `Submitting` POSTs it. The row records the
+queue message that claimed it, so that message's own redelivery (after a crash, the host delivers
+it again) may take over a `Submitting` batch, while any other copy of the batch message leaves it
+alone. Retries on 429/5xx/timeouts are bounded by time (`SUBMIT_RETRY_SECONDS`, counted from the
+first claim), honouring `Retry-After`, not by a number of attempts.
 """
 
 from __future__ import annotations
@@ -22,16 +28,17 @@ from shared.fanout import batch_items, batch_message
 from shared.geocatalog import OperationRef
 from shared.messages import BatchMessage, PollMessage
 from shared.redact import url_without_query
-from shared.rollup import rollup_job
+from shared.rollup import settle_job
 from shared.services import Services
+from shared.settings import Settings
 from shared.status import BatchRow, BatchState
 from shared.uploads import prepare_upload_batch
 
 log = logging.getLogger(__name__)
 
 
-def submit_batch(message: BatchMessage, *, services: Services, now: datetime) -> BatchRow | None:
-    """POST the batch unless it was already submitted; returns its row as it ends up.
+def submit_batch(message: BatchMessage, *, message_id: str = "", services: Services, now: datetime) -> BatchRow | None:
+    """POST the batch unless it was already claimed or submitted; returns its row as it ends up.
 
     Raises:
         AuthenticationError: the GeoCatalog refused our identity (the message is retried, then poisoned).
@@ -45,18 +52,19 @@ def submit_batch(message: BatchMessage, *, services: Services, now: datetime) ->
         send_poll(row, services=services, submitted=row.submitted or now, operation_url=_poll_url(row, services))
         return row
     if row.state.is_terminal:
+        settle_job(row.job_id, status=status, now=now)  # the delivery that ended it may have died before this
         return row
     if not row.validated:
         row = prepare_upload_batch(row, services=services, now=now)
         if row is None or row.state != BatchState.QUEUED:
             return row
 
-    claimed = status.update_batch(row.job_id, row.batch_id, _claim(now), now)
+    claimed = status.update_batch(row.job_id, row.batch_id, _claim(now, message_id), now)
     if claimed is None:
+        log.info("batch %s/%s is %s; this copy of its message leaves it alone", row.job_id, row.batch_id, row.state)
         return status.get_batch(row.job_id, row.batch_id)
-    items = message.items if message.items is not None else batch_items(services, claimed)
     try:
-        operation = send(claimed, items, services=services)
+        operation = send(claimed, message, services=services)
     except RetryableError as error:
         return retry_later(claimed, message, error, services=services, now=now)
     except RejectedByServiceError as error:
@@ -80,11 +88,16 @@ def submit_batch(message: BatchMessage, *, services: Services, now: datetime) ->
     return submitted
 
 
-def send(row: BatchRow, items: list[dict], *, services: Services) -> OperationRef:
+def send(row: BatchRow, message: BatchMessage, *, services: Services) -> OperationRef:
     """The one request of a batch: POST its items, PUT its one item, or DELETE its one item.
 
-    Asset hrefs are signed here, right before sending, so nothing stored holds a SAS token.
+    Unsigned batches POST the payload as stored, with no parse and no re-serialization. Asset hrefs
+    are signed here, right before sending, so nothing stored holds a SAS token.
     """
+    if row.action == "create" and not row.sign:
+        body = feature_collection(message.items) if message.items is not None else services.payloads.read(row.payload_blob)
+        return services.catalog.create_items(row.collection, body)
+    items = message.items if message.items is not None else batch_items(services, row)
     if row.sign:
         items = services.signer.sign(items, row.sign_collection)
     if row.action == "replace":
@@ -94,11 +107,14 @@ def send(row: BatchRow, items: list[dict], *, services: Services) -> OperationRe
     return services.catalog.create_items(row.collection, feature_collection(items))
 
 
-def _claim(now: datetime):
+def _claim(now: datetime, message_id: str):
+    """Queued -> Submitting; a Submitting batch only for a redelivery of the message that claimed it."""
+
     def claim(current: BatchRow) -> BatchRow | None:
-        if current.state not in (BatchState.QUEUED, BatchState.SUBMITTING):
+        redelivered = current.state == BatchState.SUBMITTING and message_id and current.claimed_by == message_id
+        if current.state != BatchState.QUEUED and not redelivered:
             return None
-        return replace(current, state=BatchState.SUBMITTING, attempts=current.attempts + 1,
+        return replace(current, state=BatchState.SUBMITTING, attempts=current.attempts + 1, claimed_by=message_id,
                        submit_started=current.submit_started or now)
 
     return claim
@@ -114,18 +130,17 @@ def _back_to_queued(code: str, message: str):
 
 
 def retry_later(row: BatchRow, message: BatchMessage, error: RetryableError, *, services: Services, now: datetime) -> BatchRow | None:
-    """Put the batch back to Queued and re-send its message with a delay, or fail it when attempts run out."""
+    """Put the batch back to Queued and re-send its message with a delay, or fail it when its retry time is up."""
     settings = services.settings
-    if row.attempts >= settings.submit_max_attempts:
-        reason = f"gave up after {row.attempts} attempts: {error}"
+    started = row.submit_started or now
+    if (now - started).total_seconds() >= settings.submit_retry_seconds:
+        reason = f"gave up after {row.attempts} attempts over {settings.submit_retry_seconds} s: {error}"
         return finish(row, BatchState.FAILED, "RetriesExhausted", reason, services=services, now=now, failed=True)
-    delay = error.retry_after if error.retry_after is not None else exponential(
-        row.attempts - 1, base=settings.retry_base_delay_seconds, cap=settings.poll_max_delay_seconds
-    )
+    delay = retry_delay(error, row.attempts - 1, settings)
     code = f"Http{error.status}" if error.status else "Transient"
     requeued = services.status.update_batch(row.job_id, row.batch_id, _back_to_queued(code, str(error)), now)
     if requeued is not None:
-        body = batch_message(row.job_id, row.batch_id, row.collection, message.items or batch_items(services, row),
+        body = batch_message(row.job_id, row.batch_id, row.collection, message.items,
                              row.payload_blob, row.mode, attempt=message.attempt + 1)
         services.queues.send(settings.submit_queue, body, delay_seconds=delay)
         log.warning("batch %s/%s: %s; retrying in %.0f s", row.job_id, row.batch_id, error, delay)
@@ -145,8 +160,15 @@ def finish(
         return replace(current, state=state, error_code=code, error_message=message[:2000], finished=now, **counts)
 
     ended = services.status.update_batch(row.job_id, row.batch_id, end, now)
-    rollup_job(row.job_id, status=services.status, now=now)
+    settle_job(row.job_id, status=services.status, now=now)
     return ended
+
+
+def retry_delay(error: RetryableError, attempt: int, settings: Settings) -> float:
+    """The server's Retry-After when given, else exponential backoff with jitter."""
+    if error.retry_after is not None:
+        return error.retry_after
+    return exponential(attempt, base=settings.retry_base_delay_seconds, cap=settings.poll_max_delay_seconds)
 
 
 def send_poll(row: BatchRow, *, services: Services, submitted: datetime, operation_url: str) -> None:

@@ -41,7 +41,7 @@ from shared.geocatalog import COLLECTION_ID, check_collection_id
 from shared.items import item_id_of, validated
 from shared.messages import BatchMessage, PlanMessage
 from shared.planning import reject_job, rejection_key
-from shared.rollup import rollup_job
+from shared.rollup import settle_job
 from shared.services import Services
 from shared.status import BatchRow, BatchState, JobRow, JobState
 
@@ -126,7 +126,7 @@ def plan_upload_segment(message: PlanMessage, *, services: Services, now: dateti
                        item_count=next_message.items_before, batch_count=next_message.next_batch - 1)
 
     status.update_job(message.job_id, mark_planned, now)
-    return rollup_job(message.job_id, status=status, now=now)
+    return settle_job(message.job_id, status=status, now=now)
 
 
 @dataclass
@@ -301,6 +301,6 @@ def prepare_upload_batch(row: BatchRow, *, services: Services, now: datetime) ->
 
     updated = services.status.update_batch(row.job_id, row.batch_id, checked, now)
     if updated is not None and updated.state == BatchState.REJECTED:
-        rollup_job(row.job_id, status=services.status, now=now)
+        settle_job(row.job_id, status=services.status, now=now)
     return updated or services.status.get_batch(row.job_id, row.batch_id)
 

@@ -14,7 +14,8 @@ def bindings() -> dict[str, list[dict]]:
 
 
 def test_the_queue_functions_and_their_queues() -> None:
-    found = {name: (b[0]["type"], b[0]["queueName"], b[0]["connection"], b[0]["direction"]) for name, b in bindings().items()}
+    found = {name: (b[0]["type"], b[0]["queueName"], b[0]["connection"], b[0]["direction"])
+             for name, b in bindings().items() if b[0]["type"] == "queueTrigger"}
     assert found == {
         "submit": ("queueTrigger", "%SUBMIT_QUEUE%", "AzureWebJobsStorage", "IN"),
         "poll": ("queueTrigger", "%POLL_QUEUE%", "AzureWebJobsStorage", "IN"),
@@ -24,6 +25,12 @@ def test_the_queue_functions_and_their_queues() -> None:
         "blob_created_poison": ("queueTrigger", "%DROP_EVENTS_QUEUE%-poison", "AzureWebJobsStorage", "IN"),
     }
     assert all(len(b) == 1 for b in bindings().values())  # no output bindings: clients are SDK-based
+
+
+def test_the_sweeper_runs_on_a_timer_from_settings() -> None:
+    timer = bindings()["sweep"][0]
+    assert (timer["type"], timer["schedule"]) == ("timerTrigger", "%SWEEP_SCHEDULE%")
+    assert set(bindings()) == {"submit", "poll", "blob_created", "sweep", "submit_poison", "poll_poison", "blob_created_poison"}
 
 
 def test_binding_expressions_resolve_from_settings() -> None:

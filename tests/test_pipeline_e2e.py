@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+from azure.storage.queue import QueueClient
 
 from devhost.jobs import send_items, send_job, wait_for_jobs
 from devhost.stack import LocalStack
@@ -20,6 +21,7 @@ from emulator import EmulatorOptions, Faults, Timings
 from shared.auth import StaticToken
 from shared.fanout import batch_message
 from shared.geocatalog import GeoCatalogClient
+from shared.job_claims import JobClaim
 from shared.messages import JobRequest
 from shared.planning import plan_job
 from shared.status import BatchState, JobRow, JobState
@@ -182,8 +184,7 @@ def test_duplicate_deliveries_post_nothing_twice(make_stack) -> None:
     for row in batch_rows(stack, "dup-1").values():  # and every batch message again
         stack.services.queues.send(stack.services.settings.submit_queue, batch_message(
             "dup-1", row.batch_id, collection, [], row.payload_blob, "create"))
-    wait_until(lambda: all(listener._queue.get_queue_properties().approximate_message_count == 0  # noqa: SLF001
-                           for listener in stack.host.listeners), timeout=30)
+    wait_until(lambda: all(listener.waiting_messages() == 0 for listener in stack.host.listeners), timeout=30)
     assert item_posts(stack) == posts
     job = stack.services.status.get_job("dup-1")
     assert (job.state, job.items_succeeded) == (JobState.SUCCEEDED, 90)
@@ -195,11 +196,13 @@ def test_crash_between_post_and_row_write_counts_items_once(make_stack) -> None:
     collection = with_collection(stack)
     items = [make_item(f"c{n}", collection) for n in range(6)]
     stack.pause_functions()
-    plan_job(JobRequest(collection=collection, items=items), job_id="crash-1", services=stack.services, now=datetime.now(UTC))
-    # The dying worker had marked the batch Submitting and POSTed it; then it crashed.
+    plan_job(JobRequest(collection=collection, items=items), job_id="crash-1", claim=JobClaim("m-1", "f"),
+             services=stack.services, now=datetime.now(UTC))
+    # The dying worker had claimed the batch for the message it was processing and POSTed it; then it crashed.
+    message_id = waiting_message_id(stack, "batch-000001")
     started = datetime.now(UTC)
-    stack.services.status.update_batch(
-        "crash-1", "batch-000001", lambda r: replace(r, state=BatchState.SUBMITTING, attempts=1, submit_started=started), started)
+    stack.services.status.update_batch("crash-1", "batch-000001", lambda r: replace(
+        r, state=BatchState.SUBMITTING, attempts=1, submit_started=started, claimed_by=message_id), started)
     lost = catalog(stack).create_items(collection, {"type": "FeatureCollection", "features": items})
     wait_until(lambda: catalog(stack).get_operation(lost).is_terminal)
     stack.resume_functions()  # the batch message is still on the queue: it is redelivered
@@ -207,6 +210,11 @@ def test_crash_between_post_and_row_write_counts_items_once(make_stack) -> None:
     assert (job.state, job.items_succeeded, job.items_failed) == (JobState.SUCCEEDED, 6, 0)
     assert item_posts(stack) == 2  # the lost POST and the redelivered one; no isolation round
     assert_holds_exactly(stack, collection, items)
+
+
+def waiting_message_id(stack: LocalStack, batch_id: str) -> str:
+    queue = QueueClient.from_connection_string(stack.azurite.connection_string, stack.services.settings.submit_queue)
+    return next(m.id for m in queue.peek_messages(max_messages=32) if batch_id in m.content)
 
 
 def test_partial_failure_isolates_the_bad_items(make_stack) -> None:
@@ -265,13 +273,16 @@ def test_unknown_collection_rejects_the_job(make_stack) -> None:
     assert "does not exist" in job.error_message
 
 
-def test_auth_failure_is_loud_and_does_not_reject_items(make_stack) -> None:
+def test_auth_failure_in_planning_records_the_items_as_failed_not_rejected(make_stack) -> None:
     stack = make_stack(emulator_options=EmulatorOptions(token="the-real-token"),
                        queue_overrides={"visibility_timeout_seconds": 0})
-    job = run(stack, {"v": 1, "job_id": "auth-1", "collection": "landcover", "items": [make_item("a")]}, "auth-1", timeout=60)
-    assert job.state == JobState.FAILED and job.items_rejected == 0
-    assert "refused the credential" in job.error_message
-    assert sum(listener.failed for listener in stack.host.listeners) == 5  # every delivery failed, loudly
+    items = [make_item(f"a{n}") for n in range(50)]
+    job = run(stack, {"v": 1, "job_id": "auth-1", "collection": "landcover", "items": items}, "auth-1", timeout=60)
+    assert (job.state, job.item_count, job.items_failed, job.items_rejected) == (JobState.FAILED, 50, 50, 0)
+    assert job.error_code == "AuthenticationFailed" and "refused the credential" in job.error_message
+    assert sum(listener.failed for listener in stack.host.listeners) == 0  # recorded, not a crash loop
+    rows = batch_rows(stack, "auth-1").values()
+    assert all(row.payload_blob and row.error_code == "AuthenticationFailed" for row in rows)  # kept for a retry
     assert "the-real-token" not in job.error_message and "local-dev-token" not in job.error_message
 
 

@@ -1,0 +1,73 @@
+"""One job per `job_id`: the first message to claim an id plans the job; any other is told apart.
+
+The job row is created with the claiming message's id and a fingerprint of its content before any
+batch exists (an insert: of two racing messages exactly one wins). Later deliveries are then:
+- the claimer's own redelivery (same queue message id), or its delayed re-send (which carries the
+  claim): it continues the plan, which is idempotent;
+- another message with the same content: a no-op, logged;
+- another message with different content: a `Rejected` job of its own, `job-id-conflict-<message id>`,
+  naming the job that holds the id. Never a second plan, so never a second POST.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from shared.status import JobRow
+
+log = logging.getLogger(__name__)
+
+CLAIM_KEY = "claim"  # carried by a job message that the app re-sends itself (planning retries)
+NOT_CONTENT = ("attempt", "first_attempt", CLAIM_KEY)  # envelope fields that do not change what is asked
+
+
+@dataclass(frozen=True)
+class JobClaim:
+    """Who is planning a job: the queue message that claimed it, and what it asked for."""
+
+    message_id: str
+    fingerprint: str
+
+    @classmethod
+    def of(cls, decoded: Any, message_id: str) -> JobClaim:
+        """The claim of a delivered message: the one it carries (an app re-send), else its own."""
+        carried = decoded.get(CLAIM_KEY) if isinstance(decoded, dict) else None
+        if isinstance(carried, dict) and isinstance(carried.get("by"), str) and isinstance(carried.get("fingerprint"), str):
+            return cls(carried["by"], carried["fingerprint"])
+        return cls(message_id, fingerprint(decoded))
+
+    def to_json(self) -> dict[str, str]:
+        return {"by": self.message_id, "fingerprint": self.fingerprint}
+
+
+def fingerprint(decoded: Any) -> str:
+    """A hash of what a message asks for (key order and retry bookkeeping do not matter)."""
+    content = {k: v for k, v in decoded.items() if k not in NOT_CONTENT} if isinstance(decoded, dict) else decoded
+    try:
+        text = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):  # e.g. nested too deep: the repr still tells contents apart
+        text = repr(content).encode()
+    return hashlib.sha256(text).hexdigest()[:32]
+
+
+def owns(job: JobRow, claim: JobClaim) -> bool:
+    """May this delivery plan the job? Only the claimer (or rows from before claims were recorded)."""
+    return job.claimed_by == claim.message_id or not job.claimed_by
+
+
+def conflict_job_id(claim: JobClaim) -> str:
+    return f"job-id-conflict-{claim.message_id}"[:64]
+
+
+def describe_refusal(job: JobRow, claim: JobClaim) -> str | None:
+    """None when the message repeats the job's own content (a no-op), else the conflict's reason."""
+    if not job.fingerprint or job.fingerprint == claim.fingerprint:
+        log.info("job %s exists (state %s); message ignored", job.job_id, job.state)
+        return None
+    return (f"job_id {job.job_id!r} is already used by a different message (that job is {job.state}); "
+            "send this one with a new job_id")

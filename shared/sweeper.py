@@ -1,0 +1,87 @@
+"""The sweeper: a timer-triggered pass that settles what no message will settle any more.
+
+Messages drive the pipeline, and each handler settles what it touches, so this is the safety net for
+a message that was lost or whose last delivery died at the wrong moment:
+- a job that is planned and has no open batch, but whose final write was lost, is finished;
+- a batch past its poll deadline (plus a grace period) is reconciled against the catalog and ended;
+- a batch left `Queued` or `Submitting` with no change for `SWEEP_STALE_SECONDS` gets its message
+  again (a `Submitting` one first goes back to `Queued`: its claimer is long gone, since that is far
+  past the function timeout).
+Cost: one query for the open jobs, and per open job one query for its open batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from shared.fanout import batch_message
+from shared.poll import end_without_verdict
+from shared.rollup import settle_job
+from shared.services import Services
+from shared.status import BatchRow, BatchState
+
+log = logging.getLogger(__name__)
+
+OPEN_BATCH_FILTER = " or ".join(f"state eq '{s}'" for s in (BatchState.QUEUED, BatchState.SUBMITTING,
+                                                            BatchState.SUBMITTED, BatchState.RUNNING))
+
+
+@dataclass
+class SweepReport:
+    jobs_checked: int = 0
+    jobs_finished: int = 0
+    batches_timed_out: int = 0
+    batches_resent: int = 0
+
+
+def sweep(*, services: Services, now: datetime) -> SweepReport:
+    """One pass over every open job."""
+    report = SweepReport()
+    for job in services.status.open_jobs():
+        report.jobs_checked += 1
+        settled = settle_job(job.job_id, status=services.status, now=now)
+        if settled is not None and settled.state.is_terminal:
+            report.jobs_finished += 1
+            continue
+        for row in services.status.batches(job.job_id, where=OPEN_BATCH_FILTER):
+            _sweep_batch(row, report, services=services, now=now)
+    if report.jobs_finished or report.batches_timed_out or report.batches_resent:
+        log.warning("sweeper: %s", report)
+    return report
+
+
+def _sweep_batch(row: BatchRow, report: SweepReport, *, services: Services, now: datetime) -> None:
+    settings = services.settings
+    if row.state in (BatchState.SUBMITTED, BatchState.RUNNING):
+        grace = timedelta(seconds=settings.poll_deadline_seconds + 2 * settings.poll_max_delay_seconds)
+        if row.submitted is not None and now >= row.submitted + grace:
+            reason = f"swept: no poll ended this batch by its deadline ({settings.poll_deadline_seconds} s after submission)"
+            end_without_verdict(row, "TimedOut", reason, services=services, now=now)
+            report.batches_timed_out += 1
+        return
+    stale = timedelta(seconds=settings.sweep_stale_seconds)
+    if row.updated is None or now < row.updated + stale:
+        return
+    if row.state == BatchState.SUBMITTING:
+        back = services.status.update_batch(row.job_id, row.batch_id, _requeue_stale(now - stale), now)
+        if back is None:
+            return
+        row = back
+    body = batch_message(row.job_id, row.batch_id, row.collection, None, row.payload_blob, row.mode)
+    services.queues.send(settings.submit_queue, body)
+    report.batches_resent += 1
+
+
+def _requeue_stale(older_than: datetime):
+    def requeue(current: BatchRow) -> BatchRow | None:
+        if current.state != BatchState.SUBMITTING or current.updated is None or current.updated > older_than:
+            return None
+        return replace(current, state=BatchState.QUEUED, claimed_by="", error_code="Requeued",
+                       error_message="swept: its submitter stopped while it was Submitting")
+
+    return requeue
+
+
+
