@@ -30,6 +30,8 @@ class Faults:
             (with `partial_failure_code`), while the rest are ingested and the counters say so.
         partial_failure_code: the error code of those items.
         require_signed_assets: refuse (fail) items whose http(s) asset hrefs carry no query string.
+        operation_reads_status: when set (e.g. 503, 429 or 401), every GET of an operation answers
+            with this status, while the rest of the API keeps working.
         seed: seed of the RNG used by the fraction faults.
     """
 
@@ -45,6 +47,7 @@ class Faults:
     partial_failure_fraction: float = 0.0
     partial_failure_code: str = "GenericIngestionError"
     require_signed_assets: bool = False
+    operation_reads_status: int = 0
     seed: int = 0
     _rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)

@@ -128,6 +128,10 @@ class EmulatorApp:
             self._check_auth(request)
             self._check_api_version(request)
             injected = faults.take_request_fault()
+            if faults.operation_reads_status and request.method == "GET" and "/operations/" in request.path:
+                injected = faults.operation_reads_status
+            if injected in (401, 403):
+                raise ServiceError(injected, "InvalidAuthenticationToken", "Access denied (injected fault)")
             if injected == 429:
                 raise ServiceError(
                     429, "TooManyRequests", "Rate limit exceeded (injected fault)",

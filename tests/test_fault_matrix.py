@@ -1,0 +1,263 @@
+"""The fault matrix: each defect found by the adversarial run, against Azurite and the emulator.
+
+After every case the invariant holds: every item sent ends in exactly one terminal state, the
+catalog holds exactly the items counted as succeeded, the job's counters equal a full recount of its
+batch rows, and POSTs equal the batches that were sent (plus isolation children).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from devhost.jobs import send_job, wait_for_jobs
+from devhost.stack import LocalStack
+from emulator import EmulatorOptions, Faults, Timings
+from shared.fanout import batch_message
+from shared.job_claims import JobClaim
+from shared.messages import JobRequest, PollMessage
+from shared.planning import plan_job
+from shared.rollup import summarize
+from shared.status import BatchRow, BatchState, JobRow, JobState
+from shared.sweeper import sweep
+from tests.helpers import make_item, wait_until
+from tests.test_pipeline_e2e import item_posts, stored, with_collection
+
+
+def assert_invariant(stack: LocalStack, job_id: str, sent: list[dict], collection: str = "landcover") -> JobRow:
+    job = stack.services.status.get_job(job_id)
+    assert job is not None and job.state.is_terminal, job
+    batches = stack.services.status.batches(job_id)
+    assert all(row.state.is_terminal for row in batches)
+    assert job.items_succeeded + job.items_failed + job.items_rejected == job.item_count == len(sent)
+    recount = summarize(job, batches)
+    assert (job.items_succeeded, job.items_failed, job.items_rejected) == (
+        recount.items_succeeded, recount.items_failed, recount.items_rejected)
+    assert job.batches_by_state == recount.batches_by_state
+    held = set(stored(stack, collection)) & {item["id"] for item in sent}
+    assert len(held) == job.items_succeeded
+    return job
+
+
+def sent_batches(stack: LocalStack, job_id: str) -> int:
+    """Batch rows that were POSTed: everything but rejected-input rows and never-sent failures."""
+    return sum(1 for row in stack.services.status.batches(job_id) if row.operation_id)
+
+
+# ----- 3. No job stays Running ------------------------------------------------------------------
+
+
+def test_a_crash_between_the_terminal_batch_write_and_the_job_settling_is_healed_by_redelivery(make_stack) -> None:
+    stack = make_stack()
+    collection = with_collection(stack)
+    items = [make_item(f"r{n}") for n in range(3)]
+    send_job(stack.services, {"v": 1, "job_id": "heal-1", "collection": collection, "items": items})
+    job = wait_for_jobs(stack.services, ["heal-1"], timeout=60)["heal-1"]
+    assert job.state == JobState.SUCCEEDED
+    # Replay the crash: the batch row is terminal (its counters moved with it) but the job row was never finished.
+    stack.pause_functions()
+    stack.services.status.update_job("heal-1", lambda r: replace(r, state=JobState.RUNNING), datetime.now(UTC))
+    assert stack.services.status.get_job("heal-1").state == JobState.RUNNING
+    row = stack.services.status.get_batch("heal-1", "batch-000001")
+    poll = PollMessage("heal-1", row.batch_id, collection, row.operation_url, attempt=3,
+                       deadline=(datetime.now(UTC) + timedelta(hours=1)).isoformat())
+    stack.services.queues.send(stack.services.settings.poll_queue, poll.to_json())  # the redelivered poll message
+    stack.resume_functions()
+    job = wait_for_jobs(stack.services, ["heal-1"], timeout=30)["heal-1"]
+    assert job.state == JobState.SUCCEEDED
+    assert_invariant(stack, "heal-1", items, collection)
+
+
+def test_the_sweeper_finishes_a_job_whose_last_write_was_lost(make_stack) -> None:
+    stack = make_stack()
+    collection = with_collection(stack)
+    items = [make_item(f"s{n}") for n in range(3)]
+    send_job(stack.services, {"v": 1, "job_id": "sweep-1", "collection": collection, "items": items})
+    wait_for_jobs(stack.services, ["sweep-1"], timeout=60)
+    stack.pause_functions()
+    stack.services.status.update_job("sweep-1", lambda r: replace(r, state=JobState.RUNNING), datetime.now(UTC))
+    report = sweep(services=stack.services, now=datetime.now(UTC))  # what the timer runs
+    assert report.jobs_finished == 1
+    assert assert_invariant(stack, "sweep-1", items, collection).state == JobState.SUCCEEDED
+
+
+def test_the_sweeper_times_out_a_batch_whose_poll_messages_were_lost(make_stack) -> None:
+    stack = make_stack(settings={"POLL_DEADLINE_SECONDS": "60"})
+    collection = with_collection(stack)
+    items = [make_item(f"t{n}") for n in range(4)]
+    send_job(stack.services, {"v": 1, "job_id": "sweep-2", "collection": collection, "items": items})
+    wait_for_jobs(stack.services, ["sweep-2"], timeout=60)
+    stack.pause_functions()
+    # Rewind: the batch is Running again and nothing will ever poll it.
+    stack.services.status.update_job("sweep-2", lambda r: replace(r, state=JobState.RUNNING), datetime.now(UTC))
+    stack.services.status.update_batch("sweep-2", "batch-000001", lambda r: replace(
+        r, state=BatchState.RUNNING, items_succeeded=0, finished=None), datetime.now(UTC))
+    assert sweep(services=stack.services, now=datetime.now(UTC)).batches_timed_out == 0  # not yet past its deadline
+    report = sweep(services=stack.services, now=datetime.now(UTC) + timedelta(hours=1))
+    assert report.batches_timed_out == 1
+    job = assert_invariant(stack, "sweep-2", items, collection)
+    assert job.state == JobState.SUCCEEDED  # reconciled: the catalog holds all four
+
+
+def test_every_get_answering_503_ends_the_job_by_the_failure_cap(make_stack) -> None:
+    stack = make_stack(settings={"POLL_MAX_FAILURES": "4", "POLL_MAX_DELAY_SECONDS": "1"},
+                       emulator_options=EmulatorOptions(timings=Timings(0.05, 0.05), faults=Faults(operation_reads_status=503,
+                                                                                                    retry_after_seconds=0)))
+    collection = with_collection(stack)
+    items = [make_item(f"g{n}") for n in range(5)]
+    send_job(stack.services, {"v": 1, "job_id": "get-503", "collection": collection, "items": items, "batch_size": 2})
+    job = wait_for_jobs(stack.services, ["get-503"], timeout=90)["get-503"]
+    # The operations did run: reconciled against the catalog, every item is there.
+    assert (job.state, job.items_succeeded) == (JobState.SUCCEEDED, 5)
+    assert_invariant(stack, "get-503", items, collection)
+    assert item_posts(stack) == sent_batches(stack, "get-503") == 3
+
+
+def test_every_get_answering_401_waits_for_the_deadline_then_reconciles(make_stack) -> None:
+    stack = make_stack(settings={"POLL_DEADLINE_SECONDS": "4", "POLL_MAX_FAILURES": "2", "POLL_MAX_DELAY_SECONDS": "1"},
+                       emulator_options=EmulatorOptions(timings=Timings(0.05, 0.05), faults=Faults(operation_reads_status=401)))
+    collection = with_collection(stack)
+    items = [make_item(f"u{n}") for n in range(6)]
+    send_job(stack.services, {"v": 1, "job_id": "get-401", "collection": collection, "items": items, "batch_size": 3})
+    job = wait_for_jobs(stack.services, ["get-401"], timeout=90)["get-401"]
+    # Auth failures are not counted against POLL_MAX_FAILURES (2): only the deadline ended them, and
+    # nothing that is in the catalog was reported as failed.
+    assert (job.state, job.items_succeeded, job.items_failed) == (JobState.SUCCEEDED, 6, 0)
+    assert all(row.state == BatchState.SUCCEEDED and "deadline" in row.error_message
+               for row in stack.services.status.batches("get-401"))
+    assert_invariant(stack, "get-401", items, collection)
+
+
+# ----- 4. One job per job_id ----------------------------------------------------------------------
+
+
+def test_two_messages_with_one_job_id_and_different_items_post_once(make_stack) -> None:
+    stack = make_stack()
+    collection = with_collection(stack)
+    first = [make_item(f"x{n}") for n in range(3)]
+    second = [make_item(f"y{n}") for n in range(3)]
+    stack.pause_functions()
+    for items in (first, second):  # both on the queue together: delivered concurrently
+        send_job(stack.services, {"v": 1, "job_id": "same-id", "collection": collection, "items": items})
+    stack.resume_functions()
+    conflict = wait_until(lambda: next((j for j in stack.services.status.jobs() if j.job_id.startswith("job-id-conflict-")
+                                        and j.state.is_terminal), None), timeout=60)
+    job = wait_for_jobs(stack.services, ["same-id"], timeout=60)["same-id"]
+    winner = first if job.fingerprint and {i["id"] for i in first} <= set(stored(stack, collection)) else second
+    assert (conflict.state, conflict.error_code) == (JobState.REJECTED, "JobIdConflict")
+    assert "'same-id'" in conflict.error_message
+    assert set(stored(stack, collection)) == {i["id"] for i in winner}  # 3 items in the catalog, not 6
+    assert item_posts(stack) == 1
+    assert_invariant(stack, "same-id", winner, collection)
+
+
+def test_the_same_message_content_again_is_a_no_op_and_a_finished_id_with_new_content_is_a_conflict(make_stack) -> None:
+    stack = make_stack()
+    collection = with_collection(stack)
+    items = [make_item("k1"), make_item("k2")]
+    body = {"v": 1, "job_id": "reuse-1", "collection": collection, "items": items}
+    send_job(stack.services, body)
+    wait_for_jobs(stack.services, ["reuse-1"], timeout=60)
+    send_job(stack.services, {**body, "items": [make_item("k3")]})  # the finished job's id, other items
+    send_job(stack.services, dict(reversed(body.items())))  # the very same content (keys in another order): ignored
+    conflict = wait_until(lambda: next((j for j in stack.services.status.jobs()
+                                        if j.job_id.startswith("job-id-conflict-") and j.state.is_terminal), None), timeout=60)
+    assert "already used" in conflict.error_message and "Succeeded" in conflict.error_message
+    wait_until(lambda: all(listener.waiting_messages() == 0 for listener in stack.host.listeners), timeout=30)
+    assert len([j for j in stack.services.status.jobs() if j.job_id.startswith("job-id-conflict-")]) == 1
+    assert item_posts(stack) == 1
+
+
+def test_concurrent_copies_of_a_batch_message_post_it_once(make_stack) -> None:
+    stack = make_stack(emulator_options=EmulatorOptions(timings=Timings(0.05, 0.05), faults=Faults(latency_ms=300)))
+    collection = with_collection(stack)
+    items = [make_item(f"d{n}") for n in range(4)]
+    stack.pause_functions()
+    send_job(stack.services, {"v": 1, "job_id": "dupbatch", "collection": collection, "items": items})
+    stack.resume_functions()
+    row = wait_until(lambda: stack.services.status.get_batch("dupbatch", "batch-000001"), timeout=30)
+    for _ in range(6):  # copies of the batch message, delivered while its POST is slow
+        stack.services.queues.send(stack.services.settings.submit_queue,
+                                   batch_message("dupbatch", row.batch_id, collection, None, row.payload_blob, "create"))
+    job = wait_for_jobs(stack.services, ["dupbatch"], timeout=60)["dupbatch"]
+    assert job.state == JobState.SUCCEEDED
+    assert item_posts(stack) == 1
+    assert_invariant(stack, "dupbatch", items, collection)
+
+
+# ----- 5. Auth failures never lie ---------------------------------------------------------------------
+
+
+def test_auth_failure_during_planning_keeps_every_item_accounted_for(make_stack) -> None:
+    stack = make_stack(emulator_options=EmulatorOptions(token="someone-else"))
+    items = [make_item(f"a{n}") for n in range(50)]
+    send_job(stack.services, {"v": 1, "job_id": "plan-401", "collection": "landcover", "items": items})
+    job = wait_for_jobs(stack.services, ["plan-401"], timeout=60)["plan-401"]
+    assert (job.state, job.item_count, job.items_failed, job.error_code) == (JobState.FAILED, 50, 50, "AuthenticationFailed")
+    assert "AuthenticationFailed x50" in job.error_message
+
+
+# ----- 7. Retry budgets by time -------------------------------------------------------------------------
+
+
+def test_a_429_storm_longer_than_eight_attempts_still_ingests_everything(make_stack) -> None:
+    stack = make_stack(settings={"RETRY_BASE_DELAY_SECONDS": "1", "POLL_MAX_DELAY_SECONDS": "1"})
+    collection = with_collection(stack)
+    items = [make_item(f"z{n}") for n in range(4)]
+    stack.pause_functions()
+    plan_job(JobRequest(collection=collection, items=items, batch_size=1), job_id="storm-1", claim=JobClaim("m", "f"),
+             services=stack.services, now=datetime.now(UTC))
+    stack.emulator.catalog.faults.update({"rate_limit_next": 40, "retry_after_seconds": 0})  # the storm hits the POSTs
+    stack.resume_functions()
+    job = wait_for_jobs(stack.services, ["storm-1"], timeout=120)["storm-1"]
+    assert stack.emulator.catalog.faults.rate_limit_next == 0  # all 40 429s were served
+    assert (job.state, job.items_succeeded) == (JobState.SUCCEEDED, 4)
+    assert max(row.attempts for row in stack.services.status.batches("storm-1")) > 8
+    assert_invariant(stack, "storm-1", items, collection)
+
+
+def test_retries_stop_when_their_time_is_up(make_stack) -> None:
+    stack = make_stack(settings={"SUBMIT_RETRY_SECONDS": "2", "RETRY_BASE_DELAY_SECONDS": "1"})
+    collection = with_collection(stack)
+    stack.emulator.catalog.faults.update({"rate_limit_fraction": 1.0, "retry_after_seconds": 1})
+    items = [make_item("late-1")]
+    # The collection check in planning is retried too; the job ends Failed when the time is up, not looping.
+    send_job(stack.services, {"v": 1, "job_id": "late-1", "collection": collection, "items": items})
+    job = wait_for_jobs(stack.services, ["late-1"], timeout=60)["late-1"]
+    assert job.state == JobState.FAILED and "gave up" in job.error_message
+
+
+# ----- the counters under concurrency ---------------------------------------------------------------
+
+
+def test_counters_stay_exact_under_duplicate_and_concurrent_transitions(make_stack) -> None:
+    """Random terminal transitions, each applied by two racing writers: the counters equal a recount."""
+    stack = make_stack()
+    status = stack.services.status
+    now = datetime.now(UTC)
+    status.create_job(JobRow("race-1", planned=True, state=JobState.RUNNING), now)
+
+    rows = [BatchRow("race-1", f"batch-{n:06d}", item_count=10) for n in range(1, 41)]
+    status.create_batches(rows, now)
+    status.create_batches(rows, now)  # a redelivered planner: creates and counts nothing twice
+    outcomes = [(BatchState.SUCCEEDED, 10, 0), (BatchState.FAILED, 0, 10), (BatchState.SPLIT, 7, 3)]
+
+    def end(row: BatchRow, outcome: tuple) -> None:
+        state, ok, failed = outcome
+        status.update_batch("race-1", row.batch_id, lambda r: None if r.state.is_terminal else replace(
+            r, state=state, items_succeeded=ok, items_failed=failed), now)
+
+    threads = [threading.Thread(target=end, args=(row, outcomes[n % 3])) for n, row in enumerate(rows) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    job = status.get_job("race-1")
+    recount = summarize(job, status.batches("race-1"))
+    assert (job.items_succeeded, job.items_failed, job.batches_open) == (recount.items_succeeded, recount.items_failed, 0)
+    assert job.item_count == 400 and job.batches_by_state == recount.batches_by_state
+    assert status.counters("race-1") == status.recount("race-1")
+    assert orjson.loads(job.batches_by_state) == {"Failed": 13, "Split": 13, "Succeeded": 14}
