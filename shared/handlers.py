@@ -44,7 +44,13 @@ def handle_submit_message(body: bytes, *, message_id: str, dequeue_count: int, s
             submit_batch(BatchMessage.from_json(decoded), message_id=message_id, services=services, now=now)
             return
         if isinstance(decoded, dict) and decoded.get("kind") == "plan":
-            plan_upload_segment(PlanMessage.from_json(decoded), services=services, now=now)
+            plan = PlanMessage.from_json(decoded)
+            try:
+                plan_upload_segment(plan, services=services, now=now)
+            except RetryableError as error:  # the segment is planned again from its start: rows are idempotent
+                delay = retry_delay(error, 0, services.settings)
+                log.warning("upload job %s: %s; planning the segment again in %.0f s", plan.job_id, error, delay)
+                services.queues.send(services.settings.submit_queue, plan.to_json(), delay_seconds=delay)
             return
         job_id = _job_id(decoded, message_id)
         try:

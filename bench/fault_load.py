@@ -1,0 +1,101 @@
+"""A big job through the whole pipeline while the service misbehaves: 5 % 5xx and bursts of 429s.
+
+Runs the local stack (Azurite, the emulator, function_app.py on the local host) in this process,
+uploads one NDJSON file of N real NAIP-shaped items (ids made unique) to the drop container, and
+while the job runs injects a burst of 429s every few seconds on top of 5 % 500/503 answers. Prints
+wall time, items/s, this process's peak RSS, and the invariant's figures: items lost (sent but not
+in a terminal count), duplicates (counted twice, or held twice), and messages that reached a
+poison queue. The baseline, in the same run, is the same job with no faults.
+
+    .venv/bin/python -m bench.fault_load [--items 100000] [--skip-baseline]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import resource
+import threading
+import time
+from pathlib import Path
+
+import orjson
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient
+
+from devhost.jobs import wait_for_jobs
+from devhost.stack import LocalStack
+from emulator import EmulatorOptions, Timings
+from shared.auth import StaticToken
+from shared.blob_events import BlobCreated
+from shared.geocatalog import GeoCatalogClient
+from shared.uploads import upload_job_id
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT.parent / "shared" / "data" / "stac-real" / "pc-naip-2.json"
+COLLECTION = "naip-load"
+
+
+def ndjson(count: int) -> bytes:
+    item = orjson.loads(TEMPLATE.read_bytes())
+    item["collection"] = COLLECTION
+    return b"".join(orjson.dumps({**item, "id": f"load-{n:07d}"}) + b"\n" for n in range(count))
+
+
+def run(count: int, *, faults: bool) -> dict[str, float]:
+    stack = LocalStack(emulator_options=EmulatorOptions(timings=Timings(0.5, 1.0)),
+                       settings={"POLL_INITIAL_DELAY_SECONDS": "2", "POLL_MAX_DELAY_SECONDS": "5",
+                                 "RETRY_BASE_DELAY_SECONDS": "1", "PLAN_SEGMENT_ITEMS": "20000"})
+    with stack:
+        catalog = GeoCatalogClient(stack.emulator.url, StaticToken("bench"))
+        catalog.create_collection({"type": "Collection", "id": COLLECTION, "description": "load", "license": "proprietary",
+                                   "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]}, "temporal": {"interval": [[None, None]]}},
+                                   "links": [], "stac_version": "1.1.0"})
+        stop = threading.Event()
+        if faults:
+            stack.emulator.catalog.faults.update({"server_error_fraction": 0.05, "retry_after_seconds": 1, "seed": 7})
+            threading.Thread(target=_bursts, args=(stack, stop), daemon=True).start()
+        blobs = BlobServiceClient.from_connection_string(stack.azurite.connection_string)
+        path = f"{COLLECTION}/load.ndjson"
+        started = time.monotonic()
+        uploaded = blobs.get_blob_client(stack.services.settings.drop_container, path).upload_blob(ndjson(count), overwrite=True)
+        etag = str(uploaded["etag"]).strip('"')
+        job_id = upload_job_id(BlobCreated(stack.services.settings.drop_container, path, etag, None))
+        job = wait_for_jobs(stack.services, [job_id], timeout=7200, every=2.0)[job_id]
+        wall = time.monotonic() - started
+        stop.set()
+        held = stack.emulator.catalog.items.get(COLLECTION, {})
+        poison = sum(QueueClient.from_connection_string(stack.azurite.connection_string, f"{q}-poison")
+                     .get_queue_properties().approximate_message_count
+                     for q in (stack.services.settings.submit_queue, stack.services.settings.poll_queue,
+                               stack.services.settings.drop_events_queue))
+        settled = job.items_succeeded + job.items_failed + job.items_rejected
+        return {"wall": wall, "items_per_s": count / wall, "succeeded": job.items_succeeded, "failed": job.items_failed,
+                "lost": count - settled, "duplicates": max(settled - count, 0) + max(job.items_succeeded - len(held), 0),
+                "poison": poison, "state": str(job.state)}
+
+
+def _bursts(stack: LocalStack, stop: threading.Event) -> None:
+    while not stop.wait(5.0):
+        stack.emulator.catalog.faults.update({"rate_limit_next": 40})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--skip-baseline", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    rows = [("with faults (5 % 5xx, 40 x 429 every 5 s)", run(args.items, faults=True))]
+    if not args.skip_baseline:
+        rows.append(("baseline: no faults", run(args.items, faults=False)))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{args.items} items in one NDJSON upload; peak RSS of this process (host + emulator + Azurite client): {peak_mb:.0f} MB")
+    for name, r in rows:
+        print(f"{name:45} {r['state']:>10} wall {r['wall']:7.1f} s  {r['items_per_s']:7.0f} items/s  "
+              f"succeeded {r['succeeded']:.0f} failed {r['failed']:.0f} lost {r['lost']:.0f} "
+              f"duplicates {r['duplicates']:.0f} poison {r['poison']:.0f}")
+
+
+if __name__ == "__main__":
+    main()
