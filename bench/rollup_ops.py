@@ -65,7 +65,8 @@ def end_every_batch(store: StatusStore, table: CountingTable, job_id: str, batch
             settle_job(job_id, status=store, now=now)
     elapsed = time.perf_counter() - started
     job = store.get_job(job_id)
-    assert job is not None and job.items_succeeded == 100 * batches and job.state == JobState.SUCCEEDED, job
+    if job is None or job.items_succeeded != 100 * batches or job.state != JobState.SUCCEEDED:
+        raise RuntimeError(f"the job did not end as expected: {job}")
     return table.calls / batches, table.entities_read / batches, 1000 * elapsed / batches
 
 
