@@ -76,7 +76,7 @@ def run(count: int, *, faults: bool) -> dict[str, float]:
 
 
 def _bursts(stack: LocalStack, stop: threading.Event) -> None:
-    while not stop.wait(5.0):
+    while not stop.wait(20.0):
         stack.emulator.catalog.faults.update({"rate_limit_next": 40})
 
 
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--skip-baseline", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    rows = [("with faults (5 % 5xx, 40 x 429 every 5 s)", run(args.items, faults=True))]
+    rows = [("with faults (5 % 5xx, 40 x 429 every 20 s)", run(args.items, faults=True))]
     if not args.skip_baseline:
         rows.append(("baseline: no faults", run(args.items, faults=False)))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
