@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from shared.items import item_problem, normalize, validated
+from tests.conftest import ROOT
 from tests.corpus import corpus_items
 from tests.helpers import make_item
 
@@ -99,3 +104,54 @@ def test_real_items_that_must_pass(name: str) -> None:
 def test_real_items_that_must_be_refused(name: str, fragment: str) -> None:
     problems = [item_problem(item, "target") for item in corpus_items(name)]
     assert problems and all(p is not None and fragment in p for p in problems), problems
+
+
+# ----- deterministic validation under threads (pystac's lazy extension hooks) --------------------
+
+PRE_1_0_FILES = [
+    "pc-examples-OLD-hls-s30-1.0.0-beta.2-shortname-extensions.json",
+    "pystac-1.0.0-beta.2-datetimerange.json",
+    "pystac-client-earth-search-v0-stac-1.0.0-beta.2-itemcollection.json",
+    "pystac-sample-item-collection.json",
+    "stac-validator-OLD-1.0.0-beta.1-CBERS4-MUX.json",
+    "stac-validator-OLD-0.8.0-itemcollection-sample-full.json",
+    "stac-validator-INVALID-v0.9.0-CBERS4-bad-links.json",
+    "pgstac-items_for_delsert.ndjson",
+]
+
+# Runs in a fresh interpreter, so pystac's extension hooks are cold, as on a new Functions worker:
+# 8 threads validate the same pre-1.0 items at once, then one thread validates them again.
+THREADED_THEN_SEQUENTIAL = """
+import json, sys, threading
+sys.path.insert(0, sys.argv[1])
+from tests.conftest import ROOT
+from tests.corpus import corpus_items
+from shared.items import item_problem
+items = [item for name in json.loads(sys.argv[2]) for item in corpus_items(name)]
+threads = 8
+barrier = threading.Barrier(threads)
+verdicts = [None] * threads
+def check(k):
+    barrier.wait()
+    try:
+        verdicts[k] = [item_problem(item, "target") for item in items]
+    except Exception as error:
+        verdicts[k] = repr(error)
+workers = [threading.Thread(target=check, args=(k,)) for k in range(threads)]
+for worker in workers: worker.start()
+for worker in workers: worker.join()
+print(json.dumps({"threaded": verdicts, "sequential": [item_problem(item, "target") for item in items]}))
+"""
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_pre_1_0_items_get_the_same_verdicts_from_concurrent_threads_on_a_cold_worker(round_: int) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", THREADED_THEN_SEQUENTIAL, str(ROOT), json.dumps(PRE_1_0_FILES)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    verdicts = json.loads(result.stdout)
+    sequential = verdicts["sequential"]
+    assert sequential.count(None) >= 20  # the valid pre-1.0 items pass when checked one at a time
+    for threaded in verdicts["threaded"]:
+        assert threaded == sequential
