@@ -34,7 +34,8 @@ def summarize(job: JobRow, batches: list[BatchRow]) -> JobRow:
     failed = sum(b.items_failed for b in batches)
     rejected = sum(b.items_rejected for b in batches)
     by_state = orjson.dumps(dict(sorted(Counter(str(b.state) for b in batches).items()))).decode()
-    summary = replace(job, items_succeeded=succeeded, items_failed=failed, items_rejected=rejected, batches_by_state=by_state)
+    summary = replace(job, items_succeeded=succeeded, items_failed=failed, items_rejected=rejected, batches_by_state=by_state,
+                      items_superseded=sum(b.items_superseded for b in batches), items_repaired=sum(b.items_repaired for b in batches))
     if not job.planned or not all(b.state.is_terminal for b in batches):
         return replace(summary, state=JobState.RUNNING if job.planned else job.state)
     return replace(summary, state=final_state(succeeded, failed, rejected))

@@ -36,6 +36,7 @@ class BatchState(StrEnum):
     TIMED_OUT = "TimedOut"
     REJECTED = "Rejected"
     SPLIT = "Split"  # failed as a whole; its unresolved items went on in child batches
+    SUPERSEDED = "Superseded"  # earlier copies of ids repeated under mode upsert: a later copy was sent instead
 
     @property
     def is_terminal(self) -> bool:
@@ -50,6 +51,7 @@ TERMINAL_BATCH_STATES = frozenset(
         BatchState.TIMED_OUT,
         BatchState.REJECTED,
         BatchState.SPLIT,
+        BatchState.SUPERSEDED,
     }
 )
 
@@ -81,6 +83,8 @@ class JobRow:
     items_succeeded: int = 0
     items_failed: int = 0
     items_rejected: int = 0
+    items_superseded: int = 0  # earlier copies of a repeated id under mode upsert (not errors)
+    items_repaired: int = 0  # items sent with a bbox computed from their geometry (repair: ["bbox"])
     batches_by_state: str = "{}"
     error_code: str = ""
     error_message: str = ""
@@ -90,7 +94,7 @@ class JobRow:
 
     @property
     def items_done(self) -> int:
-        return self.items_succeeded + self.items_failed + self.items_rejected
+        return self.items_succeeded + self.items_failed + self.items_rejected + self.items_superseded
 
 
 @dataclass
@@ -120,6 +124,8 @@ class BatchRow:
     items_succeeded: int = 0
     items_failed: int = 0
     items_rejected: int = 0
+    items_superseded: int = 0
+    items_repaired: int = 0  # of this batch's items, how many got a bbox computed from their geometry
     failed_items: str = "{}"  # JSON {item id: error code}; "" when it lives in `failed_items_blob`
     failed_items_blob: str = ""
     rejected_items: str = "{}"  # JSON {item id, line or #position: reason}: input that was never sent
