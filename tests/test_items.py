@@ -15,7 +15,7 @@ from shared.items import MAX_ITEM_BYTES, item_problem, normalize, repaired, vali
 from shared.repair import GeometryError, bbox_of
 from tests.conftest import ROOT
 from tests.corpus import corpus_items
-from tests.helpers import make_item
+from tests.helpers import make_item, nested
 
 
 def test_a_valid_item_passes_and_is_sent_unchanged_but_for_collection() -> None:
@@ -187,13 +187,6 @@ def test_an_id_with_a_trailing_newline_is_refused_everywhere() -> None:
 
 
 # ----- depth and size: checked before anything serializes the item -------------------------------
-
-
-def nested(depth: int) -> dict:
-    value: dict = {"leaf": 1}
-    for _ in range(depth - 1):
-        value = {"n": value}
-    return value
 
 
 def test_a_deeply_nested_item_is_rejected_and_the_good_ones_go_on() -> None:
