@@ -34,3 +34,12 @@ def test_demo_quickstart_scenario(capsys: pytest.CaptureFixture[str]) -> None:
 def test_demo_refuses_what_it_cannot_do(capsys: pytest.CaptureFixture[str]) -> None:
     assert demo.main(["--scenario", "nonsense"]) == 2
     assert demo.main(["--files", "/no/such/file.json"]) == 2
+
+
+def test_demo_repair_bbox_ingests_the_landsat_items_without_one(capsys: pytest.CaptureFixture[str]) -> None:
+    landsat = str(corpus_file("pystac-client-cassette-pc-landsat-8-c2-l2-first50.json"))
+    assert demo.main(["--files", landsat, "--repair", "bbox"]) == 0
+    out = capsys.readouterr().out
+    assert "8 item(s) had their bbox computed from their geometry" in out
+    assert out.strip().splitlines()[-1] == "ingested 50 items: 50 succeeded, 0 failed, 0 rejected"
+    assert demo.main(["--files", landsat, "--repair", "bbox", "--via", "blob"]) == 2  # uploads cannot opt in

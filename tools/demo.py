@@ -42,6 +42,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--collection", default="", help="target collection (default: the items' own)")
     parser.add_argument("--via", default="queue", choices=["queue", "blob"])
     parser.add_argument("--scenario", default="")
+    parser.add_argument("--repair", default="", help='comma-separated repairs to ask for in each job message, e.g. "bbox"')
     parser.add_argument("--timeout", type=float, default=900.0)
     return parser.parse_args(argv)
 
@@ -59,6 +60,11 @@ def main(argv: list[str]) -> int:
         if not path.is_file():
             print(f"no such file: {path}", file=sys.stderr)
             return 2
+    repair = [name for name in args.repair.replace(",", " ").split() if name]
+    message_options: dict[str, Any] = {"repair": repair} if repair else {}
+    if repair and args.via == "blob":
+        print("REPAIR is a job-message option: uploads (VIA=blob) are checked as sent; use VIA=queue", file=sys.stderr)
+        return 2
 
     print("starting Azurite, the GeoCatalog emulator and the local Functions host ...", flush=True)
     options = EmulatorOptions(timings=Timings(pending_seconds=0.5, running_seconds=1.0))
@@ -78,7 +84,7 @@ def main(argv: list[str]) -> int:
                 print(f"  uploaded {path.name}: {count} items -> {stack.services.settings.drop_container}/{collection}/ (job {job_id})")
             else:
                 job_id = "demo-" + hashlib.sha256(f"{path.resolve()}:{time.time_ns()}".encode()).hexdigest()[:12]
-                send_file(stack.services, path, items, collection=collection, job_id=job_id)
+                send_file(stack.services, path, items, collection=collection, job_id=job_id, options=message_options)
                 print(f"  sent {path.name}: {count} items -> collection {collection} (job {job_id})")
             jobs.append(job_id)
             expected += count
@@ -166,14 +172,18 @@ def ensure_collection(catalog: GeoCatalogClient, collection_id: str) -> None:
     print(f"  created collection {collection_id} in the emulator")
 
 
-def send_file(services: Services, path: Path, items: list[Any], *, collection: str, job_id: str) -> None:
-    """NDJSON goes up as a blob (bad lines are then rejected with their line numbers); JSON is sent as items."""
+def send_file(services: Services, path: Path, items: list[Any], *, collection: str, job_id: str,
+              options: dict[str, Any] | None = None) -> None:
+    """NDJSON goes up as a blob (bad lines are then rejected with their line numbers); JSON is sent as items.
+
+    `options` are added to the job message (e.g. `{"repair": ["bbox"]}`).
+    """
     if path.suffix in (".ndjson", ".jsonl"):
         blob = services.payloads.put(f"inbox/{job_id}{path.suffix}", path.read_bytes())
-        body = {"v": 1, "job_id": job_id, "collection": collection, "items_ref": {"blob": blob, "start": 0}}
+        body = {"v": 1, "job_id": job_id, "collection": collection, "items_ref": {"blob": blob, "start": 0}, **(options or {})}
         services.queues.send(services.settings.submit_queue, orjson.dumps(body).decode())
     else:
-        send_items(services, items, collection=collection, job_id=job_id)
+        send_items(services, items, collection=collection, job_id=job_id, options=options)
 
 
 def upload_file(services: Services, path: Path, *, collection: str) -> str:
@@ -208,13 +218,19 @@ def report(services: Services, jobs: list[JobRow], expected: int, job_count: int
     succeeded = sum(j.items_succeeded for j in jobs)
     failed = sum(j.items_failed for j in jobs)
     rejected = sum(j.items_rejected for j in jobs)
+    superseded = sum(j.items_superseded for j in jobs)
+    repaired = sum(j.items_repaired for j in jobs)
     all_terminal = len(jobs) == job_count and all(j.state.is_terminal for j in jobs)
-    accounted = succeeded + failed + rejected == expected
+    accounted = succeeded + failed + rejected + superseded == expected
     print()
     if not all_terminal:
         print("not every job finished")
     elif not accounted:
-        print(f"items do not add up: {succeeded + failed + rejected} settled of {expected} sent")
+        print(f"items do not add up: {succeeded + failed + rejected + superseded} settled of {expected} sent")
+    if repaired:
+        print(f"{repaired} item(s) had their bbox computed from their geometry (repair: bbox)")
+    if superseded:
+        print(f"{superseded} earlier copies of repeated ids were superseded by later ones (mode upsert)")
     print(f"ingested {expected} items: {succeeded} succeeded, {failed} failed, {rejected} rejected")
     return 0 if all_terminal and accounted else 1
 
