@@ -33,6 +33,8 @@ from shared.uploads import upload_job_id
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "examples" / "landcover-items.json"
 SAMPLE_COLLECTION = ROOT / "examples" / "collection.json"
+QUICKSTART_INGEST = ROOT / "examples" / "quickstart-ingest.json"  # shown verbatim in the README
+QUICKSTART_DELETE = ROOT / "examples" / "quickstart-delete.json"
 FALLBACK_COLLECTION = "demo-collection"
 
 
@@ -108,21 +110,18 @@ def quickstart(args: argparse.Namespace) -> int:
         assert stack.services is not None
         assert stack.emulator is not None
         catalog = GeoCatalogClient(stack.emulator.url, StaticToken("local-dev-token"))
-        collection = args.collection or orjson.loads(SAMPLE_COLLECTION.read_bytes())["id"]
+        ingest, delete = quickstart_messages(stack.emulator.url, args.collection)
+        collection = ingest["collection"]
         ensure_collection(catalog, collection)
-        ingest = {"v": 1, "job_id": "quickstart-ingest", "collection": collection, "sign": "planetary-computer",
-                  "search": {"url": f"{stack.emulator.url}/source/search", "max_items": 4,
-                             "params": {"collections": ["io-lulc-annual-v02"], "datetime": "2023-01-01T00:00:00Z/2024-01-01T00:00:00Z"}}}
-        print("1. search 4 land-cover items, sign their assets, rewrite collection, ingest:")
+        print("1. search the 4 land-cover items the quickstart names, sign their assets, rewrite collection, ingest:")
         print("   " + orjson.dumps(ingest).decode())
         send_job(stack.services, ingest)
-        job = wait_for_jobs(stack.services, ["quickstart-ingest"], timeout=args.timeout, on_progress=Progress(4))["quickstart-ingest"]
+        job = wait_for_jobs(stack.services, [ingest["job_id"]], timeout=args.timeout, on_progress=Progress(4))[ingest["job_id"]]
         listed = [item["id"] for item in catalog.list_items(collection)]
         print(f"2. list the collection: {', '.join(listed)}")
-        delete = {"v": 1, "job_id": "quickstart-delete", "collection": collection, "delete": {"ids": listed[:1]}}
-        print("3. delete one item: " + orjson.dumps(delete).decode())
+        print("3. delete the first item found: " + orjson.dumps(delete).decode())
         send_job(stack.services, delete)
-        deleted = wait_for_jobs(stack.services, ["quickstart-delete"], timeout=args.timeout)["quickstart-delete"]
+        deleted = wait_for_jobs(stack.services, [delete["job_id"]], timeout=args.timeout)[delete["job_id"]]
         print(f"   left in the collection: {', '.join(item['id'] for item in catalog.list_items(collection))}")
         print()
         jobs = [job, deleted]
@@ -130,6 +129,17 @@ def quickstart(args: argparse.Namespace) -> int:
         print()
         print(f"deleted {deleted.items_succeeded} item(s): {deleted.state}")
         return report_line(job, expected=4) if deleted.state.is_terminal else 1
+
+
+def quickstart_messages(emulator_url: str, collection: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+    """The README's quickstart messages (examples/quickstart-*.json), with the search sent to the emulator's
+    stand-in for the public STAC API; `collection` (COLLECTION=...) replaces the target collection."""
+    ingest = orjson.loads(QUICKSTART_INGEST.read_bytes())
+    delete = orjson.loads(QUICKSTART_DELETE.read_bytes())
+    ingest["search"]["url"] = f"{emulator_url}/source/search"
+    if collection:
+        ingest["collection"] = delete["collection"] = collection
+    return ingest, delete
 
 
 def report_line(job: JobRow, *, expected: int) -> int:
