@@ -170,11 +170,13 @@ def _structural_problem(item: Any, collection_id: str, rewrite_collection: bool)
 
 def _shape_problem(item: dict[str, Any]) -> str | None:
     """Too deep or too big to serialize and send: checked before anything serializes the item."""
-    if _deeper_than(item, MAX_DEPTH):
+    # The walk skips the geometry, where most of an item's arrays are: valid GeoJSON nests at most 4 levels
+    # there, and a geometry too deep to serialize is caught just below.
+    if _deeper_than({k: v for k, v in item.items() if k != "geometry"}, MAX_DEPTH):
         return f"is nested more than {MAX_DEPTH} levels deep"
     try:
         size = len(orjson.dumps(item))
-    except orjson.JSONEncodeError as error:
+    except orjson.JSONEncodeError as error:  # e.g. "Recursion limit reached" past 254 levels
         return f"cannot be serialized as JSON: {str(error)[:100]}"
     if size > MAX_ITEM_BYTES:
         return f"is {size} bytes serialized, more than {MAX_ITEM_BYTES}"

@@ -196,6 +196,8 @@ def test_a_deeply_nested_item_is_rejected_and_the_good_ones_go_on() -> None:
     assert [r.item_id for r in rejected] == ["deep"] and "nested more than" in rejected[0].reason
     assert list(split(valid, max_items=10, max_bytes=1_000_000))  # what planning does next no longer breaks
     assert item_problem(make_item("ok", properties={"datetime": "2023-01-01T00:00:00Z", "x": nested(50)}), "landcover") is None
+    deep_geometry = make_item("g", geometry={"type": "Polygon", "coordinates": nested(300)})
+    assert "cannot be serialized" in (item_problem(deep_geometry, "landcover") or "")
 
 
 def test_an_item_too_big_for_one_post_is_rejected() -> None:
