@@ -7,6 +7,7 @@ FILES ?=
 COLLECTION ?=
 VIA ?= queue
 SCENARIO ?=
+REPAIR ?=
 
 .PHONY: setup demo test bench emulator clean
 
@@ -22,7 +23,7 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 demo: setup
-	$(BIN)/python -m tools.demo --files "$(FILES)" --collection "$(COLLECTION)" --via "$(VIA)" --scenario "$(SCENARIO)"
+	$(BIN)/python -m tools.demo --files "$(FILES)" --collection "$(COLLECTION)" --via "$(VIA)" --scenario "$(SCENARIO)" --repair "$(REPAIR)"
 
 test: setup
 	$(BIN)/ruff check .

@@ -18,13 +18,16 @@ def send_job(services: Services, body: dict | bytes) -> None:
     services.queues.send(services.settings.submit_queue, text)
 
 
-def send_items(services: Services, items: list, *, collection: str, job_id: str) -> None:
-    """Send items as one job: inline when the message fits, else uploaded to a blob and referenced."""
-    body = {"v": 1, "job_id": job_id, "collection": collection, "items": items}
+def send_items(services: Services, items: list, *, collection: str, job_id: str, options: dict | None = None) -> None:
+    """Send items as one job: inline when the message fits, else uploaded to a blob and referenced.
+
+    `options` are further message fields, e.g. `{"repair": ["bbox"]}` or `{"mode": "upsert"}`.
+    """
+    body = {"v": 1, "job_id": job_id, "collection": collection, "items": items, **(options or {})}
     text = orjson.dumps(body).decode()
     if len(text.encode()) > MAX_MESSAGE_BYTES:
         blob = services.payloads.put(f"inbox/{job_id}.json", orjson.dumps({"type": "FeatureCollection", "features": items}))
-        text = orjson.dumps({"v": 1, "job_id": job_id, "collection": collection, "items_ref": {"blob": blob}}).decode()
+        text = orjson.dumps({"v": 1, "job_id": job_id, "collection": collection, "items_ref": {"blob": blob}, **(options or {})}).decode()
     services.queues.send(services.settings.submit_queue, text)
 
 

@@ -34,6 +34,7 @@ MAX_INLINE_PAYLOAD_BYTES = MAX_MESSAGE_BYTES - 1024
 class PlannedBatch:
     batch_id: str
     items: list[dict[str, Any]]
+    repaired: int = 0  # items whose bbox was computed from their geometry (`repair: ["bbox"]`)
 
 
 def payload_name(job_id: str, batch_id: str) -> str:
@@ -67,6 +68,7 @@ def enqueue_batches(
                 job_id=job_id, batch_id=batch.batch_id, state=BatchState.QUEUED, collection=collection,
                 item_count=len(batch.items), item_ids=ids, item_ids_blob=ids_blob, payload_blob=payload,
                 parent=parent, depth=depth, mode=mode, action=action, sign=sign, sign_collection=sign_collection,
+                items_repaired=batch.repaired,
             )
         )
         items = None if action == "delete" or not inline else batch.items

@@ -7,7 +7,6 @@ module carries a token or a URL query string.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,14 +24,13 @@ from shared.errors import (
     RejectedByServiceError,
     RetryableError,
 )
+from shared.ids import COLLECTION_ID, ITEM_ID, check_collection_id, check_item_id  # noqa: F401 - re-exported
 from shared.redact import url_without_query
 from shared.settings import GA_API_VERSION, Settings
 
 log = logging.getLogger(__name__)
 
 LEGACY_API_VERSION = "2024-01-31-preview"
-ITEM_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-COLLECTION_ID = re.compile(r"^[A-Za-z0-9._-]{3,32}$")
 TERMINAL_STATES = frozenset({"Succeeded", "Failed", "Canceled"})
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -135,20 +133,6 @@ def _int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
-
-
-def check_collection_id(collection_id: str) -> str:
-    """Raises InvalidInputError unless the id is 3-32 chars of [A-Za-z0-9-_.] (safe in a URL path)."""
-    if not isinstance(collection_id, str) or not COLLECTION_ID.match(collection_id):
-        raise InvalidInputError(f"collection id {str(collection_id)[:40]!r} must be 3-32 characters of [A-Za-z0-9-_.]")
-    return collection_id
-
-
-def check_item_id(item_id: str) -> str:
-    """Raises InvalidInputError unless the id is 1-64 chars of [A-Za-z0-9-_.] (safe in a URL path)."""
-    if not isinstance(item_id, str) or not ITEM_ID.match(item_id):
-        raise InvalidInputError(f"item id {str(item_id)[:80]!r} must be 1-64 characters of [A-Za-z0-9-_.]")
-    return item_id
 
 
 class GeoCatalogClient:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -17,8 +18,9 @@ import orjson
 
 from shared.blob_events import blob_created_from_event
 from shared.errors import InvalidInputError, RetryableError
+from shared.ids import is_job_id
 from shared.job_claims import CLAIM_KEY, JobClaim
-from shared.messages import JOB_ID, BatchMessage, JobRequest, PlanMessage, PollMessage, decode_body
+from shared.messages import BatchMessage, JobRequest, PlanMessage, PollMessage, decode_body
 from shared.planning import plan_job, reject_job
 from shared.poll import end_batch, poll_batch
 from shared.queues import fits_in_message
@@ -30,6 +32,8 @@ from shared.sweeper import SweepReport, sweep
 from shared.uploads import plan_upload_segment, start_upload_job, upload_job_id
 
 log = logging.getLogger(__name__)
+
+BATCH_KEY = re.compile(r"\A[A-Za-z0-9._-]{1,128}\Z")  # our batch ids (batch-000001.2, rejected-000001): a safe RowKey
 
 
 def handle_submit_message(body: bytes, *, message_id: str, dequeue_count: int, services: Services, now: datetime) -> None:
@@ -130,16 +134,24 @@ def handle_sweep(*, services: Services, now: datetime) -> SweepReport:
 
 
 def handle_poison_message(body: bytes, *, queue: str, services: Services, now: datetime) -> None:
-    """A message the host gave up on: make sure its job or batch ends in a terminal row."""
+    """A message the host gave up on: make sure its job or batch ends in a terminal row.
+
+    Never fails on the message's content (a failure here would move it to a poison-of-poison queue that
+    nothing reads): a job id that cannot be a table key is replaced by one derived from the raw bytes.
+    Only storage itself being unavailable raises, so that the host retries.
+    """
+    reason = f"message moved to {queue} after repeated failures"
     try:
         decoded = decode_body(body)
-    except InvalidInputError:
+    except (InvalidInputError, ValueError):
         decoded = None
     # The poison copy has a new message id, so a job is found only through its own `job_id`,
     # or for a blob event through the blob version it names.
     blob = _blob_of(decoded)
-    give_up(decoded, "", f"message moved to {queue} after repeated failures", services=services, now=now,
-            job_id=upload_job_id(blob) if blob else "")
+    job_id = upload_job_id(blob) if blob else _given_job_id(decoded) or _orphan_job_id(body)
+    if isinstance(decoded, dict) and decoded.get("kind") in ("batch", "poll") and not _names_a_batch(decoded):
+        decoded = None  # keys no row can have: record it under the derived job id instead
+    give_up(decoded, "", reason, services=services, now=now, job_id=job_id)
 
 
 def give_up(decoded: Any, message_id: str, reason: str, *, services: Services, now: datetime, job_id: str = "") -> None:
@@ -147,7 +159,9 @@ def give_up(decoded: Any, message_id: str, reason: str, *, services: Services, n
     reason = reason[:1500]
     if isinstance(decoded, dict) and decoded.get("kind") in ("batch", "poll"):
         row = services.status.get_batch(str(decoded.get("job_id")), str(decoded.get("batch_id")))
-        if row is not None and not row.state.is_terminal:
+        if row is None:
+            log.error("message for unknown batch %s/%s dropped: %s", decoded.get("job_id"), decoded.get("batch_id"), reason)
+        elif not row.state.is_terminal:
             log.error("batch %s/%s failed for good: %s", row.job_id, row.batch_id, reason)
             code = row.error_code or "GaveUp"
             end_batch(row, BatchState.FAILED, services=services, now=now, code=code,
@@ -183,8 +197,13 @@ def _time(value: Any) -> datetime | None:
 def _blob_of(decoded: Any) -> Any:
     try:
         return blob_created_from_event(decoded)
-    except InvalidInputError:
+    except (InvalidInputError, AttributeError, TypeError, ValueError):
         return None
+
+
+def _names_a_batch(decoded: dict[str, Any]) -> bool:
+    batch_id = decoded.get("batch_id")
+    return is_job_id(decoded.get("job_id")) and isinstance(batch_id, str) and BATCH_KEY.match(batch_id) is not None
 
 
 def _reject_unreadable(job_id: str, reason: str, *, services: Services, now: datetime) -> None:
@@ -199,8 +218,16 @@ def _job_id(decoded: Any, message_id: str) -> str:
 
 def _given_job_id(decoded: Any) -> str:
     given = decoded.get("job_id") if isinstance(decoded, dict) else None
-    return given if isinstance(given, str) and JOB_ID.match(given) else ""
+    return given if is_job_id(given) else ""
 
 
-def _orphan_job_id(decoded: Any) -> str:
-    return "poison-" + hashlib.sha256(repr(decoded).encode()).hexdigest()[:24]
+def _orphan_job_id(body: Any) -> str:
+    """A job id for a message without a usable one, derived from its raw bytes (stable across deliveries)."""
+    if isinstance(body, str):
+        body = body.encode()
+    if not isinstance(body, bytes):
+        try:
+            body = orjson.dumps(body)
+        except orjson.JSONEncodeError:
+            body = b"unserializable"
+    return "poison-" + hashlib.sha256(body).hexdigest()[:24]

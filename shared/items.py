@@ -1,7 +1,9 @@
 """Offline validation and normalization of STAC items, before anything is sent.
 
 Policy (see README "Which items are accepted"):
-- An item must be a GeoJSON Feature with an id of 1-64 chars of `[A-Za-z0-9-_.]`, a `geometry` key,
+- An item must be at most MAX_DEPTH levels deep and MAX_ITEM_BYTES serialized (checked first, so one
+  pathological item is rejected and never breaks the serialization of its batch).
+- It must be a GeoJSON Feature with an id of 1-64 chars of `[A-Za-z0-9-_.]`, a `geometry` key,
   `properties.datetime` (or `start_datetime` + `end_datetime`), and `assets` as an object; its
   `collection`, if set, must be the target collection unless the message asks to rewrite it.
 - It must then pass the STAC 1.1.0 core Item schema that pystac ships, compiled once with
@@ -13,6 +15,10 @@ Policy (see README "Which items are accepted"):
   when the field is set), and loses its self/root/parent/collection links: the service replaces those
   on ingest, so a relative self link is no reason to refuse an item.
 - What is sent is the user's item, unchanged apart from `collection`: migration is for checking only.
+  The one exception is opt-in: with `repair: ["bbox"]`, an item with a geometry and no bbox gets the box
+  computed from its geometry (`shared/repair.py`).
+- Under `mode: "upsert"` an id repeated within one job keeps its last valid copy; the earlier copies are
+  `superseded`, not errors. Under `create` a repeated id is rejected.
 """
 
 from __future__ import annotations
@@ -22,19 +28,24 @@ import functools
 import importlib.resources
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import fastjsonschema
+import orjson
 import pystac
 
-from shared.geocatalog import ITEM_ID
+from shared.ids import item_id_problem
+from shared.repair import GeometryError, bbox_of
 
 STAC_VERSION = "1.1.0"
 # RFC 3339 date-time; section 5.6 allows a space instead of "T" (real Planetary Computer items use it).
 RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
 SERVICE_LINK_RELS = frozenset({"self", "root", "parent", "collection"})
 SCHEMA_ROOT = f"https://schemas.stacspec.org/v{STAC_VERSION}/item-spec/json-schema/item.json"
+MAX_DEPTH = 100  # nesting levels; orjson refuses to serialize beyond 254, real items use under 20
+MAX_ITEM_BYTES = 8 * 1024 * 1024  # one item alone must fit in one POST
+REPAIR_BBOX_HINT = 'send with repair: ["bbox"] to compute it from the geometry'
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,37 @@ class RejectedItem:
     reason: str
     position: int
     label: str = ""  # how to name it when it has no usable id, e.g. "line 12"
+    superseded: bool = False  # upsert: a later copy of the same id replaces it (not an error)
+
+
+@dataclass
+class Validation:
+    """A job's items, checked: what to send, what was refused, and which were repaired on the way."""
+
+    valid: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[RejectedItem] = field(default_factory=list)
+    superseded: list[RejectedItem] = field(default_factory=list)
+    repaired_ids: set[str] = field(default_factory=set)
+
+
+def _warm_pystac_extension_hooks() -> None:
+    """Load pystac's extension hooks once, at import, while the import lock is held.
+
+    pystac 1.15 `RegisteredExtensionHooks._discover()` sets its "discovered" flag *before* it loads the
+    hooks: threads that migrate an item at the same time on a cold worker see an empty hook table (no
+    extension migration, so a valid pre-1.0 item fails with "stac_extensions[0] must be iri"), or a
+    table that changes under them ("dictionary changed size during iteration"). The Functions worker
+    runs sync functions in a thread pool, so this happens in Azure. Migrating one pre-1.0 item here
+    runs the discovery to its end before any worker thread can use pystac through this module.
+    """
+    old = {"type": "Feature", "stac_version": "0.9.0", "id": "warm-up", "geometry": None, "assets": {}, "links": [],
+           "properties": {"datetime": "2020-01-01T00:00:00Z"}, "stac_extensions": ["eo"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pystac.Item.from_dict(old, migrate=True, preserve_dict=False)
+
+
+_warm_pystac_extension_hooks()
 
 
 @functools.cache
@@ -84,16 +126,31 @@ def item_problem(item: Any, collection_id: str, *, rewrite_collection: bool = Tr
     return _schema_problem(item, collection_id)
 
 
+def repaired(item: Any, repair: frozenset[str] | set[str]) -> tuple[Any, bool]:
+    """(the item with the asked-for repairs applied, whether anything changed); the input is never modified."""
+    if "bbox" not in repair or not isinstance(item, dict) or "bbox" in item or not isinstance(item.get("geometry"), dict):
+        return item, False
+    try:
+        box = bbox_of(item["geometry"])
+    except GeometryError:
+        return item, False  # the schema check then names what is wrong with the geometry
+    return {**item, "bbox": box}, True
+
+
 def _structural_problem(item: Any, collection_id: str, rewrite_collection: bool) -> str | None:
     if not isinstance(item, dict):
         return "not a JSON object"
+    problem = _shape_problem(item)
+    if problem:
+        return problem
     if item.get("type") != "Feature":
         return f"type is {str(item.get('type'))[:40]!r}, not 'Feature' (a STAC Item)"
     item_id = item.get("id")
     if not isinstance(item_id, str) or not item_id:
         return "has no id"
-    if not ITEM_ID.match(item_id):
-        return f"id must be 1-64 characters of [A-Za-z0-9-_.] (got {len(item_id)} characters)"
+    problem = item_id_problem(item_id)
+    if problem:
+        return f"id {problem}"
     if "geometry" not in item:
         return "has no geometry (it may be null, but must be present)"
     properties = item.get("properties")
@@ -102,13 +159,42 @@ def _structural_problem(item: Any, collection_id: str, rewrite_collection: bool)
     if not properties.get("datetime") and not (properties.get("start_datetime") and properties.get("end_datetime")):
         return "has neither properties.datetime nor start_datetime and end_datetime"
     if item["geometry"] is not None and not isinstance(item.get("bbox"), list):
-        return "has a geometry but no bbox"
+        return f"has a geometry but no bbox; {REPAIR_BBOX_HINT}" if "bbox" not in item else "has a geometry but its bbox is not an array"
     if not isinstance(item.get("assets"), dict):
         return "has no assets object"
     declared = item.get("collection")
     if declared not in (None, collection_id) and not rewrite_collection:
         return f"belongs to collection {str(declared)[:40]!r}, not {collection_id!r}"
     return None
+
+
+def _shape_problem(item: dict[str, Any]) -> str | None:
+    """Too deep or too big to serialize and send: checked before anything serializes the item."""
+    # The walk skips the geometry, where most of an item's arrays are: valid GeoJSON nests at most 4 levels
+    # there, and a geometry too deep to serialize is caught just below.
+    if _deeper_than({k: v for k, v in item.items() if k != "geometry"}, MAX_DEPTH):
+        return f"is nested more than {MAX_DEPTH} levels deep"
+    try:
+        size = len(orjson.dumps(item))
+    except orjson.JSONEncodeError as error:  # e.g. "Recursion limit reached" past 254 levels
+        return f"cannot be serialized as JSON: {str(error)[:100]}"
+    if size > MAX_ITEM_BYTES:
+        return f"is {size} bytes serialized, more than {MAX_ITEM_BYTES}"
+    return None
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays/objects nest more than `limit` levels (iterative: no recursion limit to hit)."""
+    stack = [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        children = current.values() if isinstance(current, dict) else current if isinstance(current, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _schema_problem(item: dict[str, Any], collection_id: str) -> str | None:
@@ -174,27 +260,56 @@ def validated(
     labels: list[str] | None = None,
     rewrite_collection: bool = True,
 ) -> tuple[list[dict[str, Any]], list[RejectedItem]]:
-    """Split input items into (normalized valid items, rejected items with reasons).
+    """Split input items into (normalized valid items, rejected items with reasons); see `validate_job`."""
+    result = validate_job(items, collection_id, labels=labels, rewrite_collection=rewrite_collection)
+    return result.valid, result.rejected
+
+
+def validate_job(
+    items: list[Any],
+    collection_id: str,
+    *,
+    labels: list[str] | None = None,
+    rewrite_collection: bool = True,
+    mode: str = "create",
+    repair: frozenset[str] | set[str] = frozenset(),
+) -> Validation:
+    """Check a job's input items.
 
     `labels` name the items in rejections (e.g. "line 12" for NDJSON); `rewrite_collection=False`
-    refuses items that name another collection instead of moving them. A second item with an id
-    already seen in the same job is rejected too: the service would fail it as a duplicate.
+    refuses items that name another collection instead of moving them; `repair` applies opt-in repairs
+    before the check. An id seen twice in one job: under `create` the later copy is rejected (the
+    service would fail it as a duplicate); under `upsert` the last valid copy is sent and the earlier
+    ones are recorded as superseded.
     """
-    valid: list[dict[str, Any]] = []
-    rejected: list[RejectedItem] = []
-    seen: set[str] = set()
+    result = Validation()
+    checked: list[tuple[int, dict[str, Any], bool]] = []  # (position, normalized item, repaired)
     for position, item in enumerate(items):
         label = labels[position] if labels else ""
         if hasattr(item, "error") and hasattr(item, "line"):  # an NDJSON line that is not JSON
-            rejected.append(RejectedItem("", f"line {item.line} is not valid JSON: {item.error}", position, label))
+            result.rejected.append(RejectedItem("", f"line {item.line} is not valid JSON: {item.error}", position, label))
             continue
+        item, fixed = repaired(item, repair)
         problem = item_problem(item, collection_id, rewrite_collection=rewrite_collection)
-        item_id = item_id_of(item)
-        if problem is None and item_id in seen:
-            problem = "appears more than once in this job"
         if problem:
-            rejected.append(RejectedItem(item_id, f"{label}: {problem}" if label else problem, position, label))
+            result.rejected.append(RejectedItem(item_id_of(item), f"{label}: {problem}" if label else problem, position, label))
             continue
-        seen.add(item_id)
-        valid.append(normalize(item, collection_id))
-    return valid, rejected
+        checked.append((position, normalize(item, collection_id), fixed))
+    last = {item["id"]: position for position, item, _ in checked}
+    sent: set[str] = set()
+    for position, item, fixed in checked:
+        item_id, label = item["id"], labels[position] if labels else ""
+        if mode == "upsert" and position != last[item_id]:
+            reason = f"superseded by a later copy ({labels[last[item_id]] if labels else f'#{last[item_id]}'}) under mode upsert"
+            result.superseded.append(RejectedItem(item_id, f"{label}: {reason}" if label else reason, position, label, superseded=True))
+            continue
+        if item_id in sent:
+            problem = "appears more than once in this job"
+            result.rejected.append(RejectedItem(item_id, f"{label}: {problem}" if label else problem, position, label))
+            continue
+        sent.add(item_id)
+        result.valid.append(item)
+        if fixed:
+            result.repaired_ids.add(item_id)
+    result.rejected.sort(key=lambda rejected: rejected.position)
+    return result

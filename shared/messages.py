@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import orjson
 
 from shared.errors import InvalidInputError
+from shared.ids import JOB_ID, job_id_problem  # noqa: F401 - JOB_ID re-exported
 
 VERSION = 1
-JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # safe as a table PartitionKey and a blob path segment
 MODES = ("create", "upsert")
 ACTIONS = ("create", "replace", "delete")  # what a batch does: POST items, PUT one item, DELETE one item
 SIGNERS = ("planetary-computer",)
+REPAIRS = ("bbox",)  # opt-in fixes of real-world items (see shared/items.py)
 
 
 def decode_body(body: bytes | str) -> Any:
@@ -77,6 +77,7 @@ class JobRequest:
     sign_collection: str | None = None
     batch_size: int | None = None
     mode: str = "create"
+    repair: frozenset[str] = frozenset()
 
     @property
     def is_delete(self) -> bool:
@@ -96,8 +97,8 @@ class JobRequest:
         if body.get("v") != VERSION:
             raise InvalidInputError("message must be a STAC Item, a FeatureCollection, or have \"v\": 1")
         job_id = body.get("job_id")
-        if job_id is not None and (not isinstance(job_id, str) or not JOB_ID.match(job_id)):
-            raise InvalidInputError("job_id must be 1-64 characters of [A-Za-z0-9_-]")
+        if job_id is not None and (problem := job_id_problem(job_id)):
+            raise InvalidInputError(f"job_id {problem}")
         collection = body.get("collection")
         if collection is not None and not isinstance(collection, str):
             raise InvalidInputError("collection must be a string")
@@ -114,7 +115,7 @@ class JobRequest:
         if sign is not None and sign not in SIGNERS:
             raise InvalidInputError(f"sign must be one of {', '.join(SIGNERS)}")
         common = {"job_id": job_id, "collection": collection, "batch_size": batch_size, "mode": mode, "sign": sign,
-                  "sign_collection": _optional_str(body, "sign_collection")}
+                  "sign_collection": _optional_str(body, "sign_collection"), "repair": _repair_of(body.get("repair", []))}
         if "items" in body:
             return cls(items=_items_of(body["items"]), **common)
         if "items_ref" in body:
@@ -135,6 +136,12 @@ def _items_of(value: Any) -> list[Any]:
     if isinstance(value, dict):
         return [value]
     raise InvalidInputError("'items' must be an Item, a FeatureCollection or a list of Items")
+
+
+def _repair_of(value: Any) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(name, str) and name in REPAIRS for name in value):
+        raise InvalidInputError(f"repair must be a list of {', '.join(REPAIRS)}")
+    return frozenset(value)
 
 
 def _optional_str(body: dict[str, Any], key: str) -> str | None:

@@ -18,8 +18,8 @@ from shared.batching import batch_id, feature_collection, split
 from shared.documents import NDJSON_SUFFIXES, json_items, ndjson_items
 from shared.errors import AuthenticationError, InvalidInputError, NotFoundError
 from shared.fanout import PlannedBatch, batch_message, enqueue_batches, ids_field, payload_name
-from shared.geocatalog import ITEM_ID, check_collection_id
-from shared.items import RejectedItem, item_id_of, validated
+from shared.ids import check_collection_id, item_id_problem
+from shared.items import RejectedItem, item_id_of, validate_job
 from shared.job_claims import JobClaim, conflict_job_id, describe_refusal, owns
 from shared.messages import JobRequest
 from shared.redact import url_without_query
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 MAX_REASONS_CHARS = 30_000
 AUTH_FAILED = "AuthenticationFailed"
 REJECTED_ROW_PREFIX = "rejected-"
+SUPERSEDED_ROW_PREFIX = "superseded-"
 
 
 def plan_job(request: JobRequest, *, job_id: str, claim: JobClaim, services: Services, now: datetime) -> JobRow:
@@ -64,19 +65,24 @@ def plan_job(request: JobRequest, *, job_id: str, claim: JobClaim, services: Ser
         return reject_job(job_id, f"collection {collection!r} does not exist in the GeoCatalog", len(items), services=services, now=now)
     except InvalidInputError as error:
         return reject_job(job_id, str(error), len(items), services=services, now=now)
+    if not items and (request.search or request.delete_search):
+        return finish_empty_search(job_id, services=services, now=now)
     if not items:
         return reject_job(job_id, "the job has no items", 0, services=services, now=now)
 
+    superseded: list[RejectedItem] = []
     if request.is_delete:
         batches, rejected = _delete_batches(items)
         action = "delete"
     else:
-        valid, rejected = validated(items, collection, labels=labels)
+        checked = validate_job(items, collection, labels=labels, mode=request.mode, repair=request.repair)
+        rejected, superseded = checked.rejected, checked.superseded
         settings = services.settings
-        groups = split(valid, max_items=request.batch_size or settings.batch_max_items, max_bytes=settings.batch_max_bytes)
-        batches = [PlannedBatch(batch_id(n), group) for n, group in enumerate(groups, start=1)]
+        groups = split(checked.valid, max_items=request.batch_size or settings.batch_max_items, max_bytes=settings.batch_max_bytes)
+        batches = [PlannedBatch(batch_id(n), group, repaired=sum(item["id"] in checked.repaired_ids for item in group))
+                   for n, group in enumerate(groups, start=1)]
         action = "create"
-    status.create_batches(rejected_rows(job_id, collection, rejected), now)
+    status.create_batches(rejected_rows(job_id, collection, rejected) + superseded_rows(job_id, collection, superseded), now)
     enqueue_batches(job_id, collection, batches, services=services, now=now, mode=request.mode, action=action,
                     sign=request.sign or "", sign_collection=sign_collection)
 
@@ -193,8 +199,9 @@ def _delete_batches(items: list[Any]) -> tuple[list[PlannedBatch], list[Rejected
     seen: set[str] = set()
     for position, item in enumerate(items):
         item_id = item_id_of(item)
-        if not ITEM_ID.match(item_id) or item_id in seen:
-            reason = "appears more than once" if item_id in seen else "id must be 1-64 characters of [A-Za-z0-9-_.]"
+        problem = item_id_problem(item_id)
+        if problem or item_id in seen:
+            reason = "appears more than once" if item_id in seen else f"id {problem}"
             rejected.append(RejectedItem(item_id, reason, position))
             continue
         seen.add(item_id)
@@ -214,6 +221,28 @@ def reject_job(job_id: str, reason: str, item_count: int, *, services: Services,
                        error_code=code, error_message=reason[:2000])
 
     return services.status.update_job(job_id, reject, now) or services.status.get_job(job_id)  # type: ignore[return-value]
+
+
+def finish_empty_search(job_id: str, *, services: Services, now: datetime) -> JobRow:
+    """A search that matched nothing: nothing to do is not an error, so the job succeeds with 0 items and says so."""
+    log.info("job %s: the search matched no items", job_id)
+
+    def finish(row: JobRow) -> JobRow | None:
+        if row.state.is_terminal:
+            return None
+        return replace(row, state=JobState.SUCCEEDED, planned=True, item_count=0, error_message="the search matched no items")
+
+    return services.status.update_job(job_id, finish, now) or services.status.get_job(job_id)  # type: ignore[return-value]
+
+
+def superseded_rows(job_id: str, collection: str, superseded: list[RejectedItem]) -> list[BatchRow]:
+    """Rows of the earlier copies of ids repeated under upsert: `Superseded`, each `{id#position: by which copy}`."""
+    return [
+        replace(row, batch_id=row.batch_id.replace(REJECTED_ROW_PREFIX, SUPERSEDED_ROW_PREFIX), state=BatchState.SUPERSEDED,
+                items_rejected=0, items_superseded=row.item_count, error_code="",
+                error_message=f"{row.item_count} earlier copies replaced by a later copy of the same id (mode upsert)")
+        for row in rejected_rows(job_id, collection, superseded)
+    ]
 
 
 def rejected_rows(job_id: str, collection: str, rejected: list[RejectedItem]) -> list[BatchRow]:

@@ -81,6 +81,7 @@ def summarize(job: JobRow, batches: list[BatchRow]) -> JobRow:
     rejected = sum(b.items_rejected for b in batches)
     by_state = orjson.dumps(dict(sorted(Counter(str(b.state) for b in batches).items()))).decode()
     summary = replace(job, items_succeeded=succeeded, items_failed=failed, items_rejected=rejected, batches_by_state=by_state,
+                      items_superseded=sum(b.items_superseded for b in batches), items_repaired=sum(b.items_repaired for b in batches),
                       batches_open=sum(1 for b in batches if not b.state.is_terminal))
     if not job.planned or summary.batches_open:
         return replace(summary, state=JobState.RUNNING if job.planned else job.state)

@@ -39,7 +39,7 @@ COUNTER_SHARDS = 16  # concurrent batches of one job rarely touch the same count
 MAX_TRANSACTION_OPS = 100  # the real service's limit (Azurite does not enforce it)
 ETAG_RETRIES = 12
 # Item counters a batch row carries and its job row sums up.
-ITEM_COUNTERS = ("items_succeeded", "items_failed", "items_rejected")
+ITEM_COUNTERS = ("items_succeeded", "items_failed", "items_rejected", "items_superseded", "items_repaired")
 PLANNED_ITEMS = "items_planned"  # items of top-level batches (not isolation children): the job's item count so far
 
 
@@ -54,6 +54,7 @@ class BatchState(StrEnum):
     TIMED_OUT = "TimedOut"
     REJECTED = "Rejected"
     SPLIT = "Split"  # failed as a whole; its unresolved items went on in child batches
+    SUPERSEDED = "Superseded"  # earlier copies of ids repeated under mode upsert: a later copy was sent instead
 
     @property
     def is_terminal(self) -> bool:
@@ -68,6 +69,7 @@ TERMINAL_BATCH_STATES = frozenset(
         BatchState.TIMED_OUT,
         BatchState.REJECTED,
         BatchState.SPLIT,
+        BatchState.SUPERSEDED,
     }
 )
 
@@ -99,6 +101,8 @@ class JobRow:
     items_succeeded: int = 0
     items_failed: int = 0
     items_rejected: int = 0
+    items_superseded: int = 0  # earlier copies of a repeated id under mode upsert (not errors)
+    items_repaired: int = 0  # items sent with a bbox computed from their geometry (repair: ["bbox"])
     batches_by_state: str = "{}"
     batches_open: int = 0  # batches not yet in a terminal state
     error_code: str = ""
@@ -111,7 +115,7 @@ class JobRow:
 
     @property
     def items_done(self) -> int:
-        return self.items_succeeded + self.items_failed + self.items_rejected
+        return self.items_succeeded + self.items_failed + self.items_rejected + self.items_superseded
 
 
 @dataclass
@@ -142,6 +146,8 @@ class BatchRow:
     items_succeeded: int = 0
     items_failed: int = 0
     items_rejected: int = 0
+    items_superseded: int = 0
+    items_repaired: int = 0  # of this batch's items, how many got a bbox computed from their geometry
     failed_items: str = "{}"  # JSON {item id: error code}; "" when it lives in `failed_items_blob`
     failed_items_blob: str = ""
     rejected_items: str = "{}"  # JSON {item id, line or #position: reason}: input that was never sent

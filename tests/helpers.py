@@ -45,3 +45,11 @@ def make_collection(collection_id: str) -> dict[str, Any]:
         "license": "CC-BY-4.0", "links": [],
         "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]}, "temporal": {"interval": [[None, None]]}},
     }
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """An object nested `depth` levels deep."""
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth - 1):
+        value = {"n": value}
+    return value

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 
+import orjson
 import pytest
 
+from tests.conftest import ROOT
 from tests.corpus import corpus_file
 from tools import demo
 
@@ -27,10 +29,36 @@ def test_demo_with_real_files_and_a_collection(capsys: pytest.CaptureFixture[str
 def test_demo_quickstart_scenario(capsys: pytest.CaptureFixture[str]) -> None:
     assert demo.main(["--scenario", "quickstart"]) == 0
     out = capsys.readouterr().out
-    assert "left in the collection: 17L-2023, 18K-2023, 18L-2023" in out
+    assert "left in the collection: 23L-2023, 24M-2023, 24L-2023" in out
     assert out.strip().splitlines()[-1] == "ingested 4 items: 4 succeeded, 0 failed, 0 rejected"
 
 
 def test_demo_refuses_what_it_cannot_do(capsys: pytest.CaptureFixture[str]) -> None:
     assert demo.main(["--scenario", "nonsense"]) == 2
     assert demo.main(["--files", "/no/such/file.json"]) == 2
+
+
+def test_demo_repair_bbox_ingests_the_landsat_items_without_one(capsys: pytest.CaptureFixture[str]) -> None:
+    landsat = str(corpus_file("pystac-client-cassette-pc-landsat-8-c2-l2-first50.json"))
+    assert demo.main(["--files", landsat, "--repair", "bbox"]) == 0
+    out = capsys.readouterr().out
+    assert "8 item(s) had their bbox computed from their geometry" in out
+    assert out.strip().splitlines()[-1] == "ingested 50 items: 50 succeeded, 0 failed, 0 rejected"
+    assert demo.main(["--files", landsat, "--repair", "bbox", "--via", "blob"]) == 2  # uploads cannot opt in
+
+
+def test_the_readme_quickstart_messages_are_the_ones_the_demo_sends() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The quickstart as messages"):readme.index("## Uploads")]
+    shown = [orjson.loads(block) for block in re.findall(r"```json\n(.*?)```", section, re.DOTALL)]
+    files = [orjson.loads(demo.QUICKSTART_INGEST.read_bytes()), orjson.loads(demo.QUICKSTART_DELETE.read_bytes())]
+    assert shown == files
+    ingest, delete = demo.quickstart_messages("http://127.0.0.1:9")
+    assert ingest == {**files[0], "search": {**files[0]["search"], "url": "http://127.0.0.1:9/source/search"}}
+    assert delete == files[1]
+    # The bundled sample holds exactly the items the quickstart asks for, and the delete names the first of them.
+    samples = orjson.loads(demo.SAMPLES.read_bytes())["features"]
+    asked = ingest["search"]["params"]["ids"]
+    assert [item["id"] for item in samples] == asked == ["23M-2023", "23L-2023", "24M-2023", "24L-2023"]
+    assert {item["collection"] for item in samples} == set(ingest["search"]["params"]["collections"])
+    assert delete["delete"]["ids"] == asked[:1]

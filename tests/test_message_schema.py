@@ -8,6 +8,7 @@ import fastjsonschema
 import orjson
 import pytest
 
+from shared.errors import InvalidInputError
 from shared.messages import BatchMessage, JobRequest, PollMessage
 from tests.conftest import ROOT
 from tests.helpers import make_item
@@ -23,6 +24,7 @@ ACCEPTED = [
     {"v": 1, "collection": "landcover", "sign": "planetary-computer", "mode": "upsert",
      "search": {"url": "https://planetarycomputer.microsoft.com/api/stac/v1/search", "params": {"collections": ["io-lulc-annual-v02"]}, "max_items": 4}},
     {"v": 1, "collection": "landcover", "delete": {"ids": ["a", "b"]}},
+    {"v": 1, "collection": "landsat", "repair": ["bbox"], "mode": "upsert", "items_ref": {"blob": "stac-drop/x.json"}},
 ]
 
 
@@ -36,10 +38,14 @@ def test_documented_messages_are_accepted_by_the_code(message: dict) -> None:
     {"v": 1, "collection": "landcover"},
     {"v": 1, "items": [], "items_ref": {"blob": "a/b"}},
     {"v": 1, "items": [], "job_id": "no/slashes"},
+    {"v": 1, "items": [], "repair": ["geometry"]},
+    {"v": 1, "items": [], "repair": "bbox"},
 ])
 def test_schema_refuses_what_the_code_refuses(message: dict) -> None:
     with pytest.raises(fastjsonschema.JsonSchemaValueException):
         VALIDATE(message)
+    with pytest.raises(InvalidInputError):
+        JobRequest.from_json(message)
 
 
 def test_the_apps_own_messages_match_the_schema() -> None:

@@ -51,7 +51,11 @@ def test_v1_items_ref_blob_range_and_url() -> None:
         ({"v": 2, "items": []}, '"v": 1'),
         ({"v": 1}, "exactly one"),
         ({"v": 1, "items": [], "items_ref": {"blob": "a/b"}}, "exactly one"),
-        ({"v": 1, "items": [], "job_id": "bad/id"}, "job_id"),
+        ({"v": 1, "items": [], "job_id": "bad/id"}, "job_id .* '/' at position 4"),
+        ({"v": 1, "items": [], "job_id": "job-1\n"}, "job_id .* '\\\\n' at position 6"),
+        ({"v": 1, "items": [], "job_id": "j" * 65}, "job_id .* 65 characters long"),
+        ({"v": 1, "items": [], "repair": ["geometry"]}, "repair"),
+        ({"v": 1, "items": [], "repair": "bbox"}, "repair"),
         ({"v": 1, "items": [], "batch_size": 0}, "batch_size"),
         ({"v": 1, "items": [], "mode": "merge"}, "mode"),
         ({"v": 1, "items_ref": {"blob": "nocontainer"}}, "container/path"),
@@ -85,3 +89,8 @@ def test_batch_and_poll_messages_round_trip() -> None:
     assert PollMessage.from_json(orjson.loads(poll.to_json())) == poll
     with pytest.raises(InvalidInputError):
         PollMessage.from_json({"job_id": "j"})
+
+
+def test_repair_is_opt_in() -> None:
+    assert JobRequest.from_json({"v": 1, "items": []}).repair == frozenset()
+    assert JobRequest.from_json({"v": 1, "items": [], "repair": ["bbox"]}).repair == {"bbox"}

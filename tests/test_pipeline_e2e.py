@@ -255,7 +255,8 @@ def test_poll_deadline_ends_in_timed_out(make_stack) -> None:
 
 @pytest.mark.parametrize(
     ("body", "fragment"),
-    [(b"this is not json", "neither JSON nor base64"), (b'{"v": 1, "collection": "landcover"}', "exactly one")],
+    [(b"this is not json", "neither JSON nor base64"), (b'{"v": 1, "collection": "landcover"}', "exactly one"),
+     (b'{"v": 1, "job_id": "job-1\\n", "items": []}', "job_id must be 1-64 characters of [A-Za-z0-9_-]: it has '\\n' at position 6")],
 )
 def test_unreadable_messages_become_rejected_jobs_not_crash_loops(make_stack, body: bytes, fragment: str) -> None:
     stack = make_stack()

@@ -117,7 +117,7 @@ def test_delete_by_search_removes_what_the_search_finds(make_stack) -> None:
     stack = quickstart_stack(make_stack)
     with_collection(stack, "landcover-demo")
     run(stack, search_message(stack, "qs-5a", sign="planetary-computer"), "qs-5a")
-    search = {"url": f"{stack.emulator.url}/source/search", "params": {"ids": ["17K-2023", "18L-2023"]}, "method": "GET"}
+    search = {"url": f"{stack.emulator.url}/source/search", "params": {"ids": ["23M-2023", "24L-2023"]}, "method": "GET"}
     job = run(stack, {"v": 1, "job_id": "qs-5b", "collection": "landcover-demo", "delete": {"search": search}}, "qs-5b")
     assert (job.state, job.items_succeeded) == (JobState.SUCCEEDED, 2)
-    assert set(stored(stack, "landcover-demo")) == {"17L-2023", "18K-2023"}
+    assert set(stored(stack, "landcover-demo")) == {"23L-2023", "24M-2023"}

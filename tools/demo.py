@@ -33,6 +33,8 @@ from shared.uploads import upload_job_id
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "examples" / "landcover-items.json"
 SAMPLE_COLLECTION = ROOT / "examples" / "collection.json"
+QUICKSTART_INGEST = ROOT / "examples" / "quickstart-ingest.json"  # shown verbatim in the README
+QUICKSTART_DELETE = ROOT / "examples" / "quickstart-delete.json"
 FALLBACK_COLLECTION = "demo-collection"
 
 
@@ -42,6 +44,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--collection", default="", help="target collection (default: the items' own)")
     parser.add_argument("--via", default="queue", choices=["queue", "blob"])
     parser.add_argument("--scenario", default="")
+    parser.add_argument("--repair", default="", help='comma-separated repairs to ask for in each job message, e.g. "bbox"')
     parser.add_argument("--timeout", type=float, default=900.0)
     return parser.parse_args(argv)
 
@@ -59,6 +62,11 @@ def main(argv: list[str]) -> int:
         if not path.is_file():
             print(f"no such file: {path}", file=sys.stderr)
             return 2
+    repair = [name for name in args.repair.replace(",", " ").split() if name]
+    message_options: dict[str, Any] = {"repair": repair} if repair else {}
+    if repair and args.via == "blob":
+        print("REPAIR is a job-message option: uploads (VIA=blob) are checked as sent; use VIA=queue", file=sys.stderr)
+        return 2
 
     print("starting Azurite, the GeoCatalog emulator and the local Functions host ...", flush=True)
     options = EmulatorOptions(timings=Timings(pending_seconds=0.5, running_seconds=1.0))
@@ -78,7 +86,7 @@ def main(argv: list[str]) -> int:
                 print(f"  uploaded {path.name}: {count} items -> {stack.services.settings.drop_container}/{collection}/ (job {job_id})")
             else:
                 job_id = "demo-" + hashlib.sha256(f"{path.resolve()}:{time.time_ns()}".encode()).hexdigest()[:12]
-                send_file(stack.services, path, items, collection=collection, job_id=job_id)
+                send_file(stack.services, path, items, collection=collection, job_id=job_id, options=message_options)
                 print(f"  sent {path.name}: {count} items -> collection {collection} (job {job_id})")
             jobs.append(job_id)
             expected += count
@@ -102,21 +110,18 @@ def quickstart(args: argparse.Namespace) -> int:
         assert stack.services is not None
         assert stack.emulator is not None
         catalog = GeoCatalogClient(stack.emulator.url, StaticToken("local-dev-token"))
-        collection = args.collection or orjson.loads(SAMPLE_COLLECTION.read_bytes())["id"]
+        ingest, delete = quickstart_messages(stack.emulator.url, args.collection)
+        collection = ingest["collection"]
         ensure_collection(catalog, collection)
-        ingest = {"v": 1, "job_id": "quickstart-ingest", "collection": collection, "sign": "planetary-computer",
-                  "search": {"url": f"{stack.emulator.url}/source/search", "max_items": 4,
-                             "params": {"collections": ["io-lulc-annual-v02"], "datetime": "2023-01-01T00:00:00Z/2024-01-01T00:00:00Z"}}}
-        print("1. search 4 land-cover items, sign their assets, rewrite collection, ingest:")
+        print("1. search the 4 land-cover items the quickstart names, sign their assets, rewrite collection, ingest:")
         print("   " + orjson.dumps(ingest).decode())
         send_job(stack.services, ingest)
-        job = wait_for_jobs(stack.services, ["quickstart-ingest"], timeout=args.timeout, on_progress=Progress(4))["quickstart-ingest"]
+        job = wait_for_jobs(stack.services, [ingest["job_id"]], timeout=args.timeout, on_progress=Progress(4))[ingest["job_id"]]
         listed = [item["id"] for item in catalog.list_items(collection)]
         print(f"2. list the collection: {', '.join(listed)}")
-        delete = {"v": 1, "job_id": "quickstart-delete", "collection": collection, "delete": {"ids": listed[:1]}}
-        print("3. delete one item: " + orjson.dumps(delete).decode())
+        print("3. delete the first item found: " + orjson.dumps(delete).decode())
         send_job(stack.services, delete)
-        deleted = wait_for_jobs(stack.services, ["quickstart-delete"], timeout=args.timeout)["quickstart-delete"]
+        deleted = wait_for_jobs(stack.services, [delete["job_id"]], timeout=args.timeout)[delete["job_id"]]
         print(f"   left in the collection: {', '.join(item['id'] for item in catalog.list_items(collection))}")
         print()
         jobs = [job, deleted]
@@ -124,6 +129,17 @@ def quickstart(args: argparse.Namespace) -> int:
         print()
         print(f"deleted {deleted.items_succeeded} item(s): {deleted.state}")
         return report_line(job, expected=4) if deleted.state.is_terminal else 1
+
+
+def quickstart_messages(emulator_url: str, collection: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+    """The README's quickstart messages (examples/quickstart-*.json), with the search sent to the emulator's
+    stand-in for the public STAC API; `collection` (COLLECTION=...) replaces the target collection."""
+    ingest = orjson.loads(QUICKSTART_INGEST.read_bytes())
+    delete = orjson.loads(QUICKSTART_DELETE.read_bytes())
+    ingest["search"]["url"] = f"{emulator_url}/source/search"
+    if collection:
+        ingest["collection"] = delete["collection"] = collection
+    return ingest, delete
 
 
 def report_line(job: JobRow, *, expected: int) -> int:
@@ -166,14 +182,18 @@ def ensure_collection(catalog: GeoCatalogClient, collection_id: str) -> None:
     print(f"  created collection {collection_id} in the emulator")
 
 
-def send_file(services: Services, path: Path, items: list[Any], *, collection: str, job_id: str) -> None:
-    """NDJSON goes up as a blob (bad lines are then rejected with their line numbers); JSON is sent as items."""
+def send_file(services: Services, path: Path, items: list[Any], *, collection: str, job_id: str,
+              options: dict[str, Any] | None = None) -> None:
+    """NDJSON goes up as a blob (bad lines are then rejected with their line numbers); JSON is sent as items.
+
+    `options` are added to the job message (e.g. `{"repair": ["bbox"]}`).
+    """
     if path.suffix in (".ndjson", ".jsonl"):
         blob = services.payloads.put(f"inbox/{job_id}{path.suffix}", path.read_bytes())
-        body = {"v": 1, "job_id": job_id, "collection": collection, "items_ref": {"blob": blob, "start": 0}}
+        body = {"v": 1, "job_id": job_id, "collection": collection, "items_ref": {"blob": blob, "start": 0}, **(options or {})}
         services.queues.send(services.settings.submit_queue, orjson.dumps(body).decode())
     else:
-        send_items(services, items, collection=collection, job_id=job_id)
+        send_items(services, items, collection=collection, job_id=job_id, options=options)
 
 
 def upload_file(services: Services, path: Path, *, collection: str) -> str:
@@ -208,13 +228,19 @@ def report(services: Services, jobs: list[JobRow], expected: int, job_count: int
     succeeded = sum(j.items_succeeded for j in jobs)
     failed = sum(j.items_failed for j in jobs)
     rejected = sum(j.items_rejected for j in jobs)
+    superseded = sum(j.items_superseded for j in jobs)
+    repaired = sum(j.items_repaired for j in jobs)
     all_terminal = len(jobs) == job_count and all(j.state.is_terminal for j in jobs)
-    accounted = succeeded + failed + rejected == expected
+    accounted = succeeded + failed + rejected + superseded == expected
     print()
     if not all_terminal:
         print("not every job finished")
     elif not accounted:
-        print(f"items do not add up: {succeeded + failed + rejected} settled of {expected} sent")
+        print(f"items do not add up: {succeeded + failed + rejected + superseded} settled of {expected} sent")
+    if repaired:
+        print(f"{repaired} item(s) had their bbox computed from their geometry (repair: bbox)")
+    if superseded:
+        print(f"{superseded} earlier copies of repeated ids were superseded by later ones (mode upsert)")
     print(f"ingested {expected} items: {succeeded} succeeded, {failed} failed, {rejected} rejected")
     return 0 if all_terminal and accounted else 1
 

@@ -1,0 +1,68 @@
+"""The id rules: which item, collection and job ids the GeoCatalog, Azure Tables and blob paths accept.
+
+A leaf module (it imports nothing of ours but the error type). Every pattern is anchored with
+`\\A...\\Z`, so `match` and `fullmatch` both test the whole string: `$` would let a trailing newline
+through, which the service and Azure Tables then refuse.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from shared.errors import InvalidInputError
+
+ITEM_ID = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")  # safe in a URL path segment
+COLLECTION_ID = re.compile(r"\A[A-Za-z0-9._-]{3,32}\Z")
+JOB_ID = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")  # safe as a table PartitionKey and a blob path segment
+
+ITEM_ID_RULE = "1-64 characters of [A-Za-z0-9-_.]"
+COLLECTION_ID_RULE = "3-32 characters of [A-Za-z0-9-_.]"
+JOB_ID_RULE = "1-64 characters of [A-Za-z0-9_-]"
+
+
+def is_item_id(value: Any) -> bool:
+    return isinstance(value, str) and ITEM_ID.match(value) is not None
+
+
+def is_job_id(value: Any) -> bool:
+    return isinstance(value, str) and JOB_ID.match(value) is not None
+
+
+def item_id_problem(value: Any) -> str | None:
+    """Why `value` is not a valid item id (naming the first bad character, or the length), or None."""
+    return _problem(value, ITEM_ID, ITEM_ID_RULE, r"A-Za-z0-9._\-", 1, 64)
+
+
+def job_id_problem(value: Any) -> str | None:
+    return _problem(value, JOB_ID, JOB_ID_RULE, r"A-Za-z0-9_\-", 1, 64)
+
+
+def check_collection_id(collection_id: Any) -> str:
+    """Raises InvalidInputError unless the id is 3-32 chars of [A-Za-z0-9-_.] (safe in a URL path)."""
+    problem = _problem(collection_id, COLLECTION_ID, COLLECTION_ID_RULE, r"A-Za-z0-9._\-", 3, 32)
+    if problem:
+        raise InvalidInputError(f"collection id {str(collection_id)[:40]!r} {problem}")
+    return collection_id
+
+
+def check_item_id(item_id: Any) -> str:
+    """Raises InvalidInputError unless the id is 1-64 chars of [A-Za-z0-9-_.] (safe in a URL path)."""
+    problem = item_id_problem(item_id)
+    if problem:
+        raise InvalidInputError(f"item id {str(item_id)[:80]!r} {problem}")
+    return item_id
+
+
+def _problem(value: Any, pattern: re.Pattern[str], rule: str, allowed: str, shortest: int, longest: int) -> str | None:
+    if not isinstance(value, str):
+        return f"must be a string of {rule}"
+    if pattern.match(value):
+        return None
+    details = []
+    bad = re.search(f"[^{allowed}]", value)
+    if bad:
+        details.append(f"has {bad.group()!r} at position {bad.start() + 1}")
+    if not shortest <= len(value) <= longest:
+        details.append(f"is {len(value)} characters long")
+    return f"must be {rule}: it {' and '.join(details)}"
