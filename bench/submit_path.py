@@ -1,11 +1,12 @@
 """CPU cost of the submit path per item, on real NAIP items, against the floor of parsing them.
 
 The path measured is what the app does to every item between the bytes it reads and the bytes it
-POSTs: parse (orjson), validate (`shared.items.validated`), batch (`shared.batching.split`),
-serialize each batch once (`feature_collection`, the payload blob and the inline message are made
-from it), build the batch message, and the submitter's side (an unsigned batch POSTs the stored
-bytes as they are: no decode). Storage and HTTP are left out: this is the CPU the app spends.
-The floor, printed beside it: `orjson.loads` of the same lines. Target: <= 150 us per item.
+POSTs: parse (orjson), validate (`shared.items.validated`), batch and serialize each item once
+(`shared.batching.split_serialized` measures and joins the same bytes into the batch's body, from
+which the payload blob and the inline decision are made), build the batch message, and the
+submitter's side (an unsigned batch POSTs the stored bytes as they are: no decode). Storage and
+HTTP are left out: this is the CPU the app spends. The floor, printed beside it: `orjson.loads`
+of the same lines. Target: <= 150 us per item.
 
     .venv/bin/python -m bench.submit_path [--items 10000] [--rounds 5]
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import orjson
 
-from shared.batching import feature_collection, split
+from shared.batching import split_serialized
 from shared.fanout import MAX_INLINE_PAYLOAD_BYTES
 from shared.items import validated
 from shared.messages import BatchMessage
@@ -38,9 +39,9 @@ def submit_path(lines: list[bytes], collection: str) -> int:
     items = [orjson.loads(line) for line in lines]
     valid, _ = validated(items, collection)
     messages = 0
-    for number, group in enumerate(split(valid, max_items=100, max_bytes=2_000_000), start=1):
-        body = feature_collection(group)  # the payload blob's bytes, and what the submitter POSTs
-        inline = group if len(body) <= MAX_INLINE_PAYLOAD_BYTES else None
+    for number, group in enumerate(split_serialized(valid, max_items=100, max_bytes=2_000_000), start=1):
+        # group.body: the payload blob's bytes, and what the submitter POSTs as stored
+        inline = group.items if len(group.body) <= MAX_INLINE_PAYLOAD_BYTES else None
         BatchMessage("job", f"batch-{number:06d}", collection, items=inline, payload_blob="p/job/x.json").to_json()
         messages += 1
     return messages

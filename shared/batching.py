@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -11,22 +12,43 @@ import orjson
 ENVELOPE_BYTES = 48
 
 
-def split(items: list[dict[str, Any]], *, max_items: int, max_bytes: int) -> Iterator[list[dict[str, Any]]]:
-    """Yield consecutive batches of at most `max_items` items and about `max_bytes` serialized bytes.
+FC_PREFIX = b'{"type":"FeatureCollection","features":['
+FC_SUFFIX = b"]}"
+
+
+@dataclass(frozen=True)
+class SerializedBatch:
+    """A batch's items and its POST body, serialized once."""
+
+    items: list[dict[str, Any]]
+    body: bytes
+
+
+def split_serialized(items: list[dict[str, Any]], *, max_items: int, max_bytes: int) -> Iterator[SerializedBatch]:
+    """Yield consecutive batches of at most `max_items` items and about `max_bytes` serialized bytes,
+    each with its FeatureCollection body, built from the one serialization that measured the items.
 
     An item larger than `max_bytes` on its own still goes, alone in its batch: the service decides.
     """
     batch: list[dict[str, Any]] = []
+    parts: list[bytes] = []
     size = ENVELOPE_BYTES
     for item in items:
-        item_bytes = len(orjson.dumps(item)) + 1  # the comma
-        if batch and (len(batch) >= max_items or size + item_bytes > max_bytes):
-            yield batch
-            batch, size = [], ENVELOPE_BYTES
+        encoded = orjson.dumps(item)
+        if batch and (len(batch) >= max_items or size + len(encoded) + 1 > max_bytes):
+            yield SerializedBatch(batch, FC_PREFIX + b",".join(parts) + FC_SUFFIX)
+            batch, parts, size = [], [], ENVELOPE_BYTES
         batch.append(item)
-        size += item_bytes
+        parts.append(encoded)
+        size += len(encoded) + 1  # and the comma
     if batch:
-        yield batch
+        yield SerializedBatch(batch, FC_PREFIX + b",".join(parts) + FC_SUFFIX)
+
+
+def split(items: list[dict[str, Any]], *, max_items: int, max_bytes: int) -> Iterator[list[dict[str, Any]]]:
+    """`split_serialized`, items only."""
+    for batch in split_serialized(items, max_items=max_items, max_bytes=max_bytes):
+        yield batch.items
 
 
 def feature_collection(items: list[dict[str, Any]]) -> bytes:

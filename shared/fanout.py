@@ -35,6 +35,7 @@ class PlannedBatch:
     batch_id: str
     items: list[dict[str, Any]]
     repaired: int = 0  # items whose bbox was computed from their geometry (`repair: ["bbox"]`)
+    body: bytes | None = None  # the items as a FeatureCollection, when already serialized
 
 
 def payload_name(job_id: str, batch_id: str) -> str:
@@ -59,7 +60,7 @@ def enqueue_batches(
     messages: list[str] = []
     rows: list[BatchRow] = []
     for batch in batches:
-        body = feature_collection(batch.items)
+        body = batch.body if batch.body is not None else feature_collection(batch.items)
         payload = "" if action == "delete" else services.payloads.put(payload_name(job_id, batch.batch_id), body)
         inline = action == "delete" or len(body) <= MAX_INLINE_PAYLOAD_BYTES
         ids, ids_blob = ids_field(services, job_id, batch.batch_id, [item_id_of(i) for i in batch.items])

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from shared.batching import batch_id, feature_collection, split
+from shared.batching import batch_id, feature_collection, split, split_serialized
 from shared.documents import NDJSON_SUFFIXES, json_items, ndjson_items
 from shared.errors import AuthenticationError, InvalidInputError, NotFoundError
 from shared.fanout import PlannedBatch, batch_message, enqueue_batches, ids_field, payload_name
@@ -78,8 +78,10 @@ def plan_job(request: JobRequest, *, job_id: str, claim: JobClaim, services: Ser
         checked = validate_job(items, collection, labels=labels, mode=request.mode, repair=request.repair)
         rejected, superseded = checked.rejected, checked.superseded
         settings = services.settings
-        groups = split(checked.valid, max_items=request.batch_size or settings.batch_max_items, max_bytes=settings.batch_max_bytes)
-        batches = [PlannedBatch(batch_id(n), group, repaired=sum(item["id"] in checked.repaired_ids for item in group))
+        groups = split_serialized(checked.valid, max_items=request.batch_size or settings.batch_max_items,
+                                  max_bytes=settings.batch_max_bytes)
+        batches = [PlannedBatch(batch_id(n), group.items, body=group.body,
+                                repaired=sum(item["id"] in checked.repaired_ids for item in group.items))
                    for n, group in enumerate(groups, start=1)]
         action = "create"
     status.create_batches(rejected_rows(job_id, collection, rejected) + superseded_rows(job_id, collection, superseded), now)
