@@ -5,7 +5,8 @@ uploads one NDJSON file of N real NAIP-shaped items (ids made unique) to the dro
 while the job runs injects a burst of 429s every few seconds on top of 5 % 500/503 answers. Prints
 wall time, items/s, this process's peak RSS, and the invariant's figures: items lost (sent but not
 in a terminal count), duplicates (counted twice, or held twice), and messages that reached a
-poison queue. The baseline, in the same run, is the same job with no faults.
+poison queue, and the seconds per 1,000 items early and late in the job (it must not slow down as
+it grows). The baseline, in the same run, is the same job with no faults.
 
     .venv/bin/python -m bench.fault_load [--items 100000] [--skip-baseline]
 """
@@ -70,9 +71,32 @@ def run(count: int, *, faults: bool) -> dict[str, float]:
                      for q in (stack.services.settings.submit_queue, stack.services.settings.poll_queue,
                                stack.services.settings.drop_events_queue))
         settled = job.items_succeeded + job.items_failed + job.items_rejected
-        return {"wall": wall, "items_per_s": count / wall, "succeeded": job.items_succeeded, "failed": job.items_failed,
+        early, late = _early_and_late(stack, job_id)
+        return {"early_s_per_1k": early, "late_s_per_1k": late, "wall": wall, "items_per_s": count / wall,
+                "succeeded": job.items_succeeded, "failed": job.items_failed,
                 "lost": count - settled, "duplicates": max(settled - count, 0) + max(job.items_succeeded - len(held), 0),
                 "poison": poison, "state": str(job.state)}
+
+
+def _early_and_late(stack: LocalStack, job_id: str) -> tuple[float, float]:
+    """Seconds per 1,000 items settled in the first and in the last tenth of the job (batch `finished` times)."""
+    rows = sorted((row for row in stack.services.status.batches(job_id, select=["finished", "items_succeeded", "items_failed"])
+                   if row.finished is not None), key=lambda row: row.finished)
+    ends, done = [], 0
+    for row in rows:
+        done += row.items_succeeded + row.items_failed
+        ends.append((done, row.finished))
+    total = done
+    if total < 10:
+        return 0.0, 0.0
+
+    def time_at(items: float):
+        return next(finished for count, finished in ends if count >= items)
+
+    tenth = total / 10
+    early = (time_at(tenth) - ends[0][1]).total_seconds() / (tenth / 1000)
+    late = (ends[-1][1] - time_at(total - tenth)).total_seconds() / (tenth / 1000)
+    return early, late
 
 
 def _bursts(stack: LocalStack, stop: threading.Event) -> None:
@@ -95,6 +119,8 @@ def main() -> None:
         print(f"{name:45} {r['state']:>10} wall {r['wall']:7.1f} s  {r['items_per_s']:7.0f} items/s  "
               f"succeeded {r['succeeded']:.0f} failed {r['failed']:.0f} lost {r['lost']:.0f} "
               f"duplicates {r['duplicates']:.0f} poison {r['poison']:.0f}")
+        print(f"{'':45} seconds per 1,000 items settled: first tenth {r['early_s_per_1k']:.2f}, last tenth "
+              f"{r['late_s_per_1k']:.2f} (late/early {r['late_s_per_1k'] / max(r['early_s_per_1k'], 1e-9):.2f}x)")
 
 
 if __name__ == "__main__":
