@@ -58,6 +58,9 @@ var hostSettings = {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
 }
 
+// Every app setting; the host's own win over the app's.
+var settings = union(appSettings, hostSettings)
+
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   // checkov:skip=CKV_AZURE_225: Flex Consumption zone redundancy is offered in some regions only; the queues, not the instances, make the work durable
   name: planName
@@ -93,7 +96,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     siteConfig: {
       minTlsVersion: '1.2'
-      appSettings: [for setting in items(union(hostSettings, appSettings)): {
+      appSettings: [for setting in items(settings): {
         name: setting.key
         value: setting.value
       }]
