@@ -393,6 +393,9 @@ def test_azd_parameters_cover_the_required_ones_and_name_real_parameters() -> No
     assert required <= values.keys()
     assert values["geoCatalogEndpoint"] == {"value": "${GEOCATALOG_ENDPOINT}"}
     assert values["geoCatalogResourceId"] == {"value": "${GEOCATALOG_RESOURCE_ID}"}
+    # `${NAME=default}` (envsubst): an unset variable gives the Bicep default, never an empty number.
+    for name, variable in (("maximumInstanceCount", "MAXIMUM_INSTANCE_COUNT"), ("payloadRetentionDays", "PAYLOAD_RETENTION_DAYS")):
+        assert values[name] == {"value": f"${{{variable}={params[name]['default']}}}"}
 
 
 def test_outputs_name_what_a_user_needs_next() -> None:
