@@ -159,12 +159,10 @@ def main() -> BicepFile:
 def app_settings() -> dict[str, Any]:
     """Every app setting the Function App gets, as deployed by main.bicep."""
     function = main().module("functionApp")
-    loop = function.resource("app")["properties"]["siteConfig"]["appSettings"]
-    assert loop["config"] == {
-        "name": {"operator": {"type": "property_accessor", "operands": {"operand_1": "setting", "operand_2": "key"}}},
-        "value": {"operator": {"type": "property_accessor", "operands": {"operand_1": "setting", "operand_2": "value"}}},
-    }
-    return function.lookup(loop["loop_type"]["detail"]["object_name"])
+    config = function.resource("appSettingsConfig")
+    assert (config["parent"], config["name"]) == ("app", "appsettings")
+    assert "appSettings" not in function.resource("app")["properties"]["siteConfig"]  # one place only
+    return function.value(config["properties"])
 
 
 def trigger_queues() -> dict[str, tuple[str, str]]:
