@@ -403,3 +403,11 @@ def test_outputs_name_what_a_user_needs_next() -> None:
     settings = app_settings()
     for name in ("SUBMIT_QUEUE", "DROP_CONTAINER", "STATUS_TABLE"):
         assert main().value(outputs[name]["value"]) == settings[name]
+
+
+def test_the_parser_tested_here_is_the_one_checkov_runs() -> None:
+    """pycep in the dev requirements (these tests) and in checkov's virtualenv are the same release."""
+    def pin(file: str) -> str:
+        (line,) = [line for line in (ROOT / file).read_text().splitlines() if line.startswith("pycep-parser==")]
+        return line
+    assert pin("requirements-dev.txt") == pin("requirements-checkov.txt")
