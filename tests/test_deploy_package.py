@@ -22,6 +22,8 @@ from typing import Any
 import pathspec
 import pytest
 
+import function_app
+from devhost.queue_host import functions_of
 from tests.conftest import ROOT
 from tests.corpus import corpus_file
 
@@ -160,9 +162,9 @@ def test_the_package_imports_and_indexes_its_functions_with_requirements_txt_alo
     assert report["dev_only"] == {}
     assert report["outside"] == []  # nothing was loaded from the repository or the dev virtualenv
     assert report["item_problem"] is None  # a real item validates: pystac's schemas and the validator ship
-    found = {name: [(b["type"], b["direction"], b["queueName"], b["connection"]) for b in bindings]
-             for name, bindings in report["functions"].items()}
-    assert found == {
+    queues = {name: [(b["type"], b["direction"], b["queueName"], b["connection"]) for b in bindings]
+              for name, bindings in report["functions"].items() if bindings[0]["type"] == "queueTrigger"}
+    assert queues == {
         "submit": [("queueTrigger", "IN", "%SUBMIT_QUEUE%", "AzureWebJobsStorage")],
         "poll": [("queueTrigger", "IN", "%POLL_QUEUE%", "AzureWebJobsStorage")],
         "blob_created": [("queueTrigger", "IN", "%DROP_EVENTS_QUEUE%", "AzureWebJobsStorage")],
@@ -170,6 +172,9 @@ def test_the_package_imports_and_indexes_its_functions_with_requirements_txt_alo
         "poll_poison": [("queueTrigger", "IN", "%POLL_QUEUE%-poison", "AzureWebJobsStorage")],
         "blob_created_poison": [("queueTrigger", "IN", "%DROP_EVENTS_QUEUE%-poison", "AzureWebJobsStorage")],
     }
+    # Every function, queue-triggered or not, is indexed exactly as in the dev environment the other tests use.
+    assert report["functions"] == {function.get_function_name(): json.loads(function.get_function_json())["bindings"]
+                                   for function in functions_of(function_app.app)}
 
 
 def test_the_runtime_virtualenv_has_no_dev_requirement(python: Path) -> None:

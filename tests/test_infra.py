@@ -165,13 +165,26 @@ def app_settings() -> dict[str, Any]:
     return function.value(config["properties"])
 
 
+def trigger_bindings() -> dict[str, dict[str, Any]]:
+    """function name -> its trigger binding, as the Functions host indexes function_app.py."""
+    return {function.get_function_name(): json.loads(function.get_function_json())["bindings"][0]
+            for function in functions_of(function_app.app)}
+
+
 def trigger_queues() -> dict[str, tuple[str, str]]:
-    """function name -> (queue name expression, connection), as the Functions host indexes function_app.py."""
-    triggers = {}
-    for function in functions_of(function_app.app):
-        binding = json.loads(function.get_function_json())["bindings"][0]
-        triggers[function.get_function_name()] = (binding["queueName"], binding["connection"])
-    return triggers
+    """function name -> (queue name expression, connection) of the queue-triggered functions."""
+    return {name: (binding["queueName"], binding["connection"])
+            for name, binding in trigger_bindings().items() if binding["type"] == "queueTrigger"}
+
+
+def settings_in_bindings() -> set[str]:
+    """Every app setting a binding names as `%SETTING%` (queue names, timer schedules, ...): the host must find each."""
+    return {name for binding in trigger_bindings().values() for value in binding.values() if isinstance(value, str)
+            for name in re.findall(r"%(\w+)%", value)}
+
+
+# The settings that name a queue, container or table: the Bicep creates each, under the code's default name.
+RESOURCE_SETTINGS = {name for name in DEFAULTS if name.endswith(("_QUEUE", "_CONTAINER", "_TABLE"))}
 
 
 def resolve(expression: str, settings: Mapping[str, Any]) -> str:
@@ -234,10 +247,11 @@ def test_every_checkov_skip_is_inline_with_its_reason(checkov_report: dict[str, 
 def test_app_settings_hold_every_setting_the_app_requires() -> None:
     settings = app_settings()
     required = {name for name, (default, _) in DEFAULTS.items() if default is None}
-    in_triggers = {name for expression, _ in trigger_queues().values() for name in re.findall(r"%(\w+)%", expression)}
-    assert in_triggers == {"SUBMIT_QUEUE", "POLL_QUEUE", "DROP_EVENTS_QUEUE"}
-    assert required | in_triggers <= settings.keys()
-    assert {"PAYLOAD_CONTAINER", "DROP_CONTAINER", "STATUS_TABLE"} <= settings.keys()  # the names the Bicep creates
+    in_bindings = settings_in_bindings()
+    assert {"SUBMIT_QUEUE", "POLL_QUEUE", "DROP_EVENTS_QUEUE"} <= in_bindings
+    assert sorted(required - settings.keys()) == []
+    assert sorted(in_bindings - settings.keys()) == []  # else the host cannot index that function
+    assert sorted(RESOURCE_SETTINGS - settings.keys()) == []
     # The same settings pass the app's own check at start (parameters stand in for their deployed values).
     env = {name: value if isinstance(value, str) else f"<{name}>" for name, value in settings.items()}
     assert Settings.from_env(env).storage.queue_uri.startswith("https://")
@@ -272,10 +286,11 @@ def test_the_containers_and_table_created_are_the_ones_the_app_uses() -> None:
     settings = app_settings()
     storage = main().module("storage")
     containers = storage.lookup("containerNames")
-    assert {settings["PAYLOAD_CONTAINER"], settings["DROP_CONTAINER"]} <= set(containers)
-    assert storage.lookup("tableNames") == [settings["STATUS_TABLE"]]
-    for name in ("PAYLOAD_CONTAINER", "DROP_CONTAINER", "STATUS_TABLE"):
-        assert settings[name] == DEFAULTS[name][0]
+    assert {"PAYLOAD_CONTAINER", "DROP_CONTAINER", "STATUS_TABLE"} <= RESOURCE_SETTINGS
+    assert {settings[name] for name in RESOURCE_SETTINGS if name.endswith("_CONTAINER")} <= set(containers)
+    assert sorted(storage.lookup("tableNames")) == sorted(settings[name] for name in RESOURCE_SETTINGS if name.endswith("_TABLE"))
+    for name in RESOURCE_SETTINGS:
+        assert settings[name] == DEFAULTS[name][0]  # local runs and Azure use the same names
     deployment = main().module("functionApp").lookup("deploymentContainerName")
     assert isinstance(deployment, Unknown) and deployment in containers  # the package container exists too
 
