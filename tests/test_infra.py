@@ -70,7 +70,8 @@ class BicepFile:
     """One parsed template, its parameters bound to `args` (else their defaults), its variables evaluated on demand.
 
     pycep gives literals and identifiers both as plain strings: a string naming a parameter or variable is that
-    value, any other string is a literal. Interpolations, `a.b.c` and `union()` are evaluated; anything else is Unknown.
+    value, any other string is a literal. Interpolations, `a.b.c`, `union()` and `string()` are evaluated; anything
+    else is Unknown.
     """
 
     def __init__(self, path: Path, args: Mapping[str, Any] | None = None) -> None:
@@ -103,6 +104,10 @@ class BicepFile:
                     return Unknown("union")
                 merged.update(part)
             return merged
+        if isinstance(node, dict) and "function" in node and node["function"]["type"] == "string":
+            (argument,) = node["function"]["parameters"].values()
+            argument = self.value(argument)
+            return argument if isinstance(argument, Unknown) else str(argument)
         if isinstance(node, dict) and not {"operator", "function"} & node.keys():
             return {key.strip("'"): self.value(item) for key, item in node.items()}
         if isinstance(node, bool | int):
@@ -272,6 +277,15 @@ def test_app_settings_are_identity_based_and_known() -> None:
     assert int(settings["MAX_DEQUEUE_COUNT"]) == QueueOptions.from_host_json(ROOT / "host.json").max_dequeue_count
 
 
+def test_settings_tied_to_the_instance_count_follow_the_parameter() -> None:
+    """A setting described as equal to the plan's maximumInstanceCount (an instance's share of the GeoCatalog's
+    call limit) is written from that parameter, so the two cannot drift apart."""
+    tied = {name for name, (_, description) in DEFAULTS.items() if "maximumInstanceCount" in description}
+    settings = app_settings()
+    count = str(main().lookup("maximumInstanceCount"))
+    assert {name: settings.get(name) for name in tied} == dict.fromkeys(tied, count)  # e.g. string(maximumInstanceCount)
+
+
 def test_the_queues_created_are_the_ones_the_triggers_read() -> None:
     settings = app_settings()
     read = {resolve(expression, settings) for expression, _ in trigger_queues().values()}
@@ -287,6 +301,7 @@ def test_the_containers_and_table_created_are_the_ones_the_app_uses() -> None:
     storage = main().module("storage")
     containers = storage.lookup("containerNames")
     assert {"PAYLOAD_CONTAINER", "DROP_CONTAINER", "STATUS_TABLE"} <= RESOURCE_SETTINGS
+    assert sorted(RESOURCE_SETTINGS - settings.keys()) == []  # a new queue, container or table setting: add it to main.bicep
     assert {settings[name] for name in RESOURCE_SETTINGS if name.endswith("_CONTAINER")} <= set(containers)
     assert sorted(storage.lookup("tableNames")) == sorted(settings[name] for name in RESOURCE_SETTINGS if name.endswith("_TABLE"))
     for name in RESOURCE_SETTINGS:
