@@ -94,7 +94,7 @@ var names = {
   statusTable: 'StacIngestStatus'
 }
 
-// The triggers read %SUBMIT_QUEUE%, %POLL_QUEUE% and %DROP_EVENTS_QUEUE% and their -poison queues.
+// The queue triggers read %SUBMIT_QUEUE%, %POLL_QUEUE% and %DROP_EVENTS_QUEUE% and their -poison queues.
 var queueNames = [
   names.submitQueue
   '${names.submitQueue}-poison'
@@ -117,6 +117,7 @@ var appSettings = {
   DROP_CONTAINER: names.dropContainer
   STATUS_TABLE: names.statusTable
   MAX_DEQUEUE_COUNT: '5'
+  SWEEP_SCHEDULE: '0 */5 * * * *' // the sweep timer reads %SWEEP_SCHEDULE%
 }
 
 // The GeoCatalog may live in another resource group or subscription (ARM evaluates only the chosen branch).
