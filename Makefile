@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# checkov pins its own dependencies tightly: it lives in a virtualenv of its own (requirements-checkov.txt).
+CHECKOV_VENV := .venv-checkov
 FILES ?=
 COLLECTION ?=
 VIA ?= queue
@@ -18,6 +20,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	touch $@
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -25,7 +32,7 @@ node_modules/.installed: package.json package-lock.json
 demo: setup
 	$(BIN)/python -m tools.demo --files "$(FILES)" --collection "$(COLLECTION)" --via "$(VIA)" --scenario "$(SCENARIO)" --repair "$(REPAIR)"
 
-test: setup
+test: setup $(CHECKOV_VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -36,4 +43,4 @@ emulator: setup
 	$(BIN)/python -m emulator --port 8080
 
 clean:
-	rm -rf $(VENV) node_modules .run .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .run .pytest_cache

@@ -1,0 +1,231 @@
+// geocatalog-ingest in one command: `azd up` (README "Deploying"). Creates a resource group with the storage
+// account (queues, containers, status table, payload lifecycle rule), a Flex Consumption Python 3.11 Function
+// App with a system-assigned identity, Application Insights with Log Analytics, the identity's roles, and the
+// Event Grid subscription that turns uploads into jobs. No keys or connection strings with secrets anywhere.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name: the resource group is rg-<name>, and it seeds the unique resource names.')
+param environmentName string
+
+@minLength(1)
+@description('Azure region for every resource; it must offer Flex Consumption.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@minLength(1)
+@description('GeoCatalog endpoint the app ingests into (GEOCATALOG_ENDPOINT), e.g. https://name.label.region.geocatalog.spatio.azure.com')
+param geoCatalogEndpoint string
+
+@description('Resource id of the GeoCatalog (/subscriptions/.../providers/Microsoft.Orbital/geoCatalogs/<name>). When set, the app identity gets geoCatalogRoleDefinitionId on it; empty = assign that role yourself (output FUNCTION_APP_PRINCIPAL_ID).')
+param geoCatalogResourceId string = ''
+
+@description('Role the app identity gets on the GeoCatalog: GeoCatalog Administrator, the data role that may write items. Verify with: az role definition list --name "GeoCatalog Administrator" --query [].name')
+param geoCatalogRoleDefinitionId string = 'c9c97b9c-105d-4bb5-a2a7-7d15666c2484'
+
+@description('GeoCatalog REST api-version (GEOCATALOG_API_VERSION).')
+@allowed([
+  '2026-04-15'
+  '2025-04-30-preview'
+  '2024-01-31-preview'
+])
+param geoCatalogApiVersion string = '2026-04-15'
+
+@description('Most instances in each per-function scale group. Each instance has up to 12 messages in flight (host.json), and submit and poll both call the GeoCatalog, whose STAC API allows about 50 calls/s per subscription: 2 keeps the app near that limit (README "Deploying").')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 2
+
+@description('Memory of each Function App instance, in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Days after their last write that blobs in the payload container (claim-checked batches, operation logs, spilled row fields; they can hold users\' SAS tokens) are deleted. Keep it longer than POLL_DEADLINE_SECONDS plus the time you may take to redrive a poison queue.')
+@minValue(1)
+param payloadRetentionDays int = 30
+
+@description('Replication of the storage account.')
+@allowed([
+  'Standard_GRS'
+  'Standard_ZRS'
+  'Standard_GZRS'
+  'Standard_RAGRS'
+  'Standard_RAGZRS'
+])
+param storageSkuName string = 'Standard_GRS'
+
+@description('Object id of the operator who uploads, reads the status table and redrives poison queues with the geocatalog-ingest command (azd fills in the signed-in user); empty = nobody.')
+param principalId string = ''
+
+@description('Kind of principal principalId is (ServicePrincipal when a pipeline runs azd).')
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param principalType string = 'User'
+
+@description('More app settings, or changed defaults, from the README\'s configuration table, e.g. {"BATCH_MAX_ITEMS": "50", "SOURCE_URL_ALLOWLIST": "planetarycomputer.microsoft.com,example.org"}. The queue, container and table names are fixed by this template.')
+param extraAppSettings object = {}
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var functionAppName = 'func-${resourceToken}'
+var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
+
+// The names the app uses: the defaults of shared/settings.py (tests/test_infra.py holds the two together).
+var names = {
+  submitQueue: 'stac-submit'
+  pollQueue: 'stac-poll'
+  dropEventsQueue: 'stac-drop-events'
+  payloadContainer: 'stac-payloads'
+  dropContainer: 'stac-drop'
+  statusTable: 'StacIngestStatus'
+}
+
+// The queue triggers read %SUBMIT_QUEUE%, %POLL_QUEUE% and %DROP_EVENTS_QUEUE% and their -poison queues.
+var queueNames = [
+  names.submitQueue
+  '${names.submitQueue}-poison'
+  names.pollQueue
+  '${names.pollQueue}-poison'
+  names.dropEventsQueue
+  '${names.dropEventsQueue}-poison'
+]
+
+// Every setting shared/settings.py requires, and every name the triggers or the infrastructure depend on.
+// The rest keep the code's defaults (README "Configuration"). GEOCATALOG_TOKEN stays unset: the app uses its
+// managed identity (DefaultAzureCredential).
+var appSettings = {
+  GEOCATALOG_ENDPOINT: geoCatalogEndpoint
+  GEOCATALOG_API_VERSION: geoCatalogApiVersion
+  SUBMIT_QUEUE: names.submitQueue
+  POLL_QUEUE: names.pollQueue
+  DROP_EVENTS_QUEUE: names.dropEventsQueue
+  PAYLOAD_CONTAINER: names.payloadContainer
+  DROP_CONTAINER: names.dropContainer
+  STATUS_TABLE: names.statusTable
+  MAX_DEQUEUE_COUNT: '5'
+  SWEEP_SCHEDULE: '0 */5 * * * *' // the sweep timer reads %SWEEP_SCHEDULE%
+}
+
+// The GeoCatalog may live in another resource group or subscription (ARM evaluates only the chosen branch).
+var geoCatalogIdParts = split(geoCatalogResourceId, '/')
+var geoCatalogSubscriptionId = empty(geoCatalogResourceId) ? subscription().subscriptionId : geoCatalogIdParts[2]
+var geoCatalogResourceGroupName = empty(geoCatalogResourceId) ? 'rg-${environmentName}' : geoCatalogIdParts[4]
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: 'st${resourceToken}'
+    location: location
+    tags: tags
+    skuName: storageSkuName
+    containerNames: [
+      names.payloadContainer
+      names.dropContainer
+      deploymentContainerName
+    ]
+    queueNames: queueNames
+    tableNames: [
+      names.statusTable
+    ]
+    payloadContainerName: names.payloadContainer
+    payloadRetentionDays: payloadRetentionDays
+  }
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: 'log-${resourceToken}'
+    applicationInsightsName: 'appi-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module functionApp 'app/function.bicep' = {
+  name: 'function'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: 'plan-${resourceToken}'
+    location: location
+    tags: tags
+    serviceName: 'ingest'
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    appSettings: union(extraAppSettings, appSettings)
+  }
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    appPrincipalId: functionApp.outputs.principalId
+    operatorPrincipalId: principalId
+    operatorPrincipalType: principalType
+  }
+}
+
+module eventGrid 'app/eventgrid.bicep' = {
+  name: 'eventgrid'
+  scope: rg
+  params: {
+    topicName: 'evgt-${resourceToken}'
+    location: location
+    tags: tags
+    storageAccountName: storage.outputs.name
+    dropContainerName: names.dropContainer
+    dropEventsQueueName: names.dropEventsQueue
+  }
+}
+
+// The role on the GeoCatalog is assigned in the GeoCatalog's own resource group.
+module geoCatalogRole 'app/geocatalog-role.bicep' = if (!empty(geoCatalogResourceId)) {
+  name: 'geocatalog-role'
+  scope: resourceGroup(geoCatalogSubscriptionId, geoCatalogResourceGroupName)
+  params: {
+    geoCatalogName: last(geoCatalogIdParts)
+    principalId: functionApp.outputs.principalId
+    roleDefinitionId: geoCatalogRoleDefinitionId
+  }
+}
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output FUNCTION_APP_PRINCIPAL_ID string = functionApp.outputs.principalId
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output EVENT_GRID_SYSTEM_TOPIC_NAME string = eventGrid.outputs.topicName
+output SUBMIT_QUEUE string = names.submitQueue
+output DROP_CONTAINER string = names.dropContainer
+output STATUS_TABLE string = names.statusTable
