@@ -11,13 +11,14 @@ VIA ?= queue
 SCENARIO ?=
 REPAIR ?=
 
-.PHONY: setup demo test bench emulator clean
+.PHONY: setup demo test bench emulator up clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
 $(CHECKOV_VENV)/.installed: requirements-checkov.txt
@@ -38,6 +39,10 @@ test: setup $(CHECKOV_VENV)/.installed
 
 bench: setup
 	$(BIN)/python -m bench.emulator_throughput
+
+# Keep the local stack running (Azurite persisted under .run/, the emulator, function_app.py); Ctrl-C stops it.
+up: setup
+	$(BIN)/geocatalog-ingest up
 
 emulator: setup
 	$(BIN)/python -m emulator --port 8080
