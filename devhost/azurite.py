@@ -14,9 +14,10 @@ KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr
 
 
 class Azurite:
-    """Azurite on free ports, in memory. `connection_string` is valid once started."""
+    """Azurite on free ports, in memory (or persisted in `location`). `connection_string` is valid once started."""
 
-    def __init__(self) -> None:
+    def __init__(self, location: Path | None = None) -> None:
+        self.location = location
         self.ports: dict[str, int] = {}
         self._process: subprocess.Popen[str] | None = None
 
@@ -24,8 +25,9 @@ class Azurite:
         binary = ROOT / "node_modules" / ".bin" / "azurite"
         if not binary.exists():
             raise FileNotFoundError(f"{binary} is missing: run `make setup` (npm ci) first")
+        persistence = ["--location", str(self.location)] if self.location else ["--inMemoryPersistence"]
         self._process = subprocess.Popen(
-            [str(binary), "--silent", "--inMemoryPersistence", "--skipApiVersionCheck", "--disableTelemetry",
+            [str(binary), "--silent", *persistence, "--skipApiVersionCheck", "--disableTelemetry",
              "--loose", "--blobPort", "0", "--queuePort", "0", "--tablePort", "0"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )

@@ -38,7 +38,8 @@ LOCAL_SETTINGS = {
 class LocalStack:
     """Start with `with LocalStack() as stack:`; `stack.services` talks to the same storage and catalog."""
 
-    emulator_options: EmulatorOptions = field(default_factory=lambda: EmulatorOptions(timings=Timings(0.2, 0.3)))
+    # None: no emulator; the settings' GEOCATALOG_ENDPOINT (a real GeoCatalog) is used instead.
+    emulator_options: EmulatorOptions | None = field(default_factory=lambda: EmulatorOptions(timings=Timings(0.2, 0.3)))
     settings: dict[str, str] = field(default_factory=dict)  # app settings; "{emulator}" stands for its URL
     azurite: Azurite | None = None  # started (and stopped) by the stack when not given
     queue_overrides: dict[str, float] = field(default_factory=dict)  # e.g. faster visibility_timeout_seconds in tests
@@ -46,6 +47,7 @@ class LocalStack:
     emulator: EmulatorServer | None = None
     host: LocalFunctionsHost | None = None
     watcher: BlobCreatedWatcher | None = None
+    watcher_state: Path | None = None  # remember announced blob versions across restarts (BlobCreatedWatcher)
     services: Services | None = None
     _saved_env: dict[str, str] = field(default_factory=dict)
     _owns_azurite: bool = False
@@ -53,18 +55,20 @@ class LocalStack:
     def start(self) -> LocalStack:
         if self.azurite is None:
             self.azurite, self._owns_azurite = Azurite().start(), True
-        self.emulator = EmulatorServer(self.emulator_options).start()
+        if self.emulator_options is not None:
+            self.emulator = EmulatorServer(self.emulator_options).start()
+        url = self.emulator.url if self.emulator is not None else ""
         self._saved_env = dict(os.environ)
         settings = {**LOCAL_SETTINGS, "AzureWebJobsStorage": self.azurite.connection_string,
-                    "GEOCATALOG_ENDPOINT": self.emulator.url, **self.settings}
+                    **({"GEOCATALOG_ENDPOINT": url} if url else {}), **self.settings}
         # "{emulator}" in a value is the emulator's base URL (its port is known only now).
-        os.environ.update({name: value.replace("{emulator}", self.emulator.url) for name, value in settings.items()})
+        os.environ.update({name: value.replace("{emulator}", url) for name, value in settings.items()})
         services_from_env.cache_clear()
         self.services = build_services(Settings.from_env())
         logging.getLogger().addFilter(_quiet_auth_level_warning)
         settings = self.services.settings
         self.watcher = BlobCreatedWatcher(self.azurite.connection_string, settings.drop_container,
-                                          settings.drop_events_queue).start()
+                                          settings.drop_events_queue, state=self.watcher_state).start()
         self.resume_functions()
         return self
 

@@ -19,6 +19,7 @@ from shared.documents import NDJSON_SUFFIXES, json_items, ndjson_items
 from shared.errors import AuthenticationError, InvalidInputError, NotFoundError
 from shared.fanout import PlannedBatch, batch_message, enqueue_batches, ids_field, payload_name
 from shared.ids import check_collection_id, item_id_problem
+from shared.item_index import record_batches
 from shared.items import RejectedItem, item_id_of, validate_job
 from shared.job_claims import JobClaim, conflict_job_id, describe_refusal, owns
 from shared.messages import JobRequest
@@ -84,7 +85,9 @@ def plan_job(request: JobRequest, *, job_id: str, claim: JobClaim, services: Ser
                                 repaired=sum(item["id"] in checked.repaired_ids for item in group.items))
                    for n, group in enumerate(groups, start=1)]
         action = "create"
-    status.create_batches(rejected_rows(job_id, collection, rejected) + superseded_rows(job_id, collection, superseded), now)
+    settled = rejected_rows(job_id, collection, rejected) + superseded_rows(job_id, collection, superseded)
+    status.create_batches(settled, now)
+    record_batches(settled, services=services, now=now)
     enqueue_batches(job_id, collection, batches, services=services, now=now, mode=request.mode, action=action,
                     sign=request.sign or "", sign_collection=sign_collection)
 

@@ -23,6 +23,7 @@ from shared.errors import AuthenticationError, NotFoundError, RetryableError
 from shared.fanout import row_item_ids
 from shared.geocatalog import Operation, OperationRef
 from shared.isolation import Outcome, created_by_batch, resolve_failed_batch
+from shared.item_index import record_batch
 from shared.messages import PollMessage
 from shared.redact import urls_without_queries
 from shared.rollup import settle_job
@@ -39,6 +40,7 @@ def poll_batch(message: PollMessage, *, services: Services, now: datetime) -> Ba
     if row is None:
         return None
     if row.state.is_terminal:
+        record_batch(row, services=services)  # the delivery that ended it may have died before these two
         settle_job(row.job_id, status=status, now=now)  # the delivery that ended it may have died before this
         return row
     try:
@@ -185,5 +187,6 @@ def end_batch(
                        failed_items_blob=failed_blob, logs=logs, logs_blob=logs_blob)
 
     ended = services.status.update_batch(row.job_id, row.batch_id, end, now)
+    record_batch(ended, services=services)
     settle_job(row.job_id, status=services.status, now=now)
     return ended

@@ -12,6 +12,7 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
 from shared.geocatalog import GeoCatalogClient
+from shared.item_index import ItemIndex
 from shared.payloads import PayloadStore
 from shared.queues import QueueSender
 from shared.settings import Settings, StorageAccess
@@ -31,31 +32,57 @@ class Services:
     payloads: PayloadStore
     sources: SourceFetcher
     signer: SasTokenSigner
+    items: ItemIndex
 
 
-def build_services(settings: Settings) -> Services:
-    """Real clients for the configured storage account and GeoCatalog; creates missing queues, table, container."""
+@dataclass
+class Storage:
+    """The storage account's clients alone (what an operator tool needs; no GeoCatalog)."""
+
+    status: StatusStore
+    queues: QueueSender
+    payloads: PayloadStore
+    items: ItemIndex
+
+
+def connect_storage(settings: Settings) -> Storage:
+    """Clients for the configured storage account; creates nothing (safe for a read-only operator)."""
     storage = settings.storage
     assert storage is not None
     credential = None if storage.connection_string else _identity()
-    queues = QueueSender(functools.partial(_queue_client, storage, credential))
-    queues.ensure(*(name for queue in (settings.submit_queue, settings.poll_queue, settings.drop_events_queue)
-                    for name in (queue, f"{queue}-poison")))
-    payloads = PayloadStore(_blob_service(storage, credential), settings.payload_container)
-    payloads.ensure(settings.payload_container, settings.drop_container)
-    table = _table_client(storage, credential, settings.status_table)
-    try:
-        table.create_table()
-    except ResourceExistsError:
-        pass
+    return Storage(
+        status=StatusStore(_table_client(storage, credential, settings.status_table)),
+        queues=QueueSender(functools.partial(_queue_client, storage, credential)),
+        payloads=PayloadStore(_blob_service(storage, credential), settings.payload_container),
+        items=ItemIndex(_table_client(storage, credential, settings.item_index_table)),
+    )
+
+
+def ensure_storage(settings: Settings, storage: Storage) -> None:
+    """Create the missing queues (and their poison queues), containers and tables."""
+    storage.queues.ensure(*(name for queue in (settings.submit_queue, settings.poll_queue, settings.drop_events_queue)
+                            for name in (queue, f"{queue}-poison")))
+    storage.payloads.ensure(settings.payload_container, settings.drop_container)
+    for table in (storage.status.table, storage.items.table):
+        try:
+            table.create_table()
+        except ResourceExistsError:
+            pass
+
+
+def build_services(settings: Settings) -> Services:
+    """Real clients for the configured storage account and GeoCatalog; creates missing queues, tables, containers."""
+    storage = connect_storage(settings)
+    ensure_storage(settings, storage)
     return Services(
         settings=settings,
         catalog=GeoCatalogClient.from_settings(settings),
-        status=StatusStore(table),
-        queues=queues,
-        payloads=payloads,
+        status=storage.status,
+        queues=storage.queues,
+        payloads=storage.payloads,
         sources=SourceFetcher(settings.source_url_allowlist, timeout=settings.http_timeout_seconds),
         signer=SasTokenSigner(settings.sas_api_url, timeout=settings.http_timeout_seconds),
+        items=storage.items,
     )
 
 

@@ -23,6 +23,7 @@ DEFAULTS: dict[str, tuple[str | None, str]] = {
     "POLL_QUEUE": ("stac-poll", "queue of poll messages (sent with a visibility delay)"),
     "PAYLOAD_CONTAINER": ("stac-payloads", "blob container for claim-checked batches and full operation logs"),
     "STATUS_TABLE": ("StacIngestStatus", "table of job and batch rows"),
+    "ITEM_INDEX_TABLE": ("StacIngestItems", "table of which jobs and batches handled each item (PartitionKey = collection)"),
     "DROP_CONTAINER": ("stac-drop", "uploads here start a job (`<container>/<collection>/<file>`)"),
     "DROP_EVENTS_QUEUE": ("stac-drop-events", "queue that Event Grid fills with BlobCreated events of the drop container"),
     "MAX_UPLOAD_BYTES": ("10737418240", "uploads larger than this are refused (default 10 GiB)"),
@@ -59,6 +60,7 @@ class Settings:
     poll_queue: str = "stac-poll"
     payload_container: str = "stac-payloads"
     status_table: str = "StacIngestStatus"
+    item_index_table: str = "StacIngestItems"
     drop_container: str = "stac-drop"
     drop_events_queue: str = "stac-drop-events"
     max_upload_bytes: int = 10 * 1024**3

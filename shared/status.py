@@ -172,6 +172,10 @@ class StatusStore:
     def __init__(self, table: TableClient) -> None:
         self._table = table
 
+    @property
+    def table(self) -> TableClient:
+        return self._table
+
     # ----- jobs -------------------------------------------------------------------------------
 
     def get_job(self, job_id: str) -> JobRow | None:
@@ -224,6 +228,17 @@ class StatusStore:
         entities = self._table.query_entities("RowKey eq @job", parameters={"job": JOB_ROW})
         rows = [_from_entity(JobRow, e) for e in entities]
         return [row if row.state.is_terminal else (self.get_job(row.job_id) or row) for row in rows]
+
+    def list_jobs(self, *, state: JobState | None = None, since: datetime | None = None) -> list[JobRow]:
+        """Job rows with counters, newest first, optionally only in `state` and/or created at or after `since` (operators)."""
+        query, parameters = "RowKey eq @job", {"job": JOB_ROW}
+        if state is not None:
+            query, parameters["state"] = query + " and state eq @state", str(state)
+        if since is not None:
+            query, parameters["since"] = query + " and created ge @since", since
+        rows = [_from_entity(JobRow, e) for e in self._table.query_entities(query, parameters=parameters)]
+        rows = [row if row.state.is_terminal else (self.get_job(row.job_id) or row) for row in rows]
+        return sorted(rows, key=lambda r: r.created.timestamp() if r.created else 0.0, reverse=True)
 
     def open_jobs(self) -> list[JobRow]:
         """Job rows not yet in a terminal state (without their counters)."""
@@ -286,6 +301,12 @@ class StatusStore:
         entities = self._table.query_entities(query, parameters={"pk": job_id, "lo": COUNTER_ROW_PREFIX, "job": JOB_ROW},
                                               select=select and ["PartitionKey", "RowKey", *select])
         return [_from_entity(BatchRow, e) for e in entities]
+
+    def child_batches(self, job_id: str, batch_id: str) -> list[BatchRow]:
+        """The batches split off `batch_id` directly (`batch-000003.1`, `.2`; not grandchildren): one range query."""
+        query = "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi"
+        entities = self._table.query_entities(query, parameters={"pk": job_id, "lo": f"{batch_id}.", "hi": f"{batch_id}/"})
+        return [row for row in (_from_entity(BatchRow, e) for e in entities) if row.parent == batch_id]
 
     def recount(self, job_id: str) -> dict[str, int]:
         """The job's counters recounted from its batch rows: the repair step, O(batches)."""

@@ -26,6 +26,7 @@ from shared.batching import feature_collection
 from shared.errors import AuthenticationError, InvalidInputError, RejectedByServiceError, RetryableError
 from shared.fanout import batch_items, batch_message
 from shared.geocatalog import OperationRef
+from shared.item_index import record_batch
 from shared.messages import BatchMessage, PollMessage
 from shared.redact import url_without_query
 from shared.rollup import settle_job
@@ -52,6 +53,7 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
         send_poll(row, services=services, submitted=row.submitted or now, operation_url=_poll_url(row, services))
         return row
     if row.state.is_terminal:
+        record_batch(row, services=services)  # the delivery that ended it may have died before these two
         settle_job(row.job_id, status=status, now=now)  # the delivery that ended it may have died before this
         return row
     if not row.validated:
@@ -160,6 +162,7 @@ def finish(
         return replace(current, state=state, error_code=code, error_message=message[:2000], finished=now, **counts)
 
     ended = services.status.update_batch(row.job_id, row.batch_id, end, now)
+    record_batch(ended, services=services)
     settle_job(row.job_id, status=services.status, now=now)
     return ended
 

@@ -38,6 +38,7 @@ from shared.documents import file_kind, ndjson_items, open_chunks, parse_line, s
 from shared.errors import InvalidInputError, NotFoundError
 from shared.fanout import MAX_INLINE_IDS_CHARS, ids_field
 from shared.geocatalog import COLLECTION_ID, check_collection_id
+from shared.item_index import record_batch
 from shared.items import item_id_of, validated
 from shared.messages import BatchMessage, PlanMessage
 from shared.planning import reject_job, rejection_key
@@ -301,6 +302,7 @@ def prepare_upload_batch(row: BatchRow, *, services: Services, now: datetime) ->
 
     updated = services.status.update_batch(row.job_id, row.batch_id, checked, now)
     if updated is not None and updated.state == BatchState.REJECTED:
+        record_batch(updated, services=services)
         settle_job(row.job_id, status=services.status, now=now)
     return updated or services.status.get_batch(row.job_id, row.batch_id)
 

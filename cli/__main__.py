@@ -1,0 +1,5 @@
+"""`python -m cli` is `geocatalog-ingest`."""
+
+from cli.main import main
+
+main()

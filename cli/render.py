@@ -1,0 +1,115 @@
+"""Output: rich tables for people, JSON for programs (`--json`). Data goes to stdout, messages to stderr.
+
+Columns of `--json` come from the row dataclasses themselves, so a field added in `shared/status.py`
+shows up here with no second copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from shared.item_index import ItemOutcome
+from shared.status import BatchRow, JobRow
+
+HIDDEN = {"etag"}
+
+
+def console(*, stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    # A pipe or file gets plain text, wide enough not to wrap rows.
+    return Console(file=stream, width=None if stream.isatty() else 200, soft_wrap=not stream.isatty())
+
+
+def say(message: str) -> None:
+    """A message for the person (stderr), never mixed into the data."""
+    click.echo(message, err=True)
+
+
+def emit_json(value: Any) -> None:
+    click.echo(orjson.dumps(value, default=_plain, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):  # the table SDK's TablesEntityDatetime, a datetime subclass
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def row_json(row: Any) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(row).items() if k not in HIDDEN}
+
+
+def when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+def duration(job: JobRow, now: datetime | None = None) -> str:
+    if job.created is None:
+        return ""
+    end = job.updated if job.state.is_terminal and job.updated else (now or datetime.now(UTC))
+    seconds = max((end - job.created).total_seconds(), 0.0)
+    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.1f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
+
+
+def counts(job: JobRow | BatchRow) -> str:
+    return f"{job.items_succeeded} / {job.items_failed} / {job.items_rejected} / {job.item_count}"
+
+
+def jobs_table(jobs: Iterable[JobRow]) -> Table:
+    table = Table("job", "state", "collection", "source", "ok / failed / rejected / total", "started", "duration",
+                  title="jobs", title_justify="left")
+    for job in jobs:
+        table.add_row(job.job_id, str(job.state), job.collection, job.source, counts(job), when(job.created), duration(job))
+    return table
+
+
+def job_summary(job: JobRow) -> Table:
+    table = Table.grid(padding=(0, 2))
+    for name, value in (("job", job.job_id), ("state", str(job.state)), ("collection", job.collection),
+                        ("source", job.source), ("items", f"{job.item_count} ({job.items_succeeded} succeeded, "
+                                                             f"{job.items_failed} failed, {job.items_rejected} rejected)"),
+                        ("batches", f"{job.batch_count} {job.batches_by_state}"), ("started", when(job.created)),
+                        ("updated", when(job.updated)), ("duration", duration(job))):
+        table.add_row(name, value)
+    if job.error_code or job.error_message:
+        table.add_row("error", f"{job.error_code}: {job.error_message}".strip(": "))
+    return table
+
+
+def batches_table(batches: Iterable[BatchRow]) -> Table:
+    table = Table("batch", "state", "ok / failed / rejected / items", "attempts", "operation", "finished", "error",
+                  title="batches", title_justify="left")
+    for row in batches:
+        error = f"{row.error_code}: {row.error_message}".strip(": ")
+        table.add_row(row.batch_id, str(row.state), counts(row), str(row.attempts), row.operation_id, when(row.finished), error[:120])
+    return table
+
+
+def outcomes_table(outcomes: Iterable[ItemOutcome], *, title: str, with_job: bool = False) -> Table:
+    columns = (["job"] if with_job else []) + ["item", "batch", "state", "code", "message"]
+    if with_job:
+        columns += ["operation", "submitted", "finished"]
+    table = Table(*columns, title=title, title_justify="left")
+    for o in outcomes:
+        cells = ([o.job_id] if with_job else []) + [o.item, o.batch_id, str(o.state), o.code, o.message[:200]]
+        if with_job:
+            cells += [o.operation_id, when(o.submitted), when(o.finished)]
+        table.add_row(*cells)
+    return table
+
+
+def reasons_lines(outcomes: list[ItemOutcome], *, limit: int = 10) -> list[str]:
+    """Up to `limit` failed or rejected items as plain lines (the demo prints these under its table)."""
+    lines = [f"  {o.item} ({o.job_id} {o.batch_id}): {o.state} {o.code}: {o.message[:160]}".rstrip(": ") for o in outcomes[:limit]]
+    if len(outcomes) > limit:
+        lines.append(f"  ... and {len(outcomes) - limit} more (geocatalog-ingest failures JOB)")
+    return lines
