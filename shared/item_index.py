@@ -32,7 +32,7 @@ from shared.geocatalog import ITEM_ID
 from shared.status import BatchRow, BatchState, JobRow, JobState, StatusStore
 
 if TYPE_CHECKING:
-    from shared.services import Services
+    from shared.services import Services, Storage
 
 MAX_TRANSACTION_OPS = 100
 MESSAGE_CHARS = 1000
@@ -196,7 +196,7 @@ class ItemIndex:
         return [e["RowKey"] for e in entities]
 
 
-def record_batch(row: BatchRow | None, *, services: Services) -> None:
+def record_batch(row: BatchRow | None, *, services: Services | Storage) -> None:
     """Index the items of a batch that just reached a terminal state (a None or non-terminal row: nothing)."""
     if row is None or not row.state.is_terminal:
         return
@@ -207,7 +207,7 @@ def record_batch(row: BatchRow | None, *, services: Services) -> None:
     services.items.record(row.collection, batch_outcomes(row, read=services.payloads.read, children=children))
 
 
-def record_batches(rows: Iterable[BatchRow], *, services: Services, now: datetime) -> None:
+def record_batches(rows: Iterable[BatchRow], *, services: Services | Storage, now: datetime) -> None:
     """Index rows that were born terminal (planning's `rejected-NNNNNN` rows), as settled at `now`."""
     for row in rows:
         record_batch(replace(row, finished=row.finished or now), services=services)
