@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from devhost.azurite import Azurite
-from shared.item_index import ItemIndex, ItemState, batch_outcomes, record_batch
+from shared.item_index import ItemState, batch_outcomes, record_batch
 from shared.services import connect_storage, ensure_storage
 from shared.settings import Settings
 from shared.status import BatchRow, BatchState
