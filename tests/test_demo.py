@@ -24,6 +24,7 @@ def test_demo_with_real_files_and_a_collection(capsys: pytest.CaptureFixture[str
     assert demo.main(["--files", files, "--collection", "demo-real"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^ingested 11 items: 10 succeeded, 0 failed, 1 rejected$", out, re.MULTILINE)
+    assert "1 item(s) failed or were rejected:\n  #0 (" in out and "Rejected InvalidItem: has no id" in out
 
 
 def test_demo_quickstart_scenario(capsys: pytest.CaptureFixture[str]) -> None:

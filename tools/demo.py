@@ -1,9 +1,9 @@
 """`make demo`: the whole pipeline on this machine, from nothing to a status table.
 
 Starts Azurite, the GeoCatalog emulator and function_app.py on the local host; sends the sample items
-(or `--files`) as jobs on the submit queue; waits, showing progress; prints the status table and
-`ingested N items: S succeeded, F failed, R rejected`; stops everything. Exits 0 only when every
-input item reached a terminal state.
+(or `--files`) as jobs on the submit queue; waits, showing progress; prints the status table, the
+reasons of up to 10 failed or rejected items, and `ingested N items: S succeeded, F failed, R rejected`;
+stops everything. Exits 0 only when every input item reached a terminal state.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from cli.render import reasons_lines
 from devhost.jobs import send_items, send_job, status_table, wait_for_jobs
 from devhost.stack import LocalStack
 from emulator import EmulatorOptions, Faults, Timings
@@ -25,6 +26,7 @@ from shared.auth import StaticToken
 from shared.blob_events import BlobCreated
 from shared.errors import NotFoundError
 from shared.geocatalog import GeoCatalogClient
+from shared.item_index import job_problems
 from shared.items import items_from_document
 from shared.services import Services
 from shared.status import JobRow
@@ -126,6 +128,7 @@ def quickstart(args: argparse.Namespace) -> int:
         print()
         jobs = [job, deleted]
         print(status_table(jobs, {j.job_id: stack.services.status.batches(j.job_id) for j in jobs}))
+        print_reasons(stack.services, jobs)
         print()
         print(f"deleted {deleted.items_succeeded} item(s): {deleted.state}")
         return report_line(job, expected=4) if deleted.state.is_terminal else 1
@@ -140,6 +143,14 @@ def quickstart_messages(emulator_url: str, collection: str = "") -> tuple[dict[s
     if collection:
         ingest["collection"] = delete["collection"] = collection
     return ingest, delete
+
+
+def print_reasons(services: Services, jobs: list[JobRow]) -> None:
+    """Why items failed or were rejected: up to 10 of them, through the CLI's renderer."""
+    problems = [p for job in jobs for p in job_problems(job, status=services.status, read=services.payloads.read)]
+    if problems:
+        print(f"\n{len(problems)} item(s) failed or were rejected:")
+        print("\n".join(reasons_lines(problems, limit=10)))
 
 
 def report_line(job: JobRow, *, expected: int) -> int:
@@ -225,6 +236,7 @@ class Progress:
 def report(services: Services, jobs: list[JobRow], expected: int, job_count: int) -> int:
     batches = {job.job_id: services.status.batches(job.job_id) for job in jobs}
     print(status_table(jobs, batches))
+    print_reasons(services, jobs)
     succeeded = sum(j.items_succeeded for j in jobs)
     failed = sum(j.items_failed for j in jobs)
     rejected = sum(j.items_rejected for j in jobs)
