@@ -100,6 +100,8 @@ def submit(obj: CliContext, paths: tuple[Path, ...], search_url: str, params: tu
         raise click.UsageError("--param goes with --search")
     options = impl.Options(collection=collection, mode=mode, sign=sign or "")
     storage, settings = obj.storage, obj.settings
+    if job_id and (existing := storage.status.get_job(impl.check_job_id(job_id))) is not None:
+        raise CliError(f"job {job_id} exists ({existing.state}); a message with its id would be ignored: choose another --job-id")
     prepared = []
     for path in paths:
         prepared.append(impl.prepare_file(path, job_id=impl.check_job_id(job_id or impl.new_job_id(_stem(path))),

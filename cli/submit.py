@@ -113,22 +113,27 @@ def prepare_url(url: str, *, job_id: str, options: Options) -> Prepared:
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """`k=v` pairs: a JSON value when it parses (`limit=10`, `bbox=[...]`), lists for `collections`/`ids`, else text.
+    """`k=v` pairs: JSON when the value starts with `[`, `{` or `"` (`bbox=[...]`), lists for `collections`/`ids`
+    (`collections=a,b`), a number for `limit`, else text (`datetime=2023-01-01/2024-01-01`).
 
     Raises:
-        InvalidInputError: a pair has no `=`.
+        InvalidInputError: a pair has no `=`, or its JSON does not parse.
     """
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InvalidInputError(f"--param {pair!r} must be key=value")
-        try:
-            parsed: Any = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            parsed = value
-        if key in ("collections", "ids") and isinstance(parsed, str):
-            parsed = [v for v in parsed.split(",") if v]
+        parsed: Any = value
+        if value[:1] in ("[", "{", '"'):
+            try:
+                parsed = orjson.loads(value)
+            except orjson.JSONDecodeError as error:
+                raise InvalidInputError(f"--param {key}: {error}") from None
+        elif key in ("collections", "ids"):
+            parsed = [v for v in value.split(",") if v]
+        elif key == "limit" and value.isdigit():
+            parsed = int(value)
         params[key] = parsed
     return params
 

@@ -36,7 +36,7 @@ class Rate:
 
     @staticmethod
     def eta(done: int, total: int, rate: float) -> str:
-        if total <= done:
+        if total and total <= done:
             return "0s"
         if rate <= 0:
             return "?"
@@ -54,7 +54,11 @@ def line(row: JobRow, rate: float) -> str:
     """One plain line per job (no control characters): what a pipe or a log gets on every change."""
     return (f"{row.job_id} {row.state} settled {row.items_done}/{row.item_count} succeeded {row.items_succeeded} "
             f"failed {row.items_failed} rejected {row.items_rejected} {rate:.1f} items/s "
-            f"eta {Rate.eta(row.items_done, row.item_count, rate)}")
+            f"eta {eta(row, rate)}")
+
+
+def eta(row: JobRow, rate: float) -> str:
+    return "0s" if row.state.is_terminal else Rate.eta(row.items_done, row.item_count, rate)
 
 
 def watch(status: StatusStore, job_ids: list[str], *, every: float = 0.5, appear_timeout: float = 120.0,
@@ -117,7 +121,7 @@ class _LiveDisplay:
     def update(self, row: JobRow, rate: float) -> None:
         self._progress.update(self._tasks[row.job_id], description=f"{row.job_id} {row.state}", total=max(row.item_count, 1),
                               completed=row.items_done, ok=row.items_succeeded, failed=row.items_failed,
-                              rejected=row.items_rejected, rate=rate, eta=Rate.eta(row.items_done, row.item_count, rate))
+                              rejected=row.items_rejected, rate=rate, eta=eta(row, rate))
 
     def stop(self) -> None:
         self._progress.stop()

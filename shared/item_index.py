@@ -12,13 +12,14 @@ partition), plus one upsert of the collection's marker row, so the cost per batc
 make a redelivered settlement rewrite the same entities. Items with no usable id (a rejected
 "line 12") are not indexed; `failures` still lists them.
 
-What if the process dies between the batch's terminal row and the index write? The index then misses
-that batch (a redelivered message finds the row terminal and stops), exactly as the roll-up would;
-`batch_outcomes` on the status table stays the authority.
+The index is a view; the status table stays the authority. So writing it never fails a handler: a
+storage error is logged and that batch is missing from the index (as it is when the process dies
+between the batch's terminal row and the index write), while `failures` still reads the rows.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -26,13 +27,17 @@ from enum import StrEnum, unique
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from azure.core.exceptions import AzureError
 from azure.data.tables import TableClient, UpdateMode
 
+from shared.errors import InvalidInputError
 from shared.geocatalog import ITEM_ID
 from shared.status import BatchRow, BatchState, JobRow, JobState, StatusStore
 
 if TYPE_CHECKING:
     from shared.services import Services, Storage
+
+log = logging.getLogger(__name__)
 
 MAX_TRANSACTION_OPS = 100
 MESSAGE_CHARS = 1000
@@ -200,11 +205,14 @@ def record_batch(row: BatchRow | None, *, services: Services | Storage) -> None:
     """Index the items of a batch that just reached a terminal state (a None or non-terminal row: nothing)."""
     if row is None or not row.state.is_terminal:
         return
-    children: dict[str, str] = {}
-    if row.state == BatchState.SPLIT:
-        for child in services.status.child_batches(row.job_id, row.batch_id):
-            children.update(dict.fromkeys(_json_list(child.item_ids, child.item_ids_blob, services.payloads.read), child.batch_id))
-    services.items.record(row.collection, batch_outcomes(row, read=services.payloads.read, children=children))
+    try:
+        children: dict[str, str] = {}
+        if row.state == BatchState.SPLIT:
+            for child in services.status.child_batches(row.job_id, row.batch_id):
+                children.update(dict.fromkeys(_json_list(child.item_ids, child.item_ids_blob, services.payloads.read), child.batch_id))
+        services.items.record(row.collection, batch_outcomes(row, read=services.payloads.read, children=children))
+    except (AzureError, InvalidInputError) as error:
+        log.warning("item index not written for batch %s/%s: %s", row.job_id, row.batch_id, error)
 
 
 def record_batches(rows: Iterable[BatchRow], *, services: Services | Storage, now: datetime) -> None:

@@ -7,20 +7,29 @@ the first way the command finds its storage.
 from __future__ import annotations
 
 import ast
+import gzip
 import re
 from pathlib import Path
 
+import fastjsonschema
 import orjson
 import pytest
 from click.testing import CliRunner, Result
 
+from cli import submit as submit_impl
+from cli.context import CliContext, UpInfo
 from cli.main import cli
+from cli.watch import watch
 from devhost.stack import LocalStack
 from emulator import EmulatorOptions, Timings
 from shared.auth import StaticToken
+from shared.errors import InvalidInputError
 from shared.geocatalog import GeoCatalogClient
+from shared.messages import JobRequest
 from tests.conftest import ROOT
 from tests.helpers import make_collection, make_item, wait_until
+
+SAMPLES = ROOT / "examples" / "landcover-items.json"
 
 
 def invoke(*args: str, run_dir: Path | None = None) -> Result:
@@ -83,12 +92,57 @@ def test_large_inputs_are_uploaded_and_referenced_small_ones_inline(make_stack, 
     collection = with_collection(stack)
     small = write_json(tmp_path / "small.json", [make_item("s1")])
     large = write_json(tmp_path / "large.json", [make_item(f"l{n:03d}", description="x" * 400) for n in range(150)])
-    result = invoke("submit", str(small), str(large), "--collection", collection, "--watch")
+    packed = tmp_path / "packed.ndjson.gz"
+    packed.write_bytes(gzip.compress(b"\n".join(orjson.dumps(make_item(f"z{n}")) for n in range(3))))
+    result = invoke("submit", str(small), str(large), str(packed), "--collection", collection, "--watch")
     assert result.exit_code == 0, result.output
-    small_id, large_id = result.stdout.splitlines()[:2]
+    small_id, large_id, packed_id = result.stdout.splitlines()[:3]
+    assert packed_id.startswith("packed-") and small_id.startswith("small-")
     assert json_of("status", small_id)["job"]["source"] == "inline"
-    assert json_of("status", large_id)["job"]["source"].startswith(f"{stack.services.settings.payload_container}/inbox/{large_id}/")
+    inbox = f"{stack.services.settings.payload_container}/inbox/"
+    assert json_of("status", large_id)["job"]["source"] == f"{inbox}{large_id}/large.json"
     assert json_of("status", large_id)["job"]["items_succeeded"] == 150
+    assert json_of("status", packed_id)["job"]["source"] == f"{inbox}{packed_id}/packed.ndjson[0:]"
+    assert json_of("status", packed_id)["job"]["items_succeeded"] == 3
+    again = invoke("submit", str(small), "--job-id", small_id)
+    assert again.exit_code == 2 and "exists" in again.stderr
+
+
+def test_submit_a_stac_api_search(make_stack) -> None:
+    stack = make_stack(settings={"SOURCE_URL_ALLOWLIST": "127.0.0.1"},
+                       emulator_options=EmulatorOptions(timings=Timings(0.05, 0.1), source_items=str(SAMPLES)))
+    collection = with_collection(stack)
+    result = invoke("submit", "--search", f"{stack.emulator.url}/source/search", "--param", "collections=io-lulc-annual-v02",
+                    "--param", "limit=2", "--max-items", "3", "--collection", collection, "--watch")
+    assert result.exit_code == 0, result.output
+    job = json_of("status", result.stdout.splitlines()[0])["job"]
+    assert (job["source"], job["items_succeeded"]) == (f"search {stack.emulator.url}/source/search", 3)
+
+
+def test_the_messages_submit_sends_are_the_documented_ones(tmp_path: Path) -> None:
+    validate = fastjsonschema.compile(orjson.loads((ROOT / "schemas" / "messages.schema.json").read_bytes()))
+    options = submit_impl.Options(collection="c-1", mode="upsert", sign="planetary-computer")
+    search = submit_impl.prepare_search("https://planetarycomputer.microsoft.com/api/stac/v1/search",
+                                        submit_impl.parse_params(("collections=a,b", "bbox=[1,2,3,4]", "datetime=2023", "limit=5")),
+                                        10, job_id="s-1", options=options)
+    assert search.body["search"]["params"] == {"collections": ["a", "b"], "bbox": [1, 2, 3, 4], "datetime": "2023", "limit": 5}
+    url = submit_impl.prepare_url("https://planetarycomputer.microsoft.com/items.ndjson", job_id="u-1", options=options)
+    for prepared in (search, url):
+        validate(prepared.body)
+        JobRequest.from_json(prepared.body)
+    assert submit_impl.new_job_id("my items.v2!") .startswith("my-items-v2-")
+    with pytest.raises(InvalidInputError):
+        submit_impl.check_job_id("a.retry-1")
+
+
+def test_watch_on_a_terminal_draws_progress_bars(make_stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stack = make_stack()
+    collection = with_collection(stack)
+    assert invoke("submit", str(write_json(tmp_path / "w.json", [make_item("w1")])), "--collection", collection,
+                  "--job-id", "live-1").exit_code == 0
+    assert watch(stack.services.status, ["live-1"], live=True, every=0.1) == 0
+    out = capsys.readouterr().out
+    assert "live-1 Succeeded" in out and "1/1 settled" in out and "ok 1" in out
 
 
 def test_failures_lists_an_item_isolated_on_a_split_row(make_stack, tmp_path: Path) -> None:
@@ -187,6 +241,19 @@ def test_without_any_storage_it_says_how_to_get_one(tmp_path: Path, monkeypatch:
     result = invoke("jobs", run_dir=tmp_path)
     assert result.exit_code == 2
     assert "geocatalog-ingest up" in result.stderr
+
+
+def test_storage_is_found_by_option_then_account_name_then_the_file_up_wrote(tmp_path: Path) -> None:
+    up = UpInfo({"AzureWebJobsStorage": "UseDevelopmentStorage=true", "STATUS_TABLE": "UpTable"}, "http://127.0.0.1:1", 1)
+    (tmp_path / "up.json").write_bytes(up.to_json())
+    from_up = CliContext(run_dir=tmp_path, env={"STATUS_TABLE": "EnvTable"})
+    assert (from_up.settings.status_table, from_up.emulator_url) == ("UpTable", "http://127.0.0.1:1")
+    explicit = CliContext(connection_string="UseDevelopmentStorage=true;x=1", run_dir=tmp_path, env={"STATUS_TABLE": "EnvTable"})
+    assert explicit.settings.storage is not None and explicit.settings.storage.connection_string.endswith("x=1")
+    assert (explicit.settings.status_table, explicit.emulator_url) == ("EnvTable", "")  # never create collections there
+    account = CliContext(account_name="acct", connection_string="", run_dir=tmp_path, env={})
+    assert account.settings.storage is not None and account.settings.storage.table_uri == "https://acct.table.core.windows.net"
+    assert (account.settings.status_table, account.settings.item_index_table) == ("StacIngestStatus", "StacIngestItems")
 
 
 def _imports(path: Path) -> set[str]:

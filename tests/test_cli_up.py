@@ -19,7 +19,7 @@ from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
 from click.testing import CliRunner
 
-from cli.context import UpInfo
+from cli.context import CliContext, UpInfo
 from cli.main import cli
 from devhost.azurite import Azurite
 from devhost.blob_events import BlobCreatedWatcher
@@ -30,9 +30,9 @@ from tests.helpers import make_item, wait_until
 class Up:
     """One `up` process; `ready` is its ready line."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, *options: str) -> None:
         env = {k: v for k, v in os.environ.items() if k != "AzureWebJobsStorage"}
-        self.process = subprocess.Popen([sys.executable, "-m", "cli", "--run-dir", str(run_dir), "up"], cwd=ROOT, env=env,
+        self.process = subprocess.Popen([sys.executable, "-m", "cli", "--run-dir", str(run_dir), "up", *options], cwd=ROOT, env=env,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self._ready = threading.Event()
@@ -101,6 +101,19 @@ def test_up_stops_cleanly_on_sigterm_and_a_restart_still_shows_earlier_jobs(run_
         assert [i["job_id"] for i in cli_json(run_dir, "item", "u1")] == ["before-restart"]
     finally:
         assert second.terminate() == 0
+
+
+def test_up_against_a_real_endpoint_runs_no_emulator_and_never_creates_collections(run_dir: Path) -> None:
+    up = Up(run_dir, "--endpoint", "https://geocatalog.invalid")  # nothing is sent there: no job is submitted
+    try:
+        assert "GeoCatalog https://geocatalog.invalid" in up.ready
+        info = UpInfo.read(run_dir)
+        assert info is not None and info.emulator_url == ""
+        assert (info.settings["GEOCATALOG_ENDPOINT"], info.settings["GEOCATALOG_TOKEN"]) == ("https://geocatalog.invalid", "")
+        assert CliContext(run_dir=run_dir, env={}).emulator_url == ""  # so `submit` creates no collection
+        assert cli_json(run_dir, "jobs") == []
+    finally:
+        assert up.terminate() == 0
 
 
 def test_the_watcher_announces_blobs_uploaded_while_it_was_down(azurite: Azurite, tmp_path: Path) -> None:
