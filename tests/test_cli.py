@@ -86,6 +86,14 @@ def test_submit_watch_exits_1_on_a_bad_item_and_a_duplicate(make_stack, tmp_path
     assert sorted((p["item"], p["code"]) for p in problems) == [("line 3", "InvalidItem"), ("line 4", "InvalidItem")]
     assert "more than once" in next(p["message"] for p in problems if p["item"] == "line 4")
 
+    nothing = invoke("retry", "mixed-1")  # nothing failed; the rejected lines only come back when asked
+    assert nothing.exit_code == 0 and nothing.stdout == ""
+    retried = invoke("retry", "mixed-1", "--include-rejected")
+    assert retried.stdout.strip() == "mixed-1-retry-1"  # the two lines, read back from the uploaded file
+    assert invoke("watch", "mixed-1-retry-1").exit_code == 1
+    again = {(p["item"], p["state"], p["code"]) for p in json_of("failures", "mixed-1-retry-1")}
+    assert again == {("bad", "Rejected", "InvalidItem"), ("n1", "Failed", "ItemAlreadyExistsInCollection")}
+
 
 def test_large_inputs_are_uploaded_and_referenced_small_ones_inline(make_stack, tmp_path: Path) -> None:
     stack = make_stack()
