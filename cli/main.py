@@ -102,15 +102,8 @@ def submit(obj: CliContext, paths: tuple[Path, ...], search_url: str, params: tu
     storage, settings = obj.storage, obj.settings
     if job_id and (existing := storage.status.get_job(impl.check_job_id(job_id))) is not None:
         raise CliError(f"job {job_id} exists ({existing.state}); a message with its id would be ignored: choose another --job-id")
-    prepared = []
-    for path in paths:
-        prepared.append(impl.prepare_file(path, job_id=impl.check_job_id(job_id or impl.new_job_id(_stem(path))),
-                                          options=options, storage=storage))
-    if search_url:
-        prepared.append(impl.prepare_search(search_url, impl.parse_params(params), max_items,
-                                            job_id=impl.check_job_id(job_id or impl.new_job_id("search")), options=options))
-    if items_url:
-        prepared.append(impl.prepare_url(items_url, job_id=impl.check_job_id(job_id or impl.new_job_id("url")), options=options))
+    prepared = impl.prepare_inputs(impl.Inputs(paths, search_url, impl.parse_params(params), max_items, items_url),
+                                   job_id=job_id, options=options, storage=storage)
     for job in prepared:
         if obj.emulator_url and job.collection and ensure_collection(obj.emulator_url, settings.geocatalog_token, job.collection):
             click.echo(f"created collection {job.collection} in the local emulator", err=True)
@@ -120,13 +113,6 @@ def submit(obj: CliContext, paths: tuple[Path, ...], search_url: str, params: tu
         from cli.watch import watch as follow
 
         sys.exit(follow(storage.status, [job.job_id for job in prepared]))
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".gz", ".json", ".geojson", ".ndjson", ".jsonl"):
-        name = name.removesuffix(suffix)
-    return name
 
 
 @cli.command()

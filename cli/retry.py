@@ -4,10 +4,11 @@ The items are read back from the payload blobs of the batches that settled them 
 rejection, never sent, is read from the job's source blob by its line or position). The new job keeps
 the collection, mode and signing of the old one.
 
-Idempotent: the retry's items are first written to `retries/<retry id>.json` in the payload container,
-and that blob marks the retry as created. While that retry job is unfinished, `retry` prints its id
-again and creates nothing. Once it has finished, the next `retry` starts `-retry-N+1` with what is
-still failed (items a finished retry ingested are left out); when nothing is left, it creates nothing.
+Idempotent: the retry's message is written to `retries/<retry id>.json` in the payload container (its
+items beside it, `.items.json`) before it is sent, and that blob marks the retry as created. While that
+retry job is unfinished, `retry` prints its id again and creates nothing. Once it has finished, the next
+`retry` starts `-retry-N+1` with what is still failed (items a finished retry ingested are left out);
+when nothing is left, it creates nothing.
 
 The suffix is `-retry-N`, not `.retry-N`: job ids are `[A-Za-z0-9_-]{1,64}` (`shared/messages.py`).
 """

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +36,44 @@ class Options:
 
 
 @dataclass(frozen=True)
+class Inputs:
+    """What one `submit` was given: files, or a search, or a URL."""
+
+    paths: tuple[Path, ...] = ()
+    search_url: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    max_items: int | None = None
+    items_url: str = ""
+
+
+@dataclass(frozen=True)
 class Prepared:
     """One job ready to send: its message, and the collection it targets (when it can be told)."""
 
     job_id: str
     body: dict[str, Any]
     collection: str
+
+
+def prepare_inputs(inputs: Inputs, *, job_id: str, options: Options, storage: Storage) -> list[Prepared]:
+    """One job per input, named `job_id` (one input) or `<file stem | search | url>-<random>`; files uploaded as needed."""
+
+    def name(stem: str) -> str:
+        return check_job_id(job_id or new_job_id(stem))
+
+    prepared = [prepare_file(path, job_id=name(file_stem(path)), options=options, storage=storage) for path in inputs.paths]
+    if inputs.search_url:
+        prepared.append(prepare_search(inputs.search_url, inputs.params, inputs.max_items, job_id=name("search"), options=options))
+    if inputs.items_url:
+        prepared.append(prepare_url(inputs.items_url, job_id=name("url"), options=options))
+    return prepared
+
+
+def file_stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".gz", ".json", ".geojson", ".ndjson", ".jsonl"):
+        name = name.removesuffix(suffix)
+    return name
 
 
 def new_job_id(stem: str) -> str:
