@@ -38,6 +38,17 @@ class UpInfo:
         return orjson.dumps({"settings": self.settings, "emulator_url": self.emulator_url, "pid": self.pid},
                             option=orjson.OPT_INDENT_2)
 
+    @property
+    def is_running(self) -> bool:
+        """Whether the `up` that wrote this file still runs (a SIGKILL leaves the file behind)."""
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return self.pid > 0
+
     @classmethod
     def read(cls, run_dir: Path) -> UpInfo | None:
         path = run_dir / UP_FILE
@@ -85,6 +96,9 @@ class CliContext:
             else:
                 values[f"{STORAGE_CONNECTION}__accountName"] = self.account_name
         elif self.up is not None:
+            if not self.up.is_running:
+                raise ConfigurationError(f"the local stack is not running (pid {self.up.pid} has ended; "
+                                         f"{self.run_dir / UP_FILE} is left over): start it with `geocatalog-ingest up`")
             values = dict(self.up.settings)
         else:
             raise ConfigurationError(

@@ -32,13 +32,7 @@ PORTS_FILE = "ports.json"
 def running_pid(run_dir: Path) -> int:
     """The pid of an `up` that still runs with this run dir, else 0."""
     info = UpInfo.read(run_dir)
-    if info is None or not info.pid:
-        return 0
-    try:
-        os.kill(info.pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return 0
-    return info.pid
+    return info.pid if info is not None and info.is_running else 0
 
 
 def emulator_port(run_dir: Path) -> int:

@@ -113,7 +113,7 @@ class _LiveDisplay:
     """A rich progress bar per job (a terminal only)."""
 
     def __init__(self, job_ids: list[str]) -> None:
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), _Counts(), console=console(),
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=16), _Counts(), console=console(),
                                   transient=False, auto_refresh=True)
         self._tasks: dict[str, TaskID] = {j: self._progress.add_task(f"{j} (waiting)", total=None) for j in job_ids}
         self._progress.start()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ast
 import gzip
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import fastjsonschema
@@ -262,6 +264,15 @@ def test_storage_is_found_by_option_then_account_name_then_the_file_up_wrote(tmp
     account = CliContext(account_name="acct", connection_string="", run_dir=tmp_path, env={})
     assert account.settings.storage is not None and account.settings.storage.table_uri == "https://acct.table.core.windows.net"
     assert (account.settings.status_table, account.settings.item_index_table) == ("StacIngestStatus", "StacIngestItems")
+
+
+def test_a_left_over_up_file_of_a_dead_process_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AzureWebJobsStorage", raising=False)
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    up = UpInfo({"AzureWebJobsStorage": "UseDevelopmentStorage=true"}, "http://127.0.0.1:1", int(ended.stdout))
+    (tmp_path / "up.json").write_bytes(up.to_json())
+    result = invoke("jobs", run_dir=tmp_path)
+    assert result.exit_code == 2 and "not running" in result.stderr
 
 
 def _imports(path: Path) -> set[str]:
