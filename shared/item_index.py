@@ -43,6 +43,7 @@ MAX_TRANSACTION_OPS = 100
 MESSAGE_CHARS = 1000
 COLLECTIONS_PARTITION = "~collections"  # not a collection id ([A-Za-z0-9._-]{3,32}): the marker rows
 WHOLE_JOB = "(whole job)"
+INVALID_ITEM = "InvalidItem"  # the code of an item the validator rejected (its reason is the message)
 WHOLE_BATCH_STATES = frozenset({BatchState.FAILED, BatchState.TIMED_OUT, BatchState.CANCELED})
 
 
@@ -99,7 +100,7 @@ def batch_outcomes(row: BatchRow, *, read: Callable[[str], bytes], children: dic
               "operation_id": row.operation_id, "submitted": row.submitted, "finished": row.finished or row.updated}
     rejected = _json_field(row.rejected_items, row.rejected_items_blob, read)
     failed = _json_field(row.failed_items, row.failed_items_blob, read)
-    outcomes = [ItemOutcome(str(key), state=ItemState.REJECTED, code=_reject_code(row), message=str(reason)[:MESSAGE_CHARS], **common)
+    outcomes = [ItemOutcome(str(key), state=ItemState.REJECTED, code=INVALID_ITEM, message=str(reason)[:MESSAGE_CHARS], **common)
                 for key, reason in rejected.items()]
     ids = [i for i in _json_list(row.item_ids, row.item_ids_blob, read) if i not in rejected]
     whole = _whole_batch_state(row, failed, rejected)
@@ -123,10 +124,6 @@ def _whole_batch_state(row: BatchRow, failed: dict[str, Any], rejected: dict[str
     if row.state == BatchState.REJECTED and row.items_rejected > len(rejected):
         return ItemState.REJECTED
     return None
-
-
-def _reject_code(row: BatchRow) -> str:
-    return row.error_code if row.state == BatchState.REJECTED and row.error_code else "InvalidItem"
 
 
 def _json_field(text: str, blob: str, read: Callable[[str], bytes]) -> dict[str, Any]:

@@ -54,7 +54,7 @@ def test_a_batch_that_failed_as_a_whole_fails_every_item_with_its_code(state: Ba
 def test_a_batch_the_service_refused_rejects_every_item_and_keeps_earlier_rejections() -> None:
     outcomes = batch_outcomes(row(state=BatchState.REJECTED, items_rejected=4, error_code="BadRequest",
                                   rejected_items='{"line 7": "line 7 is not valid JSON"}'), read=read)
-    assert states(outcomes) == {"line 7": ("Rejected", "BadRequest"), "a": ("Rejected", "BadRequest"),
+    assert states(outcomes) == {"line 7": ("Rejected", "InvalidItem"), "a": ("Rejected", "BadRequest"),
                                 "b": ("Rejected", "BadRequest"), "c": ("Rejected", "BadRequest")}
 
 
