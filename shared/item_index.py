@@ -12,9 +12,10 @@ partition), plus one upsert of the collection's marker row, so the cost per batc
 make a redelivered settlement rewrite the same entities. Items with no usable id (a rejected
 "line 12") are not indexed; `failures` still lists them.
 
-The index is a view; the status table stays the authority. So writing it never fails a handler: a
-storage error is logged and that batch is missing from the index (as it is when the process dies
-between the batch's terminal row and the index write), while `failures` still reads the rows.
+If the process dies between the batch's terminal row and the index write, the redelivered message
+finds the row terminal and writes the index then (where it settles the job). The index is a view and
+the status table the authority, so writing it never fails a handler: a storage error is logged and
+that batch is missing from the index, while `failures` still reads the rows.
 """
 
 from __future__ import annotations

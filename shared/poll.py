@@ -40,7 +40,7 @@ def poll_batch(message: PollMessage, *, services: Services, now: datetime) -> Ba
     if row is None:
         return None
     if row.state.is_terminal:
-        record_batch(row, services=services)  # the delivery that ended it may have died before these two
+        record_batch(row, services=services)  # ... or before indexing it (upserts: harmless twice)
         settle_job(row.job_id, status=status, now=now)  # the delivery that ended it may have died before this
         return row
     try:

@@ -53,7 +53,7 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
         send_poll(row, services=services, submitted=row.submitted or now, operation_url=_poll_url(row, services))
         return row
     if row.state.is_terminal:
-        record_batch(row, services=services)  # the delivery that ended it may have died before these two
+        record_batch(row, services=services)  # ... or before indexing it (upserts: harmless twice)
         settle_job(row.job_id, status=status, now=now)  # the delivery that ended it may have died before this
         return row
     if not row.validated:
