@@ -1,8 +1,9 @@
 """What happened to each item: per-item outcomes of a settled batch, and the item index.
 
 `batch_outcomes` reads one terminal batch row (and its overflow blobs) and says, item by item, how it
-ended: Succeeded, Failed (the service's code), Rejected (the validator's or the service's reason), or
-Resubmitted (a `Split` row's item that went on in a child batch, whose own row settles it).
+ended: Succeeded, Failed (the service's code), Rejected (the validator's or the service's reason),
+Superseded (an earlier copy of an id repeated under upsert), or Resubmitted (a `Split` row's item that
+went on in a child batch, whose own row settles it).
 
 The item index answers "which jobs and batches handled item X?" in one lookup, without a table scan:
 a second table (`ITEM_INDEX_TABLE`) with one entity per (item, job, batch), PartitionKey = collection,
@@ -32,7 +33,7 @@ from azure.core.exceptions import AzureError
 from azure.data.tables import TableClient, UpdateMode
 
 from shared.errors import InvalidInputError
-from shared.geocatalog import ITEM_ID
+from shared.ids import ITEM_ID
 from shared.status import BatchRow, BatchState, JobRow, JobState, StatusStore
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class ItemState(StrEnum):
     FAILED = "Failed"
     REJECTED = "Rejected"
     RESUBMITTED = "Resubmitted"  # a Split row's item that a child batch settles
+    SUPERSEDED = "Superseded"  # an earlier copy of an id repeated under mode upsert: a later copy was sent
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,9 @@ def batch_outcomes(row: BatchRow, *, read: Callable[[str], bytes], children: dic
               "operation_id": row.operation_id, "submitted": row.submitted, "finished": row.finished or row.updated}
     rejected = _json_field(row.rejected_items, row.rejected_items_blob, read)
     failed = _json_field(row.failed_items, row.failed_items_blob, read)
+    if row.state == BatchState.SUPERSEDED:  # its `rejected_items` map says which later copy replaced each
+        return [ItemOutcome(str(key), state=ItemState.SUPERSEDED, message=str(reason)[:MESSAGE_CHARS], **common)
+                for key, reason in rejected.items()]
     outcomes = [ItemOutcome(str(key), state=ItemState.REJECTED, code=INVALID_ITEM, message=str(reason)[:MESSAGE_CHARS], **common)
                 for key, reason in rejected.items()]
     ids = [i for i in _json_list(row.item_ids, row.item_ids_blob, read) if i not in rejected]

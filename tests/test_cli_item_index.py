@@ -81,6 +81,10 @@ def test_rejected_rows_from_planning_and_unfinished_batches() -> None:
     assert states(outcomes) == {"dup": ("Rejected", "InvalidItem"), "dup#4": ("Rejected", "InvalidItem")}
     assert {o.item_id for o in outcomes} == {"dup"}
     assert batch_outcomes(row(state=BatchState.RUNNING), read=read) == []
+    superseded = row(batch_id="superseded-000001", state=BatchState.SUPERSEDED, items_superseded=1, item_ids='["a#0"]',
+                     rejected_items='{"a#0": "replaced by the copy at #2"}')
+    assert states(batch_outcomes(superseded, read=read)) == {"a#0": ("Superseded", "")}
+    assert not batch_outcomes(superseded, read=read)[0].is_problem
 
 
 @pytest.fixture
