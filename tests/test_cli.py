@@ -172,9 +172,9 @@ def test_failures_lists_an_item_isolated_on_a_split_row(make_stack, tmp_path: Pa
     assert "taken" in table.stdout and "ItemAlreadyExistsInCollection" in table.stdout
     # The README's query finds that Split row too (the old `state eq 'Failed'` did not).
     readme = (ROOT / "README.md").read_text().split("## Reading the status table")[1]
-    query = re.search(r'table\.query_entities\("([^"]+)"', readme).group(1)
-    rows = stack.services.status.table.query_entities(query, parameters={"job": "iso-1"})
-    assert problems[0]["batch_id"] in {r["RowKey"] for r in rows}
+    query = "".join(re.search(r'table\.query_entities\(((?:"[^"]*"\s*)+)', readme).group(1).split('"')[1::2])
+    rows = {r["RowKey"] for r in stack.services.status.table.query_entities(query, parameters={"job": "iso-1"})}
+    assert problems[0]["batch_id"] in rows and all(r.startswith(("batch-", "rejected-")) for r in rows)
 
 
 def test_item_finds_one_id_handled_by_two_jobs_in_order(make_stack, tmp_path: Path) -> None:
