@@ -92,6 +92,7 @@ var names = {
   payloadContainer: 'stac-payloads'
   dropContainer: 'stac-drop'
   statusTable: 'StacIngestStatus'
+  itemIndexTable: 'StacIngestItems'
 }
 
 // The queue triggers read %SUBMIT_QUEUE%, %POLL_QUEUE% and %DROP_EVENTS_QUEUE% and their -poison queues.
@@ -116,6 +117,7 @@ var appSettings = {
   PAYLOAD_CONTAINER: names.payloadContainer
   DROP_CONTAINER: names.dropContainer
   STATUS_TABLE: names.statusTable
+  ITEM_INDEX_TABLE: names.itemIndexTable
   MAX_DEQUEUE_COUNT: '5'
   SWEEP_SCHEDULE: '0 */5 * * * *' // the sweep timer reads %SWEEP_SCHEDULE%
 }
@@ -147,6 +149,7 @@ module storage 'app/storage.bicep' = {
     queueNames: queueNames
     tableNames: [
       names.statusTable
+      names.itemIndexTable
     ]
     payloadContainerName: names.payloadContainer
     payloadRetentionDays: payloadRetentionDays
