@@ -1,9 +1,13 @@
-"""Fanning out a large NDJSON upload: the planner's peak memory and speed, against a naive reader.
+"""Fanning out a large NDJSON file: the planner's peak memory and speed, for uploads and for
+`items_ref` jobs, against a naive reader.
 
 Generates NDJSON files at run time from real item templates in ../shared/data/stac-real/ (ids made
 unique), uploads them to Azurite, and runs in a fresh child process each:
-- the planner: `shared.uploads` planning every segment of the blob, exactly as the function does
-  (reading the stored blob as a stream, writing batch rows and sending batch messages to Azurite);
+- the upload planner: `shared.segments` planning every segment of the blob, exactly as the function
+  does (reading the stored blob as a stream, writing batch rows and sending batch messages to Azurite);
+- the items_ref job: a `{"items_ref": {"blob": ...}}` job message planned by `plan_job`, then every
+  plan message it hands on planned by `plan_segment` (the handler's calls, in one process: plan
+  messages are taken from the sender instead of making the queue hop; against the emulator);
 - the baseline: download the whole blob, `readlines()`, and `json.loads` every line.
 Each child reports its peak RSS and items/s. The baseline only runs on the smaller file: on the
 large one it would need many GB.
@@ -54,10 +58,10 @@ def write_ndjson(path: Path, count: int) -> int:
 
 def child_planner(env: dict[str, str], blob: str, etag: str) -> dict[str, float]:
     from shared.messages import PlanMessage
+    from shared.segments import _plan_ndjson_segment
     from shared.services import build_services
     from shared.settings import Settings
     from shared.status import JobRow
-    from shared.uploads import _plan_ndjson_segment
 
     services = build_services(Settings.from_env(env))
     now = datetime.now(UTC)
@@ -72,6 +76,42 @@ def child_planner(env: dict[str, str], blob: str, etag: str) -> dict[str, float]
             break
     elapsed = time.perf_counter() - started
     return {"items": message.items_before, "batches": message.next_batch - 1, "segments": segments, "seconds": elapsed}
+
+
+def child_items_ref(env: dict[str, str], blob: str, etag: str) -> dict[str, float]:
+    from shared.messages import ItemsRef, JobRequest, PlanMessage
+    from shared.planning import plan_job
+    from shared.queues import QueueSender
+    from shared.segments import plan_segment
+    from shared.services import build_services
+    from shared.settings import Settings
+
+    class HandOnInProcess(QueueSender):
+        """Plan messages stay here (the next invocation's input); batch messages go to Azurite."""
+
+        def __init__(self, inner: QueueSender) -> None:
+            self.inner, self.plans = inner, []
+
+        def send(self, queue_name: str, body: str, *, delay_seconds: float = 0) -> None:
+            if '"kind":"plan"' in body:
+                self.plans.append(body)
+            else:
+                self.inner.send(queue_name, body, delay_seconds=delay_seconds)
+
+    services = build_services(Settings.from_env(env))
+    sender = services.queues = HandOnInProcess(services.queues)
+    now = datetime.now(UTC)
+    started = time.perf_counter()
+    plan_job(JobRequest(collection="bench", items_ref=ItemsRef(blob=blob)), job_id="bench-ref", services=services, now=now)
+    segments = 0
+    while sender.plans:
+        plan_segment(PlanMessage.from_json(orjson.loads(sender.plans.pop())), services=services, now=now)
+        segments += 1
+    elapsed = time.perf_counter() - started
+    job = services.status.get_job("bench-ref")
+    if job is None or not job.planned:
+        raise RuntimeError(f"the items_ref job was not planned: {job}")
+    return {"items": job.item_count, "batches": job.batch_count, "segments": segments, "seconds": elapsed}
 
 
 def child_baseline(env: dict[str, str], blob: str, etag: str) -> dict[str, float]:
@@ -94,7 +134,7 @@ def run_child(mode: str, env: dict[str, str], blob: str, etag: str) -> dict[str,
 
 def child_main(spec_text: str) -> None:
     spec = json.loads(spec_text)
-    runner = child_planner if spec["mode"] == "planner" else child_baseline
+    runner = {"planner": child_planner, "items_ref": child_items_ref, "baseline": child_baseline}[spec["mode"]]
     figures = runner(spec["env"], spec["blob"], spec["etag"])
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(figures))
@@ -113,12 +153,17 @@ def main() -> None:
     from azure.storage.blob import BlobServiceClient
 
     from devhost.azurite import Azurite
+    from emulator import EmulatorServer
 
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"machine: {os.cpu_count()} cores; templates: {', '.join(TEMPLATES)}")
-    with Azurite() as azurite, tempfile.TemporaryDirectory() as tmp:
-        env = {"AzureWebJobsStorage": azurite.connection_string, "GEOCATALOG_ENDPOINT": "http://127.0.0.1:9",
-               "GEOCATALOG_TOKEN": "unused", "BATCH_MAX_ITEMS": "100"}
+    with Azurite() as azurite, EmulatorServer() as emulator, tempfile.TemporaryDirectory() as tmp:
+        emulator.call(lambda: emulator.catalog.put_collection({"type": "Collection", "id": "bench", "stac_version": "1.1.0",
+                                                               "description": "bench", "license": "other", "links": [],
+                                                               "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]},
+                                                                          "temporal": {"interval": [[None, None]]}}}))
+        env = {"AzureWebJobsStorage": azurite.connection_string, "GEOCATALOG_ENDPOINT": emulator.url,
+               "GEOCATALOG_TOKEN": "unused", "BATCH_MAX_ITEMS": "100", "ITEMS_REF_CONTAINERS": "bench"}
         service = BlobServiceClient.from_connection_string(azurite.connection_string)
         service.create_container("bench")
         rows = []
@@ -130,13 +175,15 @@ def main() -> None:
             path.unlink()
             blob, etag = f"bench/{size}.ndjson", str(result["etag"]).strip('"')
             if size in sizes:
-                rows.append(("planner (streaming fan-out)", size, nbytes, run_child("planner", env, blob, etag)))
+                rows.append(("upload planner (streaming fan-out)", size, nbytes, run_child("planner", env, blob, etag)))
+                rows.append(("items_ref job (same reader)", size, nbytes, run_child("items_ref", env, blob, etag)))
             if size == args.baseline_size:
                 rows.append(("baseline (readall + readlines + json.loads)", size, nbytes, run_child("baseline", env, blob, etag)))
     print(f"{'':46}{'items':>10}{'file MB':>10}{'peak RSS MB':>13}{'items/s':>10}")
     for name, size, nbytes, figures in rows:
         print(f"{name:46}{size:>10}{nbytes / 1e6:>10.0f}{figures['peak_rss_mb']:>13.0f}{figures['items'] / figures['seconds']:>10.0f}")
-    print("goal: planner peak RSS <= 150 MB and flat as the file grows (RSS includes the interpreter and Azure SDKs)")
+    print("goal: planner peak RSS <= 150 MB and flat as the file grows, for uploads and items_ref alike "
+          "(RSS includes the interpreter and Azure SDKs)")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ LOCAL_SETTINGS = {
     "STATUS_TABLE": "StacIngestStatus",
     "DROP_CONTAINER": "stac-drop",
     "DROP_EVENTS_QUEUE": "stac-drop-events",
+    "SOURCE_ALLOW_LOOPBACK": "true",  # the emulator's source side is on 127.0.0.1
 }
 
 

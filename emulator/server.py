@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import secrets
 import ssl
 import threading
@@ -41,6 +42,7 @@ class Stats:
     """Requests served, by `METHOD route-name`; the admin endpoint returns and resets them."""
 
     by_route: dict[str, int] = field(default_factory=dict)
+    source_authorization: int = 0  # source-side requests that carried an Authorization header (should stay 0)
 
     def count(self, key: str) -> None:
         self.by_route[key] = self.by_route.get(key, 0) + 1
@@ -89,6 +91,9 @@ class EmulatorApp:
         r.add_get("/source/search", self.source_search_get)
         r.add_post("/source/search", self.source_search_post)
         r.add_get("/source/sas/token/{collection}", self.source_sas_token)
+        r.add_route("*", "/source/redirect", self.source_redirect)
+        r.add_get("/source/items/{name}", self.source_items_document)
+        r.add_get("/source/linked", self.source_linked_page)
         for prefix in ("/stac", "/api"):
             r.add_get(prefix, self.landing)
             r.add_get(prefix + "/conformance", self.conformance)
@@ -120,6 +125,8 @@ class EmulatorApp:
         if not request.path.startswith("/_emulator/"):
             self.stats.count(f"{request.method} {route.canonical if route else request.path}")
         if request.path.startswith(("/_emulator/", "/source/")):  # no auth, no api-version, no faults
+            if request.path.startswith("/source/") and "Authorization" in request.headers:
+                self.stats.source_authorization += 1
             return await handler(request)
         faults = self.catalog.faults
         if faults.latency_ms:
@@ -410,11 +417,38 @@ class EmulatorApp:
         token, expiry = self.catalog.issue_sas_token(request.match_info["collection"], _now())
         return _json({"msft:expiry": expiry.strftime("%Y-%m-%dT%H:%M:%SZ"), "token": token})
 
+    async def source_redirect(self, request: web.Request) -> web.Response:
+        """`?to=URL&status=302`: a redirect to anywhere (what an allowlisted host could answer)."""
+        status = int(request.query.get("status", "302"))
+        return web.Response(status=status, headers={"Location": request.query.get("to", "/")})
+
+    async def source_linked_page(self, request: web.Request) -> web.Response:
+        """`?next=URL`: one page of a search, whose `next` link is whatever the caller asked for."""
+        items = [orjson.loads(body) for store in self.catalog.source_items.values() for body in store.values()][:1]
+        links = [{"rel": "next", "method": "GET", "href": request.query["next"]}] if request.query.get("next") else []
+        return _json({"type": "FeatureCollection", "features": items, "links": links}, content_type=GEOJSON)
+
+    async def source_items_document(self, request: web.Request) -> web.Response:
+        """The source items as one document: `items.json` (FeatureCollection) or `items.ndjson`, each also `.gz`."""
+        name = request.match_info["name"]
+        items = [orjson.loads(body) for store in self.catalog.source_items.values() for body in store.values()]
+        base = name.removesuffix(".gz")
+        if base == "items.ndjson":
+            data = b"".join(orjson.dumps(item) + b"\n" for item in items)
+        elif base == "items.json":
+            data = orjson.dumps({"type": "FeatureCollection", "features": items})
+        else:
+            return _json({"code": "NotFound", "description": f"no document {name}"}, 404)
+        if name.endswith(".gz"):
+            data = gzip.compress(data)
+        return web.Response(body=data, content_type="application/gzip" if name.endswith(".gz") else "application/json")
+
     # ----- admin --------------------------------------------------------------------------------
 
     async def admin_stats(self, request: web.Request) -> web.Response:
         items = sum(len(v) for v in self.catalog.items.values())
-        return _json({"requests": self.stats.by_route, "items": items, "operations": len(self.catalog.operations)})
+        return _json({"requests": self.stats.by_route, "items": items, "operations": len(self.catalog.operations),
+                      "source_authorization": self.stats.source_authorization})
 
     async def admin_reset(self, request: web.Request) -> web.Response:
         self.catalog.collections.clear()
@@ -423,6 +457,7 @@ class EmulatorApp:
         self.catalog._due.clear()  # noqa: SLF001 - the admin endpoint owns the catalog's lifecycle
         self.catalog.faults.update(Faults().to_dict())
         self.stats.by_route.clear()
+        self.stats.source_authorization = 0
         return web.Response(status=204)
 
     async def admin_get_faults(self, request: web.Request) -> web.Response:

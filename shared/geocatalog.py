@@ -6,11 +6,12 @@ module carries a token or a URL query string.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import orjson
 import requests
@@ -213,6 +214,24 @@ class GeoCatalogClient:
         body = {"collections": [check_collection_id(collection_id)], "ids": item_ids, "limit": min(len(item_ids), 1000)}
         yield from self._follow_pages(self._send("POST", f"{self.layout.stac}/search", body=body))
 
+    def search(self, params: dict[str, Any], *, url: str = "", method: str = "POST", max_items: int = 1000) -> list[dict[str, Any]]:
+        """Items of this catalog matching a STAC item search, at most `max_items`, following `next` links.
+
+        `url` (default: the catalog's own /search) must be on the catalog's endpoint: the token goes nowhere else.
+
+        Raises:
+            InvalidInputError: `url` is outside the endpoint.
+            RetryableError, RejectedByServiceError, AuthenticationError.
+        """
+        target = self._own_url(url) if url else f"{self.endpoint}{self.layout.stac}/search"
+        query = {} if "api-version=" in target else {"api-version": self.layout.api_version}
+        if method.upper() == "GET":
+            query.update({k: ",".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in params.items()})
+            response = self._send("GET", _with_query(target, query), absolute=True)
+        else:
+            response = self._send("POST", _with_query(target, query), body=params, absolute=True)
+        return list(itertools.islice(self._follow_pages(response), max_items))
+
     def _follow_pages(self, response: requests.Response) -> Iterator[dict[str, Any]]:
         while True:
             page = response.json()
@@ -292,15 +311,23 @@ class GeoCatalogClient:
             headers["Content-Type"] = "application/json"
         try:
             response = self._session.request(
-                method, url, params=query, data=data, headers=headers, timeout=self._timeout, verify=self._verify
+                method, url, params=query, data=data, headers=headers, timeout=self._timeout, verify=self._verify,
+                allow_redirects=False,
             )
         except requests.Timeout:
             raise RetryableError(f"{method} {url_without_query(url)} timed out") from None
         except requests.ConnectionError:
             raise RetryableError(f"{method} {url_without_query(url)}: connection failed") from None
-        if response.status_code < 400:
+        if response.status_code < 300:
             return response
+        if response.status_code < 400:  # never followed: a redirect could lead the token elsewhere
+            raise RejectedByServiceError(response.status_code, "UnexpectedRedirect",
+                                         f"{method} {url_without_query(url)} answered with a redirect, which is not followed")
         raise _error_for(method, url, response)
+
+
+def _with_query(url: str, query: dict[str, str]) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{urlencode(query)}" if query else url
 
 
 def _error_for(method: str, url: str, response: requests.Response) -> Exception:

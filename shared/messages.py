@@ -53,7 +53,8 @@ class ItemsRef:
 
 @dataclass(frozen=True)
 class Search:
-    """A STAC API item search: `url` is the API's /search; `params` its body (POST) or query (GET)."""
+    """A STAC API item search: `url` is the API's /search ("" = the target GeoCatalog's own search);
+    `params` its body (POST) or query (GET)."""
 
     url: str
     params: dict[str, Any]
@@ -152,8 +153,8 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
 
 
 def _search_of(value: Any) -> Search:
-    if not isinstance(value, dict) or not isinstance(value.get("url"), str):
-        raise InvalidInputError("'search' needs 'url' (the STAC API's /search)")
+    if not isinstance(value, dict) or not isinstance(value.get("url", ""), str):
+        raise InvalidInputError("'search' must be an object; its 'url' (a STAC API's /search, default: the GeoCatalog's own) a string")
     params = value.get("params", {})
     method = str(value.get("method", "POST")).upper()
     max_items = value.get("max_items", 1000)
@@ -161,7 +162,7 @@ def _search_of(value: Any) -> Search:
         raise InvalidInputError("'search' params must be an object and method GET or POST")
     if not isinstance(max_items, int) or not 1 <= max_items <= 100_000:
         raise InvalidInputError("'search' max_items must be an integer from 1 to 100000")
-    return Search(url=value["url"], params=params, method=method, max_items=max_items)
+    return Search(url=value.get("url", ""), params=params, method=method, max_items=max_items)
 
 
 def _delete_of(value: Any) -> dict[str, Any]:
@@ -259,7 +260,8 @@ class PollMessage:
 
 @dataclass(frozen=True)
 class PlanMessage:
-    """Plan (the next segment of) an uploaded file: read from `offset`, numbering batches from `next_batch`."""
+    """Plan (the next segment of) a stored file (an upload or an `items_ref`): read from `offset`,
+    numbering batches from `next_batch`."""
 
     job_id: str
     blob: str  # container/path
@@ -269,11 +271,18 @@ class PlanMessage:
     next_line: int = 1
     next_batch: int = 1
     items_before: int = 0
+    end: int | None = None  # plain NDJSON: stop at this byte (an `items_ref` range); None = the blob's end
+    format: str = ""  # "ndjson", "json", "ndjson.gz" or "json.gz"; "" = from the blob's name
+    mode: str = "create"
+    sign: str = ""
+    sign_collection: str = ""
+    batch_size: int = 0  # 0 = BATCH_MAX_ITEMS
+    repair: str = ""  # opt-in repairs, comma-separated (e.g. "bbox")
     v: int = VERSION
     kind: str = "plan"
 
     def to_json(self) -> str:
-        return orjson.dumps(asdict(self)).decode()
+        return orjson.dumps({k: v for k, v in asdict(self).items() if v is not None}).decode()
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> PlanMessage:
@@ -283,6 +292,10 @@ class PlanMessage:
                 collection=str(body.get("collection", "")), offset=int(body.get("offset", 0)),
                 next_line=int(body.get("next_line", 1)), next_batch=int(body.get("next_batch", 1)),
                 items_before=int(body.get("items_before", 0)),
+                end=int(body["end"]) if body.get("end") is not None else None, format=str(body.get("format", "")),
+                mode=str(body.get("mode", "create")), sign=str(body.get("sign", "")),
+                sign_collection=str(body.get("sign_collection", "")), batch_size=int(body.get("batch_size", 0)),
+                repair=str(body.get("repair", "")),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise InvalidInputError(f"malformed plan message: {error}") from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -35,17 +35,27 @@ class PayloadStore:
         self._service.get_blob_client(self.container, name).upload_blob(data, overwrite=True)
         return f"{self.container}/{name}"
 
-    def chunks(self, ref: str, *, etag: str, offset: int = 0) -> Iterator[bytes]:
-        """Stream `container/path` from `offset`, only while it is still the version `etag`.
+    def put_stream(self, name: str, chunks: Iterable[bytes]) -> tuple[str, str]:
+        """Write `name` in the payload container from a stream (block by block, never whole in memory);
+        returns (`container/name`, ETag). The blob appears only once every block is committed."""
+        result = self._service.get_blob_client(self.container, name).upload_blob(chunks, overwrite=True)
+        return f"{self.container}/{name}", str(result["etag"]).strip('"')
+
+    def chunks(self, ref: str, *, etag: str, offset: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Stream `container/path` from `offset` (to `end`), only while it is still the version `etag`.
 
         Raises:
             InvalidInputError: the blob does not exist.
             BlobChangedError: the blob was overwritten (its newer version has its own event).
         """
         container, path = _split(ref)
+        if end is not None and end <= offset:
+            return iter(())
+        length = None if end is None else end - offset
         try:
             downloader = self._service.get_blob_client(container, path).download_blob(
-                offset=offset or None, etag=f'"{etag.strip(chr(34))}"', match_condition=MatchConditions.IfNotModified)
+                offset=offset if offset or length else None, length=length,
+                etag=f'"{etag.strip(chr(34))}"', match_condition=MatchConditions.IfNotModified)
         except ResourceNotFoundError:
             raise InvalidInputError(f"blob {ref[:200]!r} does not exist") from None
         except (ResourceModifiedError, HttpResponseError) as error:

@@ -11,16 +11,18 @@ import logging
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
 from shared.batching import batch_id, feature_collection, split, split_serialized
-from shared.documents import NDJSON_SUFFIXES, json_items, ndjson_items
 from shared.errors import AuthenticationError, InvalidInputError, NotFoundError
 from shared.fanout import PlannedBatch, batch_message, enqueue_batches, ids_field, payload_name
+from shared.geocatalog import GeoCatalogClient
 from shared.ids import check_collection_id, item_id_problem
 from shared.item_index import record_batches
 from shared.items import RejectedItem, item_id_of, validate_job
+from shared.items_ref import plan_message_for
 from shared.job_claims import JobClaim, conflict_job_id, describe_refusal, owns
 from shared.messages import JobRequest
 from shared.redact import url_without_query
@@ -53,9 +55,12 @@ def plan_job(request: JobRequest, *, job_id: str, claim: JobClaim, services: Ser
         return settle_job(job_id, status=status, now=now) or job
     if job.state.is_terminal:
         return job
+    if request.items_ref is not None:
+        return _hand_to_segment_planner(request, job, services=services, now=now)
     items: list[Any] = []
+    collection = request.collection or ""
     try:
-        items, labels = load_items(request, services)
+        items, labels = load_items(request, job_id=job_id, services=services, now=now)
         collection = resolve_collection(request, items, services.settings.default_collection)
         sign_collection = resolve_sign_collection(request, items) if request.sign else ""
         services.catalog.get_collection(collection)
@@ -137,28 +142,46 @@ def fail_unsent(job_id: str, request: JobRequest, collection: str, items: list[A
     return settle_job(job_id, status=services.status, now=now) or services.status.get_job(job_id)  # type: ignore[return-value]
 
 
-def load_items(request: JobRequest, services: Services) -> tuple[list[Any], list[str] | None]:
-    """The job's raw items, and for NDJSON their labels ("line N"): inline, from a blob of this
-    account (JSON, or an NDJSON byte range), or from an allowlisted URL."""
+def _hand_to_segment_planner(request: JobRequest, job: JobRow, *, services: Services, now: datetime) -> JobRow:
+    """`items_ref` jobs are read like uploads: checked here, then planned in segments (`shared.segments`)."""
+    if job.batch_count:
+        return job  # a segment already reported progress: the chain of plan messages carries on without us
+    try:
+        plan = plan_message_for(request, job_id=job.job_id, services=services, now=now)
+    except InvalidInputError as error:
+        return reject_job(job.job_id, str(error), 0, services=services, now=now)
+    services.queues.send(services.settings.submit_queue, plan.to_json())
+    return job
+
+
+def load_items(request: JobRequest, *, job_id: str, services: Services, now: datetime) -> tuple[list[Any], list[str] | None]:
+    """The job's raw items (inline, ids to delete, or a search's results); `items_ref` is planned in segments."""
     if request.items is not None:
         return request.items, None
     if request.delete_ids is not None:
         return [{"id": item_id} for item_id in request.delete_ids], None
     search = request.search or request.delete_search
-    if search is not None:
-        return services.sources.search(search.url, search.params, method=search.method, max_items=search.max_items), None
-    ref = request.items_ref
-    assert ref is not None
-    if ref.url:
-        data = services.sources.fetch(ref.url)
-        name = ref.url.split("?", 1)[0]
-    else:
-        data = services.payloads.read(ref.blob, ref.start, ref.end)
-        name = ref.blob
-    if name.endswith(NDJSON_SUFFIXES) or ref.start is not None:
-        lines = ndjson_items(data)
-        return [item for _, item in lines], [f"line {number}" for number, _ in lines]
-    return json_items(data), None
+    assert search is not None
+    if is_catalog_search(search.url, services.catalog):
+        params = search.params
+        if request.is_delete and request.collection and "collections" not in params:
+            params = {**params, "collections": [request.collection]}  # delete only from the job's collection
+        found = services.catalog.search(params, url=search.url, method=search.method, max_items=search.max_items)
+        # Copies drop what the service stamped on the originals (it stamps the copies afresh).
+        return [{k: v for k, v in item.items() if not k.startswith("_msft:")} for item in found], None
+    result = services.sources.search(search.url, search.params, method=search.method, max_items=search.max_items)
+    if result.source and result.source != url_without_query(search.url):  # the row shows the hosts actually used
+        source = f"{'delete ' if request.is_delete else ''}search {result.source}"
+        services.status.update_job(job_id, lambda row: replace(row, source=source), now)
+    return result.items, None
+
+
+def is_catalog_search(url: str, catalog: GeoCatalogClient) -> bool:
+    """No URL, or the target catalog's own /search: read with the catalog's credential (and nowhere else)."""
+    if not url:
+        return True
+    parts, own = urlsplit(url), urlsplit(catalog.endpoint)
+    return (parts.scheme, parts.netloc) == (own.scheme, own.netloc) and parts.path.rstrip("/") in ("/stac/search", "/api/search")
 
 
 def resolve_collection(request: JobRequest, items: list[Any], default: str) -> str:
@@ -295,7 +318,7 @@ def resend_queued_batches(job: JobRow, *, services: Services, now: datetime) -> 
 def describe_source(request: JobRequest) -> str:
     search = request.search or request.delete_search
     if search is not None:
-        return f"{'delete ' if request.is_delete else ''}search {url_without_query(search.url)}"
+        return f"{'delete ' if request.is_delete else ''}search {url_without_query(search.url) if search.url else 'the target catalog'}"
     if request.delete_ids is not None:
         return "delete ids"
     if request.items_ref is None:

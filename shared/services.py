@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
+from shared.egress import EgressPolicy, GuardedSession
 from shared.geocatalog import GeoCatalogClient
 from shared.item_index import ItemIndex
 from shared.payloads import PayloadStore
@@ -80,10 +82,23 @@ def build_services(settings: Settings) -> Services:
         status=storage.status,
         queues=storage.queues,
         payloads=storage.payloads,
-        sources=SourceFetcher(settings.source_url_allowlist, timeout=settings.http_timeout_seconds),
-        signer=SasTokenSigner(settings.sas_api_url, timeout=settings.http_timeout_seconds),
+        sources=SourceFetcher(GuardedSession(source_policy(settings))),
+        signer=SasTokenSigner(settings.sas_api_url, GuardedSession(sas_api_policy(settings))),
         items=storage.items,
     )
+
+
+def source_policy(settings: Settings) -> EgressPolicy:
+    """Where messages may send the app: SOURCE_URL_ALLOWLIST, public addresses (loopback for local runs)."""
+    return EgressPolicy(frozenset(settings.source_url_allowlist), allow_loopback=settings.source_allow_loopback,
+                        timeout=settings.http_timeout_seconds, max_bytes=settings.max_upload_bytes)
+
+
+def sas_api_policy(settings: Settings) -> EgressPolicy:
+    """The SAS API's host only (an operator setting, but fetched with the same guard)."""
+    host = (urlsplit(settings.sas_api_url).hostname or "").lower()
+    return EgressPolicy(frozenset({host}), allow_loopback=settings.source_allow_loopback,
+                        timeout=settings.http_timeout_seconds)
 
 
 @functools.cache

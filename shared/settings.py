@@ -42,7 +42,11 @@ DEFAULTS: dict[str, tuple[str | None, str]] = {
     "ISOLATION_MAX_DEPTH": ("12", "how many times a failed batch may be halved to isolate its bad items"),
     "MAX_DEQUEUE_COUNT": ("5", "must equal host.json maxDequeueCount: the last delivery records a failure before the poison queue"),
     "HTTP_TIMEOUT_SECONDS": ("30", "connect+read timeout of each GeoCatalog request"),
-    "SOURCE_URL_ALLOWLIST": ("planetarycomputer.microsoft.com", "comma-separated hosts that `items_ref.url` and `search.url` may point at"),
+    "SOURCE_URL_ALLOWLIST": ("planetarycomputer.microsoft.com",
+                             "comma-separated hosts that `items_ref.url` and `search.url` may point at (https, public addresses "
+                             "only; every redirect is checked again; the GeoCatalog's own search needs no entry)"),
+    "SOURCE_ALLOW_LOOPBACK": ("false", "local runs only: let sources be loopback addresses (and plain http to them); never in Azure"),
+    "ITEMS_REF_CONTAINERS": ("", "comma-separated containers that `items_ref.blob` may read; empty = PAYLOAD_CONTAINER and DROP_CONTAINER"),
     "SAS_API_URL": ("https://planetarycomputer.microsoft.com/api/sas/v1", "Planetary Computer SAS API used by `sign: planetary-computer`"),
     "LOG_TRUNCATE_CHARS": ("8000", "characters of operation logs kept in the status row (all of it goes to a blob)"),
 }
@@ -80,6 +84,8 @@ class Settings:
     max_dequeue_count: int = 5
     http_timeout_seconds: float = 30.0
     source_url_allowlist: tuple[str, ...] = ("planetarycomputer.microsoft.com",)
+    source_allow_loopback: bool = False
+    items_ref_containers: tuple[str, ...] = ()
     sas_api_url: str = "https://planetarycomputer.microsoft.com/api/sas/v1"
     log_truncate_chars: int = 8000
     storage: StorageAccess | None = None
@@ -113,9 +119,18 @@ class Settings:
             raise ConfigurationError("; ".join(problems))
         return cls(**values)
 
+    @property
+    def readable_containers(self) -> tuple[str, ...]:
+        """Containers `items_ref.blob` may name."""
+        return self.items_ref_containers or (self.payload_container, self.drop_container)
+
 
 def _convert(raw: str, type_name: Any) -> Any:
     text = str(type_name)
+    if text == "bool":
+        if raw.strip().lower() not in ("true", "false", "1", "0", ""):
+            raise ValueError(raw)
+        return raw.strip().lower() in ("true", "1")
     if text.startswith("int"):
         return int(raw)
     if text.startswith("float"):

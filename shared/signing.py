@@ -15,11 +15,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
-
-from shared.errors import RetryableError
+from shared.egress import GuardedSession
+from shared.errors import InvalidInputError
 from shared.geocatalog import check_collection_id
-from shared.sources import check_status
 
 SIGN_PLANETARY_COMPUTER = "planetary-computer"
 MAX_REFRESH_MARGIN_SECONDS = 300.0
@@ -34,11 +32,9 @@ def is_signable(href: str) -> bool:
 class SasTokenSigner:
     """Gets, caches and applies SAS tokens from a Planetary Computer SAS API."""
 
-    def __init__(self, sas_api: str, *, timeout: float = 30.0, session: requests.Session | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, sas_api: str, session: GuardedSession, *, clock: Callable[[], float] = time.time) -> None:
         self._api = sas_api.rstrip("/")
-        self._timeout = timeout
-        self._session = session or requests.Session()
+        self._session = session
         self._clock = clock
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[str, float, float]] = {}  # collection -> (token, expires, fetched)
@@ -77,13 +73,11 @@ class SasTokenSigner:
         return signed
 
     def _fetch(self, collection: str) -> tuple[str, float]:
-        url = f"{self._api}/token/{collection}"
+        body, _ = self._session.get_json("GET", f"{self._api}/token/{collection}")
         try:
-            response = self._session.get(url, timeout=self._timeout)
-        except (requests.Timeout, requests.ConnectionError):
-            raise RetryableError(f"SAS API {self._api} unreachable") from None
-        check_status(response, f"SAS API token for collection {collection!r}")
-        body = response.json()
-        expires = datetime.fromisoformat(str(body["msft:expiry"]).replace("Z", "+00:00")).timestamp()
+            expires = datetime.fromisoformat(str(body["msft:expiry"]).replace("Z", "+00:00")).timestamp()
+            token = str(body["token"])
+        except (KeyError, TypeError, ValueError):
+            raise InvalidInputError(f"the SAS API's answer for collection {collection!r} has no token and expiry") from None
         self.fetches += 1
-        return str(body["token"]), expires
+        return token, expires

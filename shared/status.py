@@ -153,6 +153,7 @@ class BatchRow:
     rejected_items: str = "{}"  # JSON {item id, line or #position: reason}: input that was never sent
     rejected_items_blob: str = ""
     validated: bool = True  # False for upload batches until their submitter has checked them
+    repair: str = ""  # opt-in repairs (comma-separated) the submitter applies to a not yet validated batch
     payload_start: int | None = None  # with payload_end: the batch is bytes [start, end) of an NDJSON upload
     payload_end: int | None = None
     first_line: int = 0  # number of the batch's first item in its upload: a line (NDJSON) or a feature (JSON)

@@ -60,7 +60,7 @@ def test_v1_items_ref_blob_range_and_url() -> None:
         ({"v": 1, "items": [], "mode": "merge"}, "mode"),
         ({"v": 1, "items_ref": {"blob": "nocontainer"}}, "container/path"),
         ({"v": 1, "items_ref": {"blob": "a/b", "start": 5, "end": 1}}, "end"),
-        ({"v": 1, "search": {"params": {}}}, "url"),
+        ({"v": 1, "search": {"url": 5, "params": {}}}, "url"),
         ({"v": 1, "search": {"url": "https://x/search", "method": "PUT"}}, "GET or POST"),
         ({"v": 1, "delete": {"nope": 1}}, "ids"),
         ({"v": 1, "items": [], "sign": "aws"}, "sign"),
@@ -69,6 +69,13 @@ def test_v1_items_ref_blob_range_and_url() -> None:
 def test_malformed_job_messages_say_why(body: object, fragment: str) -> None:
     with pytest.raises(InvalidInputError, match=fragment):
         JobRequest.from_json(body)
+
+
+def test_a_search_without_url_searches_the_target_catalog() -> None:
+    request = JobRequest.from_json({"v": 1, "collection": "c-1", "delete": {"search": {"params": {"ids": ["a"]}}}})
+    assert request.delete_search is not None and request.delete_search.url == ""
+    copy = JobRequest.from_json({"v": 1, "collection": "c-2", "search": {"params": {"collections": ["c-1"]}}})
+    assert copy.search is not None and copy.search.url == ""
 
 
 def test_search_delete_sign_and_upsert_messages() -> None:

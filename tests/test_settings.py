@@ -29,3 +29,14 @@ def test_managed_identity_storage_settings() -> None:
     assert by_account.queue_uri == "https://acct.queue.core.windows.net" and not by_account.connection_string
     uris = {f"AzureWebJobsStorage__{k}ServiceUri": f"https://{k}.x" for k in ("queue", "blob", "table")}
     assert StorageAccess.from_env(uris, "AzureWebJobsStorage").table_uri == "https://table.x"
+
+
+def test_outbound_and_blob_reference_settings() -> None:
+    base = {"GEOCATALOG_ENDPOINT": "https://gc", "AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+    default = Settings.from_env(base)
+    assert default.source_allow_loopback is False  # Azure never reaches loopback on a message's behalf
+    assert default.readable_containers == ("stac-payloads", "stac-drop")
+    local = Settings.from_env({**base, "SOURCE_ALLOW_LOOPBACK": "true", "ITEMS_REF_CONTAINERS": "inbox, user-items"})
+    assert local.source_allow_loopback is True and local.readable_containers == ("inbox", "user-items")
+    with pytest.raises(ConfigurationError, match="SOURCE_ALLOW_LOOPBACK"):
+        Settings.from_env({**base, "SOURCE_ALLOW_LOOPBACK": "yes please"})

@@ -1,0 +1,120 @@
+"""`items_ref`: check where a job's items are, and hand the file to the segment planner.
+
+A blob reference may name only the containers ITEMS_REF_CONTAINERS allows (by default the payload and
+drop containers): the Functions storage account also holds the host's keys. Anything else gets one
+reason that says nothing about whether such a blob exists. An allowlisted URL is copied, as a stream,
+into a blob of the payload container first, so both are then read the same way as an upload
+(`shared.segments`): NDJSON in byte-ranged segments, JSON streamed, gzip by its magic bytes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import replace
+from datetime import datetime
+
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+from shared.documents import file_kind
+from shared.errors import InvalidInputError
+from shared.messages import ItemsRef, JobRequest, PlanMessage
+from shared.redact import url_without_query
+from shared.services import Services
+from shared.status import JobRow
+
+GZIP_MAGIC = b"\x1f\x8b"
+_BAD_PATH_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def plan_message_for(request: JobRequest, *, job_id: str, services: Services, now: datetime) -> PlanMessage:
+    """The first plan message of an `items_ref` job (a URL is staged as a blob first; idempotent).
+
+    Raises:
+        InvalidInputError: the reference may not be read, or names an empty or unusable file.
+        RetryableError: the source or storage is briefly unavailable.
+    """
+    ref = request.items_ref
+    assert ref is not None
+    if ref.url:
+        blob, etag, size, name = _staged_url(ref.url, job_id=job_id, services=services, now=now)
+    else:
+        blob, name = checked_blob(ref.blob, services.settings.readable_containers), ref.blob
+        etag, size = _properties(blob, services)
+    if size == 0:
+        raise InvalidInputError(f"items_ref {_shown(ref)} is empty")
+    if size > services.settings.max_upload_bytes:
+        raise InvalidInputError(f"items_ref {_shown(ref)} has {size} bytes, more than MAX_UPLOAD_BYTES")
+    gzipped = b"".join(services.payloads.chunks(blob, etag=etag, end=2)) == GZIP_MAGIC
+    kind = file_kind(name.split("?", 1)[0].removesuffix(".gz"))
+    ndjson = kind.ndjson if kind is not None else ref.start is not None
+    if gzipped and (ref.start is not None or ref.end is not None):
+        raise InvalidInputError("items_ref start/end need a plain (not gzipped) NDJSON blob")
+    return PlanMessage(
+        job_id, blob, etag, request.collection or "", offset=ref.start or 0, end=ref.end,
+        format=("ndjson" if ndjson else "json") + (".gz" if gzipped else ""), mode=request.mode,
+        sign=request.sign or "", sign_collection=request.sign_collection or "", batch_size=request.batch_size or 0,
+        repair=",".join(sorted(request.repair)),
+    )
+
+
+def checked_blob(ref: str, containers: tuple[str, ...]) -> str:
+    """`container/path` when the container may be read and the path is a plain blob name.
+
+    Raises:
+        InvalidInputError: with one reason for every container not allowed (whether or not such a
+            blob exists), and a clear one for `..`, `.`, empty segments and control characters.
+    """
+    container, _, path = ref.partition("/")
+    if container not in containers:
+        raise InvalidInputError(_not_readable(ref))
+    segments = path.split("/")
+    if not path or any(segment in ("", ".", "..") for segment in segments) or _BAD_PATH_CHARACTERS.search(path):
+        raise InvalidInputError(f"items_ref.blob {ref[:200]!r} is not a plain blob name: no '..', '.', "
+                                "empty segments, backslashes or control characters")
+    if len(path) > 1024:
+        raise InvalidInputError("items_ref.blob is longer than 1024 characters")
+    return ref
+
+
+def _not_readable(ref: str) -> str:
+    return (f"items_ref.blob {ref[:200]!r} cannot be read: name an existing blob in a container that "
+            "ITEMS_REF_CONTAINERS allows")
+
+
+def _properties(blob: str, services: Services) -> tuple[str, int]:
+    try:
+        return services.payloads.properties(blob)
+    except (InvalidInputError, ResourceNotFoundError):
+        raise InvalidInputError(_not_readable(blob)) from None
+    except HttpResponseError as error:
+        if error.status_code in (400, 403, 404, 416):  # a name storage refuses: the same answer as a missing blob
+            raise InvalidInputError(_not_readable(blob)) from None
+        raise
+
+
+def _staged_url(url: str, *, job_id: str, services: Services, now: datetime) -> tuple[str, str, int, str]:
+    """(blob, ETag, size, the URL's name) of the URL's copy in the payload container, copied once per job."""
+    name = f"{job_id}/items-ref-source"
+    staged = f"{services.payloads.container}/{name}"
+    try:
+        etag, size = services.payloads.properties(staged)
+        return staged, etag, size, url
+    except InvalidInputError:
+        pass  # not copied yet
+    services.sources.check(url)
+    with services.sources.open(url) as (chunks, answered):
+        first = next(chunks, b"")
+        blob, etag = services.payloads.put_stream(name, itertools.chain([first], chunks))
+    if url_without_query(answered) != url_without_query(url):  # the row shows the host actually used
+        services.status.update_job(job_id, lambda row: _with_source(row, answered), now)
+    _, size = services.payloads.properties(blob)
+    return blob, etag, size, answered
+
+
+def _with_source(row: JobRow, url: str) -> JobRow:
+    return replace(row, source=url_without_query(url))
+
+
+def _shown(ref: ItemsRef) -> str:
+    return url_without_query(ref.url) if ref.url else repr(ref.blob[:200])

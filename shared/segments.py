@@ -1,0 +1,247 @@
+"""Planning a stored file of items in segments: the one reader behind uploads and `items_ref`.
+
+A plan message (`PlanMessage`) names a blob version (path + ETag) and where to go on from. The file
+is never held in memory:
+- plain NDJSON: the planner reads lines from the stored blob and sends batch messages that point at
+  byte ranges of it; it stops after `PLAN_SEGMENT_ITEMS` items and hands on to a continuation plan
+  message, so no invocation runs long and a huge file spreads over many instances;
+- gzip and JSON (FeatureCollection or list streamed with ijson): not addressable by byte range, so
+  batches are claim-checked as chunk blobs as the stream goes, in one invocation.
+Neither the planner nor a submitter holds more than one batch. Items are validated by the submitter
+of their batch (`uploads.prepare_upload_batch`), which records bad lines with their line numbers.
+
+What if it dies mid-segment? Batch rows are created only if absent and a batch message is harmless
+twice (the submitter checks the row), so the redelivered plan message simply plans the segment again.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from shared.batching import ENVELOPE_BYTES, batch_id
+from shared.documents import FileKind, file_kind, open_chunks, parse_line, stream_json_items
+from shared.errors import InvalidInputError, NotFoundError
+from shared.ids import check_collection_id
+from shared.messages import BatchMessage, PlanMessage
+from shared.planning import reject_job
+from shared.rollup import settle_job
+from shared.services import Services
+from shared.status import BatchRow, BatchState, JobRow, JobState
+
+log = logging.getLogger(__name__)
+
+ROWS_PER_FLUSH = 100  # batch rows written (one table transaction) and messages sent together
+UNREADABLE = (InvalidInputError, gzip.BadGzipFile, zlib.error, EOFError)  # what a broken file raises mid-stream
+
+
+@dataclass
+class _Pending:
+    """Batches planned but not yet written: rows and messages go out together every ROWS_PER_FLUSH."""
+
+    rows: list[BatchRow] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+
+
+def kind_of(message: PlanMessage) -> FileKind:
+    """The file's format: the message's `format` when set (items_ref), else the blob's name (uploads)."""
+    kind = file_kind(f"file.{message.format}" if message.format else message.blob)
+    assert kind is not None, "plan messages are sent only for supported formats"
+    return kind
+
+
+def plan_segment(message: PlanMessage, *, services: Services, now: datetime) -> JobRow | None:
+    """Plan one segment of a stored file (all of it, for formats not addressable by byte range)."""
+    status = services.status
+    job = status.get_job(message.job_id)
+    if job is None or job.planned or job.state.is_terminal:
+        return job
+    kind = kind_of(message)
+    collection = message.collection
+    try:
+        if message.next_batch == 1:
+            message = _first_segment(message, services, kind)
+            collection = message.collection
+            services.catalog.get_collection(collection)
+        if kind.seekable:
+            done, next_message = _plan_ndjson_segment(message, collection, services=services, now=now)
+        else:
+            done, next_message = _plan_stream(message, collection, services=services, now=now, gzipped=kind.gzipped, ndjson=kind.ndjson)
+    except NotFoundError:
+        return reject_job(message.job_id, f"collection {collection!r} does not exist in the GeoCatalog", 0, services=services, now=now)
+    except UNREADABLE as error:
+        return reject_job(message.job_id, f"{message.blob}: {error}", 0, services=services, now=now)
+    if not done:
+        services.queues.send(services.settings.submit_queue, next_message.to_json())
+        return status.get_job(message.job_id)
+    if next_message.items_before == 0:
+        return reject_job(message.job_id, f"{message.blob}: the file has no items", 0, services=services, now=now)
+
+    def mark_planned(row: JobRow) -> JobRow:
+        return replace(row, planned=True, state=JobState.RUNNING, collection=collection,
+                       item_count=next_message.items_before, batch_count=next_message.next_batch - 1)
+
+    status.update_job(message.job_id, mark_planned, now)
+    return settle_job(message.job_id, status=status, now=now)
+
+
+def _first_segment(message: PlanMessage, services: Services, kind: FileKind) -> PlanMessage:
+    """Settle what the first item tells: the collection (when not given) and whose SAS token signs.
+
+    Raises:
+        InvalidInputError: neither can be told.
+    """
+    first: Any = None
+    if not message.collection or (message.sign and not message.sign_collection):
+        for _, item_bytes in _stream_lines(message, services, gzipped=kind.gzipped, ndjson=kind.ndjson):
+            first = parse_line(item_bytes, 0)
+            break
+    named = first.get("collection") if isinstance(first, dict) else None
+    named = named if isinstance(named, str) and named else ""
+    collection = message.collection or named or services.settings.default_collection
+    if not collection:
+        raise InvalidInputError("no collection: set it in the message (or the upload's folder), in the items, or DEFAULT_COLLECTION")
+    sign_collection = message.sign_collection
+    if message.sign and not sign_collection:
+        if not named:
+            raise InvalidInputError("cannot tell which collection's SAS token signs the assets: set 'sign_collection'")
+        sign_collection = check_collection_id(named)
+    return replace(message, collection=check_collection_id(collection), sign_collection=sign_collection)
+
+
+@dataclass
+class _OpenBatch:
+    start: int  # byte offset of its first line (plain NDJSON)
+    first: int  # line number (NDJSON) or feature number (JSON) of its first item
+    lines: list[bytes] = field(default_factory=list)  # kept only for chunked formats
+    count: int = 0
+    size: int = ENVELOPE_BYTES
+
+
+def _plan_ndjson_segment(message: PlanMessage, collection: str, *, services: Services, now: datetime) -> tuple[bool, PlanMessage]:
+    """Batches are byte ranges of the stored file; hand on after PLAN_SEGMENT_ITEMS items."""
+    settings = services.settings
+    chunks = services.payloads.chunks(message.blob, etag=message.etag, offset=message.offset, end=message.end)
+    stream = open_chunks(chunks, gzipped=False)
+    pending = _Pending()
+    offset, line_number, number, items = message.offset, message.next_line, message.next_batch, message.items_before
+    segment_items = 0
+    batch: _OpenBatch | None = None
+    for line in iter(stream.readline, b""):
+        if line.strip():
+            if batch is not None and _is_full(batch, line, message, settings):
+                _add_batch(pending, message, collection, number, batch, payload=message.blob, end=offset)
+                number, batch = number + 1, None
+                _flush(pending, services=services, now=now, job_id=message.job_id, items=items, batches=number - 1,
+                       force=segment_items >= settings.plan_segment_items)
+                if segment_items >= settings.plan_segment_items:
+                    return False, replace(message, offset=offset, next_line=line_number, next_batch=number, items_before=items)
+            batch = batch or _OpenBatch(start=offset, first=line_number)
+            batch.count, batch.size = batch.count + 1, batch.size + len(line)
+            items, segment_items = items + 1, segment_items + 1
+        offset, line_number = offset + len(line), line_number + 1
+    if batch is not None:
+        _add_batch(pending, message, collection, number, batch, payload=message.blob, end=offset)
+        number += 1
+    _flush(pending, services=services, now=now, job_id=message.job_id, items=items, batches=number - 1, force=True)
+    return True, replace(message, offset=offset, next_line=line_number, next_batch=number, items_before=items)
+
+
+def _plan_stream(message: PlanMessage, collection: str, *, services: Services, now: datetime,
+                 gzipped: bool, ndjson: bool) -> tuple[bool, PlanMessage]:
+    """Batches are chunk blobs written as the (decompressed) stream goes, in one invocation."""
+    pending = _Pending()
+    number, items = 1, 0
+    batch: _OpenBatch | None = None
+    try:
+        for position, item_bytes in _stream_lines(message, services, gzipped=gzipped, ndjson=ndjson):
+            if batch is not None and _is_full(batch, item_bytes, message, services.settings):
+                _add_chunk(pending, message, collection, number, batch, ndjson=ndjson, services=services)
+                number, batch = number + 1, None
+                _flush(pending, services=services, now=now, job_id=message.job_id, items=items, batches=number - 1)
+            batch = batch or _OpenBatch(start=0, first=position)
+            batch.lines.append(item_bytes)
+            batch.count, batch.size, items = batch.count + 1, batch.size + len(item_bytes), items + 1
+    except UNREADABLE as error:
+        if items == 0:
+            raise
+        # Batches already went out: keep them, and say where the file stopped making sense.
+        _note_on_job(message.job_id, f"the file is unreadable after item {items}: {error}", services=services, now=now)
+    if batch is not None:
+        _add_chunk(pending, message, collection, number, batch, ndjson=ndjson, services=services)
+        number += 1
+    _flush(pending, services=services, now=now, job_id=message.job_id, items=items, batches=number - 1, force=True)
+    return True, replace(message, next_batch=number, items_before=items)
+
+
+def _is_full(batch: _OpenBatch, item_bytes: bytes, message: PlanMessage, settings: Any) -> bool:
+    max_items = message.batch_size or settings.batch_max_items
+    return batch.count >= max_items or batch.size + len(item_bytes) > settings.batch_max_bytes
+
+
+def _stream_lines(message: PlanMessage, services: Services, *, gzipped: bool, ndjson: bool) -> Iterator[tuple[int, bytes]]:
+    """(line number for NDJSON / feature number for JSON, one item's JSON bytes) for every item, streaming."""
+    ranged = ndjson and not gzipped  # plain NDJSON may be a byte range [offset, end) of the blob
+
+    def open_stream():
+        chunks = services.payloads.chunks(message.blob, etag=message.etag, offset=message.offset if ranged else 0,
+                                          end=message.end if ranged else None)
+        return open_chunks(chunks, gzipped=gzipped)
+
+    if ndjson:
+        for number, line in enumerate(open_stream(), start=message.next_line if ranged else 1):
+            if line.strip():
+                yield number, line.rstrip(b"\r\n")
+        return
+    for number, item in enumerate(stream_json_items(open_stream), start=1):
+        yield number, orjson.dumps(item)
+
+
+def _add_batch(pending: _Pending, message: PlanMessage, collection: str, number: int, batch: _OpenBatch,
+               *, payload: str, end: int | None, item_label: str = "line") -> None:
+    row_id = batch_id(number)
+    ranged = end is not None
+    pending.rows.append(BatchRow(
+        job_id=message.job_id, batch_id=row_id, state=BatchState.QUEUED, collection=collection, item_count=batch.count,
+        item_ids="", payload_blob=payload, payload_start=batch.start if ranged else None, payload_end=end,
+        first_line=batch.first, item_label=item_label, validated=False,
+        mode=message.mode, sign=message.sign, sign_collection=message.sign_collection, repair=message.repair,
+    ))
+    pending.messages.append(BatchMessage(message.job_id, row_id, collection, payload_blob=payload, mode=message.mode).to_json())
+
+
+def _add_chunk(pending: _Pending, message: PlanMessage, collection: str, number: int, batch: _OpenBatch,
+               *, ndjson: bool, services: Services) -> None:
+    """Claim-check one batch of a stream as an NDJSON chunk (one item per line)."""
+    blob = services.payloads.put(f"{message.job_id}/{batch_id(number)}.chunk.ndjson", b"\n".join(batch.lines) + b"\n")
+    _add_batch(pending, message, collection, number, batch, payload=blob, end=None, item_label="line" if ndjson else "feature")
+
+
+def _flush(pending: _Pending, *, services: Services, now: datetime, job_id: str, items: int, batches: int,
+           force: bool = False) -> None:
+    """Write pending rows, send their messages, and show progress on the job row."""
+    if not pending.rows or (len(pending.rows) < ROWS_PER_FLUSH and not force):
+        return
+    services.status.create_batches(pending.rows, now)
+    for body in pending.messages:
+        services.queues.send(services.settings.submit_queue, body)
+    pending.rows.clear()
+    pending.messages.clear()
+
+    def progress(row: JobRow) -> JobRow | None:
+        if row.planned or row.state.is_terminal:
+            return None
+        return replace(row, state=JobState.RUNNING, item_count=max(row.item_count, items), batch_count=max(row.batch_count, batches))
+
+    services.status.update_job(job_id, progress, now)
+
+
+def _note_on_job(job_id: str, note: str, *, services: Services, now: datetime) -> None:
+    services.status.update_job(job_id, lambda row: replace(row, error_code="UnreadableFile", error_message=note[:2000]), now)
