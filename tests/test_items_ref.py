@@ -18,6 +18,7 @@ from azure.storage.queue import QueueClient
 from devhost.jobs import wait_for_jobs
 from devhost.stack import LocalStack
 from emulator import EmulatorOptions, Timings
+from shared.job_claims import JobClaim
 from shared.messages import JobRequest, PlanMessage
 from shared.planning import plan_job
 from shared.segments import plan_segment
@@ -228,17 +229,18 @@ def test_a_duplicate_job_message_after_planning_resends_segment_batches_as_claim
     collection = with_collection(stack)
     items = [make_item(f"d{n}") for n in range(5)]
     blob = put_blob(stack, stack.services.settings.payload_container, "inbox/dup.ndjson", ndjson(items))
-    request = JobRequest.from_json(ref_job("dup-1", collection, blob=blob))
+    body = ref_job("dup-1", collection, blob=blob)
+    request, claim = JobRequest.from_json(body), JobClaim.of(body, "message-1")
     stack.pause_functions()
     now = datetime.now(UTC)
-    plan_job(request, job_id="dup-1", services=stack.services, now=now)
+    plan_job(request, job_id="dup-1", claim=claim, services=stack.services, now=now)
     queue = QueueClient.from_connection_string(stack.azurite.connection_string, stack.services.settings.submit_queue)
     plans = [m for m in queue.receive_messages(max_messages=32) if '"kind":"plan"' in m.content]
     assert len(plans) == 1
     plan_segment(PlanMessage.from_json(orjson.loads(plans[0].content)), services=stack.services, now=now)
     queue.delete_message(plans[0])
     assert stack.services.status.get_job("dup-1").planned
-    plan_job(request, job_id="dup-1", services=stack.services, now=now)  # the job message again, batches still Queued
+    plan_job(request, job_id="dup-1", claim=claim, services=stack.services, now=now)  # the job message again, batches Queued
     stack.resume_functions()
     job = wait_for_jobs(stack.services, ["dup-1"], timeout=90)["dup-1"]
     assert (job.state, job.items_succeeded) == (JobState.SUCCEEDED, 5)
