@@ -79,7 +79,8 @@ def child_planner(env: dict[str, str], blob: str, etag: str) -> dict[str, float]
 
 
 def child_items_ref(env: dict[str, str], blob: str, etag: str) -> dict[str, float]:
-    from shared.messages import ItemsRef, JobRequest, PlanMessage
+    from shared.job_claims import JobClaim
+    from shared.messages import JobRequest, PlanMessage
     from shared.planning import plan_job
     from shared.queues import QueueSender
     from shared.segments import plan_segment
@@ -102,7 +103,8 @@ def child_items_ref(env: dict[str, str], blob: str, etag: str) -> dict[str, floa
     sender = services.queues = HandOnInProcess(services.queues)
     now = datetime.now(UTC)
     started = time.perf_counter()
-    plan_job(JobRequest(collection="bench", items_ref=ItemsRef(blob=blob)), job_id="bench-ref", services=services, now=now)
+    body = {"v": 1, "job_id": "bench-ref", "collection": "bench", "items_ref": {"blob": blob}}
+    plan_job(JobRequest.from_json(body), job_id="bench-ref", claim=JobClaim.of(body, "bench-message"), services=services, now=now)
     segments = 0
     while sender.plans:
         plan_segment(PlanMessage.from_json(orjson.loads(sender.plans.pop())), services=services, now=now)
