@@ -88,12 +88,17 @@ def prepare_upload_batch(row: BatchRow, *, services: Services, now: datetime) ->
         lines = [(row.first_line + n, item) for n, (_, item) in enumerate(ndjson_items(data))]  # a chunk: one item per line
     else:
         lines = ndjson_items(data, first_line=row.first_line or 1)
-    labels = [f"{row.item_label} {number}" for number, _ in lines]
+    # NDJSON items are named by their line; items of a JSON document by their id (as in a message), else position.
+    labels = [item_id_of(item) if row.item_label == "feature" and item_id_of(item) else f"{row.item_label} {number}"
+              for number, item in lines]
     raw = [item for _, item in lines]
     checked_items = validate_job(raw, row.collection, labels=labels, mode=row.mode,
                                  repair=frozenset(filter(None, row.repair.split(","))))
     valid, rejected, superseded = checked_items.valid, checked_items.rejected, checked_items.superseded
-    reasons = {rejection_key(r): r.reason for r in rejected + superseded}
+    reasons: dict[str, str] = {}
+    for item in rejected + superseded:
+        key = rejection_key(item)
+        reasons[f"{key}#{item.position}" if key in reasons else key] = item.reason
     name = f"{row.job_id}/{row.batch_id}.json"
     payload = services.payloads.put(name, feature_collection(valid)) if valid else ""
     ids, ids_blob = ids_field(services, row.job_id, row.batch_id, [item_id_of(i) for i in valid])
