@@ -22,11 +22,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--pending-seconds", type=float, default=0.3, help="time an operation stays Pending")
     p.add_argument("--running-seconds", type=float, default=0.5, help="time an operation stays Running")
     p.add_argument("--seconds-per-item", type=float, default=0.0, help="extra Running time per item")
+    p.add_argument("--moving-counters", action="store_true",
+                   help="operation counters (TotalSuccessfulItems/TotalPendingItems) move while Running")
     p.add_argument("--atomic-batches", action="store_true",
                    help="a FeatureCollection with any bad item ingests nothing (default: the good items land)")
     p.add_argument("--sqlite", metavar="FILE", help="write state through to this SQLite file (and load it at start)")
     p.add_argument("--tls", metavar="PEM", help="serve https; the PEM (cert+key) is created if missing")
     p.add_argument("--rate-limit-fraction", type=float, default=0.0, help="fraction of requests answered 429")
+    p.add_argument("--rate-limit-per-second", type=float, default=0.0,
+                   help="answer 429 + Retry-After to API requests above this rate (a token bucket, 1 s of burst)")
     p.add_argument("--retry-after", type=int, default=1, help="Retry-After seconds on 429/503")
     p.add_argument("--server-error-fraction", type=float, default=0.0, help="fraction of requests answered 5xx")
     p.add_argument("--latency-ms", type=int, default=0, help="latency added to every request")
@@ -43,7 +47,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
     faults = Faults(
-        rate_limit_fraction=args.rate_limit_fraction, retry_after_seconds=args.retry_after,
+        rate_limit_fraction=args.rate_limit_fraction, rate_limit_per_second=args.rate_limit_per_second,
+        retry_after_seconds=args.retry_after,
         server_error_fraction=args.server_error_fraction, latency_ms=args.latency_ms,
         fail_operations_code=args.fail_operations, fail_operations_fraction=args.fail_operations_fraction,
         stuck_operations_fraction=args.stuck_operations_fraction,
@@ -55,7 +60,8 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
     if args.tls:
         tls = str(Path(args.tls) if Path(args.tls).exists() else write_self_signed_pem(Path(args.tls)))
     return EmulatorOptions(host=args.host, port=args.port, token=args.token, timings=timings, faults=faults,
-                           atomic_batches=args.atomic_batches, sqlite_path=args.sqlite, tls_cert=tls,
+                           atomic_batches=args.atomic_batches, moving_counters=args.moving_counters,
+                           sqlite_path=args.sqlite, tls_cert=tls,
                            source_items=args.source_items, sas_token_seconds=args.sas_token_seconds)
 
 

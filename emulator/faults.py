@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -19,6 +20,9 @@ class Faults:
     Args:
         rate_limit_next: answer the next N API requests with 429 + Retry-After.
         rate_limit_fraction: answer this fraction of API requests with 429.
+        rate_limit_per_second: when above 0, answer 429 to API requests beyond this rate, as the
+            service's per-subscription limit does (a token bucket holding one second of requests;
+            a refused request takes no token).
         retry_after_seconds: the Retry-After value sent with a 429 (and with 503s).
         server_error_next: answer the next N API requests with 503.
         server_error_fraction: answer this fraction of API requests with 500/503.
@@ -37,6 +41,7 @@ class Faults:
 
     rate_limit_next: int = 0
     rate_limit_fraction: float = 0.0
+    rate_limit_per_second: float = 0.0
     retry_after_seconds: int = 1
     server_error_next: int = 0
     server_error_fraction: float = 0.0
@@ -51,6 +56,7 @@ class Faults:
     seed: int = 0
     _rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _bucket: tuple[float, float] | None = field(default=None, repr=False, compare=False)  # (tokens, at)
 
     def __post_init__(self) -> None:
         self._rng.seed(self.seed)
@@ -82,9 +88,21 @@ class Faults:
                 return 503
             if self._chance(self.rate_limit_fraction):
                 return 429
+            if self.rate_limit_per_second > 0 and not self._take_token(time.monotonic()):
+                return 429
             if self._chance(self.server_error_fraction):
                 return self._rng.choice((500, 503))
             return None
+
+    def _take_token(self, now: float) -> bool:
+        rate = self.rate_limit_per_second
+        tokens, at = self._bucket if self._bucket is not None else (rate, now)
+        tokens = min(rate, tokens + (now - at) * rate)
+        if tokens < 1:
+            self._bucket = (tokens, now)
+            return False
+        self._bucket = (tokens - 1, now)
+        return True
 
     def operation_outcome(self) -> str:
         """For a new operation: 'fail', 'stuck' or 'normal'."""

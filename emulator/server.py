@@ -43,6 +43,7 @@ class Stats:
 
     by_route: dict[str, int] = field(default_factory=dict)
     source_authorization: int = 0  # source-side requests that carried an Authorization header (should stay 0)
+    throttled: int = 0  # 429s served (injected or by the rate limit)
 
     def count(self, key: str) -> None:
         self.by_route[key] = self.by_route.get(key, 0) + 1
@@ -154,6 +155,8 @@ class EmulatorApp:
             response = await handler(request)
         except ServiceError as error:
             response = error.response()
+            if error.status == 429:
+                self.stats.throttled += 1
         response.headers.setdefault("X-Request-ID", uuid.uuid4().hex)
         if request.path.startswith(("/inma", "/api")) or response.status == 202:
             response.headers["api-supported-versions"] = SUPPORTED_HEADER
@@ -370,7 +373,9 @@ class EmulatorApp:
 
     async def get_operation(self, request: web.Request) -> web.Response:
         legacy = request.path.startswith("/api/")
-        return _json(self.catalog.operation_json(self._operation(request), _now(), legacy=legacy))
+        op = self._operation(request)
+        op.gets += 1
+        return _json(self.catalog.operation_json(op, _now(), legacy=legacy))
 
     async def get_logs(self, request: web.Request) -> web.Response:
         return _json(self.catalog.operation_logs(self._operation(request), _now()))
@@ -447,7 +452,8 @@ class EmulatorApp:
 
     async def admin_stats(self, request: web.Request) -> web.Response:
         items = sum(len(v) for v in self.catalog.items.values())
-        return _json({"requests": self.stats.by_route, "items": items, "operations": len(self.catalog.operations),
+        return _json({"requests": self.stats.by_route, "throttled": self.stats.throttled, "items": items,
+                      "operations": len(self.catalog.operations),
                       "source_authorization": self.stats.source_authorization})
 
     async def admin_reset(self, request: web.Request) -> web.Response:
@@ -458,6 +464,7 @@ class EmulatorApp:
         self.catalog.faults.update(Faults().to_dict())
         self.stats.by_route.clear()
         self.stats.source_authorization = 0
+        self.stats.throttled = 0
         return web.Response(status=204)
 
     async def admin_get_faults(self, request: web.Request) -> web.Response:
@@ -526,6 +533,7 @@ class EmulatorOptions:
     timings: Timings = field(default_factory=Timings)
     faults: Faults = field(default_factory=Faults)
     atomic_batches: bool = False
+    moving_counters: bool = False  # the operation's counters move while it runs (see Catalog)
     sqlite_path: str | None = None
     tls_cert: str | None = None  # PEM with certificate and key; serve https when set
     source_items: str | None = None  # a FeatureCollection file served by the source STAC API (/source/search)
@@ -541,7 +549,8 @@ class EmulatorServer:
     def __init__(self, options: EmulatorOptions | None = None) -> None:
         self.options = options or EmulatorOptions()
         self.catalog = Catalog(timings=self.options.timings, faults=self.options.faults,
-                               atomic_batches=self.options.atomic_batches, sqlite_path=self.options.sqlite_path,
+                               atomic_batches=self.options.atomic_batches,
+                               moving_counters=self.options.moving_counters, sqlite_path=self.options.sqlite_path,
                                sas_token_seconds=self.options.sas_token_seconds)
         if self.options.source_items:
             self.catalog.load_source_items(orjson.loads(Path(self.options.source_items).read_bytes()))

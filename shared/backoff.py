@@ -1,43 +1,109 @@
-"""Delays: when to poll an operation again, and when to retry a submit."""
+"""Delays: when to poll an operation again, and when to retry a submit.
+
+Polling aims at the moment the operation ends, not at a fixed rhythm. Three sources say when that
+is, best first:
+
+1. the service's `Retry-After`, when it sends one;
+2. the operation's own counters, when they move while it runs: with k of n items done after t
+   seconds, the rest should take about t*(n-k)/k;
+3. the seconds per item of the collection's recently finished operations (`shared.timing`), so the
+   first poll lands at the predicted end.
+
+Once the predicted end has passed, the operation is polled at short steps, a fraction of the time
+since submission (at least `min_step`): the detection lag stays a bounded fraction of the
+operation's length, and the number of GETs grows only with the log of how wrong the prediction was.
+
+With nothing to predict from (a collection's first operations, on a service whose counters stay
+still) it falls back to doubling from `initial`: a cold job's batches then cost a few GETs each
+rather than a dozen, and the first of them to finish teaches the rest (each poll re-reads the
+collection's timing).
+"""
 
 from __future__ import annotations
 
+import math
 import random
+from dataclasses import dataclass
 
 from shared.geocatalog import Operation
+from shared.settings import Settings
 
 JITTER = 0.2  # +-20 %, so batches submitted together do not poll in lockstep
+MIN_DELAY = 1.0  # queue visibility delays are whole seconds
+
+
+@dataclass(frozen=True)
+class PollSchedule:
+    """The poll settings (see the README's configuration table)."""
+
+    initial: float = 5.0
+    cap: float = 60.0
+    step_fraction: float = 0.1
+    min_step: float = 2.0
+    predicted: bool = True  # False: the plain doubling schedule, whatever is known
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PollSchedule:
+        return cls(initial=settings.poll_initial_delay_seconds, cap=settings.poll_max_delay_seconds,
+                   step_fraction=settings.poll_step_fraction, min_step=settings.poll_min_step_seconds,
+                   predicted=settings.poll_schedule == "predicted")
 
 
 def exponential(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
     """`min(base * 2**attempt, cap)` with +-20 % jitter, never below 1 s nor above `cap`."""
     delay = min(base * (2 ** min(attempt, 30)), cap)
     jittered = delay * (1 + JITTER * (2 * (rng or random).random() - 1))
-    return max(1.0, min(jittered, cap))
+    return max(MIN_DELAY, min(jittered, cap))
+
+
+def first_poll_delay(items: int, seconds_per_item: float | None, schedule: PollSchedule) -> float:
+    """When to poll a just-submitted operation of `items` items: at its predicted end, else `initial`."""
+    if not schedule.predicted or seconds_per_item is None:
+        return max(MIN_DELAY, min(schedule.initial, schedule.cap))
+    return _bounded(seconds_per_item * items, schedule)
 
 
 def next_poll_delay(
     attempt: int,
     operation: Operation | None,
     *,
-    base: float,
-    cap: float,
+    schedule: PollSchedule,
     elapsed_seconds: float,
+    items: int = 0,
+    seconds_per_item: float | None = None,
     retry_after: float | None = None,
     rng: random.Random | None = None,
 ) -> float:
-    """How long to wait before polling again.
+    """How long to wait before polling an operation that is still running (see the module docstring).
 
-    The server's Retry-After wins when given. Otherwise exponential backoff, shortened when the
-    operation's counters show progress: with k of n items done after t seconds, the rest should
-    take about t*(n-k)/k, and there is no point sleeping much past that.
+    `elapsed_seconds` is the time since submission, `items` the batch's item count and
+    `seconds_per_item` the collection's recent figure (None when unknown).
     """
     if retry_after is not None:
-        return max(1.0, min(retry_after, cap))
-    delay = exponential(attempt, base=base, cap=cap, rng=rng)
-    if operation is not None and operation.total_items and operation.pending_items is not None:
-        done = operation.total_items - operation.pending_items
-        if 0 < done < operation.total_items and elapsed_seconds > 0:
-            predicted = elapsed_seconds * (operation.total_items - done) / done
-            delay = max(1.0, min(delay, predicted * 1.1))
-    return delay
+        return max(MIN_DELAY, min(retry_after, schedule.cap))
+    remaining = remaining_by_counters(operation, elapsed_seconds)
+    if not schedule.predicted:
+        delay = exponential(attempt, base=schedule.initial, cap=schedule.cap, rng=rng)
+        return delay if remaining is None else max(MIN_DELAY, min(delay, remaining * 1.1))
+    if remaining is not None:
+        return _bounded(remaining, schedule)
+    if seconds_per_item is None:
+        return exponential(attempt, base=schedule.initial, cap=schedule.cap, rng=rng)
+    step = max(schedule.min_step, schedule.step_fraction * elapsed_seconds)
+    until_predicted_end = seconds_per_item * items - elapsed_seconds
+    return _bounded(max(step, until_predicted_end), schedule)
+
+
+def remaining_by_counters(operation: Operation | None, elapsed_seconds: float) -> float | None:
+    """Seconds left, extrapolated from the operation's counters; None unless they have moved."""
+    if operation is None or not operation.total_items or operation.pending_items is None or elapsed_seconds <= 0:
+        return None
+    done = operation.total_items - operation.pending_items
+    if not 0 < done < operation.total_items:
+        return None
+    return elapsed_seconds * (operation.total_items - done) / done
+
+
+def _bounded(seconds: float, schedule: PollSchedule) -> float:
+    # Rounded up: the queue takes whole seconds and truncates, and a poll just before the end is a wasted GET.
+    return float(min(max(MIN_DELAY, math.ceil(seconds)), schedule.cap))

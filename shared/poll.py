@@ -18,7 +18,7 @@ from datetime import datetime
 
 import orjson
 
-from shared.backoff import next_poll_delay
+from shared.backoff import PollSchedule, next_poll_delay
 from shared.errors import AuthenticationError, NotFoundError, RetryableError
 from shared.fanout import row_item_ids
 from shared.geocatalog import Operation, OperationRef
@@ -29,6 +29,7 @@ from shared.redact import urls_without_queries
 from shared.rollup import settle_job
 from shared.services import Services
 from shared.status import BatchRow, BatchState
+from shared.timing import record_timing, seconds_per_item
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def poll_batch(message: PollMessage, *, services: Services, now: datetime) -> Ba
             return end_without_verdict(row, "TimedOut", reason, services=services, now=now)
         return poll_again(row, replace(message, failures=0), operation, services=services, now=now)
 
+    record_timing(services.timings, row.collection, operation, row.item_count)
     try:
         logs = services.catalog.get_logs(row.collection, operation)
         outcome = _outcome(row, operation, services=services, now=now)
@@ -148,8 +150,9 @@ def poll_again(
     """Mark the batch Running (once) and re-send the poll message with the next delay."""
     settings = services.settings
     elapsed = (now - row.submitted).total_seconds() if row.submitted else 0.0
-    delay = next_poll_delay(message.attempt, operation, base=settings.poll_initial_delay_seconds,
-                            cap=settings.poll_max_delay_seconds, elapsed_seconds=elapsed, retry_after=retry_after)
+    delay = next_poll_delay(message.attempt, operation, schedule=PollSchedule.from_settings(settings),
+                            elapsed_seconds=elapsed, items=row.item_count, retry_after=retry_after,
+                            seconds_per_item=seconds_per_item(services.timings, row.collection))
     if operation is not None and operation.status == "Running" and row.state == BatchState.SUBMITTED:
         row = services.status.update_batch(
             row.job_id, row.batch_id, lambda r: replace(r, state=BatchState.RUNNING) if r.state == BatchState.SUBMITTED else None, now

@@ -21,6 +21,7 @@ from shared.settings import Settings, StorageAccess
 from shared.signing import SasTokenSigner
 from shared.sources import SourceFetcher
 from shared.status import StatusStore
+from shared.timing import OperationTimings
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Services:
     sources: SourceFetcher
     signer: SasTokenSigner
     items: ItemIndex
+    timings: OperationTimings | None = None  # None: polls are scheduled without predictions
 
 
 @dataclass
@@ -85,6 +87,7 @@ def build_services(settings: Settings) -> Services:
         sources=SourceFetcher(GuardedSession(source_policy(settings))),
         signer=SasTokenSigner(settings.sas_api_url, GuardedSession(sas_api_policy(settings))),
         items=storage.items,
+        timings=OperationTimings(storage.status.table),
     )
 
 

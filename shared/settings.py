@@ -12,6 +12,7 @@ from shared.errors import ConfigurationError
 GA_API_VERSION = "2026-04-15"
 # The storage connection the triggers use (function_app.py binds to it) and so do our own SDK clients.
 STORAGE_CONNECTION = "AzureWebJobsStorage"
+POLL_SCHEDULES = ("predicted", "backoff")
 
 # name -> (default, description); the README's configuration table is this table.
 DEFAULTS: dict[str, tuple[str | None, str]] = {
@@ -31,8 +32,12 @@ DEFAULTS: dict[str, tuple[str | None, str]] = {
     "DEFAULT_COLLECTION": ("", "collection used when neither the message nor the items name one"),
     "BATCH_MAX_ITEMS": ("100", "items per POST (one GeoCatalog operation)"),
     "BATCH_MAX_BYTES": ("2000000", "serialized bytes per POST"),
-    "POLL_INITIAL_DELAY_SECONDS": ("5", "delay before the first poll of an operation"),
-    "POLL_MAX_DELAY_SECONDS": ("60", "cap of the exponential poll backoff"),
+    "POLL_INITIAL_DELAY_SECONDS": ("5", "delay before the first poll while the collection's operation times are unknown (then doubling)"),
+    "POLL_MAX_DELAY_SECONDS": ("60", "longest wait between two polls of an operation"),
+    "POLL_SCHEDULE": ("predicted", "`predicted`: first poll at the end predicted from recent operations, then short steps; "
+                      "`backoff`: doubling from POLL_INITIAL_DELAY_SECONDS"),
+    "POLL_STEP_FRACTION": ("0.1", "after the predicted end, poll again after this fraction of the time since submission"),
+    "POLL_MIN_STEP_SECONDS": ("2", "shortest wait between two polls after the predicted end"),
     "POLL_DEADLINE_SECONDS": ("21600", "an operation still running this long after submission is TimedOut"),
     "POLL_MAX_FAILURES": ("20", "consecutive unreadable polls (5xx, 429, timeouts) before a batch is reconciled and ended"),
     "SUBMIT_RETRY_SECONDS": ("1800", "how long a batch's POST (or a job's planning) is retried on 429/5xx/timeouts before it is Failed"),
@@ -41,6 +46,10 @@ DEFAULTS: dict[str, tuple[str | None, str]] = {
     "RETRY_BASE_DELAY_SECONDS": ("2", "first delay of the submit retry backoff"),
     "ISOLATION_MAX_DEPTH": ("12", "how many times a failed batch may be halved to isolate its bad items"),
     "MAX_DEQUEUE_COUNT": ("5", "must equal host.json maxDequeueCount: the last delivery records a failure before the poison queue"),
+    "GEOCATALOG_MAX_CALLS_PER_SECOND": ("40", "GeoCatalog calls per second of all instances together "
+                                        "(the service allows ~50 per subscription); 0 = unpaced"),
+    "GEOCATALOG_MAX_INSTANCES": ("4", "must equal the Flex plan's maximumInstanceCount: "
+                                 "each instance paces itself at its share of the limit"),
     "HTTP_TIMEOUT_SECONDS": ("30", "connect+read timeout of each GeoCatalog request"),
     "SOURCE_URL_ALLOWLIST": ("planetarycomputer.microsoft.com",
                              "comma-separated hosts that `items_ref.url` and `search.url` may point at (https, public addresses "
@@ -74,6 +83,9 @@ class Settings:
     batch_max_bytes: int = 2_000_000
     poll_initial_delay_seconds: int = 5
     poll_max_delay_seconds: int = 60
+    poll_schedule: str = "predicted"
+    poll_step_fraction: float = 0.1
+    poll_min_step_seconds: float = 2.0
     poll_deadline_seconds: int = 21_600
     poll_max_failures: int = 20
     submit_retry_seconds: int = 1800
@@ -82,6 +94,8 @@ class Settings:
     retry_base_delay_seconds: int = 2
     isolation_max_depth: int = 12
     max_dequeue_count: int = 5
+    geocatalog_max_calls_per_second: float = 40.0
+    geocatalog_max_instances: int = 4
     http_timeout_seconds: float = 30.0
     source_url_allowlist: tuple[str, ...] = ("planetarycomputer.microsoft.com",)
     source_allow_loopback: bool = False
@@ -111,6 +125,8 @@ class Settings:
                 values[key] = _convert(raw, types[key])
             except ValueError:
                 problems.append(f"{name}={raw!r} is not a valid {types[key]}")
+        if values.get("poll_schedule") not in (None, *POLL_SCHEDULES):
+            problems.append(f"POLL_SCHEDULE={values['poll_schedule']!r} is not one of {', '.join(POLL_SCHEDULES)}")
         try:
             values["storage"] = StorageAccess.from_env(env, STORAGE_CONNECTION)
         except ConfigurationError as error:

@@ -21,7 +21,7 @@ import logging
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from shared.backoff import exponential
+from shared.backoff import PollSchedule, exponential, first_poll_delay
 from shared.batching import feature_collection
 from shared.errors import AuthenticationError, InvalidInputError, RejectedByServiceError, RetryableError
 from shared.fanout import batch_items, batch_message
@@ -33,6 +33,7 @@ from shared.rollup import settle_job
 from shared.services import Services
 from shared.settings import Settings
 from shared.status import BatchRow, BatchState
+from shared.timing import seconds_per_item
 from shared.uploads import prepare_upload_batch
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,9 @@ def send_poll(row: BatchRow, *, services: Services, submitted: datetime, operati
     settings = services.settings
     deadline = submitted + timedelta(seconds=settings.poll_deadline_seconds)
     poll = PollMessage(row.job_id, row.batch_id, row.collection, operation_url, attempt=0, deadline=deadline.isoformat())
-    services.queues.send(settings.poll_queue, poll.to_json(), delay_seconds=settings.poll_initial_delay_seconds)
+    delay = first_poll_delay(row.item_count, seconds_per_item(services.timings, row.collection),
+                             PollSchedule.from_settings(settings))
+    services.queues.send(settings.poll_queue, poll.to_json(), delay_seconds=delay)
 
 
 def _poll_url(row: BatchRow, services: Services) -> str:
