@@ -26,6 +26,7 @@ from shared.errors import (
     RetryableError,
 )
 from shared.ids import COLLECTION_ID, ITEM_ID, check_collection_id, check_item_id  # noqa: F401 - re-exported
+from shared.pacing import Pacer
 from shared.redact import url_without_query
 from shared.settings import GA_API_VERSION, Settings
 
@@ -146,6 +147,7 @@ class GeoCatalogClient:
         session: a `requests.Session` to reuse; one with a connection pool is made if omitted.
         timeout: connect and read timeout, seconds.
         verify: TLS verification (True, False, or a CA bundle path).
+        pacer: paces every request (see `shared.pacing`); unpaced if omitted.
     """
 
     def __init__(
@@ -157,6 +159,7 @@ class GeoCatalogClient:
         session: requests.Session | None = None,
         timeout: float = 30.0,
         verify: bool | str = True,
+        pacer: Pacer | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.layout = ApiLayout(api_version)
@@ -164,6 +167,7 @@ class GeoCatalogClient:
         self._timeout = timeout
         self._verify = verify
         self._session = session or _pooled_session()
+        self.pacer = pacer or Pacer(0)
         origin = urlsplit(self.endpoint)
         self._origin = (origin.scheme, origin.netloc)
 
@@ -175,6 +179,7 @@ class GeoCatalogClient:
             api_version=settings.geocatalog_api_version,
             timeout=settings.http_timeout_seconds,
             verify=settings.geocatalog_ca_bundle or True,
+            pacer=Pacer.from_settings(settings),
         )
 
     # ----- items --------------------------------------------------------------------------------
@@ -309,6 +314,7 @@ class GeoCatalogClient:
         if body is not None:
             data = body if isinstance(body, bytes) else orjson.dumps(body)
             headers["Content-Type"] = "application/json"
+        self.pacer.acquire()
         try:
             response = self._session.request(
                 method, url, params=query, data=data, headers=headers, timeout=self._timeout, verify=self._verify,
@@ -318,6 +324,10 @@ class GeoCatalogClient:
             raise RetryableError(f"{method} {url_without_query(url)} timed out") from None
         except requests.ConnectionError:
             raise RetryableError(f"{method} {url_without_query(url)}: connection failed") from None
+        if response.status_code == 429:
+            self.pacer.throttled()
+        else:
+            self.pacer.succeeded()
         if response.status_code < 300:
             return response
         if response.status_code < 400:  # never followed: a redirect could lead the token elsewhere

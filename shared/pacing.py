@@ -1,0 +1,101 @@
+"""Pacing GeoCatalog calls, so that all instances together stay under one limit.
+
+The GeoCatalog allows about 50 calls/s per subscription; beyond that it answers 429, and every 429
+is a wasted call. `GEOCATALOG_MAX_CALLS_PER_SECOND` is the limit of the whole app. Each instance
+takes an equal share of it, `limit / GEOCATALOG_MAX_INSTANCES`, where the second setting is the
+Flex plan's `maximumInstanceCount`: however many instances run, their sum stays under the limit.
+
+Why a per-instance share rather than a token bucket in storage (figures from `bench/pacing.py`,
+3 local instances on one Azurite):
+
+- The share costs nothing per call: no storage transaction, no added latency, no contention.
+- A shared bucket costs a read and an ETag-conditional write of one table row per call (or per
+  lease of a few tokens), on the path of every GeoCatalog request. Three instances at 40 calls/s
+  already conflict on that one row, and each conflict is another read and write. It measured
+  several milliseconds per call against Azurite, more in Azure (a round trip to the storage
+  account), and it adds a dependency whose outage stops all calls.
+- What the share gives up: while fewer instances run than the maximum, they use less than the
+  limit. For this app that is cheap to fix where it belongs: keep `maximumInstanceCount` small
+  (one instance near its CPU limit already makes about 50 calls/s), and set the setting to match.
+
+Within its share each instance adapts (AIMD): a 429 halves its rate (at most once a second,
+since the calls already in flight answer for the same overload), and each success adds back a
+fiftieth of the share. So a limit shared with other clients of the subscription, or a setting
+that is too high, costs a few 429s and not a storm.
+
+Calls wait their turn by sleeping briefly in the calling thread: slots are handed out at the
+current rate (one every `1/rate` seconds), never in bursts.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from shared.settings import Settings
+
+DECREASE = 0.5  # multiplicative decrease on a 429
+INCREASE = 0.02  # additive increase per success, as a fraction of the share
+FLOOR = 0.05  # never below this fraction of the share
+DECREASE_INTERVAL = 1.0  # seconds: one decrease per burst of 429s
+
+
+class Pacer:
+    """Hands out call slots at an adaptive rate, at most `calls_per_second`; 0 means unpaced.
+
+    Args:
+        calls_per_second: this instance's share of the limit.
+        clock: monotonic seconds (injected in tests).
+        sleep: waits that many seconds (injected in tests).
+    """
+
+    def __init__(self, calls_per_second: float, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.ceiling = calls_per_second
+        self.rate = calls_per_second
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._next_slot = 0.0
+        self._last_decrease = float("-inf")
+        self.throttled_calls = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Pacer:
+        instances = max(1, settings.geocatalog_max_instances)
+        return cls(max(0.0, settings.geocatalog_max_calls_per_second) / instances)
+
+    @property
+    def paced(self) -> bool:
+        return self.ceiling > 0
+
+    def acquire(self) -> float:
+        """Wait for this call's slot; returns the seconds waited."""
+        if not self.paced:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + 1 / self.rate
+        wait = slot - now
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+    def throttled(self) -> None:
+        """The service answered 429: halve the rate (once per burst)."""
+        with self._lock:
+            self.throttled_calls += 1
+            now = self._clock()
+            if not self.paced or now - self._last_decrease < DECREASE_INTERVAL:
+                return
+            self._last_decrease = now
+            self.rate = max(self.ceiling * FLOOR, self.rate * DECREASE)
+
+    def succeeded(self) -> None:
+        """The service answered (anything but 429): creep back towards the share."""
+        if not self.paced or self.rate >= self.ceiling:
+            return
+        with self._lock:
+            self.rate = min(self.ceiling, self.rate + self.ceiling * INCREASE)
