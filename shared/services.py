@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -104,10 +105,30 @@ def sas_api_policy(settings: Settings) -> EgressPolicy:
                         timeout=settings.http_timeout_seconds)
 
 
-@functools.cache
-def services_from_env() -> Services:
-    """The worker's one set of clients (connection pools are reused across invocations)."""
-    return build_services(Settings.from_env())
+class _WorkerServices:
+    """The worker's one set of clients: connection pools and the call pacer are shared by its invocations.
+
+    Built under a lock: the first messages arrive on several threads at once, and each would
+    otherwise build its own clients, with a pacer of its own.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._services: Services | None = None
+
+    def __call__(self) -> Services:
+        with self._lock:
+            if self._services is None:
+                self._services = build_services(Settings.from_env())
+            return self._services
+
+    def cache_clear(self) -> None:
+        """Forget the clients (the local stack does, when it changes the settings)."""
+        with self._lock:
+            self._services = None
+
+
+services_from_env = _WorkerServices()
 
 
 def _identity() -> Any:

@@ -1,0 +1,78 @@
+"""More Functions instances: `function_app.py` on the local host, each in its own process.
+
+The local stack runs the app in the test's own process, where every function shares one set of
+clients (`services_from_env` is cached per process). Anything an instance keeps to itself, such as
+its call pacer, needs real separate processes to be tested honestly: `InstanceProcess` starts one,
+configured by the environment it is given (the same settings as the stack's), and stops it.
+
+    python -m devhost.instance     # runs until SIGTERM; prints "ready" once listening
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+READY = "ready"
+
+
+class InstanceProcess:
+    """One local Functions instance in a child process (`with InstanceProcess(env) as instance:`)."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = dict(env)
+        self._process: subprocess.Popen[str] | None = None
+
+    def start(self) -> InstanceProcess:
+        self._process = subprocess.Popen([sys.executable, "-m", "devhost.instance"], cwd=ROOT, env=self._env,
+                                         stdout=subprocess.PIPE, text=True)
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline().strip()
+        if line != READY:
+            self.stop()
+            raise RuntimeError(f"local instance did not start: {line!r}")
+        return self
+
+    def stop(self) -> None:
+        if self._process is None or self._process.poll() is not None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+    def __enter__(self) -> InstanceProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main() -> int:
+    from devhost.queue_host import LocalFunctionsHost
+
+    logging.basicConfig(level=logging.WARNING, format=f"[instance {os.getpid()}] %(levelname)s %(name)s: %(message)s")
+    function_app = importlib.import_module("function_app")
+    host = LocalFunctionsHost(function_app.app, host_json=ROOT / "host.json", env=os.environ).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    sys.stdout.write(f"{READY}\n")  # the parent waits for this line
+    sys.stdout.flush()
+    stop.wait()
+    host.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
