@@ -40,3 +40,13 @@ def test_outbound_and_blob_reference_settings() -> None:
     assert local.source_allow_loopback is True and local.readable_containers == ("inbox", "user-items")
     with pytest.raises(ConfigurationError, match="SOURCE_ALLOW_LOOPBACK"):
         Settings.from_env({**base, "SOURCE_ALLOW_LOOPBACK": "yes please"})
+
+
+def test_poll_and_pacing_settings_have_production_defaults_and_a_checked_schedule() -> None:
+    base = {"GEOCATALOG_ENDPOINT": "https://gc", "AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+    settings = Settings.from_env(base)
+    assert (settings.poll_schedule, settings.poll_step_fraction, settings.poll_min_step_seconds) == ("predicted", 0.1, 2.0)
+    assert (settings.geocatalog_max_calls_per_second, settings.geocatalog_max_instances) == (40.0, 4)
+    assert Settings.from_env({**base, "POLL_SCHEDULE": "backoff"}).poll_schedule == "backoff"
+    with pytest.raises(ConfigurationError, match="POLL_SCHEDULE='sometimes' is not one of predicted, backoff"):
+        Settings.from_env({**base, "POLL_SCHEDULE": "sometimes"})

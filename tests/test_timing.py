@@ -1,0 +1,93 @@
+"""Per-collection operation timings: a moving average in the status table (Azurite), from the service's clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from azure.data.tables import TableServiceClient
+
+from devhost.azurite import Azurite
+from emulator.catalog import Catalog, Timings
+from shared.geocatalog import Operation
+from shared.timing import ALPHA, OperationTimings, operation_seconds, record_timing, seconds_per_item
+from tests.conftest import unique_storage_names
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def timings(azurite: Azurite) -> OperationTimings:
+    name = unique_storage_names()["STATUS_TABLE"]
+    return OperationTimings(TableServiceClient.from_connection_string(azurite.connection_string).create_table(name))
+
+
+def emulated(items: int, *, per_item: float, status_at: float = 1000.0, moving: bool = False) -> Operation:
+    """An operation as the emulator serves it, `status_at` seconds after its creation."""
+    catalog = Catalog(timings=Timings(0.5, 1.0, per_item), moving_counters=moving)
+    catalog.put_collection({"id": "tiles"})
+    payload = [{"type": "Feature", "id": f"i{n}", "collection": "tiles", "geometry": None, "properties": {}}
+               for n in range(items)]
+    op = catalog.start_operation(op_type="AddItem", action="add", collection_id="tiles", payload=payload, now=T0)
+    at = T0 + timedelta(seconds=status_at)
+    catalog.settle(at)
+    return Operation.from_json(catalog.operation_json(op, at))
+
+
+def test_duration_is_the_services_own_from_creation_to_finish() -> None:
+    finished = emulated(10, per_item=0.25, status_at=100)  # polled long after it ended
+    assert finished.is_terminal and operation_seconds(finished) == pytest.approx(0.5 + 1.0 + 2.5)
+    assert operation_seconds(emulated(10, per_item=0.25, status_at=1.0)) is None  # still Pending: no finish
+
+
+def test_first_sample_then_a_moving_average(timings: OperationTimings) -> None:
+    assert timings.get("tiles") is None and seconds_per_item(timings, "tiles") is None
+    timings.record("tiles", emulated(10, per_item=0.25), 10)  # 4 s / 10 items
+    assert timings.seconds_per_item("tiles") == pytest.approx(0.4)
+    timings.record("tiles", emulated(10, per_item=1.35), 10)  # 15 s / 10 items
+    timing = timings.get("tiles")
+    assert timing is not None and timing.samples == 2
+    assert timing.seconds_per_item == pytest.approx(0.4 + ALPHA * (1.5 - 0.4))
+    assert timings.get("other") is None  # per collection
+
+
+def test_unfinished_canceled_or_empty_operations_teach_nothing(timings: OperationTimings) -> None:
+    assert timings.record("tiles", emulated(10, per_item=0.25, status_at=2.0), 10) is None  # Running
+    canceled = Operation(id="c", status="Canceled", raw={"creationTime": "2026-01-01T00:00:00Z",
+                                                         "finishTime": "2026-01-01T00:00:09Z"})
+    assert timings.record("tiles", canceled, 10) is None
+    assert timings.record("tiles", emulated(10, per_item=0.25), 0) is None
+    assert timings.get("tiles") is None
+
+
+def test_a_collection_named_job_does_not_look_like_a_job_row(timings: OperationTimings) -> None:
+    timings.record("job", emulated(4, per_item=0.25), 4)
+    table = timings._table  # noqa: SLF001 - look at the stored row itself
+    assert [e["RowKey"] for e in table.query_entities("RowKey eq 'job'")] == []
+
+
+def test_without_a_store_nothing_is_predicted_or_recorded() -> None:
+    assert seconds_per_item(None, "tiles") is None
+    record_timing(None, "tiles", emulated(4, per_item=0.25), 4)  # no store: a no-op, not an error
+
+
+def test_moving_counters_progress_while_running_and_still_ones_do_not() -> None:
+    # 0.5 s Pending, then 1 + 10 x 0.9 = 10 s Running; at 5.5 s it is half done
+    moving = emulated(10, per_item=0.9, status_at=5.5, moving=True)
+    still = emulated(10, per_item=0.9, status_at=5.5)
+    assert moving.status == still.status == "Running"
+    assert (moving.pending_items, moving.succeeded_items) == (5, 5)
+    assert (still.pending_items, still.succeeded_items) == (10, 0)
+
+
+def test_the_pipeline_records_each_finished_batch_in_its_collections_timing(make_stack) -> None:
+    from devhost.jobs import send_items, wait_for_jobs
+    from tests.helpers import make_collection, make_item
+
+    stack = make_stack(settings={"BATCH_MAX_ITEMS": "2"})
+    stack.emulator.call(lambda: stack.emulator.catalog.put_collection(make_collection("timed")))
+    send_items(stack.services, [make_item(f"t{n}") for n in range(6)], collection="timed", job_id="timed-1")
+    assert wait_for_jobs(stack.services, ["timed-1"], timeout=90)["timed-1"].items_succeeded == 6
+    timing = stack.services.timings.get("timed")
+    assert timing is not None and timing.samples == 3
+    assert 0.3 / 2 <= timing.seconds_per_item  # every operation lasts at least 0.1 s Pending + 0.2 s Running
