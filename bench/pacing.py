@@ -57,7 +57,8 @@ def run_job(azurite: Azurite, *, service_limit: float, app_limit: float, batches
                 "DROP_CONTAINER": f"{suffix}-drop", "STATUS_TABLE": f"Pace{suffix}"}
     options = EmulatorOptions(timings=Timings(0.1, 0.2), faults=faults)
     with LocalStack(emulator_options=options, settings=settings, azurite=azurite) as stack, ExitStack() as instances:
-        assert stack.services is not None and stack.emulator is not None
+        assert stack.services is not None
+        assert stack.emulator is not None
         stack.pause_functions()  # only the three instances below run the app
         stack.emulator.call(lambda: stack.emulator.catalog.put_collection(collection()))
         for _ in range(INSTANCES):

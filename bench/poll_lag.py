@@ -68,7 +68,8 @@ def send_job(services: Services, *, job_id: str, collection: str, batches: int, 
 
 
 def measure(stack: LocalStack, job_ids: dict[float, str]) -> dict[float, Figures]:
-    assert stack.services is not None and stack.emulator is not None
+    assert stack.services is not None
+    assert stack.emulator is not None
     wait_for_jobs(stack.services, job_ids.values(), timeout=900)
     figures: dict[float, Figures] = {}
     for length, job_id in job_ids.items():
@@ -87,7 +88,8 @@ def run(azurite: Azurite, *, schedule: str, moving: bool, lengths: list[float], 
                      "DROP_CONTAINER": f"{run_name}-drop", "STATUS_TABLE": f"Lag{run_name}"}  # cold means cold
     settings = {**PRODUCTION_POLLING, **fresh_storage, "POLL_SCHEDULE": schedule}
     with LocalStack(emulator_options=options, settings=settings, azurite=azurite) as stack:
-        assert stack.services is not None and stack.emulator is not None
+        assert stack.services is not None
+        assert stack.emulator is not None
         for length in lengths:
             collection = f"lag-{int(length)}s"
             stack.emulator.call(lambda c=collection: stack.emulator.catalog.put_collection(
