@@ -58,7 +58,7 @@ def poll_batch(message: PollMessage, *, services: Services, now: datetime) -> Ba
             return end_without_verdict(row, "TimedOut", reason, services=services, now=now)
         return poll_again(row, replace(message, failures=0), operation, services=services, now=now)
 
-    record_timing(services.timings, row.collection, operation, row.item_count)
+    record_timing(services.timings, row, operation)
     try:
         logs = services.catalog.get_logs(row.collection, operation)
         outcome = _outcome(row, operation, services=services, now=now)
@@ -152,7 +152,7 @@ def poll_again(
     elapsed = (now - row.submitted).total_seconds() if row.submitted else 0.0
     delay = next_poll_delay(message.attempt, operation, schedule=PollSchedule.from_settings(settings),
                             elapsed_seconds=elapsed, items=row.item_count, retry_after=retry_after,
-                            seconds_per_item=seconds_per_item(services.timings, row.collection))
+                            seconds_per_item=seconds_per_item(services.timings, row))
     if operation is not None and operation.status == "Running" and row.state == BatchState.SUBMITTED:
         row = services.status.update_batch(
             row.job_id, row.batch_id, lambda r: replace(r, state=BatchState.RUNNING) if r.state == BatchState.SUBMITTED else None, now

@@ -179,8 +179,7 @@ def send_poll(row: BatchRow, *, services: Services, submitted: datetime, operati
     settings = services.settings
     deadline = submitted + timedelta(seconds=settings.poll_deadline_seconds)
     poll = PollMessage(row.job_id, row.batch_id, row.collection, operation_url, attempt=0, deadline=deadline.isoformat())
-    delay = first_poll_delay(row.item_count, seconds_per_item(services.timings, row.collection),
-                             PollSchedule.from_settings(settings))
+    delay = first_poll_delay(row.item_count, seconds_per_item(services.timings, row), PollSchedule.from_settings(settings))
     services.queues.send(settings.poll_queue, poll.to_json(), delay_seconds=delay)
 
 

@@ -1,8 +1,10 @@
 """How long a collection's operations take: seconds per item, a moving average every instance reads.
 
-One row per collection in the status table (PartitionKey `_timing`, RowKey `collection:<id>`; the
-prefix keeps a collection named `job` apart from job rows). It is O(1) whatever the job's size: a
-point read when a poll is scheduled, and one read plus one write when a batch ends.
+One row per collection and action in the status table (PartitionKey `_timing`, RowKey
+`<action>:<collection>`, e.g. `create:naip`): a one-item PUT or DELETE costs about what a 100-item
+POST does, so their figures must not mix. The prefix also keeps a collection named `job` apart
+from job rows. It is O(1) whatever the job's size: a point read when a poll is scheduled, and one
+read plus one write when a batch ends.
 
 The write is a plain upsert, not an ETag-conditional one: two batches ending at once may each fold
 their sample into the same old average, and one sample is then lost. For a moving average that is
@@ -24,6 +26,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
 from shared.geocatalog import Operation
+from shared.status import BatchRow
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +48,9 @@ class OperationTimings:
     def __init__(self, table: TableClient) -> None:
         self._table = table
 
-    def get(self, collection: str) -> CollectionTiming | None:
+    def get(self, collection: str, action: str = "create") -> CollectionTiming | None:
         try:
-            entity = self._table.get_entity(PARTITION, _row_key(collection))
+            entity = self._table.get_entity(PARTITION, _row_key(collection, action))
         except ResourceNotFoundError:
             return None
         except HttpResponseError as error:
@@ -55,21 +58,21 @@ class OperationTimings:
             return None
         return CollectionTiming(float(entity["seconds_per_item"]), int(entity["samples"]))
 
-    def seconds_per_item(self, collection: str) -> float | None:
-        timing = self.get(collection)
+    def seconds_per_item(self, collection: str, action: str = "create") -> float | None:
+        timing = self.get(collection, action)
         return timing.seconds_per_item if timing else None
 
-    def record(self, collection: str, operation: Operation, items: int) -> CollectionTiming | None:
+    def record(self, collection: str, operation: Operation, items: int, action: str = "create") -> CollectionTiming | None:
         """Fold a finished operation of `items` items into the collection's average (best effort)."""
         seconds = operation_seconds(operation) if operation.status in ("Succeeded", "Failed") else None
         if seconds is None or items <= 0:
             return None
         sample = seconds / items
-        current = self.get(collection)
+        current = self.get(collection, action)
         timing = (CollectionTiming(sample, 1) if current is None else
                   CollectionTiming(current.seconds_per_item + ALPHA * (sample - current.seconds_per_item),
                                    current.samples + 1))
-        entity = {"PartitionKey": PARTITION, "RowKey": _row_key(collection),
+        entity = {"PartitionKey": PARTITION, "RowKey": _row_key(collection, action),
                   "seconds_per_item": timing.seconds_per_item, "samples": timing.samples}
         try:
             self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
@@ -79,15 +82,15 @@ class OperationTimings:
         return timing
 
 
-def seconds_per_item(timings: OperationTimings | None, collection: str) -> float | None:
-    """The collection's recent seconds per item, or None when unknown (or timings are not kept)."""
-    return timings.seconds_per_item(collection) if timings is not None else None
+def seconds_per_item(timings: OperationTimings | None, row: BatchRow) -> float | None:
+    """Recent seconds per item of the batch's collection and action; None when unknown (or not kept)."""
+    return timings.seconds_per_item(row.collection, row.action) if timings is not None else None
 
 
-def record_timing(timings: OperationTimings | None, collection: str, operation: Operation, items: int) -> None:
-    """Fold a finished operation into its collection's timing, when timings are kept."""
+def record_timing(timings: OperationTimings | None, row: BatchRow, operation: Operation) -> None:
+    """Fold the batch's finished operation into its collection's timing, when timings are kept."""
     if timings is not None:
-        timings.record(collection, operation, items)
+        timings.record(row.collection, operation, row.item_count, row.action)
 
 
 def operation_seconds(operation: Operation) -> float | None:
@@ -105,5 +108,5 @@ def operation_seconds(operation: Operation) -> float | None:
     return seconds if seconds >= 0 else None
 
 
-def _row_key(collection: str) -> str:
-    return f"collection:{collection}"
+def _row_key(collection: str, action: str) -> str:
+    return f"{action}:{collection}"

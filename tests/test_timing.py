@@ -10,6 +10,7 @@ from azure.data.tables import TableServiceClient
 from devhost.azurite import Azurite
 from emulator.catalog import Catalog, Timings
 from shared.geocatalog import Operation
+from shared.status import BatchRow
 from shared.timing import ALPHA, OperationTimings, operation_seconds, record_timing, seconds_per_item
 from tests.conftest import unique_storage_names
 
@@ -41,7 +42,7 @@ def test_duration_is_the_services_own_from_creation_to_finish() -> None:
 
 
 def test_first_sample_then_a_moving_average(timings: OperationTimings) -> None:
-    assert timings.get("tiles") is None and seconds_per_item(timings, "tiles") is None
+    assert timings.get("tiles") is None and timings.seconds_per_item("tiles") is None
     timings.record("tiles", emulated(10, per_item=0.25), 10)  # 4 s / 10 items
     assert timings.seconds_per_item("tiles") == pytest.approx(0.4)
     timings.record("tiles", emulated(10, per_item=1.35), 10)  # 15 s / 10 items
@@ -66,9 +67,20 @@ def test_a_collection_named_job_does_not_look_like_a_job_row(timings: OperationT
     assert [e["RowKey"] for e in table.query_entities("RowKey eq 'job'")] == []
 
 
+def test_actions_keep_their_own_figures(timings: OperationTimings) -> None:
+    """A one-item PUT costs about what a 100-item POST does: per item they differ a hundredfold."""
+    record_timing(timings, BatchRow("j", "b1", collection="tiles", item_count=10), emulated(10, per_item=0.25))
+    record_timing(timings, BatchRow("j", "b2", collection="tiles", item_count=1, action="replace"),
+                  emulated(1, per_item=0.5))
+    assert seconds_per_item(timings, BatchRow("j", "b3", collection="tiles")) == pytest.approx(0.4)
+    assert seconds_per_item(timings, BatchRow("j", "b4", collection="tiles", action="replace")) == pytest.approx(2.0)
+    assert seconds_per_item(timings, BatchRow("j", "b5", collection="tiles", action="delete")) is None
+
+
 def test_without_a_store_nothing_is_predicted_or_recorded() -> None:
-    assert seconds_per_item(None, "tiles") is None
-    record_timing(None, "tiles", emulated(4, per_item=0.25), 4)  # no store: a no-op, not an error
+    row = BatchRow("j", "b1", collection="tiles", item_count=4)
+    assert seconds_per_item(None, row) is None
+    record_timing(None, row, emulated(4, per_item=0.25))  # no store: a no-op, not an error
 
 
 def test_moving_counters_progress_while_running_and_still_ones_do_not() -> None:
