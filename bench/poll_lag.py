@@ -52,7 +52,7 @@ class Figures:
         target = max(2.0, 0.15 * length)
         gets = sum(self.gets) / len(self.gets)
         met = "met" if lag <= target and gets <= 3 else "MISSED"
-        return f"{lag:6.1f} s {gets:5.1f} GETs ({met})"
+        return f"{lag:6.2f} s {gets:4.1f} GETs ({met})"
 
 
 def items_for(length: float) -> int:
