@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from datetime import datetime
 
 from shared.geocatalog import Operation
 from shared.settings import Settings
@@ -72,16 +73,18 @@ def next_poll_delay(
     items: int = 0,
     seconds_per_item: float | None = None,
     retry_after: float | None = None,
+    now: datetime | None = None,
     rng: random.Random | None = None,
 ) -> float:
     """How long to wait before polling an operation that is still running (see the module docstring).
 
     `elapsed_seconds` is the time since submission, `items` the batch's item count and
-    `seconds_per_item` the collection's recent figure (None when unknown).
+    `seconds_per_item` the collection's recent figure (None when unknown). With `now`, the
+    counters are extrapolated over the operation's own age (see `operation_age`).
     """
     if retry_after is not None:
         return max(MIN_DELAY, min(retry_after, schedule.cap))
-    remaining = remaining_by_counters(operation, elapsed_seconds)
+    remaining = remaining_by_counters(operation, operation_age(operation, now, elapsed_seconds))
     if not schedule.predicted:
         delay = exponential(attempt, base=schedule.initial, cap=schedule.cap, rng=rng)
         return delay if remaining is None else max(MIN_DELAY, min(delay, remaining * 1.1))
@@ -92,6 +95,23 @@ def next_poll_delay(
     step = max(schedule.min_step, schedule.step_fraction * elapsed_seconds)
     until_predicted_end = seconds_per_item * items - elapsed_seconds
     return _bounded(max(step, until_predicted_end), schedule)
+
+
+def operation_age(operation: Operation | None, now: datetime | None, elapsed_seconds: float) -> float:
+    """Seconds since the service created the operation, never more than `elapsed_seconds`.
+
+    Our submission time is taken before the POST, which can itself take seconds for a big batch;
+    counting those as running time would stretch every extrapolation. The service's clock may be
+    off from ours: the smaller of the two figures errs towards polling early, which the counters
+    then correct, rather than late.
+    """
+    if operation is None or now is None or not operation.creation_time:
+        return elapsed_seconds
+    try:
+        age = (now - datetime.fromisoformat(operation.creation_time)).total_seconds()
+    except (TypeError, ValueError):
+        return elapsed_seconds
+    return max(0.0, min(age, elapsed_seconds))
 
 
 def remaining_by_counters(operation: Operation | None, elapsed_seconds: float) -> float | None:

@@ -151,7 +151,7 @@ def poll_again(
     settings = services.settings
     elapsed = (now - row.submitted).total_seconds() if row.submitted else 0.0
     delay = next_poll_delay(message.attempt, operation, schedule=PollSchedule.from_settings(settings),
-                            elapsed_seconds=elapsed, items=row.item_count, retry_after=retry_after,
+                            elapsed_seconds=elapsed, items=row.item_count, retry_after=retry_after, now=now,
                             seconds_per_item=seconds_per_item(services.timings, row))
     if operation is not None and operation.status == "Running" and row.state == BatchState.SUBMITTED:
         row = services.status.update_batch(

@@ -94,3 +94,17 @@ def test_the_step_schedule_detects_any_end_within_its_fraction_and_a_few_gets() 
             gets += 1
         assert t - actual <= max(2.0, 0.1 * actual + 1)  # +1: whole seconds
         assert gets <= 3 if predicted == actual else gets <= 30
+
+
+def test_counters_are_extrapolated_over_the_operations_own_age() -> None:
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 1, 1, 0, 0, 10, tzinfo=UTC)
+    # created 5 s ago by the service's clock, though we started submitting 8 s ago (a slow POST)
+    quarter = Operation(id="o", status="Running", creation_time="2026-01-01T00:00:05Z", total_items=100, pending_items=75)
+    assert next_poll_delay(0, quarter, schedule=PRODUCTION, elapsed_seconds=8, now=now) == 15
+    # a service clock behind ours never makes the operation older than our own measure
+    skewed = Operation(id="o", status="Running", creation_time="2026-01-01T00:00:00Z", total_items=100, pending_items=75)
+    assert next_poll_delay(0, skewed, schedule=PRODUCTION, elapsed_seconds=8, now=now) == 24
+    unparsable = Operation(id="o", status="Running", creation_time="soon", total_items=100, pending_items=75)
+    assert next_poll_delay(0, unparsable, schedule=PRODUCTION, elapsed_seconds=8, now=now) == 24
