@@ -11,7 +11,7 @@ Part 2, the alternative: a token bucket in one table row, taken with a read and 
 write per call by threads standing for the three instances (4 callers each) at the same paced rate.
 Printed: storage transactions per GeoCatalog call and the time each take spends in storage.
 
-    .venv/bin/python -m bench.pacing [--service-limit 20] [--batches 200]
+    .venv/bin/python -m bench.pacing [--service-limit 5] [--batches 120]
 """
 
 from __future__ import annotations
@@ -137,8 +137,8 @@ def shared_bucket_cost(azurite: Azurite, *, rate: float, seconds: float) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--service-limit", type=float, default=20.0, help="calls/s the emulator allows (429 above)")
-    parser.add_argument("--batches", type=int, default=200, help="one-item batches in the job")
+    parser.add_argument("--service-limit", type=float, default=5.0, help="calls/s the emulator allows (429 above)")
+    parser.add_argument("--batches", type=int, default=120, help="one-item batches in the job")
     args = parser.parse_args()
     app_limit = HEADROOM * args.service_limit
     with Azurite() as azurite:
