@@ -3,7 +3,9 @@
 The GeoCatalog allows about 50 calls/s per subscription; beyond that it answers 429, and every 429
 is a wasted call. `GEOCATALOG_MAX_CALLS_PER_SECOND` is the limit of the whole app. Each instance
 takes an equal share of it, `limit / GEOCATALOG_MAX_INSTANCES`, where the second setting is the
-Flex plan's `maximumInstanceCount`: however many instances run, their sum stays under the limit.
+most instances that call the GeoCatalog at once: 2 x the Flex plan's `maximumInstanceCount`, since
+Flex scales `submit` and `poll` in groups of their own (`blob_created` makes one call per upload).
+However many instances run, their sum stays under the limit.
 
 Why a per-instance share rather than a token bucket in storage (`bench/pacing.py`: three local
 instances in separate processes, one Azurite, an emulator allowing 5 calls/s, 120 one-item batches):
