@@ -120,6 +120,7 @@ var appSettings = {
   ITEM_INDEX_TABLE: names.itemIndexTable
   MAX_DEQUEUE_COUNT: '5'
   SWEEP_SCHEDULE: '0 */5 * * * *' // the sweep timer reads %SWEEP_SCHEDULE%
+  GEOCATALOG_MAX_INSTANCES: string(maximumInstanceCount) // each instance's share of the GeoCatalog's call limit
 }
 
 // The GeoCatalog may live in another resource group or subscription (ARM evaluates only the chosen branch).

@@ -48,8 +48,8 @@ DEFAULTS: dict[str, tuple[str | None, str]] = {
     "MAX_DEQUEUE_COUNT": ("5", "must equal host.json maxDequeueCount: the last delivery records a failure before the poison queue"),
     "GEOCATALOG_MAX_CALLS_PER_SECOND": ("40", "GeoCatalog calls per second of all instances together "
                                         "(the service allows ~50 per subscription); 0 = unpaced"),
-    "GEOCATALOG_MAX_INSTANCES": ("4", "instances that may call the GeoCatalog at once: 2 x the Flex plan's "
-                                 "maximumInstanceCount (submit and poll scale apart); each paces itself at its share"),
+    "GEOCATALOG_MAX_INSTANCES": ("2", "must equal the Flex plan's maximumInstanceCount: submit and poll scale apart, "
+                                 "so each instance paces itself at the limit / (2 x this)"),
     "HTTP_TIMEOUT_SECONDS": ("30", "connect+read timeout of each GeoCatalog request"),
     "SOURCE_URL_ALLOWLIST": ("planetarycomputer.microsoft.com",
                              "comma-separated hosts that `items_ref.url` and `search.url` may point at (https, public addresses "
@@ -95,7 +95,7 @@ class Settings:
     isolation_max_depth: int = 12
     max_dequeue_count: int = 5
     geocatalog_max_calls_per_second: float = 40.0
-    geocatalog_max_instances: int = 4
+    geocatalog_max_instances: int = 2
     http_timeout_seconds: float = 30.0
     source_url_allowlist: tuple[str, ...] = ("planetarycomputer.microsoft.com",)
     source_allow_loopback: bool = False

@@ -48,9 +48,9 @@ def test_idle_time_is_not_banked_into_a_burst() -> None:
     assert clock.slept == pytest.approx([0.1])
 
 
-def test_share_is_the_limit_divided_by_the_instances() -> None:
+def test_share_is_the_limit_divided_by_the_instances_of_both_calling_groups() -> None:
     settings = Settings("http://127.0.0.1:1", geocatalog_max_calls_per_second=40, geocatalog_max_instances=4)
-    assert Pacer.from_settings(settings).ceiling == 10
+    assert Pacer.from_settings(settings).ceiling == 5  # up to 4 submit and 4 poll instances
     unpaced = Pacer.from_settings(Settings("http://127.0.0.1:1", geocatalog_max_calls_per_second=0))
     assert not unpaced.paced and unpaced.acquire() == 0
 

@@ -46,7 +46,7 @@ def test_poll_and_pacing_settings_have_production_defaults_and_a_checked_schedul
     base = {"GEOCATALOG_ENDPOINT": "https://gc", "AzureWebJobsStorage": "UseDevelopmentStorage=true"}
     settings = Settings.from_env(base)
     assert (settings.poll_schedule, settings.poll_step_fraction, settings.poll_min_step_seconds) == ("predicted", 0.1, 2.0)
-    assert (settings.geocatalog_max_calls_per_second, settings.geocatalog_max_instances) == (40.0, 4)
+    assert (settings.geocatalog_max_calls_per_second, settings.geocatalog_max_instances) == (40.0, 2)
     assert Settings.from_env({**base, "POLL_SCHEDULE": "backoff"}).poll_schedule == "backoff"
     with pytest.raises(ConfigurationError, match="POLL_SCHEDULE='sometimes' is not one of predicted, backoff"):
         Settings.from_env({**base, "POLL_SCHEDULE": "sometimes"})
