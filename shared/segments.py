@@ -30,6 +30,7 @@ from shared.batching import ENVELOPE_BYTES, batch_id
 from shared.documents import FileKind, file_kind, open_chunks, parse_line, stream_json_items
 from shared.errors import InvalidInputError, NotFoundError
 from shared.ids import check_collection_id
+from shared.items import MAX_DEPTH
 from shared.messages import BatchMessage, PlanMessage
 from shared.planning import reject_job
 from shared.rollup import settle_job
@@ -201,7 +202,20 @@ def _stream_lines(message: PlanMessage, services: Services, *, gzipped: bool, nd
                 yield number, line.rstrip(b"\r\n")
         return
     for number, item in enumerate(stream_json_items(open_stream), start=1):
-        yield number, orjson.dumps(item)
+        yield number, _encoded(item)
+
+
+def _encoded(item: Any) -> bytes:
+    """The item's JSON; for one nested too deep for orjson (over 254 levels), a stand-in under the same id
+    that validation then rejects for its depth, so that one bad item never sinks the file."""
+    try:
+        return orjson.dumps(item)
+    except orjson.JSONEncodeError:
+        nested: list[Any] = []
+        for _ in range(MAX_DEPTH + 1):
+            nested = [nested]
+        item_id = item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), str) else None
+        return orjson.dumps({"type": "Feature", "id": item_id, "properties": {"nested": nested}})
 
 
 def _add_batch(pending: _Pending, message: PlanMessage, collection: str, number: int, batch: _OpenBatch,
@@ -224,10 +238,19 @@ def _add_chunk(pending: _Pending, message: PlanMessage, collection: str, number:
     _add_batch(pending, message, collection, number, batch, payload=blob, end=None, item_label="line" if ndjson else "feature")
 
 
+def flush_due(pending: int, *, written: int) -> bool:
+    """Whether `pending` planned batches go out now, after `written` went out before (1, 1, 2, 4, ... 100)."""
+    return pending >= min(ROWS_PER_FLUSH, max(1, written))
+
+
 def _flush(pending: _Pending, *, services: Services, now: datetime, job_id: str, items: int, batches: int,
            force: bool = False) -> None:
-    """Write pending rows, send their messages, and show progress on the job row."""
-    if not pending.rows or (len(pending.rows) < ROWS_PER_FLUSH and not force):
+    """Write pending rows, send their messages, and show progress on the job row.
+
+    The first batch goes out alone, then 1, 2, 4 ... up to ROWS_PER_FLUSH at a time: the first POST of a
+    big file never waits for the rest of its plan, and a big plan still costs few transactions.
+    """
+    if not pending.rows or not (force or flush_due(len(pending.rows), written=batches - len(pending.rows))):
         return
     services.status.create_batches(pending.rows, now)
     for body in pending.messages:

@@ -35,3 +35,16 @@ def test_feature_collection_body_and_ids() -> None:
     assert body["type"] == "FeatureCollection" and body["features"][0]["id"] == "a"
     assert batch_id(7) == "batch-000007" and child_batch_id("batch-000007", 2) == "batch-000007.2"
     assert sorted([batch_id(10), batch_id(9)]) == [batch_id(9), batch_id(10)]
+
+
+def test_a_big_plan_sends_its_first_batch_at_once_then_ever_larger_groups() -> None:
+    from shared.segments import ROWS_PER_FLUSH, flush_due
+
+    sizes, pending, written = [], 0, 0
+    for _ in range(1000):  # plan 1,000 batches one by one
+        pending += 1
+        if flush_due(pending, written=written):
+            sizes.append(pending)
+            written, pending = written + pending, 0
+    assert sizes[:8] == [1, 1, 2, 4, 8, 16, 32, 64]
+    assert max(sizes) == ROWS_PER_FLUSH and len(sizes) < 20  # few transactions all the same

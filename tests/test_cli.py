@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import fastjsonschema
+import jsonschema_rs
 import orjson
 import pytest
 from click.testing import CliRunner, Result
@@ -22,14 +22,12 @@ from cli import submit as submit_impl
 from cli.context import CliContext, UpInfo
 from cli.main import cli
 from cli.watch import watch
-from devhost.stack import LocalStack
 from emulator import EmulatorOptions, Timings
-from shared.auth import StaticToken
 from shared.errors import InvalidInputError
-from shared.geocatalog import GeoCatalogClient
 from shared.messages import JobRequest
 from tests.conftest import ROOT
-from tests.helpers import make_collection, make_item, wait_until
+from tests.helpers import make_item, wait_until
+from tests.test_pipeline_e2e import catalog, with_collection
 
 SAMPLES = ROOT / "examples" / "landcover-items.json"
 
@@ -37,16 +35,6 @@ SAMPLES = ROOT / "examples" / "landcover-items.json"
 def invoke(*args: str, run_dir: Path | None = None) -> Result:
     prefix = ["--run-dir", str(run_dir)] if run_dir else []
     return CliRunner().invoke(cli, [*prefix, *args], catch_exceptions=False)
-
-
-def catalog(stack: LocalStack) -> GeoCatalogClient:
-    assert stack.emulator is not None
-    return GeoCatalogClient(stack.emulator.url, StaticToken("test"))
-
-
-def with_collection(stack: LocalStack, collection_id: str = "landcover") -> str:
-    catalog(stack).create_collection(make_collection(collection_id))
-    return collection_id
 
 
 def write_json(path: Path, items: list) -> Path:
@@ -130,7 +118,7 @@ def test_submit_a_stac_api_search(make_stack) -> None:
 
 
 def test_the_messages_submit_sends_are_the_documented_ones(tmp_path: Path) -> None:
-    validate = fastjsonschema.compile(orjson.loads((ROOT / "schemas" / "messages.schema.json").read_bytes()))
+    validate = jsonschema_rs.validator_for(orjson.loads((ROOT / "schemas" / "messages.schema.json").read_bytes())).validate
     options = submit_impl.Options(collection="c-1", mode="upsert", sign="planetary-computer")
     search = submit_impl.prepare_search("https://planetarycomputer.microsoft.com/api/stac/v1/search",
                                         submit_impl.parse_params(("collections=a,b", "bbox=[1,2,3,4]", "datetime=2023", "limit=5")),

@@ -134,3 +134,29 @@ def test_event_parsing_and_paths() -> None:
     assert blob_created_from_event(cloud) == BlobCreated("c", "x.json", "0x1", 3)
     assert collection_from_path("landcover/x.ndjson") == "landcover" and collection_from_path("x.ndjson") == ""
     assert file_kind("a/b.NDJSON.gz").gzipped and file_kind("x.geojson").ndjson is False and file_kind("x.csv") is None
+
+
+def test_a_json_upload_with_an_item_too_deep_to_serialize_rejects_only_that_item(make_stack) -> None:
+    stack = make_stack()
+    collection = with_collection(stack)
+    deep: list = []
+    for _ in range(300):  # past orjson's 254-level limit
+        deep = [deep]
+    items = [make_item("ok-1"), {**make_item("deep-1"), "properties": {"datetime": "2024-01-01T00:00:00Z", "x": deep}},
+             make_item("ok-2")]
+    body = b'{"type":"FeatureCollection","features":[' + b",".join(
+        orjson.dumps(i) if i["id"] != "deep-1" else _unsafe_dumps(i) for i in items) + b"]}"
+    job_id = upload(stack, f"{collection}/deep.json", body)
+    job = wait_for_jobs(stack.services, [job_id], timeout=120)[job_id]
+    assert (job.state, job.items_succeeded, job.items_rejected) == (JobState.PARTIALLY_SUCCEEDED, 2, 1)
+    reasons = {k: v for row in stack.services.status.batches(job_id) for k, v in orjson.loads(row.rejected_items or "{}").items()}
+    assert list(reasons) == ["deep-1"] and "nested more than" in reasons["deep-1"]
+
+
+def _unsafe_dumps(value: object) -> bytes:
+    """JSON of any depth (orjson and json refuse past their limits)."""
+    if isinstance(value, dict):
+        return b"{" + b",".join(orjson.dumps(k) + b":" + _unsafe_dumps(v) for k, v in value.items()) + b"}"
+    if isinstance(value, list):
+        return b"[" + b",".join(_unsafe_dumps(v) for v in value) + b"]"
+    return orjson.dumps(value)
