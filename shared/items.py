@@ -188,17 +188,14 @@ def _shape_problem(item: dict[str, Any]) -> str | None:
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether arrays/objects nest more than `limit` levels (iterative: no recursion limit to hit)."""
-    stack = [(value, 1)]
-    while stack:
-        current, depth = stack.pop()
-        children = current.values() if isinstance(current, dict) else current if isinstance(current, list) else None
-        if children is None:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False
+    """Whether arrays/objects nest more than `limit` levels (the recursion stops at the limit, so it is
+    never deeper than `limit` frames)."""
+    children = value.values() if type(value) is dict else value if type(value) is list else None
+    if children is None:
+        return False
+    if limit < 1:
+        return True
+    return any(_deeper_than(child, limit - 1) for child in children if type(child) is dict or type(child) is list)
 
 
 def _schema_problem(item: dict[str, Any], collection_id: str) -> str | None:
