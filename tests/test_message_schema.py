@@ -25,6 +25,8 @@ ACCEPTED = [
      "search": {"url": "https://planetarycomputer.microsoft.com/api/stac/v1/search", "params": {"collections": ["io-lulc-annual-v02"]}, "max_items": 4}},
     {"v": 1, "collection": "landcover", "delete": {"ids": ["a", "b"]}},
     {"v": 1, "collection": "landsat", "repair": ["bbox"], "mode": "upsert", "items_ref": {"blob": "stac-drop/x.json"}},
+    {"v": 1, "job_id": "j-2", "items": [make_item("a")], "attempt": 2, "first_attempt": "2026-01-01T00:00:00+00:00",
+     "claim": {"by": "0f5c-message-id", "fingerprint": "ab12"}},  # the app's own re-send after a 429
     {"v": 1, "collection": "landcover", "delete": {"search": {"params": {"datetime": "2017-01-01/2017-12-31"}}}},
     {"v": 1, "collection": "landcover-copy", "search": {"params": {"collections": ["landcover"]}, "max_items": 10000}},
     {"v": 1, "collection": "landcover", "items_ref": {"blob": "stac-drop/landcover/x.ndjson.gz"}},
