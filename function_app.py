@@ -48,7 +48,7 @@ def blob_created(msg: func.QueueMessage) -> None:
 @app.function_name("sweep")
 @app.timer_trigger(arg_name="timer", schedule="%SWEEP_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def sweep(timer: func.TimerRequest) -> None:
-    """Settles jobs and batches that no message will settle any more (README: Status table)."""
+    """Settles jobs and batches that no message will settle any more (README: Reliability)."""
     handle_sweep(services=services_from_env(), now=datetime.now(UTC))
 
 
