@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from shared.ids import is_job_id
 from shared.status import JobRow
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,9 @@ class JobClaim:
     def of(cls, decoded: Any, message_id: str) -> JobClaim:
         """The claim of a delivered message: the one it carries (an app re-send), else its own."""
         carried = decoded.get(CLAIM_KEY) if isinstance(decoded, dict) else None
-        if isinstance(carried, dict) and isinstance(carried.get("by"), str) and isinstance(carried.get("fingerprint"), str):
-            return cls(carried["by"], carried["fingerprint"])
+        # A claim is only as safe as the message: its id ends up in a row key, so it must look like one.
+        if isinstance(carried, dict) and is_job_id(carried.get("by")) and isinstance(carried.get("fingerprint"), str):
+            return cls(carried["by"], carried["fingerprint"][:64])
         return cls(message_id, fingerprint(decoded))
 
     def to_json(self) -> dict[str, str]:

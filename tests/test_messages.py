@@ -101,3 +101,13 @@ def test_batch_and_poll_messages_round_trip() -> None:
 def test_repair_is_opt_in() -> None:
     assert JobRequest.from_json({"v": 1, "items": []}).repair == frozenset()
     assert JobRequest.from_json({"v": 1, "items": [], "repair": ["bbox"]}).repair == {"bbox"}
+
+
+def test_a_carried_claim_is_used_only_when_its_id_could_be_a_row_key() -> None:
+    from shared.job_claims import JobClaim, conflict_job_id, fingerprint
+
+    body = {"v": 1, "items": [], "claim": {"by": "a/b\n#x", "fingerprint": "f"}}
+    claim = JobClaim.of(body, "queue-msg-1")
+    assert claim == JobClaim("queue-msg-1", fingerprint(body))  # the hostile claim is ignored
+    assert conflict_job_id(claim) == "job-id-conflict-queue-msg-1"
+    assert JobClaim.of({**body, "claim": {"by": "m-2", "fingerprint": "f"}}, "queue-msg-3") == JobClaim("m-2", "f")
