@@ -9,7 +9,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from azure.core.exceptions import ResourceExistsError
-from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
@@ -22,6 +21,7 @@ from shared.settings import Settings, StorageAccess
 from shared.signing import SasTokenSigner
 from shared.sources import SourceFetcher
 from shared.status import StatusStore
+from shared.table_batch import TableClient
 from shared.timing import OperationTimings
 
 
@@ -155,5 +155,5 @@ def _blob_service(storage: StorageAccess, credential: Any) -> BlobServiceClient:
 
 def _table_client(storage: StorageAccess, credential: Any, name: str) -> TableClient:
     if storage.connection_string:
-        return TableServiceClient.from_connection_string(storage.connection_string).get_table_client(name)
-    return TableServiceClient(storage.table_uri, credential=credential).get_table_client(name)
+        return TableClient.from_connection_string(storage.connection_string, table_name=name)
+    return TableClient(storage.table_uri, table_name=name, credential=credential)

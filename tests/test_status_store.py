@@ -7,10 +7,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
-from azure.data.tables import TableServiceClient
 
 from devhost.azurite import Azurite
 from shared.status import BatchRow, BatchState, JobRow, JobState, StatusStore
+from shared.table_batch import TableClient
 from tests.conftest import unique_storage_names
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -18,7 +18,8 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 @pytest.fixture
 def store(azurite: Azurite) -> StatusStore:
-    table = TableServiceClient.from_connection_string(azurite.connection_string).create_table(unique_storage_names()["STATUS_TABLE"])
+    table = TableClient.from_connection_string(azurite.connection_string, unique_storage_names()["STATUS_TABLE"])
+    table.create_table()
     return StatusStore(table)
 
 

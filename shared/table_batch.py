@@ -1,0 +1,121 @@
+"""Entity-group transactions without the SDK's per-transaction overhead.
+
+`azure-data-tables` builds the `$batch` request of `submit_transaction` through azure-core's generic
+multipart support: it starts a thread pool per transaction to run the sub-requests' policies,
+renders the body with the `email` package and parses the response with it again. Measured on this
+machine against Azurite, that costs 8.9 ms of client CPU for a 2-operation transaction (a batch row
+and its counter row, written at every batch change) and 88 ms for a 100-entity one (a batch's item
+index): the largest single cost of a finished batch. The wire format is small and fixed (OData
+`$batch`: one changeset of `application/http` parts), so `TableClient` here keeps everything of the
+SDK (building each operation's request, auth, retries, error types) and replaces only how that one
+body is encoded and its answer decoded: 3.7 ms and 11 ms for the same transactions.
+
+The answer is what the SDK gives: a list of `{"etag": ...}` per operation on success, and a
+`TableTransactionError` (with the failing part's status code, error code and message) otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from azure.core.exceptions import HttpResponseError
+from azure.core.rest import HttpRequest
+from azure.data.tables import TableClient as SdkTableClient
+from azure.data.tables import TableTransactionError
+
+_BOUNDARY = re.compile(rb'boundary="?([^";\r\n]+)"?')
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_NEWLINE = re.compile(rb"\r?\n")
+
+
+class TableClient(SdkTableClient):
+    """`azure.data.tables.TableClient` whose `submit_transaction` sends a directly encoded `$batch` body."""
+
+    def _batch_send(self, table_name: str, *reqs: HttpRequest, **kwargs: Any) -> list[Mapping[str, Any]]:
+        batch, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
+        request = HttpRequest(
+            "POST",
+            f"{self.scheme}://{self._primary_hostname}/$batch",
+            headers={"x-ms-version": self.api_version, "DataServiceVersion": "3.0",
+                     "MaxDataServiceVersion": "3.0;NetFx", "Accept": "application/json",
+                     "Content-Type": f"multipart/mixed; boundary={batch}"},
+            content=batch_body(reqs, batch, changeset),
+        )
+        response = self._client.send_request(request, stream=True, **kwargs)
+        body = response.read()
+        if response.status_code != 202:
+            raise HttpResponseError(message=f"transaction on {table_name} refused ({response.status_code})",
+                                    response=response)
+        parts = response_parts(response.headers.get("Content-Type", ""), body)
+        failed = next((part for part in parts if not 200 <= part.status < 300), None)
+        if failed is not None:
+            raise failed.error(table_name)
+        return [{"etag": part.headers["etag"]} if "etag" in part.headers else {} for part in parts]
+
+
+def batch_body(requests: tuple[HttpRequest, ...], batch: str, changeset: str) -> bytes:
+    """The `$batch` body: one changeset holding each request as an `application/http` part."""
+    out = [f"--{batch}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n".encode()]
+    for request in requests:
+        head = [f"{request.method} {request.url} HTTP/1.1", *(f"{k}: {v}" for k, v in request.headers.items())]
+        content = request.content if request.content is not None else b""
+        out.append(f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n".encode())
+        out.append("\r\n".join(head).encode() + b"\r\n\r\n" + (content.encode() if isinstance(content, str) else content) + b"\r\n")
+    out.append(f"--{changeset}--\r\n--{batch}--\r\n".encode())
+    return b"".join(out)
+
+
+class ResponsePart:
+    """One operation's answer inside a `$batch` response."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
+
+    def error(self, table_name: str) -> TableTransactionError:
+        code, message = _odata_error(self.body)
+        error = TableTransactionError(message=f"{message or 'transaction failed'} (table {table_name}, {code or self.status})")
+        error.status_code, error.error_code = self.status, code
+        return error
+
+
+def response_parts(content_type: str, body: bytes) -> list[ResponsePart]:
+    """The `application/http` parts of a `$batch` response, whether or not they sit in a changeset."""
+    match = _BOUNDARY.search(content_type.encode())
+    if match is None:
+        raise HttpResponseError(message=f"a transaction answered with {content_type!r}, not multipart/mixed")
+    parts: list[ResponsePart] = []
+    for section in body.split(b"--" + match.group(1)):
+        nested = _BOUNDARY.search(section.split(b"\n\n", 1)[0] if b"\n\n" in section else section)
+        if nested is not None and b"multipart/mixed" in section[: nested.start()]:
+            parts.extend(_http_part(s) for s in section.split(b"--" + nested.group(1)) if b"application/http" in s)
+        elif b"application/http" in section:
+            parts.append(_http_part(section))
+    return parts
+
+
+def _http_part(section: bytes) -> ResponsePart:
+    _, message = _split_at_blank_line(section.strip(b"\r\n"))  # skip the part's own MIME headers
+    head, body = _split_at_blank_line(message)
+    lines = _NEWLINE.split(head)
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return ResponsePart(int(lines[0].split()[1]), headers, body.strip(b"\r\n"))
+
+
+def _split_at_blank_line(text: bytes) -> tuple[bytes, bytes]:
+    pieces = _BLANK_LINE.split(text, maxsplit=1)
+    return pieces[0], pieces[1] if len(pieces) > 1 else b""
+
+
+def _odata_error(body: bytes) -> tuple[str, str]:
+    try:
+        error = orjson.loads(body)["odata.error"]
+        return str(error.get("code", "")), str(error.get("message", {}).get("value", ""))
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return "", body[:200].decode("utf-8", "replace")
