@@ -9,7 +9,8 @@ The item index answers "which jobs and batches handled item X?" in one lookup, w
 a second table (`ITEM_INDEX_TABLE`) with one entity per (item, job, batch), PartitionKey = collection,
 RowKey = `<item id>|<job id>|<batch id>`. `record_batch` writes a batch's entities when it settles, as
 entity-group transactions of at most 100 upserts (a batch's items share its collection, so one
-partition), plus one upsert of the collection's marker row, so the cost per batch is constant. Upserts
+partition), plus one upsert of the collection's marker row the first time an instance indexes that
+collection, so the cost per batch is constant. Upserts
 make a redelivered settlement rewrite the same entities. Items with no usable id (a rejected
 "line 12") are not indexed; `failures` still lists them.
 
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 MAX_TRANSACTION_OPS = 100
 MESSAGE_CHARS = 1000
 COLLECTIONS_PARTITION = "~collections"  # not a collection id ([A-Za-z0-9._-]{3,32}): the marker rows
+MAX_MARKED = 1024
 WHOLE_JOB = "(whole job)"
 INVALID_ITEM = "InvalidItem"  # the code of an item the validator rejected (its reason is the message)
 WHOLE_BATCH_STATES = frozenset({BatchState.FAILED, BatchState.TIMED_OUT, BatchState.CANCELED})
@@ -172,6 +174,7 @@ class ItemIndex:
     def __init__(self, table: TableClient) -> None:
         self._table = table
         self.operations = 0  # table requests sent by `record` (the benchmark reads it)
+        self._marked: set[str] = set()  # collections whose marker row this instance has written (a marker is never removed)
 
     @property
     def table(self) -> TableClient:
@@ -186,8 +189,12 @@ class ItemIndex:
             chunk = entities[start : start + MAX_TRANSACTION_OPS]
             self._table.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in chunk])
             self.operations += 1
-        self._table.upsert_entity({"PartitionKey": COLLECTIONS_PARTITION, "RowKey": collection}, mode=UpdateMode.REPLACE)
-        self.operations += 1
+        if collection not in self._marked:
+            self._table.upsert_entity({"PartitionKey": COLLECTIONS_PARTITION, "RowKey": collection}, mode=UpdateMode.REPLACE)
+            self.operations += 1
+            if len(self._marked) >= MAX_MARKED:
+                self._marked.clear()
+            self._marked.add(collection)
 
     def lookup(self, item_id: str, collection: str | None = None) -> list[ItemOutcome]:
         """Every job and batch that handled `item_id` (in `collection`, else in every indexed one), oldest first."""

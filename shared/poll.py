@@ -155,8 +155,8 @@ def poll_again(
                             seconds_per_item=seconds_per_item(services.timings, row))
     if operation is not None and operation.status == "Running" and row.state == BatchState.SUBMITTED:
         row = services.status.update_batch(
-            row.job_id, row.batch_id, lambda r: replace(r, state=BatchState.RUNNING) if r.state == BatchState.SUBMITTED else None, now
-        ) or row
+            row.job_id, row.batch_id, lambda r: replace(r, state=BatchState.RUNNING) if r.state == BatchState.SUBMITTED else None, now,
+            current=row) or row
     services.queues.send(settings.poll_queue, replace(message, attempt=message.attempt + 1).to_json(), delay_seconds=delay)
     return row
 
@@ -189,7 +189,7 @@ def end_batch(
                        items_succeeded=succeeded_items, items_failed=failed_items, failed_items=failed_text,
                        failed_items_blob=failed_blob, logs=logs, logs_blob=logs_blob)
 
-    ended = services.status.update_batch(row.job_id, row.batch_id, end, now)
+    ended = services.status.update_batch(row.job_id, row.batch_id, end, now, current=row)
     record_batch(ended, services=services)
     settle_job(row.job_id, status=services.status, now=now)
     return ended

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import zlib
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
@@ -172,6 +173,7 @@ class StatusStore:
 
     def __init__(self, table: TableClient) -> None:
         self._table = table
+        self._counters = CounterCache()
 
     @property
     def table(self) -> TableClient:
@@ -267,33 +269,38 @@ class StatusStore:
                     self._create_counted([row])
 
     def update_batch(
-        self, job_id: str, batch_id: str, change: Callable[[BatchRow], BatchRow | None], now: datetime
+        self, job_id: str, batch_id: str, change: Callable[[BatchRow], BatchRow | None], now: datetime,
+        *, current: BatchRow | None = None,
     ) -> BatchRow | None:
-        """Apply `change` to the current batch row under its ETag, moving the job's counters with it."""
+        """Apply `change` to the current batch row under its ETag, moving the job's counters with it.
+
+        `current`: the row as the caller last read or wrote it (with its ETag), tried first to save a
+        read. If it is stale the write fails on its ETag and the row is read again; and a change that
+        finds nothing to do on it is checked once more on a fresh read.
+        """
+        known = current if current is not None and current.etag else None
         for _ in range(ETAG_RETRIES):
-            current = self.get_batch(job_id, batch_id)
-            if current is None:
+            row = known or self.get_batch(job_id, batch_id)
+            if row is None:
                 return None
-            changed = change(current)
+            changed = change(row)
             if changed is None:
+                if known is not None:
+                    known = None
+                    continue
                 return None
+            known = None
             changed = replace(changed, updated=now)
             entity = _to_entity(changed, job_id, batch_id)
-            update = ("update", entity, {"mode": UpdateMode.REPLACE, "etag": current.etag,
-                                         "match_condition": MatchConditions.IfNotModified})
-            delta = count_delta(current, changed)
+            delta = count_delta(row, changed)
             try:
-                if not delta:
-                    metadata = self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=current.etag,
-                                                         match_condition=MatchConditions.IfNotModified)
-                else:
-                    metadata = self._table.submit_transaction([update, self._counter_op(job_id, batch_id, delta)])[0]
+                etag = self._write_batch(entity, row.etag, delta)
             except (ResourceModifiedError, ResourceExistsError, TableTransactionError) as error:
                 if isinstance(error, TableTransactionError) and error.status_code not in (409, 412):
                     raise
                 _pause()
                 continue
-            return replace(changed, etag=metadata.get("etag", ""))
+            return replace(changed, etag=etag)
         raise RetryableError(f"batch row {job_id}/{batch_id} is contended", retry_after=1.0)
 
     def batches(self, job_id: str, *, select: list[str] | None = None, where: str = "") -> list[BatchRow]:
@@ -337,7 +344,7 @@ class StatusStore:
                 return True
             creates = [("create", _to_entity(r, r.job_id, r.batch_id)) for r in rows]
             try:
-                self._table.submit_transaction([*creates, self._counter_op(job_id, rows[0].batch_id, dict(delta))])
+                self._submit_counted(creates, job_id, rows[0].batch_id, dict(delta))
                 return True
             except TableTransactionError as error:
                 if error.status_code not in (409, 412):
@@ -347,24 +354,83 @@ class StatusStore:
                 _pause()
         raise RetryableError(f"counters of job {job_id} are contended", retry_after=1.0)
 
-    def _counter_op(self, job_id: str, batch_id: str, delta: dict[str, int]) -> tuple[Any, ...]:
-        """The transaction operation that adds `delta` to the batch's counter row (created if missing)."""
-        key = f"{COUNTER_ROW_PREFIX}{zlib.crc32(batch_id.encode()) % COUNTER_SHARDS:02d}"
+    def _write_batch(self, entity: dict[str, Any], etag: str, delta: dict[str, int]) -> str:
+        """Replace the batch row under `etag`, with its counter row when the counts move; the row's new ETag."""
+        if not delta:
+            return self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
+                                             match_condition=MatchConditions.IfNotModified).get("etag", "")
+        update = ("update", entity, {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified})
+        return self._submit_counted([update], entity["PartitionKey"], entity["RowKey"], delta)[0].get("etag", "")
+
+    def _submit_counted(self, operations: list[tuple[Any, ...]], job_id: str, batch_id: str,
+                        delta: dict[str, int]) -> list[Any]:
+        """Submit `operations` and the counter change in one transaction, keeping the counter cache right."""
+        key = _counter_key(batch_id)
+        counter_op, values = self._counter_op(job_id, key, delta)
         try:
-            entity = self._table.get_entity(job_id, key)
-        except ResourceNotFoundError:
-            return ("create", {"PartitionKey": job_id, "RowKey": key, **delta})
-        values = Counter(_counter_values(entity))
+            answers = self._table.submit_transaction([*operations, counter_op])
+        except TableTransactionError:
+            self._counters.forget((job_id, key))  # perhaps our copy of it was stale: read it next time
+            raise
+        self._counters.remember((job_id, key), values, answers[-1].get("etag", ""))
+        return answers
+
+    def _counter_op(self, job_id: str, key: str, delta: dict[str, int]) -> tuple[tuple[Any, ...], dict[str, int]]:
+        """The operation that adds `delta` to counter row `key` (created if missing), and the values it writes.
+
+        The row is taken from the cache of counter rows this process wrote last, else read; the ETag
+        condition makes a stale copy fail the transaction instead of miscounting.
+        """
+        cached = self._counters.get((job_id, key))
+        if cached is None:
+            try:
+                entity = self._table.get_entity(job_id, key)
+            except ResourceNotFoundError:
+                return ("create", {"PartitionKey": job_id, "RowKey": key, **delta}), dict(delta)
+            cached = (_counter_values(entity), entity.metadata["etag"])
+        values = Counter(cached[0])
         values.update(delta)
         body = {"PartitionKey": job_id, "RowKey": key, **{k: int(v) for k, v in values.items()}}
-        return ("update", body, {"mode": UpdateMode.REPLACE, "etag": entity.metadata["etag"],
-                                 "match_condition": MatchConditions.IfNotModified})
+        return ("update", body, {"mode": UpdateMode.REPLACE, "etag": cached[1],
+                                 "match_condition": MatchConditions.IfNotModified}), dict(values)
 
     def _get(self, kind: type[Any], partition: str, row_key: str) -> Any:
         try:
             return _from_entity(kind, self._table.get_entity(partition, row_key))
         except ResourceNotFoundError:
             return None
+
+
+def _counter_key(batch_id: str) -> str:
+    return f"{COUNTER_ROW_PREFIX}{zlib.crc32(batch_id.encode()) % COUNTER_SHARDS:02d}"
+
+
+class CounterCache:
+    """The counter rows this process wrote last, with their ETags (bounded, least recently used out).
+
+    Only an optimisation: a copy that another writer has since changed fails its ETag condition, is
+    forgotten, and the row is read again.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._rows: OrderedDict[tuple[str, str], tuple[dict[str, int], str]] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> tuple[dict[str, int], str] | None:
+        with self._lock:
+            return self._rows.get(key)
+
+    def remember(self, key: tuple[str, str], values: dict[str, int], etag: str) -> None:
+        with self._lock:
+            self._rows[key] = (values, etag)
+            self._rows.move_to_end(key)
+            while len(self._rows) > self._size:
+                self._rows.popitem(last=False)
+
+    def forget(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._rows.pop(key, None)
 
 
 def count_delta(before: BatchRow | None, after: BatchRow) -> dict[str, int]:

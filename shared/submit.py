@@ -62,7 +62,7 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
         if row is None or row.state != BatchState.QUEUED:
             return row
 
-    claimed = status.update_batch(row.job_id, row.batch_id, _claim(now, message_id), now)
+    claimed = status.update_batch(row.job_id, row.batch_id, _claim(now, message_id), now, current=row)
     if claimed is None:
         log.info("batch %s/%s is %s; this copy of its message leaves it alone", row.job_id, row.batch_id, row.state)
         return status.get_batch(row.job_id, row.batch_id)
@@ -75,7 +75,7 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
     except InvalidInputError as error:  # e.g. the SAS API refuses the collection
         return finish(claimed, BatchState.REJECTED, "InvalidInput", str(error), services=services, now=now, failed=False)
     except AuthenticationError as error:
-        status.update_batch(row.job_id, row.batch_id, _back_to_queued(error.code, str(error)), now)
+        status.update_batch(row.job_id, row.batch_id, _back_to_queued(error.code, str(error)), now, current=claimed)
         log.error("GeoCatalog refused our credential for batch %s/%s: %s", row.job_id, row.batch_id, error)
         raise
 
@@ -85,7 +85,7 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
         return replace(current, state=BatchState.SUBMITTED, operation_id=operation.id,
                        operation_url=url_without_query(operation.url), submitted=now, error_code="", error_message="")
 
-    submitted = status.update_batch(row.job_id, row.batch_id, mark_submitted, now)
+    submitted = status.update_batch(row.job_id, row.batch_id, mark_submitted, now, current=claimed)
     if submitted is not None:
         send_poll(submitted, services=services, submitted=now, operation_url=operation.url)
     return submitted
@@ -141,7 +141,7 @@ def retry_later(row: BatchRow, message: BatchMessage, error: RetryableError, *, 
         return finish(row, BatchState.FAILED, "RetriesExhausted", reason, services=services, now=now, failed=True)
     delay = retry_delay(error, row.attempts - 1, settings)
     code = f"Http{error.status}" if error.status else "Transient"
-    requeued = services.status.update_batch(row.job_id, row.batch_id, _back_to_queued(code, str(error)), now)
+    requeued = services.status.update_batch(row.job_id, row.batch_id, _back_to_queued(code, str(error)), now, current=row)
     if requeued is not None:
         body = batch_message(row.job_id, row.batch_id, row.collection, message.items,
                              row.payload_blob, row.mode, attempt=message.attempt + 1)
@@ -162,7 +162,7 @@ def finish(
                   else {"items_rejected": current.items_rejected + current.item_count})
         return replace(current, state=state, error_code=code, error_message=message[:2000], finished=now, **counts)
 
-    ended = services.status.update_batch(row.job_id, row.batch_id, end, now)
+    ended = services.status.update_batch(row.job_id, row.batch_id, end, now, current=row)
     record_batch(ended, services=services)
     settle_job(row.job_id, status=services.status, now=now)
     return ended

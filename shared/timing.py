@@ -3,8 +3,8 @@
 One row per collection and action in the status table (PartitionKey `_timing`, RowKey
 `<action>:<collection>`, e.g. `create:naip`): a one-item PUT or DELETE costs about what a 100-item
 POST does, so their figures must not mix. The prefix also keeps a collection named `job` apart
-from job rows. It is O(1) whatever the job's size: a point read when a poll is scheduled, and one
-read plus one write when a batch ends.
+from job rows. It is O(1) whatever the job's size, and cheaper still with each instance's copy of the rows
+(see `OperationTimings`): about one read and one write per collection every few seconds.
 
 The write is a plain upsert, not an ETag-conditional one: two batches ending at once may each fold
 their sample into the same old average, and one sample is then lost. For a moving average that is
@@ -19,6 +19,9 @@ detection: otherwise a late poll would make the next prediction later, and so on
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -31,6 +34,8 @@ from shared.status import BatchRow
 log = logging.getLogger(__name__)
 
 PARTITION = "_timing"
+REFRESH_SECONDS = 5.0
+MAX_COPIES = 1024  # timing rows one instance keeps a copy of (collections x actions): memory stays bounded
 ALPHA = 0.3  # weight of the newest sample: recent operations count most, one outlier does not dominate
 
 
@@ -42,21 +47,35 @@ class CollectionTiming:
     samples: int
 
 
-class OperationTimings:
-    """Reads and updates the `_timing` rows (one per collection) of the status table."""
+@dataclass
+class _Copy:
+    """This instance's copy of one timing row."""
 
-    def __init__(self, table: TableClient) -> None:
+    timing: CollectionTiming | None
+    read_at: float
+    written_at: float | None = None  # None: this instance has not written the row yet
+    dirty: bool = False  # holds samples the row does not have yet
+
+
+class OperationTimings:
+    """Reads and updates the `_timing` rows (one per collection) of the status table.
+
+    Each instance keeps a copy of the rows it uses, re-read when older than `refresh_seconds`, and
+    writes its own samples at most once per `refresh_seconds` (its first sample at once, so a cold
+    collection is learnt everywhere quickly). A figure that is a few seconds old aims a poll just as
+    well, and it saves a read and a write per finished batch.
+    """
+
+    def __init__(self, table: TableClient, *, refresh_seconds: float = REFRESH_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._table = table
+        self._refresh = refresh_seconds
+        self._clock = clock
+        self._copies: dict[str, _Copy] = {}
+        self._lock = threading.Lock()
 
     def get(self, collection: str, action: str = "create") -> CollectionTiming | None:
-        try:
-            entity = self._table.get_entity(PARTITION, _row_key(collection, action))
-        except ResourceNotFoundError:
-            return None
-        except HttpResponseError as error:
-            log.warning("could not read the timing of %s: %s", collection, error.reason)
-            return None
-        return CollectionTiming(float(entity["seconds_per_item"]), int(entity["samples"]))
+        return self._copy(_row_key(collection, action)).timing
 
     def seconds_per_item(self, collection: str, action: str = "create") -> float | None:
         timing = self.get(collection, action)
@@ -68,18 +87,57 @@ class OperationTimings:
         if seconds is None or items <= 0:
             return None
         sample = seconds / items
-        current = self.get(collection, action)
-        timing = (CollectionTiming(sample, 1) if current is None else
-                  CollectionTiming(current.seconds_per_item + ALPHA * (sample - current.seconds_per_item),
-                                   current.samples + 1))
-        entity = {"PartitionKey": PARTITION, "RowKey": _row_key(collection, action),
-                  "seconds_per_item": timing.seconds_per_item, "samples": timing.samples}
+        key = _row_key(collection, action)
+        copy = self._copy(key)
+        with self._lock:
+            current = copy.timing
+            copy.timing = (CollectionTiming(sample, 1) if current is None else
+                           CollectionTiming(current.seconds_per_item + ALPHA * (sample - current.seconds_per_item),
+                                            current.samples + 1))
+            copy.dirty = True
+            due = copy.written_at is None or self._clock() - copy.written_at >= self._refresh
+            timing = copy.timing
+        if due:
+            self._write(key, copy)
+        return timing
+
+    def _copy(self, key: str) -> _Copy:
+        """This instance's copy of the row, read again when it is older than the refresh period (and all written)."""
+        with self._lock:
+            copy = self._copies.get(key)
+            if copy is not None and (copy.dirty or self._clock() - copy.read_at < self._refresh):
+                return copy
+        timing = self._read(key)  # outside the lock: a storage call
+        with self._lock:
+            current = self._copies.get(key)
+            if current is not None and current is not copy:
+                return current  # another thread refreshed (or folded into) it meanwhile
+            if len(self._copies) >= MAX_COPIES:
+                self._copies.clear()
+            fresh = self._copies[key] = _Copy(timing, read_at=self._clock(), written_at=copy.written_at if copy else None)
+            return fresh
+
+    def _read(self, key: str) -> CollectionTiming | None:
+        try:
+            entity = self._table.get_entity(PARTITION, key)
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as error:
+            log.warning("could not read the timing %s: %s", key, error.reason)
+            return None
+        return CollectionTiming(float(entity["seconds_per_item"]), int(entity["samples"]))
+
+    def _write(self, key: str, copy: _Copy) -> None:
+        with self._lock:
+            timing, copy.dirty, copy.written_at = copy.timing, False, self._clock()
+        if timing is None:
+            return
+        entity = {"PartitionKey": PARTITION, "RowKey": key, "seconds_per_item": timing.seconds_per_item,
+                  "samples": timing.samples}
         try:
             self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
         except HttpResponseError as error:
-            log.warning("could not record the timing of %s: %s", collection, error.reason)
-            return None
-        return timing
+            log.warning("could not record the timing %s: %s", key, error.reason)
 
 
 def seconds_per_item(timings: OperationTimings | None, row: BatchRow) -> float | None:

@@ -118,7 +118,7 @@ def prepare_upload_batch(row: BatchRow, *, services: Services, now: datetime) ->
                            error_message=f"all {len(rejected)} item(s) failed validation", payload_blob="", **common)
         return replace(current, payload_blob=payload, payload_start=None, payload_end=None, **common)
 
-    updated = services.status.update_batch(row.job_id, row.batch_id, checked, now)
+    updated = services.status.update_batch(row.job_id, row.batch_id, checked, now, current=row)
     if updated is not None and updated.state == BatchState.REJECTED:
         record_batch(updated, services=services)
         settle_job(row.job_id, status=services.status, now=now)

@@ -70,3 +70,51 @@ def test_rows_list_and_missing_rows(store: StatusStore) -> None:
     store.create_batches([BatchRow("a", "batch-000001")], NOW)
     assert {j.job_id for j in store.jobs()} == {"a", "b"}
     assert [b.batch_id for b in store.batches("a")] == ["batch-000001"]
+
+
+def _succeed(row: BatchRow) -> BatchRow | None:
+    return None if row.state.is_terminal else replace(row, state=BatchState.SUCCEEDED, items_succeeded=row.item_count)
+
+
+def test_a_stale_row_from_the_caller_is_never_written_over_a_newer_one(store: StatusStore) -> None:
+    store.create_batches([BatchRow("job-1", "batch-000001", item_count=3)], NOW)
+    stale = store.get_batch("job-1", "batch-000001")
+    claim = lambda r: replace(r, state=BatchState.SUBMITTING) if r.state == BatchState.QUEUED else None  # noqa: E731
+    claimed = store.update_batch("job-1", "batch-000001", claim, NOW, current=stale)
+    assert claimed is not None and claimed.state == BatchState.SUBMITTING
+    # The stale copy still says Queued: the claim is refused on a fresh read, not written twice.
+    assert store.update_batch("job-1", "batch-000001", claim, NOW, current=stale) is None
+    ended = store.update_batch("job-1", "batch-000001", _succeed, NOW, current=stale)  # its ETag fails: re-read
+    assert ended is not None and ended.state == BatchState.SUCCEEDED and ended.attempts == 0
+    assert store.counters("job-1") == store.recount("job-1") == {"items_planned": 3, "n_Succeeded": 1, "items_succeeded": 3}
+
+
+def test_two_instances_with_stale_counter_copies_still_count_exactly(store: StatusStore) -> None:
+    """Each store keeps the counter rows it wrote last; the other instance's writes make those copies stale."""
+    other = StatusStore(store.table)
+    rows = [BatchRow("job-1", f"batch-{n:06d}", item_count=2) for n in range(1, 41)]  # 40 batches on 16 counter rows
+    store.create_batches(rows[:20], NOW)
+    other.create_batches(rows[20:], NOW)
+    for n, row in enumerate(rows):
+        (store if n % 3 else other).update_batch("job-1", row.batch_id, _succeed, NOW)
+    assert store.counters("job-1") == store.recount("job-1") == {"items_planned": 80, "n_Succeeded": 40, "items_succeeded": 80}
+
+
+def test_racing_duplicate_deliveries_count_each_batch_once(store: StatusStore) -> None:
+    rows = [BatchRow("job-1", f"batch-{n:06d}", item_count=1) for n in range(1, 25)]
+    store.create_batches(rows, NOW)
+    rows = store.batches("job-1")  # with their ETags
+    instances = [StatusStore(store.table) for _ in range(4)]
+    barrier = threading.Barrier(len(instances))
+
+    def deliver_all(instance: StatusStore) -> None:
+        barrier.wait()
+        for row in rows:
+            instance.update_batch("job-1", row.batch_id, _succeed, NOW, current=row)  # every copy starts from a stale row
+
+    threads = [threading.Thread(target=deliver_all, args=(i,)) for i in instances]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert store.counters("job-1") == store.recount("job-1") == {"items_planned": 24, "n_Succeeded": 24, "items_succeeded": 24}

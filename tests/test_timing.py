@@ -104,3 +104,34 @@ def test_the_pipeline_records_each_finished_batch_in_its_collections_timing(make
     assert timing is not None
     assert 1 <= timing.samples <= 3  # batches ending at once may overwrite each other's sample (by design)
     assert timing.seconds_per_item == pytest.approx(0.3 / 2)  # 0.1 s Pending + 0.2 s Running, by the service's clock
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_instances_share_figures_within_the_refresh_period_and_write_at_most_once_per_period(azurite: Azurite) -> None:
+    name = unique_storage_names()["STATUS_TABLE"]
+    table = TableServiceClient.from_connection_string(azurite.connection_string).create_table(name)
+    clock = FakeClock()
+    writer, reader = (OperationTimings(table, refresh_seconds=5, clock=clock) for _ in range(2))
+    assert reader.get("tiles") is None
+    writer.record("tiles", emulated(10, per_item=0.25), 10)  # the first sample is written at once
+    assert OperationTimings(table).seconds_per_item("tiles") == pytest.approx(0.4)
+    assert reader.get("tiles") is None  # its copy is younger than the refresh period
+    clock.now = 5.0
+    assert reader.seconds_per_item("tiles") == pytest.approx(0.4)
+    clock.now = 6.0
+    second = writer.record("tiles", emulated(10, per_item=1.35), 10)  # folded in; the row was written 6 s ago: due
+    clock.now = 7.0
+    third = writer.record("tiles", emulated(10, per_item=1.35), 10)  # folded in, not written yet
+    assert (second.samples, third.samples) == (2, 3) and writer.get("tiles") == third
+    assert OperationTimings(table).get("tiles") == second
+    clock.now = 12.0
+    writer.record("tiles", emulated(10, per_item=1.35), 10)
+    assert OperationTimings(table).get("tiles").samples == 4  # nothing folded in was lost
+    assert reader.get("tiles").samples == 4
