@@ -31,11 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from azure.core.exceptions import AzureError
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import UpdateMode
 
 from shared.errors import InvalidInputError
 from shared.ids import ITEM_ID
 from shared.status import BatchRow, BatchState, JobRow, JobState, StatusStore
+from shared.table_batch import TableClient
 
 if TYPE_CHECKING:
     from shared.services import Services, Storage
@@ -187,7 +188,7 @@ class ItemIndex:
             return
         for start in range(0, len(entities), MAX_TRANSACTION_OPS):
             chunk = entities[start : start + MAX_TRANSACTION_OPS]
-            self._table.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in chunk])
+            self._table.upsert_entities(chunk)
             self.operations += 1
         if collection not in self._marked:
             self._table.upsert_entity({"PartitionKey": COLLECTIONS_PARTITION, "RowKey": collection}, mode=UpdateMode.REPLACE)

@@ -65,8 +65,8 @@ def poll_batch(message: PollMessage, *, services: Services, now: datetime) -> Ba
     except (RetryableError, AuthenticationError) as error:
         return poll_failed(row, message, error, services=services, now=now)
     logs = urls_without_queries(logs)  # service logs may echo signed asset hrefs
-    logs_blob = services.payloads.put(f"{row.job_id}/{row.batch_id}.logs.txt", logs.encode())
     limit = services.settings.log_truncate_chars
+    logs_blob = services.payloads.put(f"{row.job_id}/{row.batch_id}.logs.txt", logs.encode()) if len(logs) > limit else ""
     return end_batch(row, outcome.state, services=services, now=now, code=outcome.code, message=outcome.message,
                      succeeded_items=outcome.succeeded, failed_items=len(outcome.failed),
                      failed_map=outcome.failed, logs=logs[:limit], logs_blob=logs_blob)

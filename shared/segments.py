@@ -8,7 +8,7 @@ is never held in memory:
 - gzip and JSON (FeatureCollection or list streamed with ijson): not addressable by byte range, so
   batches are claim-checked as chunk blobs as the stream goes, in one invocation.
 Neither the planner nor a submitter holds more than one batch. Items are validated by the submitter
-of their batch (`uploads.prepare_upload_batch`), which records bad lines with their line numbers.
+of their batch (`uploads.check_upload_batch`), which records bad lines with their line numbers.
 
 What if it dies mid-segment? Batch rows are created only if absent and a batch message is harmless
 twice (the submitter checks the row), so the redelivered plan message simply plans the segment again.

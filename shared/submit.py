@@ -34,7 +34,7 @@ from shared.services import Services
 from shared.settings import Settings
 from shared.status import BatchRow, BatchState
 from shared.timing import seconds_per_item
-from shared.uploads import prepare_upload_batch
+from shared.uploads import CheckedUpload, check_upload_batch
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +57,18 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
         record_batch(row, services=services)  # ... or before indexing it (upserts: harmless twice)
         settle_job(row.job_id, status=status, now=now)  # the delivery that ended it may have died before this
         return row
-    if not row.validated:
-        row = prepare_upload_batch(row, services=services, now=now)
-        if row is None or row.state != BatchState.QUEUED:
-            return row
+    upload = check_upload_batch(row, services=services, now=now) if not row.validated else None
 
-    claimed = status.update_batch(row.job_id, row.batch_id, _claim(now, message_id), now, current=row)
+    claimed = status.update_batch(row.job_id, row.batch_id, _claim(now, message_id, upload), now, current=row)
     if claimed is None:
         log.info("batch %s/%s is %s; this copy of its message leaves it alone", row.job_id, row.batch_id, row.state)
         return status.get_batch(row.job_id, row.batch_id)
+    if claimed.state == BatchState.REJECTED:  # an upload batch with no valid item
+        record_batch(claimed, services=services)
+        settle_job(row.job_id, status=status, now=now)
+        return claimed
     try:
-        operation = send(claimed, message, services=services)
+        operation = send(claimed, message, services=services, payload=upload.payload if upload else None)
     except RetryableError as error:
         return retry_later(claimed, message, error, services=services, now=now)
     except RejectedByServiceError as error:
@@ -91,15 +92,17 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
     return submitted
 
 
-def send(row: BatchRow, message: BatchMessage, *, services: Services) -> OperationRef:
+def send(row: BatchRow, message: BatchMessage, *, services: Services, payload: bytes | None = None) -> OperationRef:
     """The one request of a batch: POST its items, PUT its one item, or DELETE its one item.
 
-    Unsigned batches POST the payload as stored, with no parse and no re-serialization. Asset hrefs
-    are signed here, right before sending, so nothing stored holds a SAS token.
+    Unsigned batches POST the payload as stored (`payload`: those bytes, when the caller has just
+    written them), with no parse and no re-serialization. Asset hrefs are signed here, right before
+    sending, so nothing stored holds a SAS token.
     """
     if row.action == "create" and not row.sign:
-        body = feature_collection(message.items) if message.items is not None else services.payloads.read(row.payload_blob)
-        return services.catalog.create_items(row.collection, body)
+        if message.items is not None:
+            return services.catalog.create_items(row.collection, feature_collection(message.items))
+        return services.catalog.create_items(row.collection, payload or services.payloads.read(row.payload_blob))
     items = message.items if message.items is not None else batch_items(services, row)
     if row.sign:
         items = services.signer.sign(items, row.sign_collection)
@@ -110,10 +113,19 @@ def send(row: BatchRow, message: BatchMessage, *, services: Services) -> Operati
     return services.catalog.create_items(row.collection, feature_collection(items))
 
 
-def _claim(now: datetime, message_id: str):
-    """Queued -> Submitting; a Submitting batch only for a redelivery of the message that claimed it."""
+def _claim(now: datetime, message_id: str, upload: CheckedUpload | None = None):
+    """Queued -> Submitting; a Submitting batch only for a redelivery of the message that claimed it.
+
+    An upload batch not yet validated is recorded as checked in the same write (or ends Rejected
+    there when none of its items is valid).
+    """
 
     def claim(current: BatchRow) -> BatchRow | None:
+        if upload is not None and not current.validated:
+            checked = upload.change(current)
+            if checked is None or checked.state.is_terminal:
+                return checked
+            current = checked
         redelivered = current.state == BatchState.SUBMITTING and message_id and current.claimed_by == message_id
         if current.state != BatchState.QUEUED and not redelivered:
             return None

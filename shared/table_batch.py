@@ -16,20 +16,25 @@ The answer is what the SDK gives: a list of `{"etag": ...}` per operation on suc
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime
+from enum import Enum
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpRequest
 from azure.data.tables import TableClient as SdkTableClient
-from azure.data.tables import TableTransactionError
+from azure.data.tables import TableTransactionError, UpdateMode
 
 _BOUNDARY = re.compile(rb'boundary="?([^";\r\n]+)"?')
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _NEWLINE = re.compile(rb"\r?\n")
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
 class TableClient(SdkTableClient):
@@ -55,6 +60,51 @@ class TableClient(SdkTableClient):
         if failed is not None:
             raise failed.error(table_name)
         return [{"etag": part.headers["etag"]} if "etag" in part.headers else {} for part in parts]
+
+
+    def upsert_entities(self, entities: list[dict[str, Any]]) -> list[Mapping[str, Any]]:
+        """Upsert (replace) up to 100 entities of one partition in one transaction.
+
+        The same requests `submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}), ...])`
+        sends, built directly: the SDK's request builder costs about 0.16 ms per entity, the largest
+        part of indexing a batch's items. Entities holding other value types than str, bool, int32
+        and datetime go through the SDK.
+        """
+        requests = [self._upsert_request(e) for e in entities]
+        if any(r is None for r in requests):
+            return self.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in entities])
+        return self._batch_send(self.table_name, *requests)  # type: ignore[arg-type]
+
+    def _upsert_request(self, entity: dict[str, Any]) -> HttpRequest | None:
+        body = _odata_entity(entity)
+        if body is None:
+            return None
+        keys = f"PartitionKey='{_url_key(entity['PartitionKey'])}',RowKey='{_url_key(entity['RowKey'])}'"
+        return HttpRequest("PUT", f"{self.scheme}://{self._primary_hostname}/{self.table_name}({keys})", content=body,
+                           headers={"Content-Type": "application/json", "x-ms-version": self.api_version,
+                                    "DataServiceVersion": "3.0", "Accept": "application/json"})
+
+
+def _url_key(key: str) -> str:
+    return quote(key.replace("'", "''"), safe="")  # OData doubles a quote; the URL then escapes everything
+
+
+def _odata_entity(entity: dict[str, Any]) -> bytes | None:
+    """The entity's JSON with the OData type annotations the SDK writes; None for a type not handled here."""
+    out: dict[str, Any] = {}
+    for name, value in entity.items():
+        if value is None:
+            continue
+        if isinstance(value, str) and not isinstance(value, Enum):
+            out[name], out[f"{name}@odata.type"] = value, "Edm.String"
+        elif isinstance(value, bool) or (type(value) is int and INT32_MIN <= value <= INT32_MAX):
+            out[name] = value
+        elif isinstance(value, datetime):
+            out[name] = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            out[f"{name}@odata.type"] = "Edm.DateTime"
+        else:
+            return None
+    return json.dumps(out).encode()  # ASCII-escaped, as the SDK writes it (Azurite misreads raw UTF-8 in a part)
 
 
 def batch_body(requests: tuple[HttpRequest, ...], batch: str, changeset: str) -> bytes:

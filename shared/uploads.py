@@ -10,7 +10,7 @@ One job per blob version: the job id is derived from the blob's path and ETag, s
 duplicated event finds its job, and a new upload (new ETag) makes a new one.
 
 The file is then planned in segments by `shared.segments` (the same reader as `items_ref`), and
-each batch's items are validated by its submitter (`prepare_upload_batch`), which records bad lines
+each batch's items are validated by its submitter (`check_upload_batch`), which records bad lines
 with their line numbers.
 """
 
@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import orjson
@@ -28,11 +29,9 @@ from shared.blob_events import BlobCreated
 from shared.documents import file_kind, ndjson_items
 from shared.fanout import MAX_INLINE_IDS_CHARS, ids_field
 from shared.geocatalog import COLLECTION_ID
-from shared.item_index import record_batch
 from shared.items import item_id_of, validate_job
 from shared.messages import PlanMessage
 from shared.planning import reject_job, rejection_key
-from shared.rollup import settle_job
 from shared.segments import plan_segment
 from shared.services import Services
 from shared.status import BatchRow, BatchState, JobRow
@@ -78,10 +77,21 @@ def start_upload_job(blob: BlobCreated, *, services: Services, now: datetime) ->
     return job
 
 
-def prepare_upload_batch(row: BatchRow, *, services: Services, now: datetime) -> BatchRow | None:
+@dataclass(frozen=True)
+class CheckedUpload:
+    """An upload batch's items, validated: the row change that records it, and the FeatureCollection to send."""
+
+    change: Callable[[BatchRow], BatchRow | None]
+    payload: bytes  # the valid items, as stored in the batch's payload blob (b"" when none is valid)
+
+
+def check_upload_batch(row: BatchRow, *, services: Services, now: datetime) -> CheckedUpload:
     """Validate an upload batch's items and claim-check the valid ones, like planning does for messages.
 
-    Bad lines are recorded with their line numbers; a batch with no valid item ends Rejected.
+    Writes only the payload blob (named after the batch: a redelivery writes the same bytes again);
+    the row change is left to the caller, who makes it together with the claim (`submit._claim`), so
+    validating costs no write of its own. Bad lines are recorded with their line numbers; a batch with
+    no valid item ends Rejected.
     """
     data = services.payloads.read(row.payload_blob, row.payload_start, row.payload_end)
     if row.payload_start is None and row.item_label == "line":
@@ -100,7 +110,8 @@ def prepare_upload_batch(row: BatchRow, *, services: Services, now: datetime) ->
         key = rejection_key(item)
         reasons[f"{key}#{item.position}" if key in reasons else key] = item.reason
     name = f"{row.job_id}/{row.batch_id}.json"
-    payload = services.payloads.put(name, feature_collection(valid)) if valid else ""
+    body = feature_collection(valid) if valid else b""
+    payload = services.payloads.put(name, body) if valid else ""
     ids, ids_blob = ids_field(services, row.job_id, row.batch_id, [item_id_of(i) for i in valid])
     rejected_text, rejected_blob = orjson.dumps(reasons).decode(), ""
     if len(rejected_text) > MAX_INLINE_IDS_CHARS:
@@ -118,9 +129,4 @@ def prepare_upload_batch(row: BatchRow, *, services: Services, now: datetime) ->
                            error_message=f"all {len(rejected)} item(s) failed validation", payload_blob="", **common)
         return replace(current, payload_blob=payload, payload_start=None, payload_end=None, **common)
 
-    updated = services.status.update_batch(row.job_id, row.batch_id, checked, now, current=row)
-    if updated is not None and updated.state == BatchState.REJECTED:
-        record_batch(updated, services=services)
-        settle_job(row.job_id, status=services.status, now=now)
-    return updated or services.status.get_batch(row.job_id, row.batch_id)
-
+    return CheckedUpload(checked, body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from azure.core import MatchConditions
 from azure.data.tables import TableClient as SdkTableClient
@@ -76,3 +77,43 @@ def test_parts_outside_a_changeset_and_bare_newlines_are_read() -> None:
     [part] = response_parts("multipart/mixed; boundary=batchresponse_1", body)
     error = part.error("T")
     assert (part.status, error.status_code, error.error_code, error.index) == (400, 400, "InvalidInput", 0)
+
+
+def _sdk_upsert_requests(table: TableClient, entities: list[dict]) -> list:
+    from azure.data.tables._table_batch import TableBatchOperations  # the SDK's own builder, as the oracle
+
+    operations = TableBatchOperations(config=table._client._config, endpoint=f"{table.scheme}://{table._primary_hostname}",  # noqa: SLF001
+                                      table_name=table.table_name, is_cosmos_endpoint=False)
+    for entity in entities:
+        operations.add_operation(("upsert", entity, {"mode": UpdateMode.REPLACE}))
+    return operations.requests
+
+
+AWKWARD_ENTITIES = [
+    {"PartitionKey": "a'b c é%+&=", "RowKey": "item|job|batch-000001", "text": "é\"\n\\ \u2028", "empty": "", "n": 7,
+     "negative": -(2**31), "flag": False, "none": None,
+     "when": __import__("datetime").datetime(2026, 1, 2, 3, 4, 5, 600007, tzinfo=__import__("datetime").UTC)},
+    {"PartitionKey": "naip", "RowKey": "x'y''z", "when": __import__("datetime").datetime.fromisoformat("2026-05-06T07:08:09+02:00")},
+]
+
+
+def test_direct_upserts_are_the_requests_the_sdk_would_send(tables) -> None:
+    ours, _ = tables
+    for entity in AWKWARD_ENTITIES:
+        mine, [theirs] = ours._upsert_request(entity), _sdk_upsert_requests(ours, [entity])  # noqa: SLF001
+        assert (mine.method, mine.url) == (theirs.method, theirs.url)
+        assert orjson.loads(mine.content) == orjson.loads(theirs.content)
+        for header in ("Content-Type", "x-ms-version", "DataServiceVersion", "Accept"):
+            assert mine.headers[header] == theirs.headers[header]
+
+
+def test_direct_upserts_land_and_replace_and_other_types_go_through_the_sdk(tables) -> None:
+    ours, sdk = tables
+    sdk.create_entity({"PartitionKey": "a'b c é%+&=", "RowKey": "item|job|batch-000001", "stale": "gone"})
+    ours.upsert_entities([AWKWARD_ENTITIES[0]])
+    stored = sdk.get_entity("a'b c é%+&=", "item|job|batch-000001")
+    assert "stale" not in stored  # replaced, not merged
+    assert (stored["text"], stored["n"], stored["negative"], stored["flag"]) == ("é\"\n\\ \u2028", 7, -(2**31), False)
+    assert stored["when"] == AWKWARD_ENTITIES[0]["when"]
+    ours.upsert_entities([{"PartitionKey": "p", "RowKey": "f", "ratio": 0.5}])  # a float: not handled directly
+    assert sdk.get_entity("p", "f")["ratio"] == 0.5
