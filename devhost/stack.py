@@ -25,7 +25,7 @@ LOCAL_SETTINGS = {
     "POLL_MAX_DELAY_SECONDS": "2",
     "RETRY_BASE_DELAY_SECONDS": "1",
     "SWEEP_SCHEDULE": "*/30 * * * * *",
-    "GEOCATALOG_MAX_INSTANCES": "1",  # one local host (running submit and poll both): half the call limit
+    "GEOCATALOG_MAX_INSTANCES": "1",  # one local host: a half of the call limit for submit, the other for poll
     "SUBMIT_QUEUE": "stac-submit",
     "POLL_QUEUE": "stac-poll",
     "PAYLOAD_CONTAINER": "stac-payloads",

@@ -14,9 +14,8 @@ since submission (at least `min_step`): the detection lag stays a bounded fracti
 operation's length, and the number of GETs grows only with the log of how wrong the prediction was.
 
 With nothing to predict from (a collection's first operations, on a service whose counters stay
-still) it falls back to doubling from `initial`: a cold job's batches then cost a few GETs each
-rather than a dozen, and the first of them to finish teaches the rest (each poll re-reads the
-collection's timing).
+still) one batch scouts at short steps and teaches the rest (`shared.cold_start`); a poll that
+still knows nothing falls back to doubling from `initial`.
 """
 
 from __future__ import annotations
@@ -75,12 +74,14 @@ def next_poll_delay(
     retry_after: float | None = None,
     now: datetime | None = None,
     rng: random.Random | None = None,
+    scout: bool = False,
 ) -> float:
     """How long to wait before polling an operation that is still running (see the module docstring).
 
     `elapsed_seconds` is the time since submission, `items` the batch's item count and
     `seconds_per_item` the collection's recent figure (None when unknown). With `now`, the
-    counters are extrapolated over the operation's own age (see `operation_age`).
+    counters are extrapolated over the operation's own age (see `operation_age`). A `scout`
+    (`shared.cold_start`) with nothing to predict from polls at short steps rather than doubling.
     """
     if retry_after is not None:
         return max(MIN_DELAY, min(retry_after, schedule.cap))
@@ -90,9 +91,9 @@ def next_poll_delay(
         return delay if remaining is None else max(MIN_DELAY, min(delay, remaining * 1.1))
     if remaining is not None:
         return _bounded(remaining, schedule)
-    if seconds_per_item is None:
-        return exponential(attempt, base=schedule.initial, cap=schedule.cap, rng=rng)
     step = max(schedule.min_step, schedule.step_fraction * elapsed_seconds)
+    if seconds_per_item is None:
+        return _bounded(step, schedule) if scout else exponential(attempt, base=schedule.initial, cap=schedule.cap, rng=rng)
     until_predicted_end = seconds_per_item * items - elapsed_seconds
     return _bounded(max(step, until_predicted_end), schedule)
 

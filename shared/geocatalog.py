@@ -26,7 +26,7 @@ from shared.errors import (
     RetryableError,
 )
 from shared.ids import COLLECTION_ID, ITEM_ID, check_collection_id, check_item_id  # noqa: F401 - re-exported
-from shared.pacing import Pacer
+from shared.pacing import GroupPacer, Pacer
 from shared.redact import url_without_query
 from shared.settings import GA_API_VERSION, Settings
 
@@ -159,7 +159,7 @@ class GeoCatalogClient:
         session: requests.Session | None = None,
         timeout: float = 30.0,
         verify: bool | str = True,
-        pacer: Pacer | None = None,
+        pacer: Pacer | GroupPacer | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.layout = ApiLayout(api_version)
@@ -179,7 +179,7 @@ class GeoCatalogClient:
             api_version=settings.geocatalog_api_version,
             timeout=settings.http_timeout_seconds,
             verify=settings.geocatalog_ca_bundle or True,
-            pacer=Pacer.from_settings(settings),
+            pacer=GroupPacer.from_settings(settings),
         )
 
     # ----- items --------------------------------------------------------------------------------
@@ -326,8 +326,6 @@ class GeoCatalogClient:
             raise RetryableError(f"{method} {url_without_query(url)}: connection failed") from None
         if response.status_code == 429:
             self.pacer.throttled()
-        else:
-            self.pacer.succeeded()
         if response.status_code < 300:
             return response
         if response.status_code < 400:  # never followed: a redirect could lead the token elsewhere

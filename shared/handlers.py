@@ -21,6 +21,7 @@ from shared.errors import InvalidInputError, RetryableError
 from shared.ids import is_job_id
 from shared.job_claims import CLAIM_KEY, JobClaim
 from shared.messages import BatchMessage, JobRequest, PlanMessage, PollMessage, decode_body
+from shared.pacing import POLL, calling_group
 from shared.planning import plan_job, reject_job
 from shared.poll import end_batch, poll_batch
 from shared.queues import fits_in_message
@@ -121,7 +122,8 @@ def handle_poll_message(body: bytes, *, dequeue_count: int, services: Services, 
         log.error("unreadable poll message dropped: %s", error)  # only this app writes poll messages
         return
     try:
-        poll_batch(message, services=services, now=now)
+        with calling_group(POLL):
+            poll_batch(message, services=services, now=now)
     except Exception as error:  # noqa: BLE001 - record it on the last delivery, then let the host retry/poison
         if dequeue_count >= services.settings.max_dequeue_count:
             give_up(decoded, "", f"{type(error).__name__}: {error}", services=services, now=now)

@@ -236,6 +236,7 @@ class PollMessage:
     attempt: int
     deadline: str  # ISO 8601, UTC
     failures: int = 0  # consecutive polls that could not read the operation
+    role: str = ""  # "scout" or "waiting" while the collection's timing is being learnt (`shared.cold_start`)
     v: int = VERSION
     kind: str = "poll"
 
@@ -253,6 +254,7 @@ class PollMessage:
                 attempt=int(body["attempt"]),
                 deadline=str(body["deadline"]),
                 failures=int(body.get("failures", 0)),
+                role=str(body.get("role", "")),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise InvalidInputError(f"malformed poll message: {error}") from None

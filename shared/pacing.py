@@ -2,12 +2,14 @@
 
 The GeoCatalog allows about 50 calls/s per subscription; beyond that it answers 429, and every 429
 is a wasted call. `GEOCATALOG_MAX_CALLS_PER_SECOND` is the limit of the whole app. Each instance
-takes an equal share of it: `limit / (2 x GEOCATALOG_MAX_INSTANCES)`, where the setting is the
-Flex plan's `maximumInstanceCount` (the infrastructure writes one from the other). The 2 is because
-Flex scales `submit` and `poll`, the two functions that call the GeoCatalog, in groups of their own,
-each up to that count (`blob_created` makes one call per upload). However many instances run,
-their sum stays under the limit. (Where one process hosts both functions, as the local host does,
-that errs on the safe side by half.)
+takes an equal share of it per calling group: `limit / (2 x GEOCATALOG_MAX_INSTANCES)`, where the
+setting is the Flex plan's `maximumInstanceCount` (the infrastructure writes one from the other).
+The 2 is because Flex scales `submit` and `poll`, the two functions that call the GeoCatalog, in
+groups of their own, each up to that count (`blob_created` makes one call per upload and counts
+with submit). So each process keeps one pacer per group (`GroupPacer`), and a call takes its slot
+from the pacer of the function making it (`calling_group`). However many instances run, their sum
+stays under the limit; and a process that hosts both functions (the local host, Core Tools, a
+Premium plan instance) gets both shares, as two Flex instances would.
 
 Why a per-instance share rather than a token bucket in storage (`bench/pacing.py`: three local
 instances in separate processes, one Azurite, an emulator allowing 5 calls/s, 120 one-item batches):
@@ -28,9 +30,11 @@ instances in separate processes, one Azurite, an emulator allowing 5 calls/s, 12
   (one instance near its CPU limit already makes about 50 calls/s), and set the setting to match.
 
 Within its share each instance adapts (AIMD): a 429 halves its rate (at most once a second,
-since the calls already in flight answer for the same overload), and each success adds back a
-fiftieth of the share. So a limit shared with other clients of the subscription, or a setting
-that is too high, costs a few 429s and not a storm.
+since the calls already in flight answer for the same overload), and every second without one adds
+back a tenth of the share. So a limit shared with other clients of the subscription, or a setting
+that is too high, costs a few 429s and not a storm, and a burst of 429s costs at most ten seconds
+of slower calls. (Adding back per success instead, as this did first, is slowest exactly when the
+rate is lowest: at the 5 % floor a 10k-item job under a 429 burst every 20 s never recovered.)
 
 Calls wait their turn by sleeping briefly in the calling thread: slots are handed out at the
 current rate (one every `1/rate` seconds), never in bursts.
@@ -38,17 +42,32 @@ current rate (one every `1/rate` seconds), never in bursts.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from shared.settings import Settings
 
-CALLING_GROUPS = 2  # submit and poll: Flex scales each in its own group, up to maximumInstanceCount
+SUBMIT, POLL = "submit", "poll"  # the calling groups: Flex scales each function in its own group
+CALLING_GROUPS = (SUBMIT, POLL)
 DECREASE = 0.5  # multiplicative decrease on a 429
-INCREASE = 0.02  # additive increase per success, as a fraction of the share
+RECOVERY = 0.1  # additive increase: this fraction of the share per second without a 429
 FLOOR = 0.05  # never below this fraction of the share
 DECREASE_INTERVAL = 1.0  # seconds: one decrease per burst of 429s
+
+_group: contextvars.ContextVar[str] = contextvars.ContextVar("geocatalog_calling_group", default=SUBMIT)
+
+
+@contextmanager
+def calling_group(name: str) -> Iterator[None]:
+    """GeoCatalog calls made inside take their slots from `name`'s pacer (see `GroupPacer`)."""
+    token = _group.set(name)
+    try:
+        yield
+    finally:
+        _group.reset(token)
 
 
 class Pacer:
@@ -63,22 +82,23 @@ class Pacer:
     def __init__(self, calls_per_second: float, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.ceiling = calls_per_second
-        self.rate = calls_per_second
+        self._rate = calls_per_second
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
         self._next_slot = 0.0
         self._last_decrease = float("-inf")
+        self._rate_at_decrease = calls_per_second
         self.throttled_calls = 0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Pacer:
-        instances = CALLING_GROUPS * max(1, settings.geocatalog_max_instances)
-        return cls(max(0.0, settings.geocatalog_max_calls_per_second) / instances)
 
     @property
     def paced(self) -> bool:
         return self.ceiling > 0
+
+    @property
+    def rate(self) -> float:
+        with self._lock:
+            return self._current_rate(self._clock())
 
     def acquire(self) -> float:
         """Wait for this call's slot; returns the seconds waited."""
@@ -87,7 +107,7 @@ class Pacer:
         with self._lock:
             now = self._clock()
             slot = max(now, self._next_slot)
-            self._next_slot = slot + 1 / self.rate
+            self._next_slot = slot + 1 / self._current_rate(now)
         wait = slot - now
         if wait > 0:
             self._sleep(wait)
@@ -100,12 +120,33 @@ class Pacer:
             now = self._clock()
             if not self.paced or now - self._last_decrease < DECREASE_INTERVAL:
                 return
+            self._rate_at_decrease = max(self.ceiling * FLOOR, self._current_rate(now) * DECREASE)
             self._last_decrease = now
-            self.rate = max(self.ceiling * FLOOR, self.rate * DECREASE)
 
-    def succeeded(self) -> None:
-        """The service answered (anything but 429): creep back towards the share."""
-        if not self.paced or self.rate >= self.ceiling:
-            return
-        with self._lock:
-            self.rate = min(self.ceiling, self.rate + self.ceiling * INCREASE)
+    def _current_rate(self, now: float) -> float:
+        """The rate after the last decrease, grown back by `RECOVERY` of the share per second since."""
+        calm = max(0.0, now - self._last_decrease)
+        return min(self.ceiling, self._rate_at_decrease + self.ceiling * RECOVERY * calm)
+
+
+class GroupPacer:
+    """One `Pacer` per calling group, each with the group's share; a call uses its group's (`calling_group`)."""
+
+    def __init__(self, calls_per_second: float, **pacer_options: Callable[..., float]) -> None:
+        self.pacers = {group: Pacer(calls_per_second, **pacer_options) for group in CALLING_GROUPS}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GroupPacer:
+        """Each group's share: the limit over the instances that group may scale to, in both groups."""
+        instances = len(CALLING_GROUPS) * max(1, settings.geocatalog_max_instances)
+        return cls(max(0.0, settings.geocatalog_max_calls_per_second) / instances)
+
+    @property
+    def current(self) -> Pacer:
+        return self.pacers[_group.get()]
+
+    def acquire(self) -> float:
+        return self.current.acquire()
+
+    def throttled(self) -> None:
+        self.current.throttled()

@@ -19,6 +19,7 @@ from datetime import datetime
 import orjson
 
 from shared.backoff import PollSchedule, next_poll_delay
+from shared.cold_start import SCOUT, superseded_fallback, wake_waiting
 from shared.errors import AuthenticationError, NotFoundError, RetryableError
 from shared.fanout import row_item_ids
 from shared.geocatalog import Operation, OperationRef
@@ -35,11 +36,23 @@ log = logging.getLogger(__name__)
 
 
 def poll_batch(message: PollMessage, *, services: Services, now: datetime) -> BatchRow | None:
-    """Check the batch's operation once (or settle its job, when a redelivery finds the batch ended)."""
+    """Check the batch's operation once (or settle its job, when a redelivery finds the batch ended).
+
+    A scout whose batch has ended wakes the batches that waited for it (`shared.cold_start`).
+    """
+    row = _poll_once(message, services=services, now=now)
+    if message.role == SCOUT and row is not None and row.state.is_terminal:
+        wake_waiting(row, services=services, now=now)
+    return row
+
+
+def _poll_once(message: PollMessage, *, services: Services, now: datetime) -> BatchRow | None:
     status = services.status
     row = status.get_batch(message.job_id, message.batch_id)
     if row is None:
         return None
+    if superseded_fallback(message, row):
+        return row
     if row.state.is_terminal:
         record_batch(row, services=services)  # ... or before indexing it (upserts: harmless twice)
         settle_job(row.job_id, status=status, now=now)  # the delivery that ended it may have died before this
@@ -150,14 +163,17 @@ def poll_again(
     """Mark the batch Running (once) and re-send the poll message with the next delay."""
     settings = services.settings
     elapsed = (now - row.submitted).total_seconds() if row.submitted else 0.0
+    scout = message.role == SCOUT
     delay = next_poll_delay(message.attempt, operation, schedule=PollSchedule.from_settings(settings),
                             elapsed_seconds=elapsed, items=row.item_count, retry_after=retry_after, now=now,
-                            seconds_per_item=seconds_per_item(services.timings, row))
+                            seconds_per_item=seconds_per_item(services.timings, row), scout=scout)
     if operation is not None and operation.status == "Running" and row.state == BatchState.SUBMITTED:
         row = services.status.update_batch(
             row.job_id, row.batch_id, lambda r: replace(r, state=BatchState.RUNNING) if r.state == BatchState.SUBMITTED else None, now,
             current=row) or row
-    services.queues.send(settings.poll_queue, replace(message, attempt=message.attempt + 1).to_json(), delay_seconds=delay)
+    # A waiting batch's fallback poll that goes on is this batch's poll from now on: it must not look like a fallback.
+    again = replace(message, attempt=message.attempt + 1, role=SCOUT if scout else "")
+    services.queues.send(settings.poll_queue, again.to_json(), delay_seconds=delay)
     return row
 
 

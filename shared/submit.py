@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 
 from shared.backoff import PollSchedule, exponential, first_poll_delay
 from shared.batching import feature_collection
+from shared.cold_start import first_poll
 from shared.errors import AuthenticationError, InvalidInputError, RejectedByServiceError, RetryableError
 from shared.fanout import batch_items, batch_message
 from shared.geocatalog import OperationRef
@@ -80,15 +81,17 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
         log.error("GeoCatalog refused our credential for batch %s/%s: %s", row.job_id, row.batch_id, error)
         raise
 
+    delay, role = first_poll(claimed, services=services)
+
     def mark_submitted(current: BatchRow) -> BatchRow | None:
         if current.state != BatchState.SUBMITTING:
             return None
-        return replace(current, state=BatchState.SUBMITTED, operation_id=operation.id,
+        return replace(current, state=BatchState.SUBMITTED, operation_id=operation.id, poll_role=role,
                        operation_url=url_without_query(operation.url), submitted=now, error_code="", error_message="")
 
     submitted = status.update_batch(row.job_id, row.batch_id, mark_submitted, now, current=claimed)
     if submitted is not None:
-        send_poll(submitted, services=services, submitted=now, operation_url=operation.url)
+        send_poll(submitted, services=services, submitted=now, operation_url=operation.url, delay=delay, role=role)
     return submitted
 
 
@@ -187,11 +190,15 @@ def retry_delay(error: RetryableError, attempt: int, settings: Settings) -> floa
     return exponential(attempt, base=settings.retry_base_delay_seconds, cap=settings.poll_max_delay_seconds)
 
 
-def send_poll(row: BatchRow, *, services: Services, submitted: datetime, operation_url: str) -> None:
+def send_poll(row: BatchRow, *, services: Services, submitted: datetime, operation_url: str,
+              delay: float | None = None, role: str = "") -> None:
+    """The batch's first poll message, after `delay` (default: at the predicted end, else the initial delay)."""
     settings = services.settings
     deadline = submitted + timedelta(seconds=settings.poll_deadline_seconds)
-    poll = PollMessage(row.job_id, row.batch_id, row.collection, operation_url, attempt=0, deadline=deadline.isoformat())
-    delay = first_poll_delay(row.item_count, seconds_per_item(services.timings, row), PollSchedule.from_settings(settings))
+    poll = PollMessage(row.job_id, row.batch_id, row.collection, operation_url, attempt=0, deadline=deadline.isoformat(),
+                       role=role)
+    if delay is None:
+        delay = first_poll_delay(row.item_count, seconds_per_item(services.timings, row), PollSchedule.from_settings(settings))
     services.queues.send(settings.poll_queue, poll.to_json(), delay_seconds=delay)
 
 

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 PARTITION = "_timing"
 REFRESH_SECONDS = 5.0
+SCOUT_SECONDS = 300.0  # how long one scout of an unknown collection holds (see `shared.cold_start`)
 MAX_COPIES = 1024  # timing rows one instance keeps a copy of (collections x actions): memory stays bounded
 ALPHA = 0.3  # weight of the newest sample: recent operations count most, one outlier does not dominate
 
@@ -72,6 +73,7 @@ class OperationTimings:
         self._refresh = refresh_seconds
         self._clock = clock
         self._copies: dict[str, _Copy] = {}
+        self._scouts: dict[str, float] = {}  # row key -> when this instance may send another scout
         self._lock = threading.Lock()
 
     def get(self, collection: str, action: str = "create") -> CollectionTiming | None:
@@ -80,6 +82,18 @@ class OperationTimings:
     def seconds_per_item(self, collection: str, action: str = "create") -> float | None:
         timing = self.get(collection, action)
         return timing.seconds_per_item if timing else None
+
+    def claim_scout(self, collection: str, action: str = "create") -> bool:
+        """Whether a batch of a collection with no known timing should be its scout: one at a time per instance."""
+        key = _row_key(collection, action)
+        with self._lock:
+            now = self._clock()
+            if self._scouts.get(key, float("-inf")) > now:
+                return False
+            if len(self._scouts) >= MAX_COPIES:
+                self._scouts.clear()
+            self._scouts[key] = now + SCOUT_SECONDS
+            return True
 
     def record(self, collection: str, operation: Operation, items: int, action: str = "create") -> CollectionTiming | None:
         """Fold a finished operation of `items` items into the collection's average (best effort)."""

@@ -10,7 +10,7 @@ from emulator import EmulatorOptions, EmulatorServer, Faults
 from shared.auth import StaticToken
 from shared.errors import RetryableError
 from shared.geocatalog import GeoCatalogClient
-from shared.pacing import Pacer
+from shared.pacing import POLL, SUBMIT, GroupPacer, Pacer, calling_group
 from shared.settings import Settings
 from tests.helpers import make_collection
 
@@ -50,35 +50,49 @@ def test_idle_time_is_not_banked_into_a_burst() -> None:
 
 def test_share_is_the_limit_divided_by_the_instances_of_both_calling_groups() -> None:
     settings = Settings("http://127.0.0.1:1", geocatalog_max_calls_per_second=40, geocatalog_max_instances=4)
-    assert Pacer.from_settings(settings).ceiling == 5  # up to 4 submit and 4 poll instances
-    unpaced = Pacer.from_settings(Settings("http://127.0.0.1:1", geocatalog_max_calls_per_second=0))
-    assert not unpaced.paced and unpaced.acquire() == 0
+    pacers = GroupPacer.from_settings(settings)
+    assert {g: p.ceiling for g, p in pacers.pacers.items()} == {SUBMIT: 5, POLL: 5}  # up to 4 submit and 4 poll instances
+    unpaced = GroupPacer.from_settings(Settings("http://127.0.0.1:1", geocatalog_max_calls_per_second=0))
+    assert not unpaced.current.paced and unpaced.acquire() == 0
 
 
-def test_a_429_halves_the_rate_once_per_burst_and_successes_bring_it_back() -> None:
+def test_each_calling_group_takes_slots_from_its_own_share() -> None:
+    """A process hosting both functions gets both shares: the poll group's calls do not queue behind submit's."""
+    clock = Clock()
+    pacers = GroupPacer(10, clock=clock, sleep=clock.sleep)
+    for _ in range(11):
+        pacers.acquire()  # submit, the default group
+    with calling_group(POLL):
+        assert pacers.acquire() == 0  # its first slot is free, whatever submit used
+        pacers.throttled()
+    assert pacers.pacers[POLL].rate == 5 and pacers.pacers[SUBMIT].rate == 10
+    assert clock.now - 100.0 == pytest.approx(1.0)
+
+
+def test_a_429_halves_the_rate_once_per_burst_and_calm_brings_it_back() -> None:
     clock = Clock()
     pacer = Pacer(10, clock=clock, sleep=clock.sleep)
     for _ in range(5):  # the calls in flight all answer 429 together: one decrease
         pacer.throttled()
     assert pacer.rate == 5 and pacer.throttled_calls == 5
-    clock.now += 1.5
+    clock.now += 1.0
     pacer.throttled()
-    assert pacer.rate == 2.5
-    for _ in range(10):
-        pacer.succeeded()
-    assert pacer.rate == pytest.approx(4.5)  # additive: +2 % of the share per success
-    for _ in range(100):
-        pacer.succeeded()
+    assert pacer.rate == pytest.approx(3.0)  # 5 grew to 6 in that second, then halved
+    clock.now += 2.0
+    assert pacer.rate == pytest.approx(5.0)  # additive: +10 % of the share per second without a 429
+    clock.now += 60.0
     assert pacer.rate == 10  # never above the share
 
 
-def test_the_rate_never_falls_below_the_floor() -> None:
+def test_under_a_429_every_second_the_rate_settles_low_and_is_whole_again_ten_seconds_after() -> None:
     clock = Clock()
     pacer = Pacer(10, clock=clock, sleep=clock.sleep)
-    for _ in range(20):
-        clock.now += 2
+    for _ in range(30):
+        clock.now += 1.0
         pacer.throttled()
-    assert pacer.rate == 0.5
+    assert pacer.rate == pytest.approx(1.0, abs=0.01)  # halved each second, a tenth of the share back in between
+    clock.now += 9.0
+    assert pacer.rate == pytest.approx(10, abs=0.01)
 
 
 def test_concurrent_callers_share_the_slots() -> None:
@@ -111,8 +125,9 @@ def test_the_client_paces_every_call_and_slows_down_on_429() -> None:
             client.get_collection("paced")
         assert raised.value.status == 429
         assert pacer.throttled_calls == 1 and pacer.rate == 10
+        throttled_at = clock.now
         for _ in range(4):
             client.get_collection("paced")
         assert server.app.stats.throttled == 1
         assert len(clock.slept) == 4  # the four calls after the first each waited for their slot
-        assert pacer.rate == pytest.approx(10 + 4 * 0.4)
+        assert pacer.rate == pytest.approx(10 + 20 * 0.1 * (clock.now - throttled_at))  # recovering

@@ -1,0 +1,83 @@
+"""A collection's first operations: learn how long they take from one, and wake the others when it ends.
+
+Polls are aimed at an operation's predicted end (`shared.backoff`), from the collection's recent
+seconds per item (`shared.timing`). A collection seen for the first time has no such figure, its
+operations' counters may stay still until the end, and a poll message's visibility delay cannot be
+shortened once it is sent. So while the figure is unknown, each instance makes the first such batch
+a *scout*, polled at short steps from one second on, and every other one *waits*: its row says so,
+and its poll message gets the long fallback delay (`POLL_MAX_DELAY_SECONDS`). When the scout's
+operation ends its duration is recorded, and the scout wakes the waiting batches of its job: each
+gets a poll timed at its own predicted end. A cold job so costs the scout's few polls and about one
+GET for every other batch, with a detection lag of about one step.
+
+The fallback poll still comes. It is dropped when the batch was polled meanwhile (its row is no
+longer Submitted), and it is what polls a waiting batch whose scout died or was in another job.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from shared.backoff import MIN_DELAY, PollSchedule, first_poll_delay
+from shared.messages import PollMessage
+from shared.services import Services
+from shared.status import BatchRow, BatchState
+from shared.timing import seconds_per_item
+
+log = logging.getLogger(__name__)
+
+SCOUT, WAITING = "scout", "waiting"
+
+
+def first_poll(row: BatchRow, *, services: Services) -> tuple[float, str]:
+    """(delay, role) of a just-submitted batch's first poll: at its predicted end, else as a scout or waiting."""
+    schedule = PollSchedule.from_settings(services.settings)
+    per_item = seconds_per_item(services.timings, row)
+    if per_item is not None or not schedule.predicted or services.timings is None:
+        return first_poll_delay(row.item_count, per_item, schedule), ""
+    if services.timings.claim_scout(row.collection, row.action):
+        return MIN_DELAY, SCOUT
+    return schedule.cap, WAITING
+
+
+def superseded_fallback(message: PollMessage, row: BatchRow) -> bool:
+    """A waiting batch's fallback poll, after a woken poll has already polled the batch."""
+    return message.role == WAITING and row.state != BatchState.SUBMITTED
+
+
+def wake_waiting(scout: BatchRow, *, services: Services, now: datetime) -> int:
+    """The scout's operation has ended: poll each waiting batch of its job at its predicted end.
+
+    Reads the job's batch rows that are still Submitted and waiting (once per scout, so once per cold
+    collection and instance). Each is marked woken before its poll is sent, so waking twice sends
+    nothing twice. Returns how many were woken.
+    """
+    per_item = seconds_per_item(services.timings, scout)
+    settings = services.settings
+    where = f"state eq '{BatchState.SUBMITTED}' and poll_role eq '{WAITING}'"
+    woken = 0
+    for row in services.status.batches(scout.job_id, where=where):
+        marked = services.status.update_batch(row.job_id, row.batch_id, _woken, now, current=row)
+        if marked is None:
+            continue
+        submitted = marked.submitted or now
+        predicted_end = submitted + timedelta(seconds=(per_item or 0.0) * marked.item_count)
+        delay = max(MIN_DELAY, (predicted_end - now).total_seconds())
+        deadline = submitted + timedelta(seconds=settings.poll_deadline_seconds)
+        poll = PollMessage(marked.job_id, marked.batch_id, marked.collection,
+                           f"{marked.operation_url}?api-version={settings.geocatalog_api_version}",
+                           attempt=1, deadline=deadline.isoformat())
+        services.queues.send(settings.poll_queue, poll.to_json(), delay_seconds=delay)
+        woken += 1
+    if woken:
+        log.info("job %s: the scout %s taught %s's timing; woke %d waiting batch(es)",
+                 scout.job_id, scout.batch_id, scout.collection, woken)
+    return woken
+
+
+def _woken(current: BatchRow) -> BatchRow | None:
+    if current.state != BatchState.SUBMITTED or current.poll_role != WAITING:
+        return None
+    return replace(current, poll_role="")
