@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import orjson
@@ -31,6 +33,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
 from devhost.azurite import Azurite
+from devhost.instance import FUNCTION_GROUPS, InstanceProcess
 from devhost.stack import LocalStack
 from shared.blob_events import BlobCreated
 from shared.status import JOB_ROW, JobState, StatusStore
@@ -115,10 +118,16 @@ def run_notebook(emulator: Emulator, items: list[dict], collection: str, sample_
     return (time.monotonic() - started) * len(bodies) / sample_batches
 
 
-def run_pipeline(emulator: Emulator, azurite: Azurite, items: list[dict], collection: str) -> float:
+def run_pipeline(emulator: Emulator, azurite: Azurite, items: list[dict], collection: str, *, flex: bool) -> float:
+    """`flex`: submit and poll each on an instance (a process) of its own, as Flex Consumption scales them;
+    else every function in one local process."""
     production_polling = {"GEOCATALOG_ENDPOINT": emulator.url, "POLL_INITIAL_DELAY_SECONDS": "5",
                           "POLL_MAX_DELAY_SECONDS": "60", "RETRY_BASE_DELAY_SECONDS": "2"}
-    with LocalStack(settings=production_polling, azurite=azurite) as stack:
+    with LocalStack(settings=production_polling, azurite=azurite) as stack, ExitStack() as instances:
+        if flex:
+            stack.pause_functions()
+            for group in ("submit", "poll"):
+                instances.enter_context(InstanceProcess(os.environ, FUNCTION_GROUPS[group]))
         path = f"{collection}/items.ndjson"
         data = b"".join(orjson.dumps(item) + b"\n" for item in items)
         blobs = BlobServiceClient.from_connection_string(azurite.connection_string)
@@ -134,6 +143,20 @@ def run_pipeline(emulator: Emulator, azurite: Azurite, items: list[dict], collec
         return elapsed
 
 
+def flex_instances(emulator: Emulator, azurite: Azurite, items: list[dict], collection: str) -> float:
+    return run_pipeline(emulator, azurite, items, collection, flex=True)
+
+
+def one_process(emulator: Emulator, azurite: Azurite, items: list[dict], collection: str) -> float:
+    return run_pipeline(emulator, azurite, items, collection, flex=False)
+
+
+PIPELINES = [("pipeline: a submit and a poll instance, as Flex scales them", flex_instances),
+             ("pipeline: every function in one local process", one_process)]
+BASELINES = [("pool: 8 threads, sleep(1) poll", run_pool),
+             ("notebook: sequential, sleep(5) poll (extrapolated from 3 batches)", run_notebook)]
+
+
 def job_ended(status: StatusStore, job_id: str) -> bool:
     """Whether the job row is terminal, reading only its state: the watcher must not load the host it times."""
     try:
@@ -146,13 +169,13 @@ def scenario(azurite: Azurite, operation_seconds: float, count: int) -> list[tup
     emulator = Emulator(operation_seconds)
     rows = []
     try:
-        for name, runner in (("pipeline (production poll settings)", None), ("pool: 8 threads, sleep(1) poll", run_pool),
-                             ("notebook: sequential, sleep(5) poll (extrapolated from 3 batches)", run_notebook)):
+        for name, runner in PIPELINES + BASELINES:
             collection = f"bench-{len(rows)}-{int(operation_seconds)}"
             emulator.create_collection(collection)
             items = naip_items(count, collection, collection)
             before = emulator.calls()
-            wall = run_pipeline(emulator, azurite, items, collection) if runner is None else runner(emulator, items, collection)
+            wall = runner(emulator, azurite, items, collection) if runner in (flex_instances, one_process) else \
+                runner(emulator, items, collection)
             calls = emulator.calls() - before
             measured_items = count if runner is not run_notebook else 3 * BATCH
             rows.append((name, wall, 1000 * calls / measured_items))
@@ -171,11 +194,12 @@ def main() -> None:
         for spec in args.scenarios.split(","):
             seconds, count = float(spec.split(":")[0]), int(spec.split(":")[1])
             rows = scenario(azurite, seconds, count)
-            pipeline, pool = rows[0][1], rows[1][1]
+            pipeline, pool, notebook = rows[0][1], rows[2][1], rows[3][1]
             print(f"\n{count} NAIP items, {seconds:g} s operations, batches of {BATCH}; call floor {floor:.0f} per 1,000 items")
             for name, wall, calls in rows:
                 print(f"  {name:68} {wall:8.1f} s  {calls:6.1f} calls/1k items ({calls / floor:.2f}x floor)")
-            print(f"  pipeline vs pool: {pool / pipeline:.2f}x faster; vs notebook: {rows[2][1] / pipeline:.1f}x faster")
+            print(f"  pipeline (Flex instances) vs pool: {pool / pipeline:.2f}x faster; vs notebook: {notebook / pipeline:.1f}x faster"
+                  f"; one local process vs pool: {pool / rows[1][1]:.2f}x")
 
 
 if __name__ == "__main__":

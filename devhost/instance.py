@@ -5,11 +5,15 @@ clients (`services_from_env` is cached per process). Anything an instance keeps 
 its call pacer, needs real separate processes to be tested honestly: `InstanceProcess` starts one,
 configured by the environment it is given (the same settings as the stack's), and stops it.
 
-    python -m devhost.instance     # runs until SIGTERM; prints "ready" once listening
+    python -m devhost.instance [--functions poll,poll_poison]   # until SIGTERM; prints "ready" once listening
+
+`--functions` runs only those functions, as a Flex instance runs one function's scaling group
+(`FUNCTION_GROUPS` names Flex's groups for this app).
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import logging
 import os
@@ -17,22 +21,29 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = "ready"
+# Flex scales each queue-triggered function on instances of its own; the timer is a singleton anywhere.
+FUNCTION_GROUPS = {
+    "submit": ("submit", "blob_created", "submit_poison", "blob_created_poison"),
+    "poll": ("poll", "poll_poison", "sweep"),
+}
 
 
 class InstanceProcess:
     """One local Functions instance in a child process (`with InstanceProcess(env) as instance:`)."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], functions: Collection[str] | None = None) -> None:
         self._env = dict(env)
+        self._functions = functions
         self._process: subprocess.Popen[str] | None = None
 
     def start(self) -> InstanceProcess:
-        self._process = subprocess.Popen([sys.executable, "-m", "devhost.instance"], cwd=ROOT, env=self._env,
+        only = ["--functions", ",".join(self._functions)] if self._functions else []
+        self._process = subprocess.Popen([sys.executable, "-m", "devhost.instance", *only], cwd=ROOT, env=self._env,
                                          stdout=subprocess.PIPE, text=True)
         assert self._process.stdout is not None
         line = self._process.stdout.readline().strip()
@@ -62,8 +73,11 @@ def main() -> int:
     from devhost.queue_host import LocalFunctionsHost
 
     logging.basicConfig(level=logging.WARNING, format=f"[instance {os.getpid()}] %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description="one local Functions instance")
+    parser.add_argument("--functions", default="", help="comma-separated function names (default: all)")
+    only = [name for name in parser.parse_args().functions.split(",") if name] or None
     function_app = importlib.import_module("function_app")
-    host = LocalFunctionsHost(function_app.app, host_json=ROOT / "host.json", env=os.environ).start()
+    host = LocalFunctionsHost(function_app.app, host_json=ROOT / "host.json", env=os.environ, functions=only).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

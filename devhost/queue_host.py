@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -233,13 +233,18 @@ class LocalFunctionsHost:
     """Runs every queue- and timer-triggered function of a `func.FunctionApp` against one storage account.
 
     `timer_seconds` overrides the timers' period (tests run the sweeper every second or so).
+    `functions` names the functions to run (default: all), as on a Flex instance, which runs one
+    function's scaling group.
     """
 
     def __init__(self, app: func.FunctionApp, *, host_json: Path, env: Mapping[str, str],
-                 overrides: Mapping[str, Any] | None = None, timer_seconds: float | None = None) -> None:
+                 overrides: Mapping[str, Any] | None = None, timer_seconds: float | None = None,
+                 functions: Collection[str] | None = None) -> None:
         self.options = replace(QueueOptions.from_host_json(host_json), **(overrides or {}))
         self.listeners: list[Any] = []
         for function in functions_of(app):
+            if functions is not None and function.get_function_name() not in functions:
+                continue
             trigger = json.loads(function.get_function_json())["bindings"][0]
             if trigger["type"] == "timerTrigger":
                 schedule = resolve_setting_names(trigger["schedule"], env)

@@ -42,6 +42,20 @@ def first_poll(row: BatchRow, *, services: Services) -> tuple[float, str]:
     return schedule.cap, WAITING
 
 
+def recheck_waiting(row: BatchRow, delay: float, role: str, *, services: Services) -> tuple[float, str]:
+    """A batch just recorded as waiting: if the timing arrived meanwhile, poll it at its predicted end instead.
+
+    Read fresh, after the row says "waiting": a scout that ended before this read has written the
+    timing, and one that ends after it finds this row when it wakes its job's waiting batches.
+    """
+    if role != WAITING or services.timings is None:
+        return delay, role
+    per_item = services.timings.seconds_per_item(row.collection, row.action, fresh=True)
+    if per_item is None:
+        return delay, role
+    return first_poll_delay(row.item_count, per_item, PollSchedule.from_settings(services.settings)), ""
+
+
 def superseded_fallback(message: PollMessage, row: BatchRow) -> bool:
     """A waiting batch's fallback poll, after a woken poll has already polled the batch."""
     return message.role == WAITING and row.state != BatchState.SUBMITTED

@@ -237,17 +237,19 @@ def _row_key(outcome: ItemOutcome) -> str:
 
 
 def _to_entity(outcome: ItemOutcome) -> dict[str, Any]:
-    entity = {"PartitionKey": outcome.collection, "RowKey": _row_key(outcome), "item": outcome.item,
-              "job_id": outcome.job_id, "batch_id": outcome.batch_id, "state": str(outcome.state), "code": outcome.code,
-              "message": outcome.message, "operation_id": outcome.operation_id}
-    for name in ("submitted", "finished"):
-        if getattr(outcome, name) is not None:
-            entity[name] = getattr(outcome, name)
+    """Only what the keys do not already say, and no empty values: most entities are a clean success,
+    and the storage cost of a 100-entity transaction grows with their size."""
+    entity: dict[str, Any] = {"PartitionKey": outcome.collection, "RowKey": _row_key(outcome), "state": str(outcome.state)}
+    optional = {"item": outcome.item if outcome.item != outcome.item_id else "", "code": outcome.code,
+                "message": outcome.message, "operation_id": outcome.operation_id,
+                "submitted": outcome.submitted, "finished": outcome.finished}
+    entity.update({name: value for name, value in optional.items() if value})
     return entity
 
 
 def _from_entity(entity: Any) -> ItemOutcome:
-    outcome = ItemOutcome(item=entity.get("item", ""), job_id=entity["job_id"], batch_id=entity["batch_id"],
+    item_id, job_id, batch_id = entity["RowKey"].split("|")  # ids and batch ids never hold a "|"
+    outcome = ItemOutcome(item=entity.get("item") or item_id, job_id=job_id, batch_id=batch_id,
                           collection=entity["PartitionKey"], state=ItemState(entity["state"]), code=entity.get("code", ""),
                           message=entity.get("message", ""), operation_id=entity.get("operation_id", ""))
     times = {name: entity.get(name) for name in ("submitted", "finished")}

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 from shared.backoff import PollSchedule, exponential, first_poll_delay
 from shared.batching import feature_collection
-from shared.cold_start import first_poll
+from shared.cold_start import first_poll, recheck_waiting
 from shared.errors import AuthenticationError, InvalidInputError, RejectedByServiceError, RetryableError
 from shared.fanout import batch_items, batch_message
 from shared.geocatalog import OperationRef
@@ -66,7 +66,7 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
         return status.get_batch(row.job_id, row.batch_id)
     if claimed.state == BatchState.REJECTED:  # an upload batch with no valid item
         record_batch(claimed, services=services)
-        settle_job(row.job_id, status=status, now=now)
+        settle_job(row.job_id, status=status, now=now, ended=claimed)
         return claimed
     try:
         operation = send(claimed, message, services=services, payload=upload.payload if upload else None)
@@ -91,6 +91,7 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
 
     submitted = status.update_batch(row.job_id, row.batch_id, mark_submitted, now, current=claimed)
     if submitted is not None:
+        delay, role = recheck_waiting(submitted, delay, role, services=services)
         send_poll(submitted, services=services, submitted=now, operation_url=operation.url, delay=delay, role=role)
     return submitted
 
@@ -179,7 +180,7 @@ def finish(
 
     ended = services.status.update_batch(row.job_id, row.batch_id, end, now, current=row)
     record_batch(ended, services=services)
-    settle_job(row.job_id, status=services.status, now=now)
+    settle_job(row.job_id, status=services.status, now=now, ended=ended)
     return ended
 
 

@@ -76,11 +76,18 @@ class OperationTimings:
         self._scouts: dict[str, float] = {}  # row key -> when this instance may send another scout
         self._lock = threading.Lock()
 
-    def get(self, collection: str, action: str = "create") -> CollectionTiming | None:
-        return self._copy(_row_key(collection, action)).timing
+    def get(self, collection: str, action: str = "create", *, fresh: bool = False) -> CollectionTiming | None:
+        """The collection's figure (`fresh`: read from the table now, unless this instance holds newer samples)."""
+        key = _row_key(collection, action)
+        if fresh:
+            with self._lock:
+                copy = self._copies.get(key)
+                if copy is not None and not copy.dirty:
+                    copy.read_at = float("-inf")
+        return self._copy(key).timing
 
-    def seconds_per_item(self, collection: str, action: str = "create") -> float | None:
-        timing = self.get(collection, action)
+    def seconds_per_item(self, collection: str, action: str = "create", *, fresh: bool = False) -> float | None:
+        timing = self.get(collection, action, fresh=fresh)
         return timing.seconds_per_item if timing else None
 
     def claim_scout(self, collection: str, action: str = "create") -> bool:
