@@ -207,5 +207,5 @@ def end_batch(
 
     ended = services.status.update_batch(row.job_id, row.batch_id, end, now, current=row)
     record_batch(ended, services=services)
-    settle_job(row.job_id, status=services.status, now=now, ended=ended)
+    settle_job(row.job_id, status=services.status, now=now)
     return ended

@@ -20,15 +20,8 @@ from shared.status import BatchRow, JobRow, JobState, StatusStore
 SUMMARY_CODES = 5  # most frequent error codes named in a finished job's error_message
 
 
-def settle_job(job_id: str, *, status: StatusStore, now: datetime, ended: BatchRow | None = None) -> JobRow | None:
-    """Finish the job when it is planned and every batch is terminal; otherwise leave it as it is.
-
-    `ended`: the batch row whose change led here. When that change left open batches in its own
-    counter row, the job cannot be finished yet, and nothing is read (returns None): the batch that
-    closes the last open one of a counter row settles the job, or finds another row still open.
-    """
-    if ended is not None and ended.open_in_shard:
-        return None
+def settle_job(job_id: str, *, status: StatusStore, now: datetime) -> JobRow | None:
+    """Finish the job when it is planned and every batch is terminal; otherwise leave it as it is."""
     job = status.get_job(job_id)
     if job is None or job.state.is_terminal or not job.planned or job.batches_open:
         return job

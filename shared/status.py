@@ -167,9 +167,6 @@ class BatchRow:
     created: datetime | None = None
     updated: datetime | None = None
     etag: str = field(default="", compare=False)
-    # Not stored: after a change that moved the counters, how many batches its counter row still holds
-    # open (this one included). More than 0 means the job cannot be finished yet (see rollup.settle_job).
-    open_in_shard: int | None = field(default=None, compare=False)
 
 
 class StatusStore:
@@ -298,13 +295,13 @@ class StatusStore:
             entity = _to_entity(changed, job_id, batch_id)
             delta = count_delta(row, changed)
             try:
-                etag, shard = self._write_batch(entity, row.etag, delta)
+                etag = self._write_batch(entity, row.etag, delta)
             except (ResourceModifiedError, ResourceExistsError, TableTransactionError) as error:
                 if isinstance(error, TableTransactionError) and error.status_code not in (409, 412):
                     raise
                 _pause()
                 continue
-            return replace(changed, etag=etag, open_in_shard=None if shard is None else _open_batches(shard))
+            return replace(changed, etag=etag)
         raise RetryableError(f"batch row {job_id}/{batch_id} is contended", retry_after=1.0)
 
     def batches(self, job_id: str, *, select: list[str] | None = None, where: str = "") -> list[BatchRow]:
@@ -358,24 +355,17 @@ class StatusStore:
                 _pause()
         raise RetryableError(f"counters of job {job_id} are contended", retry_after=1.0)
 
-    def _write_batch(self, entity: dict[str, Any], etag: str, delta: dict[str, int]) -> tuple[str, dict[str, int] | None]:
-        """Replace the batch row under `etag`, with its counter row when the counts move.
-
-        Returns the row's new ETag, and the counter row's values as written (None when untouched).
-        """
+    def _write_batch(self, entity: dict[str, Any], etag: str, delta: dict[str, int]) -> str:
+        """Replace the batch row under `etag`, with its counter row when the counts move; the row's new ETag."""
         if not delta:
             return self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
-                                             match_condition=MatchConditions.IfNotModified).get("etag", ""), None
+                                             match_condition=MatchConditions.IfNotModified).get("etag", "")
         update = ("update", entity, {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified})
-        answers, shard = self._submit_counted([update], entity["PartitionKey"], entity["RowKey"], delta)
-        return answers[0].get("etag", ""), shard
+        return self._submit_counted([update], entity["PartitionKey"], entity["RowKey"], delta)[0].get("etag", "")
 
     def _submit_counted(self, operations: list[tuple[Any, ...]], job_id: str, batch_id: str,
-                        delta: dict[str, int]) -> tuple[list[Any], dict[str, int]]:
-        """Submit `operations` and the counter change in one transaction, keeping the counter cache right.
-
-        Returns the answers and the counter row's values as written.
-        """
+                        delta: dict[str, int]) -> list[Any]:
+        """Submit `operations` and the counter change in one transaction, keeping the counter cache right."""
         key = _counter_key(batch_id)
         counter_op, values = self._counter_op(job_id, key, delta)
         try:
@@ -384,7 +374,7 @@ class StatusStore:
             self._counters.forget((job_id, key))  # perhaps our copy of it was stale: read it next time
             raise
         self._counters.remember((job_id, key), values, answers[-1].get("etag", ""))
-        return answers, values
+        return answers
 
     def _counter_op(self, job_id: str, key: str, delta: dict[str, int]) -> tuple[tuple[Any, ...], dict[str, int]]:
         """The operation that adds `delta` to counter row `key` (created if missing), and the values it writes.
@@ -460,15 +450,8 @@ def count_delta(before: BatchRow | None, after: BatchRow) -> dict[str, int]:
     return {k: v for k, v in delta.items() if v}
 
 
-def _open_batches(counts: dict[str, int]) -> int:
-    return sum(n for name, n in counts.items() if name in _OPEN_STATE_COUNTERS)
-
-
 def _state_counter(state: BatchState) -> str:
     return f"n_{state}"
-
-
-_OPEN_STATE_COUNTERS = frozenset(_state_counter(s) for s in BatchState if not s.is_terminal)
 
 
 def _counter_values(entity: Any) -> dict[str, int]:
@@ -501,7 +484,7 @@ def _pause() -> None:
 def _to_entity(row: Any, partition: str, row_key: str) -> dict[str, Any]:
     entity: dict[str, Any] = {"PartitionKey": partition, "RowKey": row_key}
     for f in fields(row):
-        if f.name in ("etag", "job_id", "batch_id", "open_in_shard"):
+        if f.name in ("etag", "job_id", "batch_id"):
             continue
         value = getattr(row, f.name)
         if value is None:

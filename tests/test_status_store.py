@@ -118,26 +118,3 @@ def test_racing_duplicate_deliveries_count_each_batch_once(store: StatusStore) -
     for thread in threads:
         thread.join()
     assert store.counters("job-1") == store.recount("job-1") == {"items_planned": 24, "n_Succeeded": 24, "items_succeeded": 24}
-
-
-def _same_counter_row_ids(count: int) -> list[str]:
-    import zlib
-
-    ids = (f"batch-{n:06d}" for n in range(1, 10_000))
-    return [i for i in ids if zlib.crc32(i.encode()) % 16 == 0][:count]
-
-
-def test_a_batch_change_says_how_many_batches_its_counter_row_still_holds_open(store: StatusStore) -> None:
-    from shared.rollup import settle_job
-
-    first, second = _same_counter_row_ids(2)
-    store.create_job(JobRow("job-1"), NOW)
-    store.create_batches([BatchRow("job-1", b, item_count=1) for b in (first, second)], NOW)
-    store.update_job("job-1", lambda r: replace(r, planned=True, state=JobState.RUNNING), NOW)
-    ended = store.update_batch("job-1", first, _succeed, NOW)
-    assert ended.open_in_shard == 1  # the other batch of its counter row
-    assert settle_job("job-1", status=store, now=NOW, ended=ended) is None  # nothing read: it cannot be done
-    last = store.update_batch("job-1", second, _succeed, NOW)
-    assert last.open_in_shard == 0
-    assert settle_job("job-1", status=store, now=NOW, ended=last).state == JobState.SUCCEEDED
-    assert "open_in_shard" not in store.table.get_entity("job-1", second)  # never stored
