@@ -21,7 +21,14 @@ SUMMARY_CODES = 5  # most frequent error codes named in a finished job's error_m
 
 
 def settle_job(job_id: str, *, status: StatusStore, now: datetime) -> JobRow | None:
-    """Finish the job when it is planned and every batch is terminal; otherwise leave it as it is."""
+    """Finish the job when it is planned and every batch is terminal; otherwise leave it as it is.
+
+    Returns the finished row, or (when there is nothing to finish yet) the job's progress as read:
+    its state and counters (`StatusStore.job_progress`, a narrow read, as this runs for every batch).
+    """
+    progress = status.job_progress(job_id)
+    if progress is None or progress.state.is_terminal or not progress.planned or progress.batches_open:
+        return progress
     job = status.get_job(job_id)
     if job is None or job.state.is_terminal or not job.planned or job.batches_open:
         return job

@@ -191,6 +191,22 @@ class StatusStore:
             return None
         return _with_counts(_from_entity(JobRow, job), [e for e in entities if e["RowKey"] != JOB_ROW])
 
+    def job_progress(self, job_id: str) -> JobRow | None:
+        """`get_job` reading only the state, `planned` and the counters: what deciding whether to settle needs.
+
+        The other fields of the row it returns are left at their defaults.
+        """
+        query = "PartitionKey eq @pk and RowKey ge @lo and RowKey le @job"
+        entities = list(self._table.query_entities(query, parameters={"pk": job_id, "lo": COUNTER_ROW_PREFIX, "job": JOB_ROW},
+                                                   select=_PROGRESS_COLUMNS))
+        job = next((e for e in entities if e["RowKey"] == JOB_ROW), None)
+        if job is None:
+            return None
+        present = {k: v for k, v in job.items() if v is not None}
+        row = JobRow(job_id, state=JobState(present.get("state", JobState.ACCEPTED)), planned=bool(present.get("planned")),
+                     item_count=int(present.get("item_count", 0)))
+        return _with_counts(row, [e for e in entities if e["RowKey"] != JOB_ROW])
+
     def create_job(self, row: JobRow, now: datetime) -> JobRow:
         """Insert the job row, or return the existing one (a redelivered message)."""
         existing = self.get_job(row.job_id)
@@ -452,6 +468,10 @@ def count_delta(before: BatchRow | None, after: BatchRow) -> dict[str, int]:
 
 def _state_counter(state: BatchState) -> str:
     return f"n_{state}"
+
+
+_PROGRESS_COLUMNS = ["RowKey", "state", "planned", "item_count", PLANNED_ITEMS, *ITEM_COUNTERS,
+                     *(_state_counter(s) for s in BatchState)]
 
 
 def _counter_values(entity: Any) -> dict[str, int]:

@@ -118,3 +118,16 @@ def test_racing_duplicate_deliveries_count_each_batch_once(store: StatusStore) -
     for thread in threads:
         thread.join()
     assert store.counters("job-1") == store.recount("job-1") == {"items_planned": 24, "n_Succeeded": 24, "items_succeeded": 24}
+
+
+def test_job_progress_reads_the_same_state_and_counters_as_the_whole_job(store: StatusStore) -> None:
+    store.create_job(JobRow("job-1", collection="landcover", source="inline"), NOW)
+    store.create_batches([BatchRow("job-1", f"batch-{n:06d}", item_count=2) for n in range(1, 6)], NOW)
+    store.update_job("job-1", lambda r: replace(r, planned=True, state=JobState.RUNNING, item_count=10), NOW)
+    for n in (1, 2):
+        store.update_batch("job-1", f"batch-{n:06d}", _succeed, NOW)
+    whole, progress = store.get_job("job-1"), store.job_progress("job-1")
+    fields_ = ("state", "planned", "item_count", "items_succeeded", "items_failed", "batches_by_state", "batches_open")
+    assert [getattr(progress, f) for f in fields_] == [getattr(whole, f) for f in fields_]
+    assert (progress.batches_open, progress.items_succeeded, progress.collection) == (3, 4, "")  # narrow: no collection
+    assert store.job_progress("nope") is None
