@@ -31,7 +31,6 @@ import json
 import re
 import warnings
 from dataclasses import dataclass, field
-from itertools import accumulate
 from typing import Any
 
 import jsonschema_rs
@@ -193,14 +192,22 @@ def _shape_problem(item: dict[str, Any]) -> str | None:
     return None
 
 
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_OPENING = frozenset(b"[{")
 
 
 def json_depth(data: bytes) -> int:
     """How deep arrays and objects nest in serialized JSON (brackets inside strings do not count)."""
-    brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
-    return max(accumulate(1 if b in b"[{" else -1 for b in brackets), default=0)
+    if b'\\"' in data:  # an escaped quote: find the strings properly
+        outside = _JSON_STRING.sub(b"", data)
+    else:  # split on quotes: every other piece is a string (several times faster)
+        outside = b"".join(data.split(b'"')[::2])
+    level = deepest = 0
+    for bracket in outside.translate(None, _NOT_BRACKETS):
+        level += 1 if bracket in _OPENING else -1
+        deepest = max(deepest, level)
+    return deepest
 
 
 def _schema_problem(item: dict[str, Any], collection_id: str) -> str | None:

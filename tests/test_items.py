@@ -6,12 +6,13 @@ import json
 import subprocess
 import sys
 
+import orjson
 import pytest
 
 from shared.batching import split
 from shared.errors import InvalidInputError
 from shared.ids import check_item_id, is_item_id, is_job_id
-from shared.items import MAX_ITEM_BYTES, item_problem, normalize, repaired, validate_job, validated
+from shared.items import MAX_ITEM_BYTES, item_problem, json_depth, normalize, repaired, validate_job, validated
 from shared.repair import GeometryError, bbox_of
 from tests.conftest import ROOT
 from tests.corpus import corpus_items
@@ -292,3 +293,15 @@ def test_upsert_supersedes_only_by_a_valid_later_copy_and_create_still_rejects_t
     assert [i.get("title") for i in result.valid] == ["first"] and len(result.rejected) == 1 and result.superseded == []
     created = validate_job([make_item("a"), make_item("a")], "landcover")
     assert len(created.valid) == 1 and "more than once" in created.rejected[0].reason and created.superseded == []
+
+
+@pytest.mark.parametrize("document", [
+    {"a": "[[[{{{", "b": [1, [2, {"c": "\"]]]"}]]}, {"a": "x\\", "b": [[["]"]]]}, [], 1, "}", {"k": [[[[[]]]]]},
+    {"quote\"key": {"q": "\\\"[", "r": [[]]}},
+])
+def test_depth_is_read_off_the_brackets_outside_strings(document) -> None:
+    def walked(value) -> int:
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        return 0 if children is None else 1 + max((walked(c) for c in children), default=0)
+
+    assert json_depth(orjson.dumps(document)) == walked(document)
