@@ -5,8 +5,8 @@ with its own clients and pacer) share one Azurite and one emulator that answers 
 `--service-limit` calls/s (a token bucket, like the service's per-subscription limit). One job of
 `--batches` one-item batches goes through twice: unpaced (`GEOCATALOG_MAX_CALLS_PER_SECOND=0`) and
 paced at 80 % of the service's limit (production: 40 against ~50) with GEOCATALOG_MAX_INSTANCES=3.
-Each process hosts both submit and poll, which Flex would run on separate instances, so the pacer's
-share (limit / (2 x 3)) sums to half the limit here: the paced run is slower than it would be in Azure.
+Each process hosts both submit and poll, which Flex would run on separate instances; each of its
+two calling groups paces at its own share (limit / (2 x 3)), so the three together pace at the limit.
 Printed: 429s served, calls accepted, calls/s achieved over the job, and the job's wall time.
 
 Part 2, the alternative: a token bucket in one table row, taken with a read and an ETag-conditional

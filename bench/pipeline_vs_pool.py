@@ -3,7 +3,9 @@
 For each scenario (10,000 real NAIP items at 1 s operations, 2,000 at 20 s operations; ids made
 unique per run), against the same emulator process:
 - the pipeline: the local stack (Azurite + function_app.py on the local host) at production poll
-  settings, fed one NDJSON upload; wall time from the upload to the job's terminal row;
+  settings, fed one NDJSON upload; wall time from the upload to the job's terminal row. Twice: with
+  submit and poll each on a local instance (a process) of its own, as Flex Consumption scales them
+  (`devhost.instance`), and with every function in one process;
 - the pool: 8 threads, each POSTing a 100-item batch and then polling it with `sleep(1)`;
 - the notebook loop: POST, `sleep(5)`-poll, one batch after another; measured on 3 batches and
   extrapolated to the whole job (printed as such).

@@ -1,0 +1,61 @@
+"""A collection's first operations (shared/cold_start.py): one scout learns their length, the rest are woken."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from devhost.jobs import send_items, wait_for_jobs
+from emulator import EmulatorOptions, Timings
+from shared.cold_start import SCOUT, WAITING, first_poll, recheck_waiting, superseded_fallback
+from shared.geocatalog import Operation
+from shared.messages import PollMessage
+from shared.status import BatchRow, BatchState, JobState
+from tests.helpers import make_collection, make_item
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+FALLBACK = "600"  # POLL_MAX_DELAY_SECONDS: a waiting batch's own first poll is ten minutes away
+
+
+def finished_operation(seconds: float) -> Operation:
+    return Operation(id="op", status="Succeeded", raw={"creationTime": "2026-01-01T00:00:00+00:00",
+                                                       "finishTime": f"2026-01-01T00:00:{seconds:02.0f}+00:00"})
+
+
+def test_one_scout_per_collection_the_rest_wait_until_the_timing_is_known(make_stack) -> None:
+    stack = make_stack(settings={"POLL_MAX_DELAY_SECONDS": FALLBACK})
+    services = stack.services
+    first, second = (BatchRow("j", f"batch-00000{n}", collection="tiles", item_count=10) for n in (1, 2))
+    assert first_poll(first, services=services) == (1.0, SCOUT)
+    assert first_poll(second, services=services) == (600.0, WAITING)
+    assert first_poll(replace(second, collection="other"), services=services) == (1.0, SCOUT)  # per collection
+    waiting = replace(second, state=BatchState.SUBMITTED, poll_role=WAITING)
+    assert recheck_waiting(waiting, 600.0, WAITING, services=services) == (600.0, WAITING)  # still nothing known
+    services.timings.record("tiles", finished_operation(4), 10)  # the scout's operation: 0.4 s per item
+    assert recheck_waiting(waiting, 600.0, WAITING, services=services) == (4.0, "")  # read fresh: poll at its end
+    assert first_poll(second, services=services) == (4.0, "")
+
+
+def test_a_fallback_poll_is_dropped_once_a_woken_poll_has_polled_the_batch() -> None:
+    fallback = PollMessage("j", "b", "tiles", "https://x/op", attempt=0, deadline=NOW.isoformat(), role=WAITING)
+    assert not superseded_fallback(fallback, BatchRow("j", "b", state=BatchState.SUBMITTED))
+    assert superseded_fallback(fallback, BatchRow("j", "b", state=BatchState.RUNNING))
+    assert superseded_fallback(fallback, BatchRow("j", "b", state=BatchState.SUCCEEDED))
+    assert not superseded_fallback(replace(fallback, role=""), BatchRow("j", "b", state=BatchState.RUNNING))
+
+
+def test_a_cold_job_ends_through_its_scout_without_waiting_for_the_fallback_polls(make_stack) -> None:
+    stack = make_stack(settings={"POLL_MAX_DELAY_SECONDS": FALLBACK, "BATCH_MAX_ITEMS": "2"},
+                       emulator_options=EmulatorOptions(timings=Timings(0.0, 2.0)))
+    stack.emulator.call(lambda: stack.emulator.catalog.put_collection(make_collection("coldtiles")))
+    items = [make_item(f"cold-{n}") for n in range(12)]  # 6 batches, all submitted before the scout's 2 s operation ends
+    send_items(stack.services, items, collection="coldtiles", job_id="cold-1")
+    job = wait_for_jobs(stack.services, ["cold-1"], timeout=120)["cold-1"]  # the fallback polls would come at 600 s
+    assert (job.state, job.items_succeeded) == (JobState.SUCCEEDED, 12)
+    rows = stack.services.status.batches("cold-1")
+    roles = sorted(row.poll_role for row in rows)
+    assert roles.count(SCOUT) == 1 and WAITING not in roles  # every waiting batch was woken
+    assert stack.services.timings.seconds_per_item("coldtiles") is not None  # learnt for the next job
+    operation_gets = sum(n for route, n in stack.emulator.app.stats.by_route.items()
+                         if route.startswith("GET") and "operations" in route)
+    assert operation_gets <= 4 + 2 * (len(rows) - 1)  # the scout's few polls, then about one per woken batch
