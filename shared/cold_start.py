@@ -42,17 +42,22 @@ def first_poll(row: BatchRow, *, services: Services) -> tuple[float, str]:
     return schedule.cap, WAITING
 
 
-def recheck_waiting(row: BatchRow, delay: float, role: str, *, services: Services) -> tuple[float, str]:
+def recheck_waiting(row: BatchRow, delay: float, role: str, *, services: Services,
+                    now: datetime) -> tuple[float, str] | None:
     """A batch just recorded as waiting: if the timing arrived meanwhile, poll it at its predicted end instead.
 
     Read fresh, after the row says "waiting": a scout that ended before this read has written the
-    timing, and one that ends after it finds this row when it wakes its job's waiting batches.
+    timing, and one that ends after it finds this row when it wakes its job's waiting batches. The
+    row is then taken out of waiting under its ETag, so that it is polled by exactly one of the two:
+    None means the scout woke it first (and sent its poll).
     """
     if role != WAITING or services.timings is None:
         return delay, role
     per_item = services.timings.seconds_per_item(row.collection, row.action, fresh=True)
     if per_item is None:
         return delay, role
+    if services.status.update_batch(row.job_id, row.batch_id, _woken, now, current=row) is None:
+        return None
     return first_poll_delay(row.item_count, per_item, PollSchedule.from_settings(services.settings)), ""
 
 

@@ -90,9 +90,9 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
                        operation_url=url_without_query(operation.url), submitted=now, error_code="", error_message="")
 
     submitted = status.update_batch(row.job_id, row.batch_id, mark_submitted, now, current=claimed)
-    if submitted is not None:
-        delay, role = recheck_waiting(submitted, delay, role, services=services)
-        send_poll(submitted, services=services, submitted=now, operation_url=operation.url, delay=delay, role=role)
+    first = recheck_waiting(submitted, delay, role, services=services, now=now) if submitted is not None else None
+    if submitted is not None and first is not None:
+        send_poll(submitted, services=services, submitted=now, operation_url=operation.url, delay=first[0], role=first[1])
     return submitted
 
 

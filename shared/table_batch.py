@@ -67,7 +67,6 @@ class TableClient(SdkTableClient):
             raise failed.error(table_name)
         return [{"etag": part.headers["etag"]} if "etag" in part.headers else {} for part in parts]
 
-
     def upsert_entities(self, entities: list[dict[str, Any]]) -> list[Mapping[str, Any]]:
         """Upsert (replace) up to 100 entities of one partition in one transaction.
 

@@ -29,10 +29,13 @@ def test_one_scout_per_collection_the_rest_wait_until_the_timing_is_known(make_s
     assert first_poll(first, services=services) == (1.0, SCOUT)
     assert first_poll(second, services=services) == (600.0, WAITING)
     assert first_poll(replace(second, collection="other"), services=services) == (1.0, SCOUT)  # per collection
-    waiting = replace(second, state=BatchState.SUBMITTED, poll_role=WAITING)
-    assert recheck_waiting(waiting, 600.0, WAITING, services=services) == (600.0, WAITING)  # still nothing known
+    services.status.create_batches([replace(second, state=BatchState.SUBMITTED, poll_role=WAITING)], NOW)
+    waiting = services.status.get_batch("j", second.batch_id)
+    assert recheck_waiting(waiting, 600.0, WAITING, services=services, now=NOW) == (600.0, WAITING)  # nothing known yet
     services.timings.record("tiles", finished_operation(4), 10)  # the scout's operation: 0.4 s per item
-    assert recheck_waiting(waiting, 600.0, WAITING, services=services) == (4.0, "")  # read fresh: poll at its end
+    assert recheck_waiting(waiting, 600.0, WAITING, services=services, now=NOW) == (4.0, "")  # read fresh: poll at its end
+    assert services.status.get_batch("j", second.batch_id).poll_role == ""  # no longer waiting: a wake skips it
+    assert recheck_waiting(waiting, 600.0, WAITING, services=services, now=NOW) is None  # woken already: send nothing
     assert first_poll(second, services=services) == (4.0, "")
 
 
