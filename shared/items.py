@@ -194,7 +194,7 @@ def _shape_problem(item: dict[str, Any]) -> str | None:
 
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_OPENING = frozenset(b"[{")
+_OPENING = b"[{"
 
 
 def json_depth(data: bytes) -> int:
@@ -205,8 +205,12 @@ def json_depth(data: bytes) -> int:
         outside = b"".join(data.split(b'"')[::2])
     level = deepest = 0
     for bracket in outside.translate(None, _NOT_BRACKETS):
-        level += 1 if bracket in _OPENING else -1
-        deepest = max(deepest, level)
+        if bracket in _OPENING:
+            level += 1
+            if level > deepest:
+                deepest = level
+        else:
+            level -= 1
     return deepest
 
 
