@@ -17,8 +17,8 @@ instances in separate processes, one Azurite, an emulator allowing 5 calls/s, 12
 - The share costs nothing per call: no storage transaction, no added latency, no contention. It
   did its job: 0 429s paced, against 912 unpaced (4.8 accepted calls/s, for every 429 wasted).
   Paced at the full 4/s (three processes each taking a third), the same job drew 0 429s
-  against 650, at 3.9 accepted calls/s against 3.7 unpaced: the 429s bought nothing. (With the
-  share as it ships, each local process, hosting both submit and poll, takes a sixth: 2.0 calls/s.)
+  against 650, at 3.9 accepted calls/s against 3.7 unpaced: the 429s bought nothing. (As it ships,
+  each local process paces its submit and its poll calls at a sixth each: 0 429s at 3.0 calls/s.)
 - A shared bucket costs at least a read and an ETag-conditional write of one table row per call
   (a round trip to the storage account on the path of every GeoCatalog request), and more under
   contention: 12 callers taking tokens at the same 4/s from one row measured 21 storage
