@@ -8,7 +8,7 @@ Storage Explorer send base64). Raw text keeps the full 64 KiB for the payload.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient
@@ -57,7 +57,9 @@ class QueueSender:
             for body in bodies:
                 self.send(queue_name, body)
             return
-        for future in [_SENDERS.submit(self.send, queue_name, body) for body in bodies]:
+        futures = [_SENDERS.submit(self.send, queue_name, body) for body in bodies]
+        wait(futures)
+        for future in futures:
             future.result()
 
     def ensure(self, *queue_names: str) -> None:
