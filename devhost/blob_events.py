@@ -20,6 +20,7 @@ from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
 
 from shared.blob_events import blob_created_event
+from shared.transport import sdk_transport_options
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,8 @@ class BlobCreatedWatcher:
 
     def __init__(self, connection_string: str, container: str, events_queue: str, *, every: float = 0.3,
                  state: Path | None = None) -> None:
-        self._container = ContainerClient.from_connection_string(connection_string, container)
-        self._queue = QueueClient.from_connection_string(connection_string, events_queue)
+        self._container = ContainerClient.from_connection_string(connection_string, container, **sdk_transport_options())
+        self._queue = QueueClient.from_connection_string(connection_string, events_queue, **sdk_transport_options())
         self._every = every
         self._state = state
         self._seen: set[tuple[str, str]] = set()

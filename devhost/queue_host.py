@@ -28,6 +28,8 @@ from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient
 from azure.storage.queue import QueueMessage as StorageMessage
 
+from shared.transport import sdk_transport_options
+
 log = logging.getLogger(__name__)
 
 MIN_POLL_SECONDS = 0.1
@@ -257,8 +259,8 @@ class LocalFunctionsHost:
             connection = env[trigger["connection"]]
             self.listeners.append(QueueTriggerListener(
                 function.get_function_name(), function.get_user_function(),
-                QueueClient.from_connection_string(connection, queue_name),
-                QueueClient.from_connection_string(connection, f"{queue_name}-poison"), self.options))
+                QueueClient.from_connection_string(connection, queue_name, **sdk_transport_options()),
+                QueueClient.from_connection_string(connection, f"{queue_name}-poison", **sdk_transport_options()), self.options))
 
     def start(self) -> LocalFunctionsHost:
         for listener in self.listeners:

@@ -12,6 +12,7 @@ from emulator.catalog import Timings
 from emulator.faults import Faults
 from emulator.server import EmulatorOptions, EmulatorServer
 from emulator.tls import write_self_signed_pem
+from shared.heap import settle_worker_heap
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -67,6 +68,7 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
 
 def main(argv: list[str]) -> int:
     server = EmulatorServer(options_from_args(parse_args(argv))).start()
+    settle_worker_heap()  # it parses every posted item: the same garbage profile as a worker
     print(f"GeoCatalog emulator listening at {server.url}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -29,6 +29,7 @@ from shared.ids import COLLECTION_ID, ITEM_ID, check_collection_id, check_item_i
 from shared.pacing import GroupPacer, Pacer
 from shared.redact import url_without_query
 from shared.settings import GA_API_VERSION, Settings
+from shared.transport import configure_session
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class GeoCatalogClient:
         api_version: picks the path layout (see `ApiLayout`).
         session: a `requests.Session` to reuse; one with a connection pool is made if omitted.
         timeout: connect and read timeout, seconds.
-        verify: TLS verification (True, False, or a CA bundle path).
+        verify: TLS verification (True, False, or a CA bundle path); None: the session's (the environment's bundle).
         pacer: paces every request (see `shared.pacing`); unpaced if omitted.
     """
 
@@ -158,7 +159,7 @@ class GeoCatalogClient:
         api_version: str = GA_API_VERSION,
         session: requests.Session | None = None,
         timeout: float = 30.0,
-        verify: bool | str = True,
+        verify: bool | str | None = None,
         pacer: Pacer | GroupPacer | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
@@ -178,7 +179,7 @@ class GeoCatalogClient:
             default_token_provider(settings.geocatalog_token),
             api_version=settings.geocatalog_api_version,
             timeout=settings.http_timeout_seconds,
-            verify=settings.geocatalog_ca_bundle or True,
+            verify=settings.geocatalog_ca_bundle or None,
             pacer=GroupPacer.from_settings(settings),
         )
 
@@ -372,7 +373,7 @@ def _retry_after(response: requests.Response) -> float | None:
 
 
 def _pooled_session() -> requests.Session:
-    session = requests.Session()
+    session = configure_session(requests.Session())
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
     session.mount("https://", adapter)
     session.mount("http://", adapter)

@@ -27,7 +27,7 @@ from shared.isolation import Outcome, created_by_batch, resolve_failed_batch
 from shared.item_index import record_batch
 from shared.messages import PollMessage
 from shared.redact import urls_without_queries
-from shared.rollup import settle_job
+from shared.rollup import settle_after_batch, settle_job
 from shared.services import Services
 from shared.status import BatchRow, BatchState
 from shared.timing import record_timing, seconds_per_item
@@ -207,5 +207,5 @@ def end_batch(
 
     ended = services.status.update_batch(row.job_id, row.batch_id, end, now, current=row)
     record_batch(ended, services=services)
-    settle_job(row.job_id, status=services.status, now=now)
+    settle_after_batch(ended, row.job_id, status=services.status, now=now)
     return ended

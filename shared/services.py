@@ -14,6 +14,7 @@ from azure.storage.queue import QueueClient
 
 from shared.egress import EgressPolicy, GuardedSession
 from shared.geocatalog import GeoCatalogClient
+from shared.heap import settle_worker_heap
 from shared.item_index import ItemIndex
 from shared.payloads import PayloadStore
 from shared.queues import QueueSender
@@ -23,6 +24,7 @@ from shared.sources import SourceFetcher
 from shared.status import StatusStore
 from shared.table_batch import TableClient
 from shared.timing import OperationTimings
+from shared.transport import sdk_transport_options
 
 
 @dataclass
@@ -120,6 +122,7 @@ class _WorkerServices:
         with self._lock:
             if self._services is None:
                 self._services = build_services(Settings.from_env())
+                settle_worker_heap()
             return self._services
 
     def cache_clear(self) -> None:
@@ -139,8 +142,8 @@ def _identity() -> Any:
 
 def _queue_client(storage: StorageAccess, credential: Any, name: str) -> QueueClient:
     if storage.connection_string:
-        return QueueClient.from_connection_string(storage.connection_string, name)
-    return QueueClient(storage.queue_uri, name, credential=credential)
+        return QueueClient.from_connection_string(storage.connection_string, name, **sdk_transport_options())
+    return QueueClient(storage.queue_uri, name, credential=credential, **sdk_transport_options())
 
 
 # Streams read blobs 4 MiB at a time (the SDK's first GET would otherwise take up to 32 MiB at once).
@@ -149,11 +152,12 @@ BLOB_READ_CHUNK = {"max_single_get_size": 4 * 1024 * 1024, "max_chunk_get_size":
 
 def _blob_service(storage: StorageAccess, credential: Any) -> BlobServiceClient:
     if storage.connection_string:
-        return BlobServiceClient.from_connection_string(storage.connection_string, **BLOB_READ_CHUNK)
-    return BlobServiceClient(storage.blob_uri, credential=credential, **BLOB_READ_CHUNK)
+        return BlobServiceClient.from_connection_string(storage.connection_string, **BLOB_READ_CHUNK,
+                                                        **sdk_transport_options())
+    return BlobServiceClient(storage.blob_uri, credential=credential, **BLOB_READ_CHUNK, **sdk_transport_options())
 
 
 def _table_client(storage: StorageAccess, credential: Any, name: str) -> TableClient:
     if storage.connection_string:
-        return TableClient.from_connection_string(storage.connection_string, table_name=name)
-    return TableClient(storage.table_uri, table_name=name, credential=credential)
+        return TableClient.from_connection_string(storage.connection_string, table_name=name, **sdk_transport_options())
+    return TableClient(storage.table_uri, table_name=name, credential=credential, **sdk_transport_options())

@@ -38,6 +38,7 @@ JOB_ROW = "job"
 COUNTER_ROW_PREFIX = "counts-"
 COUNTER_SHARDS = 16  # concurrent batches of one job rarely touch the same counter row
 MAX_TRANSACTION_OPS = 100  # the real service's limit (Azurite does not enforce it)
+COUNTED_ROWS_PER_TRANSACTION = MAX_TRANSACTION_OPS - COUNTER_SHARDS  # new rows, plus one counter row per shard
 ETAG_RETRIES = 12
 # Item counters a batch row carries and its job row sums up.
 ITEM_COUNTERS = ("items_succeeded", "items_failed", "items_rejected", "items_superseded", "items_repaired")
@@ -175,6 +176,7 @@ class StatusStore:
     def __init__(self, table: TableClient) -> None:
         self._table = table
         self._counters = CounterCache()
+        self._last_written = threading.local()  # the counter rows this thread's last transaction wrote
 
     @property
     def table(self) -> TableClient:
@@ -275,11 +277,12 @@ class StatusStore:
     def create_batches(self, rows: Iterable[BatchRow], now: datetime) -> None:
         """Insert batch rows and count them; rows that already exist are left untouched (never regressed).
 
-        Each transaction holds up to 99 rows plus the counter row they add to.
+        Each transaction holds up to 84 rows plus the counter rows of their shards (at most 16): a
+        batch is counted in its own shard from the start, which `open_batches_in_shard` relies on.
         """
         pending = [replace(row, created=now, updated=now) for row in rows]
-        for start in range(0, len(pending), MAX_TRANSACTION_OPS - 1):
-            chunk = pending[start : start + MAX_TRANSACTION_OPS - 1]
+        for start in range(0, len(pending), COUNTED_ROWS_PER_TRANSACTION):
+            chunk = pending[start : start + COUNTED_ROWS_PER_TRANSACTION]
             if not self._create_counted(chunk):
                 # Some row exists already (a redelivery): go row by row, skipping those.
                 for row in chunk:
@@ -351,17 +354,17 @@ class StatusStore:
     # ----- plumbing -----------------------------------------------------------------------------
 
     def _create_counted(self, rows: list[BatchRow]) -> bool:
-        """Create `rows` and add them to one counter row, atomically; False when a row already exists."""
-        delta: Counter[str] = Counter()
+        """Create `rows` and add each to its shard's counter row, atomically; False when a row already exists."""
+        deltas: dict[str, Counter[str]] = {}
         for row in rows:
-            delta.update(count_delta(None, row))
+            deltas.setdefault(counter_row_key(row.batch_id), Counter()).update(count_delta(None, row))
         job_id = rows[0].job_id
         for _ in range(ETAG_RETRIES):
             if len(rows) == 1 and self.get_batch(job_id, rows[0].batch_id) is not None:
                 return True
             creates = [("create", _to_entity(r, r.job_id, r.batch_id)) for r in rows]
             try:
-                self._submit_counted(creates, job_id, rows[0].batch_id, dict(delta))
+                self._submit_counted(creates, job_id, {key: dict(delta) for key, delta in deltas.items()})
                 return True
             except TableTransactionError as error:
                 if error.status_code not in (409, 412):
@@ -374,23 +377,42 @@ class StatusStore:
     def _write_batch(self, entity: dict[str, Any], etag: str, delta: dict[str, int]) -> str:
         """Replace the batch row under `etag`, with its counter row when the counts move; the row's new ETag."""
         if not delta:
+            self._last_written.counters = {}
             return self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
                                              match_condition=MatchConditions.IfNotModified).get("etag", "")
         update = ("update", entity, {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified})
-        return self._submit_counted([update], entity["PartitionKey"], entity["RowKey"], delta)[0].get("etag", "")
+        key = counter_row_key(entity["RowKey"])
+        return self._submit_counted([update], entity["PartitionKey"], {key: delta})[0].get("etag", "")
 
-    def _submit_counted(self, operations: list[tuple[Any, ...]], job_id: str, batch_id: str,
-                        delta: dict[str, int]) -> list[Any]:
-        """Submit `operations` and the counter change in one transaction, keeping the counter cache right."""
-        key = _counter_key(batch_id)
-        counter_op, values = self._counter_op(job_id, key, delta)
+    def _submit_counted(self, operations: list[tuple[Any, ...]], job_id: str,
+                        deltas: dict[str, dict[str, int]]) -> list[Any]:
+        """Submit `operations` and the counter changes (counter row key -> delta) in one transaction,
+        keeping the counter cache right."""
+        counted = [(key, *self._counter_op(job_id, key, delta)) for key, delta in deltas.items()]
         try:
-            answers = self._table.submit_transaction([*operations, counter_op])
+            answers = self._table.submit_transaction([*operations, *(op for _, op, _ in counted)])
         except TableTransactionError:
-            self._counters.forget((job_id, key))  # perhaps our copy of it was stale: read it next time
+            for key, _, _ in counted:
+                self._counters.forget((job_id, key))  # perhaps our copy of it was stale: read it next time
             raise
-        self._counters.remember((job_id, key), values, answers[-1].get("etag", ""))
+        for (key, _, values), answer in zip(counted, answers[len(operations):], strict=True):
+            self._counters.remember((job_id, key), values, answer.get("etag", ""))
+        self._last_written.counters = {(job_id, key): values for key, _, values in counted}
         return answers
+
+    def open_batches_in_shard(self, job_id: str, batch_id: str) -> int | None:
+        """Open batches counted in `batch_id`'s counter row as this thread's last write left it; None when
+        that write did not touch it.
+
+        Each batch is counted in its own shard from its creation to its end, so the write that ends
+        a job's last open batch leaves that batch's shard at 0: a batch's end that leaves more in its
+        shard need not read the whole job to know it is not the last. (Exactly what this write left,
+        not the process's cache: another thread may put an older copy there after this write.)
+        """
+        values = getattr(self._last_written, "counters", {}).get((job_id, counter_row_key(batch_id)))
+        if values is None:
+            return None
+        return sum(values.get(_state_counter(state), 0) for state in BatchState if not state.is_terminal)
 
     def _counter_op(self, job_id: str, key: str, delta: dict[str, int]) -> tuple[tuple[Any, ...], dict[str, int]]:
         """The operation that adds `delta` to counter row `key` (created if missing), and the values it writes.
@@ -418,7 +440,8 @@ class StatusStore:
             return None
 
 
-def _counter_key(batch_id: str) -> str:
+def counter_row_key(batch_id: str) -> str:
+    """The counter row (shard) that counts `batch_id`, from its creation to its end."""
     return f"{COUNTER_ROW_PREFIX}{zlib.crc32(batch_id.encode()) % COUNTER_SHARDS:02d}"
 
 

@@ -30,7 +30,7 @@ from shared.geocatalog import OperationRef
 from shared.item_index import record_batch
 from shared.messages import BatchMessage, PollMessage
 from shared.redact import url_without_query
-from shared.rollup import settle_job
+from shared.rollup import settle_after_batch, settle_job
 from shared.services import Services
 from shared.settings import Settings
 from shared.status import BatchRow, BatchState
@@ -66,7 +66,7 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
         return status.get_batch(row.job_id, row.batch_id)
     if claimed.state == BatchState.REJECTED:  # an upload batch with no valid item
         record_batch(claimed, services=services)
-        settle_job(row.job_id, status=status, now=now)
+        settle_after_batch(claimed, row.job_id, status=status, now=now)
         return claimed
     try:
         operation = send(claimed, message, services=services, payload=upload.payload if upload else None)
@@ -180,7 +180,7 @@ def finish(
 
     ended = services.status.update_batch(row.job_id, row.batch_id, end, now, current=row)
     record_batch(ended, services=services)
-    settle_job(row.job_id, status=services.status, now=now)
+    settle_after_batch(ended, row.job_id, status=services.status, now=now)
     return ended
 
 
