@@ -12,7 +12,7 @@ unique per run), against the same emulator process:
 Each line shows GeoCatalog calls per 1,000 items; the floor is one POST and one GET per batch.
 Targets: pipeline >= 1.5x the pool at 1 s, >= 2x at 20 s, calls <= 1.3x the floor.
 
-    .venv/bin/python -m bench.pipeline_vs_pool [--scenarios 1:10000,20:2000]
+    .venv/bin/python -m bench.pipeline_vs_pool [--scenarios 1:10000,20:2000] [--runs 3]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import argparse
 import logging
 import os
 import re
+import statistics
 import subprocess
 import sys
 import threading
@@ -167,20 +168,27 @@ def job_ended(status: StatusStore, job_id: str) -> bool:
         return False
 
 
-def scenario(azurite: Azurite, operation_seconds: float, count: int) -> list[tuple[str, float, float]]:
+def scenario(azurite: Azurite, operation_seconds: float, count: int, runs: int = 1) -> list[tuple[str, float, float]]:
+    """(name, wall seconds, calls per 1,000 items) of each way; the pipelines and the pool are run `runs`
+    times and give their median (each run printed); the notebook is extrapolated from one sample."""
     emulator = Emulator(operation_seconds)
     rows = []
     try:
         for name, runner in PIPELINES + BASELINES:
-            collection = f"bench-{len(rows)}-{int(operation_seconds)}"
-            emulator.create_collection(collection)
-            items = naip_items(count, collection, collection)
-            before = emulator.calls()
-            wall = runner(emulator, azurite, items, collection) if runner in (flex_instances, one_process) else \
-                runner(emulator, items, collection)
-            calls = emulator.calls() - before
+            is_pipeline = runner in (flex_instances, one_process)
+            walls, calls = [], 0
+            for run in range(1 if runner is run_notebook else runs):
+                collection = f"bench-{len(rows)}-{int(operation_seconds)}-{run}"
+                emulator.create_collection(collection)
+                items = naip_items(count, collection, collection)
+                before = emulator.calls()
+                walls.append(runner(emulator, azurite, items, collection) if is_pipeline else runner(emulator, items, collection))
+                calls = emulator.calls() - before
+            if len(walls) > 1:
+                print(f"  ({name}: {', '.join(f'{w:.1f}' for w in walls)} s; median {statistics.median(walls):.1f} s)",
+                      flush=True)
             measured_items = count if runner is not run_notebook else 3 * BATCH
-            rows.append((name, wall, 1000 * calls / measured_items))
+            rows.append((name, statistics.median(walls), 1000 * calls / measured_items))
     finally:
         emulator.stop()
     return rows
@@ -189,13 +197,15 @@ def scenario(azurite: Azurite, operation_seconds: float, count: int) -> list[tup
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", default="1:10000,20:2000", help="operation seconds:items, comma-separated")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="time the pipelines and the pool this many times each and compare medians (a noisy machine)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     floor = 2 * 1000 / BATCH
     with Azurite() as azurite:
         for spec in args.scenarios.split(","):
             seconds, count = float(spec.split(":")[0]), int(spec.split(":")[1])
-            rows = scenario(azurite, seconds, count)
+            rows = scenario(azurite, seconds, count, args.runs)
             pipeline, pool, notebook = rows[0][1], rows[2][1], rows[3][1]
             print(f"\n{count} NAIP items, {seconds:g} s operations, batches of {BATCH}; call floor {floor:.0f} per 1,000 items")
             for name, wall, calls in rows:
