@@ -3,9 +3,10 @@
 The counters themselves move with each batch change (`status.StatusStore.update_batch`), so settling
 reads one job (its row plus its counter rows: O(1) in the number of batches) and, only at the very
 end, writes the final state under the job row's ETag. A batch's end skips even that read while its
-own counter shard still counts open batches (`settle_after_batch`). Running it twice, concurrently, or again after a
-crash lands on the same answer, and a terminal job row is never changed again. `summarize` recounts
-from every batch row: the repair step and the oracle that the counters are checked against.
+own counter shard still counts open batches (`settle_after_batch`). Running it twice, concurrently,
+or again after a crash lands on the same answer, and a terminal job row is never changed again.
+`summarize` recounts from every batch row: the repair step and the oracle that the counters are
+checked against.
 """
 
 from __future__ import annotations
