@@ -1,7 +1,7 @@
 """HTTP transports for the storage clients and the GeoCatalog, without per-request environment lookups.
 
 requests, with `trust_env` (its default), looks the proxy variables, NO_PROXY, ~/.netrc and the CA
-bundle variables up again on every request: about 10 % of the CPU of a table read here, on every
+bundle variables up again on every request: 8-10 % of the client CPU of a table read here, on every
 storage and GeoCatalog call of every batch. Unless a proxy is configured, this reads the only thing
 that can matter, the CA bundle, once, and switches the lookup off. With a proxy configured (a
 developer's network), requests keeps reading the environment as usual. A ~/.netrc is never wanted
