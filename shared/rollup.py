@@ -3,7 +3,7 @@
 The counters themselves move with each batch change (`status.StatusStore.update_batch`), so settling
 reads one job (its row plus its counter rows: O(1) in the number of batches) and, only at the very
 end, writes the final state under the job row's ETag. A batch's end skips even that read while its
-own counter shard still counts open batches (`settle_after_batch`). Running it twice, concurrently,
+own counter row still counts active batches (`settle_after_batch`). Running it twice, concurrently,
 or again after a crash lands on the same answer, and a terminal job row is never changed again.
 `summarize` recounts from every batch row: the repair step and the oracle that the counters are
 checked against.
@@ -52,14 +52,14 @@ def settle_job(job_id: str, *, status: StatusStore, now: datetime) -> JobRow | N
 def settle_after_batch(ended: BatchRow | None, job_id: str, *, status: StatusStore, now: datetime) -> JobRow | None:
     """`settle_job` after a write that ended a batch (`ended`; None when another delivery ended it).
 
-    Skipped while the batch's counter shard, as this write left it, still counts an open batch: that
-    batch is not the job's last (`StatusStore.open_batches_in_shard`). So most finished batches cost
-    no read of the job. The last one, whichever shard it is in, leaves its shard at 0 and settles;
+    Skipped while the batch's counter row, as this write left it, still counts an active batch: then
+    this batch is not the job's last (`StatusStore.active_batches_in_shard`). So most finished batches
+    cost no read of the job. The last one, whichever row it is counted in, leaves it at 0 and settles;
     and the sweeper settles any job whose last batch's process died before this.
     """
     if ended is not None:
-        open_in_shard = status.open_batches_in_shard(ended.job_id, ended.batch_id)
-        if open_in_shard is not None and open_in_shard > 0:
+        active = status.active_batches_in_shard(ended.job_id, ended.batch_id)
+        if active is not None and active > 0:
             return None
     return settle_job(job_id, status=status, now=now)
 

@@ -38,7 +38,6 @@ JOB_ROW = "job"
 COUNTER_ROW_PREFIX = "counts-"
 COUNTER_SHARDS = 16  # concurrent batches of one job rarely touch the same counter row
 MAX_TRANSACTION_OPS = 100  # the real service's limit (Azurite does not enforce it)
-COUNTED_ROWS_PER_TRANSACTION = MAX_TRANSACTION_OPS - COUNTER_SHARDS  # new rows, plus one counter row per shard
 ETAG_RETRIES = 12
 # Item counters a batch row carries and its job row sums up.
 ITEM_COUNTERS = ("items_succeeded", "items_failed", "items_rejected", "items_superseded", "items_repaired")
@@ -74,6 +73,7 @@ TERMINAL_BATCH_STATES = frozenset(
         BatchState.SUPERSEDED,
     }
 )
+ACTIVE_BATCH_STATES = (BatchState.SUBMITTING, BatchState.SUBMITTED, BatchState.RUNNING)  # claimed, not ended
 
 
 class JobState(StrEnum):
@@ -277,12 +277,11 @@ class StatusStore:
     def create_batches(self, rows: Iterable[BatchRow], now: datetime) -> None:
         """Insert batch rows and count them; rows that already exist are left untouched (never regressed).
 
-        Each transaction holds up to 84 rows plus the counter rows of their shards (at most 16): a
-        batch is counted in its own shard from the start, which `open_batches_in_shard` relies on.
+        Each transaction holds up to 99 rows plus the counter row they add to.
         """
         pending = [replace(row, created=now, updated=now) for row in rows]
-        for start in range(0, len(pending), COUNTED_ROWS_PER_TRANSACTION):
-            chunk = pending[start : start + COUNTED_ROWS_PER_TRANSACTION]
+        for start in range(0, len(pending), MAX_TRANSACTION_OPS - 1):
+            chunk = pending[start : start + MAX_TRANSACTION_OPS - 1]
             if not self._create_counted(chunk):
                 # Some row exists already (a redelivery): go row by row, skipping those.
                 for row in chunk:
@@ -354,17 +353,17 @@ class StatusStore:
     # ----- plumbing -----------------------------------------------------------------------------
 
     def _create_counted(self, rows: list[BatchRow]) -> bool:
-        """Create `rows` and add each to its shard's counter row, atomically; False when a row already exists."""
-        deltas: dict[str, Counter[str]] = {}
+        """Create `rows` and add them to one counter row, atomically; False when a row already exists."""
+        delta: Counter[str] = Counter()
         for row in rows:
-            deltas.setdefault(counter_row_key(row.batch_id), Counter()).update(count_delta(None, row))
+            delta.update(count_delta(None, row))
         job_id = rows[0].job_id
         for _ in range(ETAG_RETRIES):
             if len(rows) == 1 and self.get_batch(job_id, rows[0].batch_id) is not None:
                 return True
             creates = [("create", _to_entity(r, r.job_id, r.batch_id)) for r in rows]
             try:
-                self._submit_counted(creates, job_id, {key: dict(delta) for key, delta in deltas.items()})
+                self._submit_counted(creates, job_id, {counter_row_key(rows[0].batch_id): dict(delta)})
                 return True
             except TableTransactionError as error:
                 if error.status_code not in (409, 412):
@@ -400,19 +399,21 @@ class StatusStore:
         self._last_written.counters = {(job_id, key): values for key, _, values in counted}
         return answers
 
-    def open_batches_in_shard(self, job_id: str, batch_id: str) -> int | None:
-        """Open batches counted in `batch_id`'s counter row as this thread's last write left it; None when
-        that write did not touch it.
+    def active_batches_in_shard(self, job_id: str, batch_id: str) -> int | None:
+        """Batches claimed and not yet ended (Submitting, Submitted, Running) counted in `batch_id`'s
+        counter row, as this thread's last write left it; None when that write did not touch it.
 
-        Each batch is counted in its own shard from its creation to its end, so the write that ends
-        a job's last open batch leaves that batch's shard at 0: a batch's end that leaves more in its
-        shard need not read the whole job to know it is not the last. (Exactly what this write left,
-        not the process's cache: another thread may put an older copy there after this write.)
+        Planning counts a chunk of new (Queued) batches in one counter row, but every later change of
+        a batch moves its own row's counters: so each row's count of active batches is exact. When a
+        job's last open batch ends no batch is active anywhere, so that write leaves its row at 0; an
+        end that leaves more need not read the whole job to know it is not the last. (Exactly what
+        this write left, not the process's cache: another thread may put an older copy there after
+        this write.)
         """
         values = getattr(self._last_written, "counters", {}).get((job_id, counter_row_key(batch_id)))
         if values is None:
             return None
-        return sum(values.get(_state_counter(state), 0) for state in BatchState if not state.is_terminal)
+        return sum(values.get(_state_counter(state), 0) for state in ACTIVE_BATCH_STATES)
 
     def _counter_op(self, job_id: str, key: str, delta: dict[str, int]) -> tuple[tuple[Any, ...], dict[str, int]]:
         """The operation that adds `delta` to counter row `key` (created if missing), and the values it writes.
@@ -441,7 +442,8 @@ class StatusStore:
 
 
 def counter_row_key(batch_id: str) -> str:
-    """The counter row (shard) that counts `batch_id`, from its creation to its end."""
+    """The counter row (shard) that counts every change of `batch_id` after its creation (planning counts a
+    chunk of new batches in the row of its first)."""
     return f"{COUNTER_ROW_PREFIX}{zlib.crc32(batch_id.encode()) % COUNTER_SHARDS:02d}"
 
 

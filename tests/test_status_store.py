@@ -135,39 +135,28 @@ def test_job_progress_reads_the_same_state_and_counters_as_the_whole_job(store: 
     assert store.job_progress("nope") is None
 
 
-def _shard_counts(store: StatusStore, job_id: str) -> dict[str, dict[str, int]]:
-    query = "PartitionKey eq @pk and RowKey ge 'counts-' and RowKey lt 'counts.'"
-    return {e["RowKey"]: {k: v for k, v in e.items() if isinstance(v, int) and v}
-            for e in store.table.query_entities(query, parameters={"pk": job_id})}
+def _claim(row: BatchRow) -> BatchRow | None:
+    return replace(row, state=BatchState.SUBMITTING) if row.state == BatchState.QUEUED else None
 
 
-def test_each_batch_is_counted_in_its_own_shard_from_its_creation(store: StatusStore) -> None:
-    rows = [BatchRow("job-s", f"batch-{n:06d}", collection="landcover", item_count=2) for n in range(1, 201)]
-    store.create_batches(rows, NOW)  # 200 rows: three transactions, each with the counter rows of its shards
-    per_shard: dict[str, int] = {}
-    for row in rows:
-        key = counter_row_key(row.batch_id)
-        per_shard[key] = per_shard.get(key, 0) + 1
-    assert {key: counts["n_Queued"] for key, counts in _shard_counts(store, "job-s").items()} == per_shard
-    assert sum(counts["items_planned"] for counts in _shard_counts(store, "job-s").values()) == 400
-
-
-def test_only_the_end_of_a_shards_last_open_batch_reports_it_empty(store: StatusStore) -> None:
+def test_each_counter_row_counts_its_own_active_batches_exactly(store: StatusStore) -> None:
     rows = [BatchRow("job-e", f"batch-{n:06d}", item_count=1) for n in range(1, 41)]
-    store.create_batches(rows, NOW)
+    store.create_batches(rows, NOW)  # planning counts all 40 Queued batches in one counter row
     fresh = StatusStore(store.table)  # another instance: knows no counter row yet
-    assert fresh.open_batches_in_shard("job-e", rows[0].batch_id) is None
-    left: dict[str, int] = {}
+    assert fresh.active_batches_in_shard("job-e", rows[0].batch_id) is None
+    active: dict[str, int] = {}
     for row in rows:
-        left[counter_row_key(row.batch_id)] = left.get(counter_row_key(row.batch_id), 0) + 1
+        fresh.update_batch("job-e", row.batch_id, _claim, NOW)
+        active[counter_row_key(row.batch_id)] = active.get(counter_row_key(row.batch_id), 0) + 1
+        assert fresh.active_batches_in_shard("job-e", row.batch_id) == active[counter_row_key(row.batch_id)]
     for row in reversed(rows):
         fresh.update_batch("job-e", row.batch_id, _succeed, NOW)
-        left[counter_row_key(row.batch_id)] -= 1
-        assert fresh.open_batches_in_shard("job-e", row.batch_id) == left[counter_row_key(row.batch_id)]
+        active[counter_row_key(row.batch_id)] -= 1
+        assert fresh.active_batches_in_shard("job-e", row.batch_id) == active[counter_row_key(row.batch_id)]
     assert store.recount("job-e") == store.counters("job-e")
 
 
-def test_racing_batch_ends_settle_the_job_once_all_are_done_reading_it_only_at_shard_ends(store: StatusStore) -> None:
+def test_racing_batch_ends_settle_the_job_once_all_are_done_reading_it_only_when_a_row_has_none_active(store: StatusStore) -> None:
     job_id = "job-r"
     store.create_job(JobRow(job_id, collection="landcover", source="inline"), NOW)
     rows = [BatchRow(job_id, f"batch-{n:06d}", item_count=1) for n in range(1, 61)]
@@ -178,6 +167,9 @@ def test_racing_batch_ends_settle_the_job_once_all_are_done_reading_it_only_at_s
     for instance in instances:
         progress = instance.job_progress
         instance.job_progress = lambda job, progress=progress: reads.append(job) or progress(job)  # type: ignore[method-assign]
+
+    for row in rows:  # every batch claimed first: the ends below race while others are still active
+        store.update_batch(job_id, row.batch_id, _claim, NOW)
 
     def end(instance: StatusStore, mine: list[BatchRow]) -> None:
         for row in mine:
@@ -192,4 +184,4 @@ def test_racing_batch_ends_settle_the_job_once_all_are_done_reading_it_only_at_s
         thread.join()
     job = store.get_job(job_id)
     assert (job.state, job.items_succeeded, job.batches_open) == (JobState.SUCCEEDED, 60, 0)
-    assert 1 <= len(reads) < len(rows)  # a batch that leaves open ones in its shard reads nothing
+    assert 1 <= len(reads) < len(rows)  # an end that leaves active batches in its counter row reads nothing
