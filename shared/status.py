@@ -363,7 +363,7 @@ class StatusStore:
                 return True
             creates = [("create", _to_entity(r, r.job_id, r.batch_id)) for r in rows]
             try:
-                self._submit_counted(creates, job_id, {counter_row_key(rows[0].batch_id): dict(delta)})
+                self._submit_counted(creates, job_id, counter_row_key(rows[0].batch_id), dict(delta))
                 return True
             except TableTransactionError as error:
                 if error.status_code not in (409, 412):
@@ -381,22 +381,19 @@ class StatusStore:
                                              match_condition=MatchConditions.IfNotModified).get("etag", "")
         update = ("update", entity, {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified})
         key = counter_row_key(entity["RowKey"])
-        return self._submit_counted([update], entity["PartitionKey"], {key: delta})[0].get("etag", "")
+        return self._submit_counted([update], entity["PartitionKey"], key, delta)[0].get("etag", "")
 
-    def _submit_counted(self, operations: list[tuple[Any, ...]], job_id: str,
-                        deltas: dict[str, dict[str, int]]) -> list[Any]:
-        """Submit `operations` and the counter changes (counter row key -> delta) in one transaction,
-        keeping the counter cache right."""
-        counted = [(key, *self._counter_op(job_id, key, delta)) for key, delta in deltas.items()]
+    def _submit_counted(self, operations: list[tuple[Any, ...]], job_id: str, key: str,
+                        delta: dict[str, int]) -> list[Any]:
+        """Submit `operations` and the change of counter row `key` in one transaction, keeping the counter cache right."""
+        counter_op, values = self._counter_op(job_id, key, delta)
         try:
-            answers = self._table.submit_transaction([*operations, *(op for _, op, _ in counted)])
+            answers = self._table.submit_transaction([*operations, counter_op])
         except TableTransactionError:
-            for key, _, _ in counted:
-                self._counters.forget((job_id, key))  # perhaps our copy of it was stale: read it next time
+            self._counters.forget((job_id, key))  # perhaps our copy of it was stale: read it next time
             raise
-        for (key, _, values), answer in zip(counted, answers[len(operations):], strict=True):
-            self._counters.remember((job_id, key), values, answer.get("etag", ""))
-        self._last_written.counters = {(job_id, key): values for key, _, values in counted}
+        self._counters.remember((job_id, key), values, answers[-1].get("etag", ""))
+        self._last_written.counters = {(job_id, key): values}
         return answers
 
     def active_batches_in_shard(self, job_id: str, batch_id: str) -> int | None:
