@@ -187,9 +187,15 @@ def _shape_problem(item: dict[str, Any]) -> str | None:
         return f"cannot be serialized as JSON: {str(error)[:100]}"
     if len(data) > MAX_ITEM_BYTES:
         return f"is {len(data)} bytes serialized, more than {MAX_ITEM_BYTES}"
-    if json_depth(data) > MAX_DEPTH + 1:  # + 1: the item's own object
+    if _brackets_may_exceed(data, MAX_DEPTH + 1) and json_depth(data) > MAX_DEPTH + 1:  # + 1: the item's own object
         return f"is nested more than {MAX_DEPTH} levels deep"
     return None
+
+
+def _brackets_may_exceed(data: bytes, depth: int) -> bool:
+    """False when there are too few opening brackets at all to nest `depth` deep: the common case (a
+    NAIP item has 37), counted in C, where reading the depth off them costs tens of microseconds."""
+    return data.count(b"[") + data.count(b"{") > depth
 
 
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')

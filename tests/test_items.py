@@ -201,6 +201,14 @@ def test_a_deeply_nested_item_is_rejected_and_the_good_ones_go_on() -> None:
     assert "nested more than" in (item_problem(deep_geometry, "landcover") or "")  # the geometry counts too
 
 
+def test_depth_between_our_limit_and_orjsons_is_read_off_the_brackets_and_many_shallow_brackets_pass() -> None:
+    deeper_than_ours = make_item("d", properties={"datetime": "2023-01-01T00:00:00Z", "x": nested(120)})
+    assert "nested more than" in (item_problem(deeper_than_ours, "landcover") or "")
+    ring = [[float(n), float(n % 7)] for n in range(400)] + [[0.0, 0.0]]  # 400+ brackets, 4 levels deep
+    many = make_item("m", properties={"datetime": "2023-01-01T00:00:00Z", "ring": [ring], "note": "[[[[" * 50})
+    assert item_problem(many, "landcover") is None
+
+
 def test_an_item_too_big_for_one_post_is_rejected() -> None:
     big = make_item("big", properties={"datetime": "2023-01-01T00:00:00Z", "blob": "x" * (MAX_ITEM_BYTES + 1)})
     assert "bytes serialized" in (item_problem(big, "landcover") or "")
