@@ -42,6 +42,21 @@ def test_creating_batches_twice_never_regresses_a_row(store: StatusStore) -> Non
     assert len(batches) == 150 and batches[0].state == BatchState.SUCCEEDED
 
 
+def test_rows_store_only_what_differs_from_the_defaults_and_read_back_whole(store: StatusStore) -> None:
+    store.create_batches([BatchRow("job-1", "batch-000001", collection="landcover", item_count=3)], NOW)
+    entity = store.table.get_entity("job-1", "batch-000001")
+    assert {"state", "collection", "item_count"} <= set(entity) and not {"error_code", "items_failed", "logs"} & set(entity)
+    assert entity["state"] == "Queued"  # a default, but queries filter on it
+    failed = store.update_batch("job-1", "batch-000001", lambda r: replace(
+        r, state=BatchState.FAILED, error_code="Boom", items_failed=3), NOW)
+    assert failed is not None and (failed.error_code, failed.items_failed) == ("Boom", 3)
+    store.update_batch("job-1", "batch-000001", lambda r: replace(r, error_code="", items_failed=0), NOW, current=failed)
+    cleared = store.get_batch("job-1", "batch-000001")
+    assert cleared is not None and (cleared.state, cleared.error_code, cleared.items_failed) == (BatchState.FAILED, "", 0)
+    assert "error_code" not in store.table.get_entity("job-1", "batch-000001")  # replaced away, not left behind
+    assert [b.items_failed for b in store.batches("job-1", select=["items_failed"])] == [0]
+
+
 def test_update_sees_the_current_row_and_can_refuse(store: StatusStore) -> None:
     store.create_batches([BatchRow("job-1", "batch-000001")], NOW)
     claim = lambda r: replace(r, state=BatchState.SUBMITTING) if r.state == BatchState.QUEUED else None  # noqa: E731
