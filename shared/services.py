@@ -24,7 +24,7 @@ from shared.sources import SourceFetcher
 from shared.status import StatusStore
 from shared.table_batch import TableClient
 from shared.timing import OperationTimings
-from shared.transport import sdk_transport_options
+from shared.transport import quiet_sdk_request_logs, sdk_transport_options
 
 
 @dataclass
@@ -121,6 +121,7 @@ class _WorkerServices:
     def __call__(self) -> Services:
         with self._lock:
             if self._services is None:
+                quiet_sdk_request_logs()
                 self._services = build_services(Settings.from_env())
                 settle_worker_heap()
             return self._services

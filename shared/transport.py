@@ -10,6 +10,7 @@ here: every call carries its own Authorization, which netrc credentials would re
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -46,3 +47,20 @@ def sdk_transport_options(env: Mapping[str, str] | None = None) -> dict[str, Any
     if proxies_configured(env):
         return {}
     return {"transport": RequestsTransport(use_env_settings=False, connection_verify=ca_bundle(env) or True)}
+
+
+SDK_REQUEST_LOGGER = "azure.core.pipeline.policies.http_logging_policy"
+
+
+def quiet_sdk_request_logs() -> None:
+    """Keep the Azure SDKs' request and response headers out of the worker's logs, unless asked for.
+
+    azure-core logs every request's URL and headers, and every response's, at INFO; the Functions
+    worker forwards INFO to the host and Application Insights (azure-sdk-for-python#17961). For this
+    app that is some twenty lines for each of the ~15 storage calls of every batch: log volume and
+    CPU for nothing an operator reads. Failures still surface as the SDK's exceptions. A level
+    someone set on that logger on purpose (e.g. DEBUG while investigating) is left as it is.
+    """
+    logger = logging.getLogger(SDK_REQUEST_LOGGER)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)

@@ -1,5 +1,7 @@
 """HTTP transports that read the environment once, unless a proxy needs it read per request."""
 
+import logging
+
 import requests
 
 from shared.transport import ca_bundle, configure_session, proxies_configured, sdk_transport_options
@@ -45,3 +47,26 @@ def test_sdk_clients_get_a_transport_that_skips_the_lookup_and_verifies_with_the
     finally:
         transport.close()
     assert sdk_transport_options({"PATH": "/usr/bin"})["transport"].connection_config.verify is True
+
+
+def test_sdk_request_logs_stay_out_of_an_info_level_worker_log_unless_someone_set_their_level(azurite, caplog):
+    from azure.data.tables import TableServiceClient
+
+    from shared.transport import SDK_REQUEST_LOGGER, quiet_sdk_request_logs
+
+    logger = logging.getLogger(SDK_REQUEST_LOGGER)
+    previous = logger.level
+    try:
+        logger.setLevel(logging.DEBUG)  # someone investigating: left alone
+        quiet_sdk_request_logs()
+        assert logger.level == logging.DEBUG
+        logger.setLevel(logging.NOTSET)
+        quiet_sdk_request_logs()
+        caplog.set_level(logging.INFO)  # what the Functions worker forwards
+        list(TableServiceClient.from_connection_string(azurite.connection_string).list_tables())
+        assert not [r for r in caplog.records if r.name == SDK_REQUEST_LOGGER]
+        logger.setLevel(logging.NOTSET)  # and without it, the SDK would have logged the request
+        list(TableServiceClient.from_connection_string(azurite.connection_string).list_tables())
+        assert [r for r in caplog.records if r.name == SDK_REQUEST_LOGGER]
+    finally:
+        logger.setLevel(previous)
