@@ -78,13 +78,7 @@ class OperationTimings:
 
     def get(self, collection: str, action: str = "create", *, fresh: bool = False) -> CollectionTiming | None:
         """The collection's figure (`fresh`: read from the table now, unless this instance holds newer samples)."""
-        key = _row_key(collection, action)
-        if fresh:
-            with self._lock:
-                copy = self._copies.get(key)
-                if copy is not None and not copy.dirty:
-                    copy.read_at = float("-inf")
-        return self._copy(key).timing
+        return self._copy(_row_key(collection, action), fresh=fresh).timing
 
     def seconds_per_item(self, collection: str, action: str = "create", *, fresh: bool = False) -> float | None:
         timing = self.get(collection, action, fresh=fresh)
@@ -122,21 +116,29 @@ class OperationTimings:
             self._write(key, copy)
         return timing
 
-    def _copy(self, key: str) -> _Copy:
-        """This instance's copy of the row, read again when it is older than the refresh period (and all written)."""
+    def _copy(self, key: str, *, fresh: bool = False) -> _Copy:
+        """This instance's copy of the row, read again when it is older than the refresh period (and all
+        written), or now when `fresh`.
+
+        One thread reads a stale copy again; the others, arriving meanwhile (a dozen batches end at
+        once), go on with the copy they have rather than each reading the same row.
+        """
         with self._lock:
             copy = self._copies.get(key)
-            if copy is not None and (copy.dirty or self._clock() - copy.read_at < self._refresh):
+            if copy is not None and (copy.dirty or (not fresh and self._clock() - copy.read_at < self._refresh)):
                 return copy
+            if copy is not None:
+                copy.read_at = self._clock()  # this thread refreshes it
         timing = self._read(key)  # outside the lock: a storage call
         with self._lock:
             current = self._copies.get(key)
-            if current is not None and current is not copy:
+            if current is not None and (current.dirty or (current is not copy and not fresh)):
                 return current  # another thread refreshed (or folded into) it meanwhile
             if len(self._copies) >= MAX_COPIES:
                 self._copies.clear()
-            fresh = self._copies[key] = _Copy(timing, read_at=self._clock(), written_at=copy.written_at if copy else None)
-            return fresh
+            refreshed = self._copies[key] = _Copy(timing, read_at=self._clock(),
+                                                  written_at=copy.written_at if copy else None)
+            return refreshed
 
     def _read(self, key: str) -> CollectionTiming | None:
         try:

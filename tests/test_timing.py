@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -135,3 +136,33 @@ def test_instances_share_figures_within_the_refresh_period_and_write_at_most_onc
     writer.record("tiles", emulated(10, per_item=1.35), 10)
     assert OperationTimings(table).get("tiles").samples == 4  # nothing folded in was lost
     assert reader.get("tiles").samples == 4
+
+
+def test_one_thread_reads_a_stale_copy_again_while_the_others_go_on_with_it(azurite: Azurite) -> None:
+    name = unique_storage_names()["STATUS_TABLE"]
+    table = TableServiceClient.from_connection_string(azurite.connection_string).create_table(name)
+    OperationTimings(table).record("tiles", emulated(10, per_item=0.25), 10)
+    clock = FakeClock()
+    timings = OperationTimings(table, refresh_seconds=5, clock=clock)
+    assert timings.seconds_per_item("tiles") == pytest.approx(0.4)
+    reading, release, reads = threading.Event(), threading.Event(), []
+    real_read = timings._read
+
+    def slow_read(key: str):
+        reads.append(key)
+        if len(reads) == 1:  # the refresher's read: held until the others have been served
+            reading.set()
+            release.wait(10)
+        return real_read(key)
+
+    timings._read = slow_read
+    clock.now = 6.0  # the copy is stale
+    refresher = threading.Thread(target=timings.get, args=("tiles",))
+    refresher.start()
+    assert reading.wait(10)
+    others = [timings.seconds_per_item("tiles") for _ in range(5)]  # while that read is in flight
+    assert others == [pytest.approx(0.4)] * 5 and len(reads) == 1
+    timings.seconds_per_item("tiles", fresh=True)  # a fresh read is never skipped
+    release.set()
+    refresher.join(10)
+    assert len(reads) == 2
