@@ -10,6 +10,9 @@ unique per run), against the same emulator process:
 - the notebook loop: POST, `sleep(5)`-poll, one batch after another; measured on 3 batches and
   extrapolated to the whole job (printed as such).
 Each line shows GeoCatalog calls per 1,000 items; the floor is one POST and one GET per batch.
+Each pipeline run also prints the CPU time every process used (Azurite, the instances, the emulator,
+this process) and what that total allows on this machine's cores: the pipeline's wall can be no
+shorter than its CPU time spread over every core, where the pool needs next to none.
 Targets: pipeline >= 1.5x the pool at 1 s, >= 2x at 20 s, calls <= 1.3x the floor.
 
     .venv/bin/python -m bench.pipeline_vs_pool [--scenarios 1:10000,20:2000] [--runs 3]
@@ -121,28 +124,63 @@ def run_notebook(emulator: Emulator, items: list[dict], collection: str, sample_
     return (time.monotonic() - started) * len(bodies) / sample_batches
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process `pid` has used so far (Linux: /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds each named process uses between `start` and `stop` (this process: all its threads)."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self._pids = {name: pid for name, pid in pids.items() if pid is not None}
+        self._before: dict[str, float] = {}
+        self.used: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        return {**{name: cpu_seconds(pid) for name, pid in self._pids.items()}, "bench process": time.process_time()}
+
+    def start(self) -> None:
+        self._before = self._now()
+
+    def stop(self) -> None:
+        self.used = {name: after - self._before[name] for name, after in self._now().items()}
+
+    def summary(self) -> str:
+        total = sum(self.used.values())
+        cores = os.cpu_count() or 1
+        parts = ", ".join(f"{name} {seconds:.1f}" for name, seconds in self.used.items())
+        return f"CPU s: {parts}; total {total:.1f} on {cores} cores, so no less than {total / cores:.1f} s of wall"
+
+
 def run_pipeline(emulator: Emulator, azurite: Azurite, items: list[dict], collection: str, *, flex: bool) -> float:
     """`flex`: submit and poll each on an instance (a process) of its own, as Flex Consumption scales them;
-    else every function in one local process."""
+    else every function in one local process. Prints the CPU time every process used meanwhile."""
     production_polling = {"GEOCATALOG_ENDPOINT": emulator.url, "POLL_INITIAL_DELAY_SECONDS": "5",
                           "POLL_MAX_DELAY_SECONDS": "60", "RETRY_BASE_DELAY_SECONDS": "2"}
     with LocalStack(settings=production_polling, azurite=azurite) as stack, ExitStack() as instances:
+        pids = {"Azurite": azurite.pid, "emulator": emulator.process.pid}
         if flex:
             stack.pause_functions()
             for group in ("submit", "poll"):
-                instances.enter_context(InstanceProcess(os.environ, FUNCTION_GROUPS[group]))
+                pids[f"{group} instance"] = instances.enter_context(InstanceProcess(os.environ, FUNCTION_GROUPS[group])).pid
+        meter = CpuMeter(pids)
         path = f"{collection}/items.ndjson"
         data = b"".join(orjson.dumps(item) + b"\n" for item in items)
         blobs = BlobServiceClient.from_connection_string(azurite.connection_string)
+        meter.start()
         started = time.monotonic()
         uploaded = blobs.get_blob_client(stack.services.settings.drop_container, path).upload_blob(data, overwrite=True)
         job_id = upload_job_id(BlobCreated(stack.services.settings.drop_container, path, str(uploaded["etag"]).strip('"'), None))
         while not job_ended(stack.services.status, job_id):
             time.sleep(0.2)
         elapsed = time.monotonic() - started
+        meter.stop()
         job = stack.services.status.get_job(job_id)
         if job.items_succeeded != len(items):
             raise RuntimeError(f"pipeline job ended {job.state}: {job.items_succeeded} of {len(items)} items")
+        print(f"    {'Flex instances' if flex else 'one process'}: {elapsed:.1f} s; {meter.summary()}", flush=True)
         return elapsed
 
 

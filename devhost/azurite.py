@@ -51,6 +51,11 @@ class Azurite:
                     ready.set()
 
     @property
+    def pid(self) -> int | None:
+        """The Azurite process's id (benchmarks read its CPU time), None before start."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def connection_string(self) -> str:
         return (
             f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"

@@ -52,6 +52,11 @@ class InstanceProcess:
             raise RuntimeError(f"local instance did not start: {line!r}")
         return self
 
+    @property
+    def pid(self) -> int | None:
+        """The instance's process id (benchmarks read its CPU time), None before start."""
+        return self._process.pid if self._process is not None else None
+
     def stop(self) -> None:
         if self._process is None or self._process.poll() is not None:
             return
