@@ -369,7 +369,10 @@ class StatusStore:
             except TableTransactionError as error:
                 if error.status_code not in (409, 412):
                     raise
-                if len(rows) > 1 and any(self.get_batch(job_id, r.batch_id) is not None for r in rows):
+                # 412: our copy of the counter row was stale (a submitter moved it): retry with it read
+                # again. Only a 409 (an entity exists) may be a row created before, by a redelivery.
+                if error.status_code == 409 and len(rows) > 1 and any(self.get_batch(job_id, r.batch_id) is not None
+                                                                     for r in rows):
                     return False
                 _pause()
         raise RetryableError(f"counters of job {job_id} are contended", retry_after=1.0)

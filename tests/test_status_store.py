@@ -117,6 +117,24 @@ def test_two_instances_with_stale_counter_copies_still_count_exactly(store: Stat
     assert store.counters("job-1") == store.recount("job-1") == {"items_planned": 80, "n_Succeeded": 40, "items_succeeded": 80}
 
 
+def test_planning_after_another_instance_moved_its_counter_row_retries_without_reading_each_row(store: StatusStore) -> None:
+    other = StatusStore(store.table)
+    first = [BatchRow("job-1", f"batch-{n:06d}", item_count=1) for n in range(1, 11)]
+    store.create_batches(first, NOW)  # counted in batch-000001's counter row, which `store` now holds a copy of
+    other.update_batch("job-1", "batch-000001", _succeed, NOW)  # a submitter elsewhere moves that row
+    reads = []
+    real_get_batch = store.get_batch
+    store.get_batch = lambda job_id, batch_id: reads.append(batch_id) or real_get_batch(job_id, batch_id)
+    # A chunk counted in the same (now stale) counter row: its first transaction fails on the counter's ETag.
+    shard = counter_row_key("batch-000001")
+    same_shard = (f"batch-{n:06d}" for n in range(11, 10_000) if counter_row_key(f"batch-{n:06d}") == shard)
+    again = [BatchRow("job-1", next(same_shard), item_count=1) for _ in range(10)]
+    store.create_batches(again, NOW)
+    assert reads == []  # a stale counter is no sign that a row exists: no row-by-row check
+    assert store.counters("job-1") == store.recount("job-1")
+    assert len(store.batches("job-1")) == 20
+
+
 def test_racing_duplicate_deliveries_count_each_batch_once(store: StatusStore) -> None:
     rows = [BatchRow("job-1", f"batch-{n:06d}", item_count=1) for n in range(1, 25)]
     store.create_batches(rows, NOW)
