@@ -7,7 +7,9 @@ the first way the command finds its storage.
 from __future__ import annotations
 
 import ast
+import contextlib
 import gzip
+import io
 import re
 import subprocess
 import sys
@@ -163,6 +165,13 @@ def test_failures_lists_an_item_isolated_on_a_split_row(make_stack, tmp_path: Pa
     query = "".join(re.search(r'table\.query_entities\(((?:"[^"]*"\s*)+)', readme).group(1).split('"')[1::2])
     rows = {r["RowKey"] for r in stack.services.status.table.query_entities(query, parameters={"job": "iso-1"})}
     assert problems[0]["batch_id"] in rows and all(r.startswith(("batch-", "rejected-")) for r in rows)
+    # ... and its whole snippet runs on rows as stored (a property at its default is not stored) and names the item.
+    snippet = re.search(r"```python\n(.*?)```", readme, re.S).group(1).replace("lulc-2023-batch-7", "iso-1")
+    snippet = snippet.replace('"StacIngestStatus"', repr(stack.services.settings.status_table))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(snippet, {"conn": stack.azurite.connection_string})  # noqa: S102 - the README's own example
+    assert "'taken': 'ItemAlreadyExistsInCollection'" in printed.getvalue()
 
 
 def test_item_finds_one_id_handled_by_two_jobs_in_order(make_stack, tmp_path: Path) -> None:
