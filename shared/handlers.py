@@ -49,13 +49,7 @@ def handle_submit_message(body: bytes, *, message_id: str, dequeue_count: int, s
             submit_batch(BatchMessage.from_json(decoded), message_id=message_id, services=services, now=now)
             return
         if isinstance(decoded, dict) and decoded.get("kind") == "plan":
-            plan = PlanMessage.from_json(decoded)
-            try:
-                plan_upload_segment(plan, services=services, now=now)
-            except RetryableError as error:  # the segment is planned again from its start: rows are idempotent
-                delay = retry_delay(error, 0, services.settings)
-                log.warning("upload job %s: %s; planning the segment again in %.0f s", plan.job_id, error, delay)
-                services.queues.send(services.settings.submit_queue, plan.to_json(), delay_seconds=delay)
+            plan_upload(PlanMessage.from_json(decoded), services=services, now=now)
             return
         job_id = _job_id(decoded, message_id)
         try:
@@ -106,11 +100,23 @@ def handle_blob_event(body: bytes, *, dequeue_count: int, services: Services, no
     if blob is None:
         return
     try:
-        start_upload_job(blob, services=services, now=now)
+        plan = start_upload_job(blob, services=services, now=now)
+        if plan is not None:
+            plan_upload(plan, services=services, now=now)
     except Exception as error:  # noqa: BLE001 - record it on the last delivery, then let the host retry/poison
         if dequeue_count >= services.settings.max_dequeue_count:
             give_up(None, "", f"{type(error).__name__}: {error}", services=services, now=now, job_id=upload_job_id(blob))
         raise
+
+
+def plan_upload(plan: PlanMessage, *, services: Services, now: datetime) -> None:
+    """Plan one segment of a stored file; on a transient error, send it as a plan message for later."""
+    try:
+        plan_upload_segment(plan, services=services, now=now)
+    except RetryableError as error:  # the segment is planned again from its start: rows are idempotent
+        delay = retry_delay(error, 0, services.settings)
+        log.warning("upload job %s: %s; planning the segment again in %.0f s", plan.job_id, error, delay)
+        services.queues.send(services.settings.submit_queue, plan.to_json(), delay_seconds=delay)
 
 
 def handle_poll_message(body: bytes, *, dequeue_count: int, services: Services, now: datetime) -> None:

@@ -9,7 +9,8 @@ hands the function the whole blob, where this planner must stream it.
 One job per blob version: the job id is derived from the blob's path and ETag, so a redelivered or
 duplicated event finds its job, and a new upload (new ETag) makes a new one.
 
-The file is then planned in segments by `shared.segments` (the same reader as `items_ref`), and
+The file is then planned in segments by `shared.segments` (the same reader as `items_ref`), the first
+one in the event's own invocation, and
 each batch's items are validated by its submitter (`check_upload_batch`), which records bad lines
 with their line numbers.
 """
@@ -53,8 +54,13 @@ def collection_from_path(path: str) -> str:
     return first if sep and COLLECTION_ID.match(first) else ""
 
 
-def start_upload_job(blob: BlobCreated, *, services: Services, now: datetime) -> JobRow | None:
-    """Create the job for an uploaded blob version and send its first plan message (idempotent)."""
+def start_upload_job(blob: BlobCreated, *, services: Services, now: datetime) -> PlanMessage | None:
+    """Create the job for an uploaded blob version (idempotent); returns its first segment to plan, or
+    None when there is nothing to plan (not the drop container, a refused file, a job already planned).
+
+    The caller plans that segment in the same invocation rather than sending it as a plan message: a
+    queue hop would add up to the host's polling interval before the first POST of every upload.
+    """
     settings = services.settings
     if blob.container != settings.drop_container:
         log.info("ignoring BlobCreated for %s: not the drop container", blob.container)
@@ -62,19 +68,19 @@ def start_upload_job(blob: BlobCreated, *, services: Services, now: datetime) ->
     job_id = upload_job_id(blob)
     job = services.status.create_job(JobRow(job_id=job_id, source=f"{blob.ref}@{blob.etag}"), now)
     if job.planned or job.state.is_terminal:
-        return job  # a duplicate event
+        return None  # a duplicate event
     kind = file_kind(blob.path)
     if kind is None:
         name = blob.path.rsplit("/", 1)[-1]
         reason = f"unsupported file type {name!r}: use .json, .ndjson or .jsonl (optionally .gz)"
-        return reject_job(job_id, reason, 0, services=services, now=now)
+        reject_job(job_id, reason, 0, services=services, now=now)
+        return None
     size = blob.size if blob.size is not None else services.payloads.properties(blob.ref)[1]
     if size > settings.max_upload_bytes:
         reason = f"file of {size} bytes is larger than MAX_UPLOAD_BYTES ({settings.max_upload_bytes})"
-        return reject_job(job_id, reason, 0, services=services, now=now)
-    plan = PlanMessage(job_id, blob.ref, blob.etag, collection_from_path(blob.path))
-    services.queues.send(settings.submit_queue, plan.to_json())
-    return job
+        reject_job(job_id, reason, 0, services=services, now=now)
+        return None
+    return PlanMessage(job_id, blob.ref, blob.etag, collection_from_path(blob.path))
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import gzip
+from datetime import UTC, datetime
 
 import orjson
 import pytest
+from azure.storage.queue import QueueClient
 
 from devhost.jobs import wait_for_jobs
 from devhost.stack import LocalStack
 from shared.blob_events import BlobCreated, blob_created_event, blob_created_from_event
 from shared.documents import file_kind
+from shared.errors import RetryableError
+from shared.handlers import handle_blob_event
 from shared.status import BatchState, JobState
 from shared.uploads import collection_from_path, upload_job_id
 from tests.helpers import make_item, wait_until
@@ -103,6 +107,51 @@ def test_duplicate_events_make_one_job_and_a_new_version_makes_another(make_stac
     second = upload(stack, path, ndjson([make_item("v2")]))
     assert second != first
     assert wait_for_jobs(stack.services, [second], timeout=60)[second].items_succeeded == 1
+
+
+def _event_for(stack: LocalStack, path: str) -> bytes:
+    container = stack.services.settings.drop_container
+    etag, size = stack.services.payloads.properties(f"{container}/{path}")
+    return orjson.dumps(blob_created_event(container, path, etag.strip('"'), size))
+
+
+def _submit_queue(stack: LocalStack) -> QueueClient:
+    return QueueClient.from_connection_string(stack.azurite.connection_string, stack.services.settings.submit_queue)
+
+
+def test_the_event_plans_the_first_segment_itself_with_no_plan_message_between(make_stack) -> None:
+    stack = make_stack(settings={"BATCH_MAX_ITEMS": "10", "PLAN_SEGMENT_ITEMS": "20"})
+    collection = with_collection(stack)
+    stack.pause_functions()
+    path = f"{collection}/inline.ndjson"
+    items = [make_item(f"p{n}") for n in range(30)]
+    job_id = upload(stack, path, ndjson(items))
+    handle_blob_event(_event_for(stack, path), dequeue_count=1, services=stack.services, now=datetime.now(UTC))
+    assert len(stack.services.status.batches(job_id)) == 2  # the first segment: 20 items
+    kinds = sorted(orjson.loads(m.content)["kind"] for m in _submit_queue(stack).peek_messages(max_messages=32))
+    assert kinds == ["batch", "batch", "plan"]  # its batches, and the hand-on to the second segment
+    stack.resume_functions()
+    job = wait_for_jobs(stack.services, [job_id], timeout=90)[job_id]
+    assert (job.state, job.batch_count, job.items_succeeded) == (JobState.SUCCEEDED, 3, 30)
+
+
+def test_a_transient_error_while_the_event_plans_sends_the_segment_as_a_plan_message(make_stack, monkeypatch) -> None:
+    stack = make_stack()
+    collection = with_collection(stack)
+    stack.pause_functions()
+    path = f"{collection}/later.ndjson"
+    job_id = upload(stack, path, ndjson([make_item("later")]))
+
+    def unavailable(*_args, **_kwargs):
+        raise RetryableError("503 from the GeoCatalog", retry_after=0, status=503)
+
+    monkeypatch.setattr("shared.handlers.plan_upload_segment", unavailable)
+    handle_blob_event(_event_for(stack, path), dequeue_count=1, services=stack.services, now=datetime.now(UTC))
+    plans = [orjson.loads(m.content) for m in _submit_queue(stack).peek_messages(max_messages=32)]
+    assert [(p["kind"], p["job_id"], p["next_batch"]) for p in plans] == [("plan", job_id, 1)]
+    monkeypatch.undo()
+    stack.resume_functions()
+    assert wait_for_jobs(stack.services, [job_id], timeout=60)[job_id].items_succeeded == 1
 
 
 def test_files_over_the_size_limit_and_unknown_types_are_refused(make_stack) -> None:
