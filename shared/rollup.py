@@ -17,7 +17,7 @@ from datetime import datetime
 
 import orjson
 
-from shared.status import BatchRow, JobRow, JobState, StatusStore
+from shared.status import BatchRow, JobRow, JobState, StatusStore, state_group
 
 SUMMARY_CODES = 5  # most frequent error codes named in a finished job's error_message
 
@@ -103,7 +103,7 @@ def summarize(job: JobRow, batches: list[BatchRow]) -> JobRow:
     succeeded = sum(b.items_succeeded for b in batches)
     failed = sum(b.items_failed for b in batches)
     rejected = sum(b.items_rejected for b in batches)
-    by_state = orjson.dumps(dict(sorted(Counter(str(b.state) for b in batches).items()))).decode()
+    by_state = orjson.dumps(dict(sorted(Counter(state_group(b.state) for b in batches).items()))).decode()
     summary = replace(job, items_succeeded=succeeded, items_failed=failed, items_rejected=rejected, batches_by_state=by_state,
                       items_superseded=sum(b.items_superseded for b in batches), items_repaired=sum(b.items_repaired for b in batches),
                       batches_open=sum(1 for b in batches if not b.state.is_terminal))

@@ -8,7 +8,8 @@ Counting is O(1) per batch change. A batch row and one of the job's counter rows
 `counts-15`, picked by the batch id) are written in one entity-group transaction, both under their
 ETags: the counter moves by exactly the difference between the old and the new batch row, and only
 together with the change that proved it. A redelivery that finds nothing to change writes nothing,
-so it cannot count twice; a crash cannot split the two writes. Reading a job is one range query that
+so it cannot count twice; a crash cannot split the two writes. A change that moves no counter (between
+the active states, which share one) writes the batch row alone. Reading a job is one range query that
 returns the job row and its counter rows together (`counts-*` sorts just before `job`).
 """
 
@@ -75,6 +76,9 @@ TERMINAL_BATCH_STATES = frozenset(
     }
 )
 ACTIVE_BATCH_STATES = (BatchState.SUBMITTING, BatchState.SUBMITTED, BatchState.RUNNING)  # claimed, not ended
+# The active states share one counter: a batch moves between them (its POST answered, its operation seen
+# Running) with a plain write of its row, and only claiming and ending it move a counter.
+ACTIVE = "Active"
 
 
 class JobState(StrEnum):
@@ -414,7 +418,7 @@ class StatusStore:
         values = getattr(self._last_written, "counters", {}).get((job_id, counter_row_key(batch_id)))
         if values is None:
             return None
-        return sum(values.get(_state_counter(state), 0) for state in ACTIVE_BATCH_STATES)
+        return values.get(_ACTIVE_COUNTER, 0)
 
     def _counter_op(self, job_id: str, key: str, delta: dict[str, int]) -> tuple[tuple[Any, ...], dict[str, int]]:
         """The operation that adds `delta` to counter row `key` (created if missing), and the values it writes.
@@ -492,16 +496,29 @@ def count_delta(before: BatchRow | None, after: BatchRow) -> dict[str, int]:
     return {k: v for k, v in delta.items() if v}
 
 
+def state_group(state: BatchState) -> str:
+    """How a job's counters (and `batches_by_state`) name a batch state: the active ones are one group."""
+    return ACTIVE if state in ACTIVE_BATCH_STATES else str(state)
+
+
 def _state_counter(state: BatchState) -> str:
-    return f"n_{state}"
+    return f"n_{state_group(state)}"
 
 
-_PROGRESS_COLUMNS = ["RowKey", "state", "planned", "item_count", PLANNED_ITEMS, *ITEM_COUNTERS,
-                     *(_state_counter(s) for s in BatchState)]
+_ACTIVE_COUNTER = f"n_{ACTIVE}"
+_STATE_COUNTERS = sorted({_state_counter(s) for s in BatchState})
+# Counter rows written before the active states shared a counter: read into it (the next write drops them).
+_LEGACY_ACTIVE_COUNTERS = frozenset(f"n_{s}" for s in ACTIVE_BATCH_STATES)
+_PROGRESS_COLUMNS = ["RowKey", "state", "planned", "item_count", PLANNED_ITEMS, *ITEM_COUNTERS, *_STATE_COUNTERS,
+                     *sorted(_LEGACY_ACTIVE_COUNTERS)]
 
 
 def _counter_values(entity: Any) -> dict[str, int]:
-    return {k: int(v) for k, v in entity.items() if k not in ("PartitionKey", "RowKey") and isinstance(v, int)}
+    values: Counter[str] = Counter()
+    for name, value in entity.items():
+        if name not in ("PartitionKey", "RowKey") and isinstance(value, int):
+            values[_ACTIVE_COUNTER if name in _LEGACY_ACTIVE_COUNTERS else name] += int(value)
+    return dict(values)
 
 
 def _with_counts(job: JobRow, counter_entities: list[Any]) -> JobRow:
@@ -511,8 +528,8 @@ def _with_counts(job: JobRow, counter_entities: list[Any]) -> JobRow:
     totals: Counter[str] = Counter()
     for entity in counter_entities:
         totals.update(_counter_values(entity))
-    by_state = {str(s): totals[_state_counter(s)] for s in BatchState if totals[_state_counter(s)]}
-    open_batches = sum(n for s, n in by_state.items() if not BatchState(s).is_terminal)
+    by_state = {name.removeprefix("n_"): totals[name] for name in _STATE_COUNTERS if totals[name]}
+    open_batches = sum(n for group, n in by_state.items() if group == ACTIVE or not BatchState(group).is_terminal)
     counted = {name: totals[name] for name in ITEM_COUNTERS}
     return replace(job, **counted, item_count=max(job.item_count, totals[PLANNED_ITEMS]),
                    batches_by_state=_json_object(dict(sorted(by_state.items()))), batches_open=open_batches)

@@ -16,7 +16,7 @@ def test_running_job_shows_progress_but_stays_running() -> None:
     job = JobRow("j", state=JobState.RUNNING, planned=True)
     row = summarize(job, [batch(BatchState.SUCCEEDED, ok=100), batch(BatchState.RUNNING)])
     assert (row.state, row.items_succeeded) == (JobState.RUNNING, 100)
-    assert row.batches_by_state == '{"Running":1,"Succeeded":1}'
+    assert row.batches_by_state == '{"Active":1,"Succeeded":1}'  # Submitting, Submitted and Running are one group
 
 
 def test_unplanned_job_never_finishes_early() -> None:

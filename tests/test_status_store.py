@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from azure.data.tables import UpdateMode
 
 from devhost.azurite import Azurite
 from shared.rollup import settle_after_batch
@@ -166,6 +167,44 @@ def test_job_progress_reads_the_same_state_and_counters_as_the_whole_job(store: 
     assert [getattr(progress, f) for f in fields_] == [getattr(whole, f) for f in fields_]
     assert (progress.batches_open, progress.items_succeeded, progress.collection) == (3, 4, "")  # narrow: no collection
     assert store.job_progress("nope") is None
+
+
+def test_an_active_batch_moving_between_active_states_writes_only_its_own_row(store: StatusStore) -> None:
+    store.create_job(JobRow("job-1"), NOW)
+    store.create_batches([BatchRow("job-1", "batch-000001", item_count=2)], NOW)
+    claimed = store.update_batch("job-1", "batch-000001", _claim, NOW)
+    counter = store.table.get_entity("job-1", counter_row_key("batch-000001"))
+    running = claimed
+    for state in (BatchState.SUBMITTED, BatchState.RUNNING):  # the POST answered, then a poll saw it Running
+        running = store.update_batch("job-1", "batch-000001", lambda r, s=state: replace(r, state=s), NOW, current=running)
+    assert running is not None and store.get_batch("job-1", "batch-000001").state == BatchState.RUNNING
+    assert store.table.get_entity("job-1", counter_row_key("batch-000001")).metadata["etag"] == counter.metadata["etag"]
+    assert store.counters("job-1") == store.recount("job-1") == {"items_planned": 2, "n_Active": 1}
+    job = store.get_job("job-1")
+    assert (job.batches_by_state, job.batches_open) == ('{"Active":1}', 1)
+    store.update_batch("job-1", "batch-000001", _succeed, NOW, current=running)
+    assert store.counters("job-1") == store.recount("job-1") == {"items_planned": 2, "n_Succeeded": 1, "items_succeeded": 2}
+
+
+def test_counter_rows_written_with_one_counter_per_active_state_are_read_and_rewritten_as_one(store: StatusStore) -> None:
+    store.create_job(JobRow("job-1"), NOW)
+    store.create_batches([BatchRow("job-1", f"batch-{n:06d}", item_count=1) for n in range(1, 4)], NOW)
+    for n in range(1, 4):
+        store.update_batch("job-1", f"batch-{n:06d}", _claim, NOW)
+    # As an older version left them (it counted Submitting, Submitted and Running apart): one of each.
+    legacy = {1: "n_Submitting", 2: "n_Submitted", 3: "n_Running"}
+    for n, name in legacy.items():
+        key = counter_row_key(f"batch-{n:06d}")
+        entity = dict(store.table.get_entity("job-1", key))
+        entity[name] = entity.pop("n_Active")
+        store.table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+    fresh = StatusStore(store.table)  # no cached copy of the counter rows
+    assert fresh.counters("job-1") == store.recount("job-1") == {"items_planned": 3, "n_Active": 3}
+    assert (fresh.get_job("job-1").batches_open, fresh.job_progress("job-1").batches_open) == (3, 3)
+    for n in range(1, 4):
+        fresh.update_batch("job-1", f"batch-{n:06d}", _succeed, NOW)
+        assert not set(legacy.values()) & set(store.table.get_entity("job-1", counter_row_key(f"batch-{n:06d}")))
+    assert fresh.counters("job-1") == store.recount("job-1") == {"items_planned": 3, "n_Succeeded": 3, "items_succeeded": 3}
 
 
 def _claim(row: BatchRow) -> BatchRow | None:
