@@ -79,20 +79,24 @@ class PayloadStore:
             raise InvalidInputError(f"blob {ref[:200]!r} does not exist") from None
         return str(props.etag), int(props.size)
 
-    def read(self, ref: str, start: int | None = None, end: int | None = None) -> bytes:
-        """Read `container/path`, or bytes [start, end) of it.
+    def read(self, ref: str, start: int | None = None, end: int | None = None, *, etag: str = "") -> bytes:
+        """Read `container/path`, or bytes [start, end) of it; with `etag`, only while it is that version.
 
         Raises:
             InvalidInputError: the reference is malformed or the blob does not exist.
+            BlobChangedError: the blob is no longer version `etag`.
         """
         container, path = _split(ref)
         offset = start or 0
         length = None if end is None else max(end - offset, 0)
+        condition = {"etag": f'"{etag.strip(chr(34))}"', "match_condition": MatchConditions.IfNotModified} if etag else {}
         try:
-            downloader = self._service.get_blob_client(container, path).download_blob(offset=offset, length=length)
+            downloader = self._service.get_blob_client(container, path).download_blob(offset=offset, length=length, **condition)
             return downloader.readall()
         except ResourceNotFoundError:
             raise InvalidInputError(f"blob {ref[:200]!r} does not exist") from None
+        except ResourceModifiedError:
+            raise BlobChangedError(f"blob {ref[:200]!r} changed since version {etag}") from None
 
 
 class BlobChangedError(InvalidInputError):

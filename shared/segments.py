@@ -229,6 +229,7 @@ def _add_batch(pending: _Pending, message: PlanMessage, collection: str, number:
     pending.rows.append(BatchRow(
         job_id=message.job_id, batch_id=row_id, state=BatchState.QUEUED, collection=collection, item_count=batch.count,
         item_ids="", payload_blob=payload, payload_start=batch.start if ranged else None, payload_end=end,
+        payload_etag=message.etag if ranged else "",
         first_line=batch.first, item_label=item_label, validated=False,
         mode=message.mode, sign=message.sign, sign_collection=message.sign_collection, repair=message.repair,
     ))

@@ -164,6 +164,7 @@ class BatchRow:
     repair: str = ""  # opt-in repairs (comma-separated) the submitter applies to a not yet validated batch
     payload_start: int | None = None  # with payload_end: the batch is bytes [start, end) of an NDJSON upload
     payload_end: int | None = None
+    payload_etag: str = ""  # the version of the upload that range belongs to (read only while it is current)
     first_line: int = 0  # number of the batch's first item in its upload: a line (NDJSON) or a feature (JSON)
     item_label: str = "line"
     error_code: str = ""

@@ -32,6 +32,7 @@ from shared.fanout import MAX_INLINE_IDS_CHARS, ids_field
 from shared.geocatalog import COLLECTION_ID
 from shared.items import item_id_of, validate_job
 from shared.messages import PlanMessage
+from shared.payloads import BlobChangedError
 from shared.planning import reject_job, rejection_key
 from shared.segments import plan_segment
 from shared.services import Services
@@ -99,7 +100,10 @@ def check_upload_batch(row: BatchRow, *, services: Services, now: datetime) -> C
     validating costs no write of its own. Bad lines are recorded with their line numbers; a batch with
     no valid item ends Rejected.
     """
-    data = services.payloads.read(row.payload_blob, row.payload_start, row.payload_end)
+    try:
+        data = services.payloads.read(row.payload_blob, row.payload_start, row.payload_end, etag=row.payload_etag)
+    except BlobChangedError:
+        return _changed_upload(row, now)
     if row.payload_start is None and row.item_label == "line":
         lines = [(row.first_line + n, item) for n, (_, item) in enumerate(ndjson_items(data))]  # a chunk: one item per line
     else:
@@ -136,3 +140,18 @@ def check_upload_batch(row: BatchRow, *, services: Services, now: datetime) -> C
         return replace(current, payload_blob=payload, payload_start=None, payload_end=None, **common)
 
     return CheckedUpload(checked, body)
+
+
+def _changed_upload(row: BatchRow, now: datetime) -> CheckedUpload:
+    """The upload was overwritten before this batch was read: its items are gone with the old version
+    (the new version has a job of its own), so the batch ends Rejected rather than send the new bytes."""
+    reason = (f"{row.payload_blob[:200]} was overwritten after this job's version {row.payload_etag} was planned; "
+              "the new version is ingested by its own job")
+
+    def rejected(current: BatchRow) -> BatchRow | None:
+        if current.validated or current.state != BatchState.QUEUED:
+            return None
+        return replace(current, state=BatchState.REJECTED, finished=now, validated=True, error_code="UploadChanged",
+                       error_message=reason, items_rejected=current.item_count, item_count=0, payload_blob="")
+
+    return CheckedUpload(rejected, b"")

@@ -154,6 +154,26 @@ def test_a_transient_error_while_the_event_plans_sends_the_segment_as_a_plan_mes
     assert wait_for_jobs(stack.services, [job_id], timeout=60)[job_id].items_succeeded == 1
 
 
+def test_batches_of_an_overwritten_upload_never_read_the_new_version(make_stack) -> None:
+    stack = make_stack(settings={"BATCH_MAX_ITEMS": "5"})
+    collection = with_collection(stack)
+    stack.pause_functions()
+    path = f"{collection}/nightly.ndjson"
+    old_job = upload(stack, path, ndjson([make_item(f"old{n}") for n in range(10)]))
+    handle_blob_event(_event_for(stack, path), dequeue_count=1, services=stack.services, now=datetime.now(UTC))
+    assert len(stack.services.status.batches(old_job)) == 2  # planned as byte ranges of the old version, not yet read
+    new_items = [make_item(f"new-version-{n}") for n in range(10)]  # other lengths: the old ranges cut its lines
+    new_job = upload(stack, path, ndjson(new_items))
+    stack.resume_functions()
+    jobs = wait_for_jobs(stack.services, [old_job, new_job], timeout=90)
+    assert (jobs[old_job].state, jobs[old_job].items_succeeded, jobs[old_job].items_rejected) == (JobState.REJECTED, 0, 10)
+    rows = stack.services.status.batches(old_job)
+    assert {(row.state, row.error_code) for row in rows} == {(BatchState.REJECTED, "UploadChanged")}
+    assert "overwritten" in rows[0].error_message
+    assert (jobs[new_job].state, jobs[new_job].items_succeeded) == (JobState.SUCCEEDED, 10)
+    assert_holds_exactly(stack, collection, [{**item, "collection": collection} for item in new_items])
+
+
 def test_files_over_the_size_limit_and_unknown_types_are_refused(make_stack) -> None:
     stack = make_stack(settings={"MAX_UPLOAD_BYTES": "1000"})
     collection = with_collection(stack)
