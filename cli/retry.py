@@ -135,7 +135,11 @@ def _items_of(storage: Storage, job: JobRow, problems: list[ItemOutcome], skippe
         row = storage.status.get_batch(job.job_id, batch_id)
         if row is None:
             continue
-        sent = {item_id_of(i): i for i in batch_items(storage, row)} if (row.payload_blob or row.action == "delete") else {}
+        try:
+            sent = {item_id_of(i): i for i in batch_items(storage, row)} if (row.payload_blob or row.action == "delete") else {}
+        except InvalidInputError as error:  # a byte range of an upload overwritten or deleted since: those items are gone
+            skipped.extend(f"{outcome.item} ({batch_id}): {error}" for outcome in outcomes)
+            continue
         for outcome in outcomes:
             item = sent.get(outcome.item)
             if item is None:

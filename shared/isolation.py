@@ -10,7 +10,9 @@
 3. In upsert mode, items that already existed are replaced, each by its own PUT (a child batch).
 4. The rest are unresolved. If the service told nothing apart, the batch is halved and each half
    resubmitted (bounded by ISOLATION_MAX_DEPTH); if it named the bad ones, the unresolved rest went
-   down with them (an all-or-nothing batch) and is resubmitted as one child batch.
+   down with them (an all-or-nothing batch) and is resubmitted as one child batch. A byte-range batch
+   whose upload was overwritten since cannot be read again (`shared.upload_items`): its unresolved
+   items fail with the operation's code, and the message says why they were not resubmitted.
 The parent row ends `Split` with its own settled counts; children carry the rest.
 """
 
@@ -20,7 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shared.batching import child_batch_id
-from shared.fanout import PlannedBatch, batch_items, enqueue_batches
+from shared.errors import InvalidInputError
+from shared.fanout import PlannedBatch, batch_items, enqueue_batches, row_item_ids
 from shared.geocatalog import Operation
 from shared.items import item_id_of
 from shared.services import Services
@@ -46,7 +49,10 @@ def resolve_failed_batch(row: BatchRow, operation: Operation, *, services: Servi
     Raises:
         RetryableError: the catalog could not be asked (the poll is retried).
     """
-    items = batch_items(services, row)
+    try:
+        items, unreadable = batch_items(services, row), ""
+    except InvalidInputError as error:  # a byte range of an upload overwritten since: known by id, never resent
+        items, unreadable = [{"id": item_id} for item_id in row_item_ids(services, row)], str(error)
     ids = [item_id_of(item) for item in items]
     named = {e.item_id: e.code for e in operation.item_errors if e.item_id in ids}
     if len(ids) == 1 and not named:
@@ -57,7 +63,7 @@ def resolve_failed_batch(row: BatchRow, operation: Operation, *, services: Servi
     landed -= {i for i, code in named.items() if not (code == ALREADY_EXISTS and row.attempts > 1)}
     failed = {item_id: code for item_id, code in named.items() if item_id not in landed}
     # In upsert mode an item that already exists is replaced (PUT), not failed.
-    existing = [i for i in items if failed.get(item_id_of(i)) == ALREADY_EXISTS] if row.mode == "upsert" else []
+    existing = [i for i in items if failed.get(item_id_of(i)) == ALREADY_EXISTS] if row.mode == "upsert" and not unreadable else []
     for item in existing:
         del failed[item_id_of(item)]
     unresolved = [item for item in items
@@ -65,7 +71,9 @@ def resolve_failed_batch(row: BatchRow, operation: Operation, *, services: Servi
     message = f"{operation.error_code}: {operation.error_message}".strip(": ")
 
     groups: list[list[dict]] = []
-    if unresolved and row.depth < services.settings.isolation_max_depth:
+    if unresolved and unreadable:
+        message = f"{message}; {len(unresolved)} item(s) not resubmitted: {unreadable}"
+    if unresolved and row.depth < services.settings.isolation_max_depth and not unreadable:
         nothing_told_apart = len(unresolved) == len(items)
         groups = _halves(unresolved) if nothing_told_apart else [unresolved]
     elif unresolved:

@@ -25,16 +25,20 @@ from shared.backoff import PollSchedule, exponential, first_poll_delay
 from shared.batching import feature_collection
 from shared.cold_start import first_poll, recheck_waiting
 from shared.errors import AuthenticationError, InvalidInputError, RejectedByServiceError, RetryableError
-from shared.fanout import batch_items, batch_message
+from shared.fanout import batch_items, batch_message, row_item_ids
 from shared.geocatalog import OperationRef
+from shared.isolation import created_by_batch
 from shared.item_index import record_batch
 from shared.messages import BatchMessage, PollMessage
+from shared.payloads import BlobChangedError
+from shared.poll import end_batch
 from shared.redact import url_without_query
 from shared.rollup import settle_after_batch, settle_job
 from shared.services import Services
 from shared.settings import Settings
 from shared.status import BatchRow, BatchState
 from shared.timing import seconds_per_item
+from shared.upload_items import is_byte_range
 from shared.uploads import CheckedUpload, check_upload_batch
 
 log = logging.getLogger(__name__)
@@ -74,6 +78,8 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
         return retry_later(claimed, message, error, services=services, now=now)
     except RejectedByServiceError as error:
         return finish(claimed, BatchState.REJECTED, error.code, error.message, services=services, now=now, failed=False)
+    except BlobChangedError as error:  # a byte-range batch to send again, whose upload was overwritten since
+        return upload_gone(claimed, message, str(error), services=services, now=now)
     except InvalidInputError as error:  # e.g. the SAS API refuses the collection
         return finish(claimed, BatchState.REJECTED, "InvalidInput", str(error), services=services, now=now, failed=False)
     except AuthenticationError as error:
@@ -99,14 +105,16 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
 def send(row: BatchRow, message: BatchMessage, *, services: Services, payload: bytes | None = None) -> OperationRef:
     """The one request of a batch: POST its items, PUT its one item, or DELETE its one item.
 
-    Unsigned batches POST the payload as stored (`payload`: those bytes, when the caller has just
-    written them), with no parse and no re-serialization. Asset hrefs are signed here, right before
+    Unsigned batches POST the payload as stored (`payload`: the body, when the caller has just
+    validated an upload batch), with no parse and no re-serialization; a byte-range batch sent again
+    is read and validated again (`shared.upload_items`). Asset hrefs are signed here, right before
     sending, so nothing stored holds a SAS token.
     """
     if row.action == "create" and not row.sign:
         if message.items is not None:
             return services.catalog.create_items(row.collection, feature_collection(message.items))
-        return services.catalog.create_items(row.collection, payload or services.payloads.read(row.payload_blob))
+        if payload or not is_byte_range(row):
+            return services.catalog.create_items(row.collection, payload or services.payloads.read(row.payload_blob))
     items = message.items if message.items is not None else batch_items(services, row)
     if row.sign:
         items = services.signer.sign(items, row.sign_collection)
@@ -182,6 +190,29 @@ def finish(
     record_batch(ended, services=services)
     settle_after_batch(ended, row.job_id, status=services.status, now=now)
     return ended
+
+
+def upload_gone(row: BatchRow, message: BatchMessage, reason: str, *, services: Services, now: datetime) -> BatchRow | None:
+    """End a byte-range batch whose upload was overwritten before it could be sent (again): its items are gone
+    with that version, and the new version is ingested by its own job.
+
+    Nothing was POSTed before this attempt: every item is rejected, as when the batch is first read
+    (`uploads.check_upload_batch`). An earlier attempt may have been accepted with its answer lost (a
+    timeout, or a crash before the row write): items the catalog holds from this batch succeeded, the
+    rest failed with `UploadChanged`.
+    """
+    reason = f"{reason}: the upload was overwritten; its new version is ingested by its own job"
+    if row.attempts <= 1:
+        return finish(row, BatchState.REJECTED, "UploadChanged", reason, services=services, now=now, failed=False)
+    ids = row_item_ids(services, row)
+    try:
+        landed = created_by_batch(row, ids, services=services)
+    except RetryableError as error:
+        return retry_later(row, message, error, services=services, now=now)
+    failed = {item_id: "UploadChanged" for item_id in ids if item_id not in landed}
+    return end_batch(row, BatchState.FAILED if failed else BatchState.SUCCEEDED, services=services, now=now,
+                     code="UploadChanged" if failed else "", message=reason if failed else "",
+                     succeeded_items=len(landed), failed_items=len(failed), failed_map=failed)
 
 
 def retry_delay(error: RetryableError, attempt: int, settings: Settings) -> float:

@@ -10,9 +10,9 @@ One job per blob version: the job id is derived from the blob's path and ETag, s
 duplicated event finds its job, and a new upload (new ETag) makes a new one.
 
 The file is then planned in segments by `shared.segments` (the same reader as `items_ref`), the first
-one in the event's own invocation, and
-each batch's items are validated by its submitter (`check_upload_batch`), which records bad lines
-with their line numbers.
+one in the event's own invocation, and each batch's items are validated by its submitter
+(`check_upload_batch`), which records bad lines with their line numbers and POSTs the rest; a batch of
+plain NDJSON is a byte range of the file and stays one (`shared.upload_items`).
 """
 
 from __future__ import annotations
@@ -27,16 +27,17 @@ import orjson
 
 from shared.batching import feature_collection
 from shared.blob_events import BlobCreated
-from shared.documents import file_kind, ndjson_items
+from shared.documents import file_kind
 from shared.fanout import MAX_INLINE_IDS_CHARS, ids_field
 from shared.geocatalog import COLLECTION_ID
-from shared.items import item_id_of, validate_job
+from shared.items import item_id_of
 from shared.messages import PlanMessage
 from shared.payloads import BlobChangedError
 from shared.planning import reject_job, rejection_key
 from shared.segments import plan_segment
 from shared.services import Services
 from shared.status import BatchRow, BatchState, JobRow
+from shared.upload_items import is_byte_range, read_lines, validate_lines
 
 log = logging.getLogger(__name__)
 
@@ -89,31 +90,22 @@ class CheckedUpload:
     """An upload batch's items, validated: the row change that records it, and the FeatureCollection to send."""
 
     change: Callable[[BatchRow], BatchRow | None]
-    payload: bytes  # the valid items, as stored in the batch's payload blob (b"" when none is valid)
+    payload: bytes  # the valid items as a FeatureCollection, the body to POST (b"" when none is valid)
 
 
 def check_upload_batch(row: BatchRow, *, services: Services, now: datetime) -> CheckedUpload:
-    """Validate an upload batch's items and claim-check the valid ones, like planning does for messages.
+    """Validate an upload batch's items; returns the row change that records it and the body to POST.
 
-    Writes only the payload blob (named after the batch: a redelivery writes the same bytes again);
-    the row change is left to the caller, who makes it together with the claim (`submit._claim`), so
-    validating costs no write of its own. Bad lines are recorded with their line numbers; a batch with
-    no valid item ends Rejected.
+    A byte-range batch writes nothing: anything that needs its items again reads and validates its
+    range again (`shared.upload_items`). A chunk batch writes its valid items as a payload blob
+    (named after the batch: a redelivery writes the same bytes again). The row change is left to the
+    caller, who makes it together with the claim (`submit._claim`), so validating costs no row write
+    of its own. Bad lines are recorded with their line numbers; a batch with no valid item ends Rejected.
     """
     try:
-        data = services.payloads.read(row.payload_blob, row.payload_start, row.payload_end, etag=row.payload_etag)
+        checked_items = validate_lines(row, read_lines(row, services.payloads))
     except BlobChangedError:
         return _changed_upload(row, now)
-    if row.payload_start is None and row.item_label == "line":
-        lines = [(row.first_line + n, item) for n, (_, item) in enumerate(ndjson_items(data))]  # a chunk: one item per line
-    else:
-        lines = ndjson_items(data, first_line=row.first_line or 1)
-    # NDJSON items are named by their line; items of a JSON document by their id (as in a message), else position.
-    labels = [item_id_of(item) if row.item_label == "feature" and item_id_of(item) else f"{row.item_label} {number}"
-              for number, item in lines]
-    raw = [item for _, item in lines]
-    checked_items = validate_job(raw, row.collection, labels=labels, mode=row.mode,
-                                 repair=frozenset(filter(None, row.repair.split(","))))
     valid, rejected, superseded = checked_items.valid, checked_items.rejected, checked_items.superseded
     reasons: dict[str, str] = {}
     for item in rejected + superseded:
@@ -121,7 +113,9 @@ def check_upload_batch(row: BatchRow, *, services: Services, now: datetime) -> C
         reasons[f"{key}#{item.position}" if key in reasons else key] = item.reason
     name = f"{row.job_id}/{row.batch_id}.json"
     body = feature_collection(valid) if valid else b""
-    payload = services.payloads.put(name, body) if valid else ""
+    payload = row.payload_blob
+    if valid and not is_byte_range(row):
+        payload = services.payloads.put(name, body)
     ids, ids_blob = ids_field(services, row.job_id, row.batch_id, [item_id_of(i) for i in valid])
     rejected_text, rejected_blob = orjson.dumps(reasons).decode(), ""
     if len(rejected_text) > MAX_INLINE_IDS_CHARS:
@@ -137,7 +131,7 @@ def check_upload_batch(row: BatchRow, *, services: Services, now: datetime) -> C
         if not valid:
             return replace(current, state=BatchState.REJECTED, finished=now, error_code="InvalidItem",
                            error_message=f"all {len(rejected)} item(s) failed validation", payload_blob="", **common)
-        return replace(current, payload_blob=payload, payload_start=None, payload_end=None, **common)
+        return replace(current, payload_blob=payload, **common)
 
     return CheckedUpload(checked, body)
 

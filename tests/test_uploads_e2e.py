@@ -11,14 +11,17 @@ from azure.storage.queue import QueueClient
 
 from devhost.jobs import wait_for_jobs
 from devhost.stack import LocalStack
+from emulator import EmulatorOptions, Timings
 from shared.blob_events import BlobCreated, blob_created_event, blob_created_from_event
 from shared.documents import file_kind
 from shared.errors import RetryableError
-from shared.handlers import handle_blob_event
-from shared.status import BatchState, JobState
+from shared.geocatalog import GeoCatalogClient, OperationRef
+from shared.handlers import handle_blob_event, handle_poll_message, handle_submit_message
+from shared.messages import BatchMessage, PollMessage
+from shared.status import BatchRow, BatchState, JobState
 from shared.uploads import collection_from_path, upload_job_id
 from tests.helpers import make_item, wait_until
-from tests.test_pipeline_e2e import assert_holds_exactly, catalog, item_posts, with_collection
+from tests.test_pipeline_e2e import assert_holds_exactly, catalog, item_posts, stored, with_collection
 
 
 def upload(stack: LocalStack, path: str, data: bytes) -> str:
@@ -229,3 +232,121 @@ def _unsafe_dumps(value: object) -> bytes:
     if isinstance(value, list):
         return b"[" + b",".join(_unsafe_dumps(v) for v in value) + b"]"
     return orjson.dumps(value)
+
+
+# ----- byte-range batches keep no copy of their items: what sends them again reads the range again -----
+
+
+def _planned_upload(stack: LocalStack, collection: str, name: str, lines: list[bytes]) -> tuple[str, str]:
+    """Upload and plan a file with the functions paused; returns (job id, blob path)."""
+    stack.pause_functions()
+    path = f"{collection}/{name}"
+    job_id = upload(stack, path, b"\n".join(lines) + b"\n")
+    handle_blob_event(_event_for(stack, path), dequeue_count=1, services=stack.services, now=datetime.now(UTC))
+    return job_id, path
+
+
+def _deliver_batch(stack: LocalStack, job_id: str, batch_id: str, message_id: str) -> BatchRow:
+    """One delivery of the batch's message, as the host would make it; returns the row after it."""
+    row = stack.services.status.get_batch(job_id, batch_id)
+    body = BatchMessage(job_id, batch_id, row.collection, payload_blob=row.payload_blob, mode=row.mode).to_json()
+    handle_submit_message(body.encode(), message_id=message_id, dequeue_count=1, services=stack.services, now=datetime.now(UTC))
+    return stack.services.status.get_batch(job_id, batch_id)
+
+
+def _payload_blobs(stack: LocalStack, job_id: str) -> list[str]:
+    container = stack.services.payloads._service.get_container_client(stack.services.settings.payload_container)  # noqa: SLF001
+    return [blob.name for blob in container.list_blobs(name_starts_with=f"{job_id}/")]
+
+
+def test_a_byte_range_batch_writes_no_copy_and_a_retry_reads_its_lines_again(make_stack) -> None:
+    stack = make_stack(settings={"BATCH_MAX_ITEMS": "5"})
+    collection = with_collection(stack)
+    lines = [orjson.dumps(make_item(f"r{n}")) for n in range(5)]
+    lines[2] = b'{"type": "Feature", "id": "broken",'
+    job_id, _ = _planned_upload(stack, collection, "retry.ndjson", lines)
+    stack.emulator.catalog.faults.update({"server_error_next": 1})
+    first = _deliver_batch(stack, job_id, "batch-000001", "first")  # its POST gets a 503: back to Queued
+    assert (first.state, first.attempts, first.validated, first.items_rejected) == (BatchState.QUEUED, 1, True, 1)
+    assert first.payload_start is not None and first.payload_etag  # still the range of that version, not a copy
+    retried = _deliver_batch(stack, job_id, "batch-000001", "retry")
+    assert (retried.state, retried.attempts) == (BatchState.SUBMITTED, 2)
+    stack.resume_functions()
+    job = wait_for_jobs(stack.services, [job_id], timeout=60)[job_id]
+    assert (job.state, job.items_succeeded, job.items_rejected) == (JobState.PARTIALLY_SUCCEEDED, 4, 1)
+    assert_holds_exactly(stack, collection, [{**make_item(f"r{n}"), "collection": collection} for n in (0, 1, 3, 4)])
+    assert _payload_blobs(stack, job_id) == []
+
+
+@pytest.mark.parametrize("first_post_landed", [False, True], ids=["refused", "accepted-answer-lost"])
+def test_a_batch_to_resend_after_its_upload_was_overwritten_ends_with_a_true_verdict(
+        make_stack, monkeypatch, first_post_landed: bool) -> None:
+    stack = make_stack(settings={"BATCH_MAX_ITEMS": "5"})
+    collection = with_collection(stack)
+    items = [make_item(f"o{n}") for n in range(5)]
+    job_id, path = _planned_upload(stack, collection, "moving.ndjson", [orjson.dumps(i) for i in items])
+    if first_post_landed:  # the service accepts the POST, but its answer is lost (a timeout)
+        create_items = GeoCatalogClient.create_items
+
+        def answer_lost(self, collection_id, body):
+            create_items(self, collection_id, body)
+            raise RetryableError("read timed out")
+
+        monkeypatch.setattr(GeoCatalogClient, "create_items", answer_lost)
+    else:
+        stack.emulator.catalog.faults.update({"server_error_next": 1})
+    assert _deliver_batch(stack, job_id, "batch-000001", "first").state == BatchState.QUEUED
+    monkeypatch.undo()
+    if first_post_landed:
+        wait_until(lambda: len(list(catalog(stack).search_ids(collection, [i["id"] for i in items]))) == 5)
+    upload(stack, path, ndjson([make_item(f"other{n}") for n in range(5)]))  # the old version is gone
+    row = _deliver_batch(stack, job_id, "batch-000001", "retry")
+    if first_post_landed:
+        assert (row.state, row.items_succeeded, row.items_failed) == (BatchState.SUCCEEDED, 5, 0)
+    else:
+        assert (row.state, row.error_code, row.items_succeeded, row.items_failed) == (BatchState.FAILED, "UploadChanged", 0, 5)
+        assert set(orjson.loads(row.failed_items).values()) == {"UploadChanged"} and "overwritten" in row.error_message
+    stack.resume_functions()
+    job = wait_for_jobs(stack.services, [job_id], timeout=60)[job_id]
+    assert job.items_succeeded + job.items_failed == 5 and job.items_succeeded == (5 if first_post_landed else 0)
+
+
+def test_a_failed_operation_of_a_byte_range_batch_is_isolated_from_its_lines_read_again(make_stack) -> None:
+    stack = make_stack(emulator_options=EmulatorOptions(timings=Timings(0.05, 0.1), atomic_batches=True),
+                       settings={"BATCH_MAX_ITEMS": "10"})
+    collection = with_collection(stack)
+    existing = catalog(stack).create_items(collection, make_item("taken", collection))
+    wait_until(lambda: catalog(stack).get_operation(existing).is_terminal)
+    good = [make_item(f"i{n}") for n in range(4)]
+    lines = [orjson.dumps(i) for i in good[:2]] + [orjson.dumps(make_item("taken")), b"{not json"] + [
+        orjson.dumps(i) for i in good[2:]]
+    job_id = upload(stack, f"{collection}/isolate.ndjson", b"\n".join(lines) + b"\n")
+    job = wait_for_jobs(stack.services, [job_id], timeout=90)[job_id]
+    assert (job.state, job.items_succeeded, job.items_failed, job.items_rejected) == (JobState.PARTIALLY_SUCCEEDED, 4, 1, 1)
+    rows = {row.batch_id: row for row in stack.services.status.batches(job_id)}
+    assert rows["batch-000001"].state == BatchState.SPLIT and orjson.loads(rows["batch-000001"].failed_items) == {
+        "taken": "ItemAlreadyExistsInCollection"}
+    assert set(stored(stack, collection)) == {"taken"} | {i["id"] for i in good}
+
+
+def test_a_failed_operation_whose_upload_was_overwritten_fails_its_unresolved_items_without_resending(make_stack) -> None:
+    stack = make_stack(emulator_options=EmulatorOptions(timings=Timings(0.05, 0.1), atomic_batches=True),
+                       settings={"BATCH_MAX_ITEMS": "10"})
+    collection = with_collection(stack)
+    existing = catalog(stack).create_items(collection, make_item("taken", collection))
+    wait_until(lambda: catalog(stack).get_operation(existing).is_terminal)
+    items = [make_item("a1"), make_item("taken"), make_item("a2")]
+    job_id, path = _planned_upload(stack, collection, "gone.ndjson", [orjson.dumps(i) for i in items])
+    row = _deliver_batch(stack, job_id, "batch-000001", "first")
+    assert row.state == BatchState.SUBMITTED
+    operation_url = f"{row.operation_url}?api-version={stack.services.settings.geocatalog_api_version}"
+    wait_until(lambda: catalog(stack).get_operation(OperationRef(row.operation_id, operation_url)).is_terminal)
+    upload(stack, path, ndjson([make_item("other")]))  # overwritten before the failed operation is isolated
+    poll = PollMessage(job_id, row.batch_id, collection, operation_url, attempt=0,
+                       deadline=datetime(2100, 1, 1, tzinfo=UTC).isoformat())
+    handle_poll_message(poll.to_json().encode(), dequeue_count=1, services=stack.services, now=datetime.now(UTC))
+    ended = stack.services.status.get_batch(job_id, row.batch_id)
+    failed = orjson.loads(ended.failed_items)
+    assert ended.state == BatchState.FAILED and set(failed) == {"a1", "taken", "a2"}
+    assert failed["taken"] == "ItemAlreadyExistsInCollection" and "not resubmitted" in ended.error_message
+    assert [r.batch_id for r in stack.services.status.batches(job_id)] == ["batch-000001"]  # no child batch
