@@ -187,6 +187,26 @@ def test_item_finds_one_id_handled_by_two_jobs_in_order(make_stack, tmp_path: Pa
     assert [f["job_id"] for f in json_of("item", "twice")] == ["first", "second"]  # no --collection: every indexed one
 
 
+def test_retry_of_an_ndjson_job_whose_file_was_overwritten_says_so_and_sends_nothing(make_stack, tmp_path: Path) -> None:
+    stack = make_stack()
+    assert stack.emulator is not None
+    collection = with_collection(stack)
+    stack.emulator.catalog.faults.update({"partial_failure_fraction": 0.5, "seed": 3})
+    path = tmp_path / "four.ndjson"
+    path.write_bytes(b"".join(orjson.dumps(make_item(f"w{n}")) + b"\n" for n in range(4)))
+    assert invoke("submit", str(path), "--collection", collection, "--job-id", "w-job", "--watch").exit_code == 1
+    stack.emulator.catalog.faults.update({"partial_failure_fraction": 0.0})
+    failed = {p["item"] for p in json_of("failures", "w-job")}
+    assert len(failed) == 2
+    source = json_of("status", "w-job")["job"]["source"].split("[", 1)[0]  # its byte-range batches read this file
+    stack.services.payloads.put(source.split("/", 1)[1], b"{}\n")  # overwritten: that version's lines are gone
+    result = invoke("retry", "w-job")
+    assert result.exit_code == 0
+    skipped = [line for line in result.stderr.splitlines() if line.startswith("skipped ")]
+    assert len(skipped) == 2 and all("changed since version" in line for line in skipped)
+    assert "nothing to retry" in result.stderr  # and no job that would send the new version's lines
+
+
 def test_retry_resubmits_only_the_failed_items_once(make_stack, tmp_path: Path) -> None:
     stack = make_stack()
     assert stack.emulator is not None
