@@ -73,7 +73,7 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
         settle_after_batch(claimed, row.job_id, status=status, now=now)
         return claimed
     try:
-        operation = send(claimed, message, services=services, payload=upload.payload if upload else None)
+        operation = send(claimed, message, services=services, upload=upload)
     except RetryableError as error:
         return retry_later(claimed, message, error, services=services, now=now)
     except RejectedByServiceError as error:
@@ -102,20 +102,25 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
     return submitted
 
 
-def send(row: BatchRow, message: BatchMessage, *, services: Services, payload: bytes | None = None) -> OperationRef:
+def send(row: BatchRow, message: BatchMessage, *, services: Services, upload: CheckedUpload | None = None) -> OperationRef:
     """The one request of a batch: POST its items, PUT its one item, or DELETE its one item.
 
-    Unsigned batches POST the payload as stored (`payload`: the body, when the caller has just
-    validated an upload batch), with no parse and no re-serialization; a byte-range batch sent again
-    is read and validated again (`shared.upload_items`). Asset hrefs are signed here, right before
+    Unsigned batches POST the payload as stored, with no parse and no re-serialization, or an upload
+    batch's items as the caller has just validated them (`upload`); a byte-range batch sent again is
+    read and validated again (`shared.upload_items`). Asset hrefs are signed here, right before
     sending, so nothing stored holds a SAS token.
     """
     if row.action == "create" and not row.sign:
         if message.items is not None:
             return services.catalog.create_items(row.collection, feature_collection(message.items))
-        if payload or not is_byte_range(row):
-            return services.catalog.create_items(row.collection, payload or services.payloads.read(row.payload_blob))
-    items = message.items if message.items is not None else batch_items(services, row)
+        if upload is not None:
+            return services.catalog.create_items(row.collection, upload.payload)
+        if not is_byte_range(row):
+            return services.catalog.create_items(row.collection, services.payloads.read(row.payload_blob))
+    if message.items is not None:
+        items = message.items
+    else:
+        items = upload.items if upload is not None else batch_items(services, row)
     if row.sign:
         items = services.signer.sign(items, row.sign_collection)
     if row.action == "replace":

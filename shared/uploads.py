@@ -20,8 +20,9 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 import orjson
 
@@ -91,6 +92,7 @@ class CheckedUpload:
 
     change: Callable[[BatchRow], BatchRow | None]
     payload: bytes  # the valid items as a FeatureCollection, the body to POST (b"" when none is valid)
+    items: list[dict[str, Any]] = field(default_factory=list)  # the same items, for a batch that signs them first
 
 
 def check_upload_batch(row: BatchRow, *, services: Services, now: datetime) -> CheckedUpload:
@@ -133,7 +135,7 @@ def check_upload_batch(row: BatchRow, *, services: Services, now: datetime) -> C
                            error_message=f"all {len(rejected)} item(s) failed validation", payload_blob="", **common)
         return replace(current, payload_blob=payload, **common)
 
-    return CheckedUpload(checked, body)
+    return CheckedUpload(checked, body, valid)
 
 
 def _changed_upload(row: BatchRow, now: datetime) -> CheckedUpload:

@@ -58,6 +58,21 @@ def test_search_sign_rewrite_ingest(make_stack) -> None:
         assert not row.logs_blob or b"sig=" not in stack.services.payloads.read(row.logs_blob)
 
 
+def test_an_ndjson_file_of_items_to_sign_is_signed_in_memory_and_stored_unsigned(make_stack) -> None:
+    stack = quickstart_stack(make_stack, BATCH_MAX_ITEMS="3")
+    with_collection(stack, "landcover-demo")
+    samples = orjson.loads(SAMPLES.read_bytes())["features"]
+    lines = b"".join(orjson.dumps({**item, "collection": SOURCE_COLLECTION}) + b"\n" for item in samples)
+    blob = stack.services.payloads.put("inbox/qs-3/items.ndjson", lines)
+    job = run(stack, {"v": 1, "job_id": "qs-3", "collection": "landcover-demo", "items_ref": {"blob": blob},
+                      "sign": "planetary-computer"}, "qs-3")
+    assert (job.state, job.items_succeeded) == (JobState.SUCCEEDED, len(samples))
+    assert all("sig=" in item["assets"]["data"]["href"] for item in stored(stack, "landcover-demo").values())
+    rows = batch_rows(stack, "qs-3").values()
+    assert all(row.payload_start is not None and row.payload_blob == blob for row in rows)  # byte ranges, no copy
+    assert stack.services.payloads.read(blob) == lines and all("sig=" not in repr(row) for row in rows)
+
+
 def test_unsigned_assets_are_refused_by_the_service_and_recorded(make_stack) -> None:
     stack = quickstart_stack(make_stack)
     with_collection(stack, "landcover-demo")
