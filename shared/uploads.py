@@ -98,8 +98,8 @@ class CheckedUpload:
 def check_upload_batch(row: BatchRow, *, services: Services, now: datetime) -> CheckedUpload:
     """Validate an upload batch's items; returns the row change that records it and the body to POST.
 
-    A byte-range batch writes nothing: anything that needs its items again reads and validates its
-    range again (`shared.upload_items`). A chunk batch writes its valid items as a payload blob
+    A byte-range batch writes no copy of its items: anything that needs them again reads and validates
+    its range again (`shared.upload_items`). A chunk batch writes its valid items as a payload blob
     (named after the batch: a redelivery writes the same bytes again). The row change is left to the
     caller, who makes it together with the claim (`submit._claim`), so validating costs no row write
     of its own. Bad lines are recorded with their line numbers; a batch with no valid item ends Rejected.
