@@ -311,12 +311,18 @@ def test_a_batch_to_resend_after_its_upload_was_overwritten_ends_with_a_true_ver
     assert job.items_succeeded + job.items_failed == 5 and job.items_succeeded == (5 if first_post_landed else 0)
 
 
-def test_a_failed_operation_of_a_byte_range_batch_is_isolated_from_its_lines_read_again(make_stack) -> None:
+def _all_or_nothing_stack_holding_taken(make_stack) -> tuple[LocalStack, str]:
+    """A stack whose operations fail as a whole when one item fails, and a collection already holding "taken"."""
     stack = make_stack(emulator_options=EmulatorOptions(timings=Timings(0.05, 0.1), atomic_batches=True),
                        settings={"BATCH_MAX_ITEMS": "10"})
     collection = with_collection(stack)
     existing = catalog(stack).create_items(collection, make_item("taken", collection))
     wait_until(lambda: catalog(stack).get_operation(existing).is_terminal)
+    return stack, collection
+
+
+def test_a_failed_operation_of_a_byte_range_batch_is_isolated_from_its_lines_read_again(make_stack) -> None:
+    stack, collection = _all_or_nothing_stack_holding_taken(make_stack)
     good = [make_item(f"i{n}") for n in range(4)]
     lines = [orjson.dumps(i) for i in good[:2]] + [orjson.dumps(make_item("taken")), b"{not json"] + [
         orjson.dumps(i) for i in good[2:]]
@@ -330,11 +336,7 @@ def test_a_failed_operation_of_a_byte_range_batch_is_isolated_from_its_lines_rea
 
 
 def test_a_failed_operation_whose_upload_was_overwritten_fails_its_unresolved_items_without_resending(make_stack) -> None:
-    stack = make_stack(emulator_options=EmulatorOptions(timings=Timings(0.05, 0.1), atomic_batches=True),
-                       settings={"BATCH_MAX_ITEMS": "10"})
-    collection = with_collection(stack)
-    existing = catalog(stack).create_items(collection, make_item("taken", collection))
-    wait_until(lambda: catalog(stack).get_operation(existing).is_terminal)
+    stack, collection = _all_or_nothing_stack_holding_taken(make_stack)
     items = [make_item("a1"), make_item("taken"), make_item("a2")]
     job_id, path = _planned_upload(stack, collection, "gone.ndjson", [orjson.dumps(i) for i in items])
     row = _deliver_batch(stack, job_id, "batch-000001", "first")
