@@ -198,15 +198,15 @@ def finish(
 
 
 def upload_gone(row: BatchRow, message: BatchMessage, reason: str, *, services: Services, now: datetime) -> BatchRow | None:
-    """End a byte-range batch whose upload was overwritten before it could be sent (again): its items are gone
-    with that version, and the new version is ingested by its own job.
+    """End a byte-range batch whose file was overwritten before it could be sent (again): its items are gone
+    with that version (an upload's new version is ingested by a job of its own).
 
     Nothing was POSTed before this attempt: every item is rejected, as when the batch is first read
     (`uploads.check_upload_batch`). An earlier attempt may have been accepted with its answer lost (a
     timeout, or a crash before the row write): items the catalog holds from this batch succeeded, the
     rest failed with `UploadChanged`.
     """
-    reason = f"{reason}: the upload was overwritten; its new version is ingested by its own job"
+    reason = f"{reason}: the file was overwritten after this batch was planned; an upload's new version has a job of its own"
     if row.attempts <= 1:
         return finish(row, BatchState.REJECTED, "UploadChanged", reason, services=services, now=now, failed=False)
     ids = row_item_ids(services, row)

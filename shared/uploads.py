@@ -142,7 +142,7 @@ def _changed_upload(row: BatchRow, now: datetime) -> CheckedUpload:
     """The upload was overwritten before this batch was read: its items are gone with the old version
     (the new version has a job of its own), so the batch ends Rejected rather than send the new bytes."""
     reason = (f"{row.payload_blob[:200]} was overwritten after this job's version {row.payload_etag} was planned; "
-              "the new version is ingested by its own job")
+              "an upload's new version has a job of its own")
 
     def rejected(current: BatchRow) -> BatchRow | None:
         if current.validated or current.state != BatchState.QUEUED:
