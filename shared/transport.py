@@ -42,11 +42,18 @@ def configure_session(session: requests.Session, env: Mapping[str, str] | None =
     return session
 
 
+# What the storage SDKs pass to the transport they build for themselves (azure-storage-blob and -queue,
+# `_shared/constants.py`): a transport handed to them must carry the same, or it has azure-core's
+# defaults, 300 s connect and read timeouts and 4 KB read blocks (a 290 KB range read in 71 steps).
+STORAGE_CONNECTION = {"connection_timeout": 20, "read_timeout": 60, "connection_data_block_size": 256 * 1024}
+
+
 def sdk_transport_options(env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Keyword arguments for an Azure SDK client: its own requests transport, configured as `configure_session` does."""
+    """Keyword arguments for an Azure SDK client: its own requests transport, configured as `configure_session`
+    does, with the storage SDKs' own timeouts and read block size."""
     if proxies_configured(env):
         return {}
-    return {"transport": RequestsTransport(use_env_settings=False, connection_verify=ca_bundle(env) or True)}
+    return {"transport": RequestsTransport(use_env_settings=False, connection_verify=ca_bundle(env) or True, **STORAGE_CONNECTION)}
 
 
 SDK_REQUEST_LOGGER = "azure.core.pipeline.policies.http_logging_policy"

@@ -49,6 +49,17 @@ def test_sdk_clients_get_a_transport_that_skips_the_lookup_and_verifies_with_the
     assert sdk_transport_options({"PATH": "/usr/bin"})["transport"].connection_config.verify is True
 
 
+def test_sdk_clients_keep_the_storage_sdks_own_timeouts_and_read_block_size():
+    from azure.storage.blob._shared import constants as blob
+    from azure.storage.queue._shared import constants as queue
+
+    config = sdk_transport_options(NO_PROXY_ENV)["transport"].connection_config
+    assert (config.timeout, config.read_timeout, config.data_block_size) == (
+        blob.CONNECTION_TIMEOUT, blob.READ_TIMEOUT, blob.DATA_BLOCK_SIZE)
+    assert (queue.CONNECTION_TIMEOUT, queue.READ_TIMEOUT, queue.DATA_BLOCK_SIZE) == (
+        blob.CONNECTION_TIMEOUT, blob.READ_TIMEOUT, blob.DATA_BLOCK_SIZE)
+
+
 def test_sdk_request_logs_stay_out_of_an_info_level_worker_log_unless_someone_set_their_level(azurite, caplog):
     from azure.data.tables import TableServiceClient
 
