@@ -45,7 +45,7 @@ def validate_lines(row: BatchRow, data: bytes) -> Validation:
     NDJSON items are named by their line number; items of a JSON document by their id (as in a
     message), else by their position in the file.
     """
-    if row.payload_start is None and row.item_label == "line":
+    if not is_byte_range(row) and row.item_label == "line":
         lines = [(row.first_line + n, item) for n, (_, item) in enumerate(ndjson_items(data))]  # a chunk: one item per line
     else:
         lines = ndjson_items(data, first_line=row.first_line or 1)
