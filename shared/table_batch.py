@@ -113,8 +113,20 @@ def _all_succeeded(body: bytes, operations: int) -> list[Mapping[str, Any]] | No
     return [{"etag": etag.decode("latin-1").strip()} for etag in etags]
 
 
+# What `quote(key, safe="")` leaves as it is: letters, digits and "_.-~"; every other ASCII character is %XX.
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+_ASCII_ESCAPES = {code: f"%{code:02X}" for code in range(128) if chr(code) not in _UNRESERVED}
+
+
 def _url_key(key: str) -> str:
-    return quote(key.replace("'", "''"), safe="")  # OData doubles a quote; the URL then escapes everything
+    """The key as it goes into an entity's URL: OData doubles a quote, then the URL escapes everything else.
+
+    An ASCII key (every id this app writes) is escaped with one `str.translate`: `quote` walks a key
+    that needs any escape (our index keys hold "|") character by character, which cost more than a
+    third of the client CPU of indexing a batch.
+    """
+    doubled = key.replace("'", "''")
+    return doubled.translate(_ASCII_ESCAPES) if doubled.isascii() else quote(doubled, safe="")
 
 
 def _odata_entity(entity: dict[str, Any]) -> bytes | None:

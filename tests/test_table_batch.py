@@ -94,6 +94,8 @@ AWKWARD_ENTITIES = [
      "negative": -(2**31), "flag": False, "none": None,
      "when": __import__("datetime").datetime(2026, 1, 2, 3, 4, 5, 600007, tzinfo=__import__("datetime").UTC)},
     {"PartitionKey": "naip", "RowKey": "x'y''z", "when": __import__("datetime").datetime.fromisoformat("2026-05-06T07:08:09+02:00")},
+    # every printable ASCII character but "/", "\\", "#" and "?" (not allowed in keys), each escaped as the SDK does
+    {"PartitionKey": "".join(c for c in map(chr, range(32, 127)) if c not in "/\\#?"), "RowKey": "~_.-|%7C", "n": 1},
 ]
 
 
