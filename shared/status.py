@@ -394,16 +394,27 @@ class StatusStore:
 
     def _submit_counted(self, operations: list[tuple[Any, ...]], job_id: str, key: str,
                         delta: dict[str, int]) -> list[Any]:
-        """Submit `operations` and the change of counter row `key` in one transaction, keeping the counter cache right."""
-        counter_op, values = self._counter_op(job_id, key, delta)
-        try:
-            answers = self._table.submit_transaction([*operations, counter_op])
-        except TableTransactionError:
-            self._counters.forget((job_id, key))  # perhaps our copy of it was stale: read it next time
-            raise
-        self._counters.remember((job_id, key), values, answers[-1].get("etag", ""))
-        self._last_written.counters = {(job_id, key): values}
-        return answers
+        """Submit `operations` and the change of counter row `key` in one transaction, keeping the counter cache right.
+
+        When only the counter row stopped the transaction (our copy of it was stale: another instance
+        moved it since this one last wrote it), it is read again and the same `operations` are retried
+        here: their own conditions held, so the caller need not read its rows again.
+        """
+        for attempt in range(ETAG_RETRIES):
+            counter_op, values = self._counter_op(job_id, key, delta)
+            try:
+                answers = self._table.submit_transaction([*operations, counter_op])
+            except TableTransactionError as error:
+                self._counters.forget((job_id, key))  # perhaps our copy of it was stale: read it next time
+                if not _only_counter_failed(error, len(operations)):
+                    raise
+                if attempt:
+                    _pause()  # a second miss: writers racing for this very row, not just a stale copy
+                continue
+            self._counters.remember((job_id, key), values, answers[-1].get("etag", ""))
+            self._last_written.counters = {(job_id, key): values}
+            return answers
+        raise RetryableError(f"counter row {key} of job {job_id} is contended", retry_after=1.0)
 
     def active_batches_in_shard(self, job_id: str, batch_id: str) -> int | None:
         """Batches claimed and not yet ended (Submitting, Submitted, Running) counted in `batch_id`'s
@@ -538,6 +549,15 @@ def _with_counts(job: JobRow, counter_entities: list[Any]) -> JobRow:
 
 def _json_object(values: dict[str, int]) -> str:
     return "{" + ",".join(f'"{k}":{v}' for k, v in values.items()) + "}"
+
+
+def _only_counter_failed(error: TableTransactionError, counter_index: int) -> bool:
+    """Whether the transaction failed at its counter row (the last operation) on a stale or missing copy.
+
+    The service names the failed operation by its index; operations run in order, so every one
+    before it met its conditions.
+    """
+    return error.status_code in (409, 412) and getattr(error, "index", None) == counter_index
 
 
 def _pause() -> None:

@@ -118,6 +118,32 @@ def test_two_instances_with_stale_counter_copies_still_count_exactly(store: Stat
     assert store.counters("job-1") == store.recount("job-1") == {"items_planned": 80, "n_Succeeded": 40, "items_succeeded": 80}
 
 
+def test_a_counter_row_another_instance_moved_is_read_again_but_the_batch_row_is_not(store: StatusStore) -> None:
+    """Submitters and pollers run on different instances and move the same counter rows: when only the
+    counter copy is stale, the transaction is retried with the counter read again, not the caller's row."""
+    other = StatusStore(store.table)
+    shard = counter_row_key("batch-000001")
+    same_shard = [f"batch-{n:06d}" for n in range(2, 10_000) if counter_row_key(f"batch-{n:06d}") == shard][:2]
+    store.create_batches([BatchRow("job-1", b, item_count=2) for b in ["batch-000001", *same_shard]], NOW)
+    claim = lambda r: replace(r, state=BatchState.SUBMITTING) if r.state == BatchState.QUEUED else None  # noqa: E731
+    claimed = store.update_batch("job-1", "batch-000001", claim, NOW)  # `store` now holds a copy of the counter row
+    other.update_batch("job-1", same_shard[0], claim, NOW)  # ...which this makes stale
+    batch_reads, counter_reads = [], []
+    real_get_batch, real_get_entity = store.get_batch, store.table.get_entity
+    store.get_batch = lambda job_id, batch_id: batch_reads.append(batch_id) or real_get_batch(job_id, batch_id)
+    store.table.get_entity = lambda pk, rk, **kw: counter_reads.append(rk) or real_get_entity(pk, rk, **kw)
+    ended = store.update_batch("job-1", "batch-000001", _succeed, NOW, current=claimed)
+    assert ended is not None and ended.state == BatchState.SUCCEEDED
+    assert batch_reads == [] and counter_reads == [shard]
+    # A stale batch row is still refused and read again, whatever the counter copy holds.
+    other.update_batch("job-1", same_shard[1], claim, NOW)
+    stale = other.get_batch("job-1", same_shard[0])
+    store.update_batch("job-1", same_shard[0], _succeed, NOW)
+    assert other.update_batch("job-1", same_shard[0], _succeed, NOW, current=stale) is None
+    assert store.counters("job-1") == store.recount("job-1") == {
+        "items_planned": 6, "n_Active": 1, "n_Succeeded": 2, "items_succeeded": 4}
+
+
 def test_planning_after_another_instance_moved_its_counter_row_retries_without_reading_each_row(store: StatusStore) -> None:
     other = StatusStore(store.table)
     first = [BatchRow("job-1", f"batch-{n:06d}", item_count=1) for n in range(1, 11)]
