@@ -17,6 +17,7 @@ longer Submitted), and it is what polls a waiting batch whose scout died or was 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -83,7 +84,9 @@ def wake_waiting(scout: BatchRow, *, services: Services, now: datetime) -> int:
             continue
         submitted = marked.submitted or now
         predicted_end = submitted + timedelta(seconds=(per_item or 0.0) * marked.item_count)
-        delay = max(MIN_DELAY, (predicted_end - now).total_seconds())
+        # Rounded up, as `shared.backoff` rounds: the queue truncates to whole seconds, and a poll
+        # just before the end is a wasted GET followed by a step.
+        delay = max(MIN_DELAY, math.ceil((predicted_end - now).total_seconds()))
         deadline = submitted + timedelta(seconds=settings.poll_deadline_seconds)
         poll = PollMessage(marked.job_id, marked.batch_id, marked.collection,
                            f"{marked.operation_url}?api-version={settings.geocatalog_api_version}",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+import orjson
 
 from devhost.jobs import send_items, wait_for_jobs
 from emulator import EmulatorOptions, Timings
-from shared.cold_start import SCOUT, WAITING, first_poll, recheck_waiting, superseded_fallback
+from shared.cold_start import SCOUT, WAITING, first_poll, recheck_waiting, superseded_fallback, wake_waiting
 from shared.geocatalog import Operation
 from shared.messages import PollMessage
 from shared.status import BatchRow, BatchState, JobState
@@ -37,6 +39,22 @@ def test_one_scout_per_collection_the_rest_wait_until_the_timing_is_known(make_s
     assert services.status.get_batch("j", second.batch_id).poll_role == ""  # no longer waiting: a wake skips it
     assert recheck_waiting(waiting, 600.0, WAITING, services=services, now=NOW) is None  # woken already: send nothing
     assert first_poll(second, services=services) == (4.0, "")
+
+
+def test_a_woken_batch_is_polled_at_its_predicted_end_rounded_up_to_the_queues_whole_seconds(make_stack) -> None:
+    services = make_stack(settings={"POLL_MAX_DELAY_SECONDS": FALLBACK}).services
+    scout = BatchRow("j", "batch-000001", collection="tiles", item_count=10, state=BatchState.SUCCEEDED)
+    waiting = [BatchRow("j", f"batch-00000{n}", collection="tiles", item_count=10, state=BatchState.SUBMITTED,
+                        poll_role=WAITING, operation_url="https://x/op", submitted=NOW + timedelta(seconds=n / 10))
+               for n in (2, 3)]
+    services.status.create_batches(waiting, NOW)
+    services.timings.record("tiles", finished_operation(12), 10)  # 1.2 s per item: 12 s per batch
+    sent = []
+    services.queues.send = lambda queue, body, delay_seconds=0: sent.append((PollMessage.from_json(orjson.loads(body)).batch_id, delay_seconds))
+    assert wake_waiting(scout, services=services, now=NOW + timedelta(seconds=10)) == 2
+    # Predicted ends 2.2 s and 2.3 s away: a delay of 2.2 would be truncated to 2 s by the queue, before the end.
+    assert sorted(sent) == [("batch-000002", 3), ("batch-000003", 3)]
+    assert wake_waiting(scout, services=services, now=NOW + timedelta(seconds=10)) == 0  # woken once
 
 
 def test_a_fallback_poll_is_dropped_once_a_woken_poll_has_polled_the_batch() -> None:
