@@ -8,7 +8,7 @@ operations last that long (0.2 s Pending plus 0.2 s per item). Each job is sent 
 earlier operations have finished; warm is the steady state of a collection in use.
 
 Lag = when the batch row was written as ended (the poll that saw it) minus when the emulator
-finished the operation. It includes the queue's delivery delay (host.json maxPollingInterval 2 s),
+finished the operation. It includes the queue's delivery delay (host.json maxPollingInterval, 0.5 s),
 as in Azure. GETs = the emulator's count of GETs of each operation.
 
 Both schedules run in the same invocation: `POLL_SCHEDULE=backoff` (the old schedule: 5 s, then
