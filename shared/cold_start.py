@@ -7,8 +7,9 @@ shortened once it is sent. So while the figure is unknown, each instance makes t
 a *scout*, polled at short steps from one second on, and every other one *waits*: its row says so,
 and its poll message gets the long fallback delay (`POLL_MAX_DELAY_SECONDS`). When the scout's
 operation ends its duration is recorded, and the scout wakes the waiting batches of its job: each
-gets a poll timed at its own predicted end. A cold job so costs the scout's few polls and about one
-GET for every other batch, with a detection lag of about one step.
+gets a poll timed at its own predicted end (at once when that end is a second or more past). A
+cold job so costs the scout's few polls and about one GET for every other batch, with a detection
+lag of about one step.
 
 The fallback poll still comes. It is dropped when the batch was polled meanwhile (its row is no
 longer Submitted), and it is what polls a waiting batch whose scout died or was in another job.
@@ -84,9 +85,7 @@ def wake_waiting(scout: BatchRow, *, services: Services, now: datetime) -> int:
             continue
         submitted = marked.submitted or now
         predicted_end = submitted + timedelta(seconds=(per_item or 0.0) * marked.item_count)
-        # Rounded up, as `shared.backoff` rounds: the queue truncates to whole seconds, and a poll
-        # just before the end is a wasted GET followed by a step.
-        delay = max(MIN_DELAY, math.ceil((predicted_end - now).total_seconds()))
+        delay = _woken_delay((predicted_end - now).total_seconds())
         deadline = submitted + timedelta(seconds=settings.poll_deadline_seconds)
         poll = PollMessage(marked.job_id, marked.batch_id, marked.collection,
                            f"{marked.operation_url}?api-version={settings.geocatalog_api_version}",
@@ -97,6 +96,19 @@ def wake_waiting(scout: BatchRow, *, services: Services, now: datetime) -> int:
         log.info("job %s: the scout %s taught %s's timing; woke %d waiting batch(es)",
                  scout.job_id, scout.batch_id, scout.collection, woken)
     return woken
+
+
+def _woken_delay(until_predicted_end: float) -> float:
+    """A woken batch's poll delay, from the seconds until its predicted end (negative: past).
+
+    The prediction counts from the start of the submit invocation, before its validation and POST,
+    which take up to about a second: an end predicted a second ago or more has come, and is polled
+    at once. Otherwise it is rounded up, as `shared.backoff` rounds: the queue truncates delays to
+    whole seconds, and a poll just before the end is a wasted GET followed by a step.
+    """
+    if until_predicted_end <= -MIN_DELAY:
+        return 0.0
+    return max(MIN_DELAY, math.ceil(until_predicted_end))
 
 
 def _woken(current: BatchRow) -> BatchRow | None:

@@ -57,6 +57,22 @@ def test_a_woken_batch_is_polled_at_its_predicted_end_rounded_up_to_the_queues_w
     assert wake_waiting(scout, services=services, now=NOW + timedelta(seconds=10)) == 0  # woken once
 
 
+def test_a_woken_batch_whose_end_was_predicted_a_second_ago_or_more_is_polled_at_once(make_stack) -> None:
+    services = make_stack(settings={"POLL_MAX_DELAY_SECONDS": FALLBACK}).services
+    scout = BatchRow("j", "batch-000001", collection="tiles", item_count=10, state=BatchState.SUCCEEDED)
+    ago = {"batch-000002": 1.5, "batch-000003": 1.0, "batch-000004": 0.5}  # seconds since its predicted end
+    services.status.create_batches([
+        BatchRow("j", batch_id, collection="tiles", item_count=10, state=BatchState.SUBMITTED, poll_role=WAITING,
+                 operation_url="https://x/op", submitted=NOW - timedelta(seconds=12 + seconds))
+        for batch_id, seconds in ago.items()], NOW)
+    services.timings.record("tiles", finished_operation(12), 10)  # 12 s per batch
+    sent = []
+    services.queues.send = lambda queue, body, delay_seconds=0: sent.append((PollMessage.from_json(orjson.loads(body)).batch_id, delay_seconds))
+    assert wake_waiting(scout, services=services, now=NOW) == 3
+    # Half a second past may still be running: its POST may have started that much later than its invocation.
+    assert sorted(sent) == [("batch-000002", 0), ("batch-000003", 0), ("batch-000004", 1)]
+
+
 def test_a_fallback_poll_is_dropped_once_a_woken_poll_has_polled_the_batch() -> None:
     fallback = PollMessage("j", "b", "tiles", "https://x/op", attempt=0, deadline=NOW.isoformat(), role=WAITING)
     assert not superseded_fallback(fallback, BatchRow("j", "b", state=BatchState.SUBMITTED))
