@@ -41,6 +41,14 @@ def test_one_scout_per_collection_the_rest_wait_until_the_timing_is_known(make_s
     assert first_poll(second, services=services) == (4.0, "")
 
 
+def recorded_polls(services) -> list[tuple[str, float]]:
+    """(batch id, delay) of every poll message sent from now on, instead of sending it."""
+    sent: list[tuple[str, float]] = []
+    services.queues.send = lambda queue, body, delay_seconds=0: sent.append(
+        (PollMessage.from_json(orjson.loads(body)).batch_id, delay_seconds))
+    return sent
+
+
 def test_a_woken_batch_is_polled_at_its_predicted_end_rounded_up_to_the_queues_whole_seconds(make_stack) -> None:
     services = make_stack(settings={"POLL_MAX_DELAY_SECONDS": FALLBACK}).services
     scout = BatchRow("j", "batch-000001", collection="tiles", item_count=10, state=BatchState.SUCCEEDED)
@@ -49,8 +57,7 @@ def test_a_woken_batch_is_polled_at_its_predicted_end_rounded_up_to_the_queues_w
                for n in (2, 3)]
     services.status.create_batches(waiting, NOW)
     services.timings.record("tiles", finished_operation(12), 10)  # 1.2 s per item: 12 s per batch
-    sent = []
-    services.queues.send = lambda queue, body, delay_seconds=0: sent.append((PollMessage.from_json(orjson.loads(body)).batch_id, delay_seconds))
+    sent = recorded_polls(services)
     assert wake_waiting(scout, services=services, now=NOW + timedelta(seconds=10)) == 2
     # Predicted ends 2.2 s and 2.3 s away: a delay of 2.2 would be truncated to 2 s by the queue, before the end.
     assert sorted(sent) == [("batch-000002", 3), ("batch-000003", 3)]
@@ -66,8 +73,7 @@ def test_a_woken_batch_whose_end_was_predicted_a_second_ago_or_more_is_polled_at
                  operation_url="https://x/op", submitted=NOW - timedelta(seconds=12 + seconds))
         for batch_id, seconds in ago.items()], NOW)
     services.timings.record("tiles", finished_operation(12), 10)  # 12 s per batch
-    sent = []
-    services.queues.send = lambda queue, body, delay_seconds=0: sent.append((PollMessage.from_json(orjson.loads(body)).batch_id, delay_seconds))
+    sent = recorded_polls(services)
     assert wake_waiting(scout, services=services, now=NOW) == 3
     # Half a second past may still be running: its POST may have started that much later than its invocation.
     assert sorted(sent) == [("batch-000002", 0), ("batch-000003", 0), ("batch-000004", 1)]
