@@ -7,7 +7,7 @@ shortened once it is sent. So while the figure is unknown, each instance makes t
 a *scout*, polled at short steps from one second on, and every other one *waits*: its row says so,
 and its poll message gets the long fallback delay (`POLL_MAX_DELAY_SECONDS`). When the scout's
 operation ends its duration is recorded, and the scout wakes the waiting batches of its job: each
-gets a poll timed at its own predicted end (at once when that end is a second or more past). A
+gets a poll timed at its own predicted end (at once when that end has passed). A
 cold job so costs the scout's few polls and about one GET for every other batch, with a detection
 lag of about one step.
 
@@ -101,12 +101,12 @@ def wake_waiting(scout: BatchRow, *, services: Services, now: datetime) -> int:
 def _woken_delay(until_predicted_end: float) -> float:
     """A woken batch's poll delay, from the seconds until its predicted end (negative: past).
 
-    The prediction counts from the start of the submit invocation, before its validation and POST,
-    which take up to about a second: an end predicted a second ago or more has come, and is polled
-    at once. Otherwise it is rounded up, as `shared.backoff` rounds: the queue truncates delays to
-    whole seconds, and a poll just before the end is a wasted GET followed by a step.
+    The prediction counts from the moment its POST returned (the row's `submitted`), when the service
+    had already created the operation: an end predicted in the past has come, and is polled at once.
+    A future one is rounded up, as `shared.backoff` rounds: the queue truncates delays to whole
+    seconds, and a poll just before the end is a wasted GET followed by a step.
     """
-    if until_predicted_end <= -MIN_DELAY:
+    if until_predicted_end <= 0:
         return 0.0
     return max(MIN_DELAY, math.ceil(until_predicted_end))
 

@@ -18,6 +18,7 @@ first claim), honouring `Retry-After`, not by a number of attempts.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -50,6 +51,7 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
     Raises:
         AuthenticationError: the GeoCatalog refused our identity (the message is retried, then poisoned).
     """
+    started = time.monotonic()
     status = services.status
     row = status.get_batch(message.job_id, message.batch_id)
     if row is None:
@@ -87,18 +89,21 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
         log.error("GeoCatalog refused our credential for batch %s/%s: %s", row.job_id, row.batch_id, error)
         raise
 
+    # When the POST returned: the service had created the operation by then, so an end predicted from
+    # this moment (`shared.cold_start`) is never before the real one. `now` is the invocation's start.
+    posted = now + timedelta(seconds=time.monotonic() - started)
     delay, role = first_poll(claimed, services=services)
 
     def mark_submitted(current: BatchRow) -> BatchRow | None:
         if current.state != BatchState.SUBMITTING:
             return None
         return replace(current, state=BatchState.SUBMITTED, operation_id=operation.id, poll_role=role,
-                       operation_url=url_without_query(operation.url), submitted=now, error_code="", error_message="")
+                       operation_url=url_without_query(operation.url), submitted=posted, error_code="", error_message="")
 
     submitted = status.update_batch(row.job_id, row.batch_id, mark_submitted, now, current=claimed)
     first = recheck_waiting(submitted, delay, role, services=services, now=now) if submitted is not None else None
     if submitted is not None and first is not None:
-        send_poll(submitted, services=services, submitted=now, operation_url=operation.url, delay=first[0], role=first[1])
+        send_poll(submitted, services=services, submitted=posted, operation_url=operation.url, delay=first[0], role=first[1])
     return submitted
 
 

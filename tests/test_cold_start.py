@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from devhost.jobs import send_items, wait_for_jobs
-from emulator import EmulatorOptions, Timings
+from emulator import EmulatorOptions, Faults, Timings
 from shared.cold_start import SCOUT, WAITING, first_poll, recheck_waiting, superseded_fallback, wake_waiting
 from shared.geocatalog import Operation
 from shared.messages import PollMessage
@@ -64,10 +64,10 @@ def test_a_woken_batch_is_polled_at_its_predicted_end_rounded_up_to_the_queues_w
     assert wake_waiting(scout, services=services, now=NOW + timedelta(seconds=10)) == 0  # woken once
 
 
-def test_a_woken_batch_whose_end_was_predicted_a_second_ago_or_more_is_polled_at_once(make_stack) -> None:
+def test_a_woken_batch_whose_predicted_end_has_passed_is_polled_at_once(make_stack) -> None:
     services = make_stack(settings={"POLL_MAX_DELAY_SECONDS": FALLBACK}).services
     scout = BatchRow("j", "batch-000001", collection="tiles", item_count=10, state=BatchState.SUCCEEDED)
-    ago = {"batch-000002": 1.5, "batch-000003": 1.0, "batch-000004": 0.5}  # seconds since its predicted end
+    ago = {"batch-000002": 1.5, "batch-000003": 0.2, "batch-000004": -0.5}  # seconds since its predicted end
     services.status.create_batches([
         BatchRow("j", batch_id, collection="tiles", item_count=10, state=BatchState.SUBMITTED, poll_role=WAITING,
                  operation_url="https://x/op", submitted=NOW - timedelta(seconds=12 + seconds))
@@ -75,8 +75,18 @@ def test_a_woken_batch_whose_end_was_predicted_a_second_ago_or_more_is_polled_at
     services.timings.record("tiles", finished_operation(12), 10)  # 12 s per batch
     sent = recorded_polls(services)
     assert wake_waiting(scout, services=services, now=NOW) == 3
-    # Half a second past may still be running: its POST may have started that much later than its invocation.
+    # `submitted` is when the POST returned, so an end predicted even a moment ago has come.
     assert sorted(sent) == [("batch-000002", 0), ("batch-000003", 0), ("batch-000004", 1)]
+
+
+def test_a_batch_is_recorded_as_submitted_when_its_post_returned_not_when_its_invocation_began(make_stack) -> None:
+    stack = make_stack(emulator_options=EmulatorOptions(timings=Timings(0.05, 0.05), faults=Faults(latency_ms=400)))
+    stack.emulator.call(lambda: stack.emulator.catalog.put_collection(make_collection("slowposts")))
+    send_items(stack.services, [make_item("slow-1")], collection="slowposts", job_id="slow-1")
+    assert wait_for_jobs(stack.services, ["slow-1"], timeout=60)["slow-1"].state == JobState.SUCCEEDED
+    row = stack.services.status.batches("slow-1")[0]
+    # The claim's time is the invocation's; the POST alone took 0.4 s more (the woken-poll rule counts on it).
+    assert row.submitted - row.submit_started >= timedelta(seconds=0.4)
 
 
 def test_a_fallback_poll_is_dropped_once_a_woken_poll_has_polled_the_batch() -> None:
