@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import math
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -68,34 +70,51 @@ def superseded_fallback(message: PollMessage, row: BatchRow) -> bool:
     return message.role == WAITING and row.state != BatchState.SUBMITTED
 
 
-def wake_waiting(scout: BatchRow, *, services: Services, now: datetime) -> int:
+def wake_waiting(scout: BatchRow, *, services: Services, now: datetime,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> int:
     """The scout's operation has ended: poll each waiting batch of its job at its predicted end.
 
     Reads the job's batch rows that are still Submitted and waiting (once per scout, so once per cold
-    collection and instance). Each is marked woken before its poll is sent, so waking twice sends
-    nothing twice. Returns how many were woken.
+    collection and instance). A poll's delay is whole seconds, so each one is sent at the moment that
+    makes its delay end at its batch's predicted end (`_send_offset`, within the next second: this
+    waits at most a second in all, once per cold job); sent at once with whole-second delays, the
+    polls of a second's ends would all come at its last moment, a burst the paced GETs never catch
+    up with. Each batch is marked woken right before its poll is sent, so waking twice sends nothing
+    twice. Returns how many were woken.
     """
     per_item = seconds_per_item(services.timings, scout)
     settings = services.settings
     where = f"state eq '{BatchState.SUBMITTED}' and poll_role eq '{WAITING}'"
+    started = clock()
+    ends = [((row.submitted or now) + timedelta(seconds=(per_item or 0.0) * row.item_count), row)
+            for row in services.status.batches(scout.job_id, where=where)]
     woken = 0
-    for row in services.status.batches(scout.job_id, where=where):
-        marked = services.status.update_batch(row.job_id, row.batch_id, _woken, now, current=row)
+    for predicted_end, row in sorted(ends, key=lambda pair: _send_offset((pair[0] - now).total_seconds())):
+        wait = _send_offset((predicted_end - now).total_seconds()) - (clock() - started)
+        if wait > 0:
+            sleep(wait)
+        current = now + timedelta(seconds=clock() - started)
+        marked = services.status.update_batch(row.job_id, row.batch_id, _woken, current, current=row)
         if marked is None:
             continue
-        submitted = marked.submitted or now
-        predicted_end = submitted + timedelta(seconds=(per_item or 0.0) * marked.item_count)
-        delay = _woken_delay((predicted_end - now).total_seconds())
-        deadline = submitted + timedelta(seconds=settings.poll_deadline_seconds)
+        deadline = (row.submitted or now) + timedelta(seconds=settings.poll_deadline_seconds)
         poll = PollMessage(marked.job_id, marked.batch_id, marked.collection,
                            f"{marked.operation_url}?api-version={settings.geocatalog_api_version}",
                            attempt=1, deadline=deadline.isoformat())
+        delay = _woken_delay((predicted_end - current).total_seconds())
         services.queues.send(settings.poll_queue, poll.to_json(), delay_seconds=delay)
         woken += 1
     if woken:
         log.info("job %s: the scout %s taught %s's timing; woke %d waiting batch(es)",
                  scout.job_id, scout.batch_id, scout.collection, woken)
     return woken
+
+
+def _send_offset(until_predicted_end: float) -> float:
+    """Seconds from the wake to sending a woken batch's poll: its end's fraction of a second (0 if past)."""
+    if until_predicted_end <= 0:
+        return 0.0
+    return until_predicted_end - math.floor(until_predicted_end)
 
 
 def _woken_delay(until_predicted_end: float) -> float:

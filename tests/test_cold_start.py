@@ -41,42 +41,46 @@ def test_one_scout_per_collection_the_rest_wait_until_the_timing_is_known(make_s
     assert first_poll(second, services=services) == (4.0, "")
 
 
-def recorded_polls(services) -> list[tuple[str, float]]:
-    """(batch id, delay) of every poll message sent from now on, instead of sending it."""
-    sent: list[tuple[str, float]] = []
+class FakeClock:
+    """Monotonic seconds that only a sleep moves."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __call__(self) -> float:
+        return self.seconds
+
+    def sleep(self, seconds: float) -> None:
+        self.seconds += seconds
+
+
+def recorded_polls(services, clock: FakeClock | None = None) -> list[tuple[str, float, float]]:
+    """(batch id, seconds on `clock` when sent, delay) of every poll message sent from now on, instead of sending it."""
+    sent: list[tuple[str, float, float]] = []
     services.queues.send = lambda queue, body, delay_seconds=0: sent.append(
-        (PollMessage.from_json(orjson.loads(body)).batch_id, delay_seconds))
+        (PollMessage.from_json(orjson.loads(body)).batch_id, round(clock() if clock else 0.0, 6), delay_seconds))
     return sent
 
 
-def test_a_woken_batch_is_polled_at_its_predicted_end_rounded_up_to_the_queues_whole_seconds(make_stack) -> None:
+def test_woken_polls_are_sent_when_their_whole_second_delays_end_at_the_predicted_ends(make_stack) -> None:
     services = make_stack(settings={"POLL_MAX_DELAY_SECONDS": FALLBACK}).services
     scout = BatchRow("j", "batch-000001", collection="tiles", item_count=10, state=BatchState.SUCCEEDED)
-    waiting = [BatchRow("j", f"batch-00000{n}", collection="tiles", item_count=10, state=BatchState.SUBMITTED,
-                        poll_role=WAITING, operation_url="https://x/op", submitted=NOW + timedelta(seconds=n / 10))
-               for n in (2, 3)]
-    services.status.create_batches(waiting, NOW)
-    services.timings.record("tiles", finished_operation(12), 10)  # 1.2 s per item: 12 s per batch
-    sent = recorded_polls(services)
-    assert wake_waiting(scout, services=services, now=NOW + timedelta(seconds=10)) == 2
-    # Predicted ends 2.2 s and 2.3 s away: a delay of 2.2 would be truncated to 2 s by the queue, before the end.
-    assert sorted(sent) == [("batch-000002", 3), ("batch-000003", 3)]
-    assert wake_waiting(scout, services=services, now=NOW + timedelta(seconds=10)) == 0  # woken once
-
-
-def test_a_woken_batch_whose_predicted_end_has_passed_is_polled_at_once(make_stack) -> None:
-    services = make_stack(settings={"POLL_MAX_DELAY_SECONDS": FALLBACK}).services
-    scout = BatchRow("j", "batch-000001", collection="tiles", item_count=10, state=BatchState.SUCCEEDED)
-    ago = {"batch-000002": 1.5, "batch-000003": 0.2, "batch-000004": -0.5}  # seconds since its predicted end
+    until_end = {"batch-000002": 2.2, "batch-000003": 2.3, "batch-000004": 0.6, "batch-000005": -1.5}
     services.status.create_batches([
         BatchRow("j", batch_id, collection="tiles", item_count=10, state=BatchState.SUBMITTED, poll_role=WAITING,
-                 operation_url="https://x/op", submitted=NOW - timedelta(seconds=12 + seconds))
-        for batch_id, seconds in ago.items()], NOW)
-    services.timings.record("tiles", finished_operation(12), 10)  # 12 s per batch
-    sent = recorded_polls(services)
-    assert wake_waiting(scout, services=services, now=NOW) == 3
-    # `submitted` is when the POST returned, so an end predicted even a moment ago has come.
-    assert sorted(sent) == [("batch-000002", 0), ("batch-000003", 0), ("batch-000004", 1)]
+                 operation_url="https://x/op", submitted=NOW - timedelta(seconds=12 - seconds))
+        for batch_id, seconds in until_end.items()], NOW)
+    services.timings.record("tiles", finished_operation(12), 10)  # 1.2 s per item: 12 s per batch
+    clock = FakeClock()
+    sent = recorded_polls(services, clock)
+    assert wake_waiting(scout, services=services, now=NOW, clock=clock, sleep=clock.sleep) == 4
+    # An end already past (`submitted` is when the POST returned, so it has come) is polled at once; the
+    # others are sent at their end's fraction of a second, so that the whole seconds of delay end with it.
+    # At once, 0.6 s and the ends 2.2 s and 2.3 s away would all come at 1 s and 3 s: early or late.
+    assert sent == [("batch-000005", 0.0, 0), ("batch-000002", 0.2, 2), ("batch-000003", 0.3, 2),
+                    ("batch-000004", 0.6, 0)]
+    assert clock.seconds < 1  # the scout's invocation waits less than a second in all
+    assert wake_waiting(scout, services=services, now=NOW, clock=clock, sleep=clock.sleep) == 0  # woken once
 
 
 def test_a_batch_is_recorded_as_submitted_when_its_post_returned_not_when_its_invocation_began(make_stack) -> None:
