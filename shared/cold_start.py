@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -86,12 +86,9 @@ def wake_waiting(scout: BatchRow, *, services: Services, now: datetime,
     settings = services.settings
     where = f"state eq '{BatchState.SUBMITTED}' and poll_role eq '{WAITING}'"
     started = clock()
-    ends = [((row.submitted or now) + timedelta(seconds=(per_item or 0.0) * row.item_count), row)
-            for row in services.status.batches(scout.job_id, where=where)]
     woken = 0
-    for predicted_end, row in sorted(ends, key=lambda pair: _send_offset((pair[0] - now).total_seconds())):
-        wait = _send_offset((predicted_end - now).total_seconds()) - (clock() - started)
-        if wait > 0:
+    for offset, predicted_end, row in _in_send_order(services.status.batches(scout.job_id, where=where), per_item, now):
+        if (wait := offset - (clock() - started)) > 0:
             sleep(wait)
         current = now + timedelta(seconds=clock() - started)
         marked = services.status.update_batch(row.job_id, row.batch_id, _woken, current, current=row)
@@ -108,6 +105,13 @@ def wake_waiting(scout: BatchRow, *, services: Services, now: datetime,
         log.info("job %s: the scout %s taught %s's timing; woke %d waiting batch(es)",
                  scout.job_id, scout.batch_id, scout.collection, woken)
     return woken
+
+
+def _in_send_order(rows: Iterable[BatchRow], per_item: float | None,
+                   now: datetime) -> list[tuple[float, datetime, BatchRow]]:
+    """(seconds after `now` to send its poll, predicted end, row) of each waiting batch, soonest first."""
+    ends = [((row.submitted or now) + timedelta(seconds=(per_item or 0.0) * row.item_count), row) for row in rows]
+    return sorted(((_send_offset((end - now).total_seconds()), end, row) for end, row in ends), key=lambda t: t[0])
 
 
 def _send_offset(until_predicted_end: float) -> float:

@@ -89,8 +89,8 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
         log.error("GeoCatalog refused our credential for batch %s/%s: %s", row.job_id, row.batch_id, error)
         raise
 
-    # When the POST returned: the service had created the operation by then, so an end predicted from
-    # this moment (`shared.cold_start`) is never before the real one. `now` is the invocation's start.
+    # When the POST returned: the service had created the operation by then, so an end predicted from this
+    # moment with the right length (`shared.cold_start`) is not before the real one. `now` is the invocation's start.
     posted = now + timedelta(seconds=time.monotonic() - started)
     delay, role = first_poll(claimed, services=services)
 
