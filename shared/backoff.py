@@ -108,10 +108,11 @@ def next_poll_delay(
 def operation_age(operation: Operation | None, now: datetime | None, elapsed_seconds: float) -> float:
     """Seconds since the service created the operation, never more than `elapsed_seconds`.
 
-    Our submission time is taken before the POST, which can itself take seconds for a big batch;
-    counting those as running time would stretch every extrapolation. The service's clock may be
-    off from ours: the smaller of the two figures errs towards polling early, which the counters
-    then correct, rather than late.
+    `elapsed_seconds` counts from when our POST returned (`BatchRow.submitted`), a little after the
+    service created the operation; a row written by an older version counted from before its POST,
+    which can take seconds for a big batch and would stretch every extrapolation. The service's
+    clock may be off from ours: the smaller of the two figures errs towards polling early, which
+    the counters then correct, rather than late.
     """
     if operation is None or now is None or not operation.creation_time:
         return elapsed_seconds
