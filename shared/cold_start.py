@@ -90,15 +90,15 @@ def wake_waiting(scout: BatchRow, *, services: Services, now: datetime,
     for offset, predicted_end, row in _in_send_order(services.status.batches(scout.job_id, where=where), per_item, now):
         if (wait := offset - (clock() - started)) > 0:
             sleep(wait)
-        current = now + timedelta(seconds=clock() - started)
-        marked = services.status.update_batch(row.job_id, row.batch_id, _woken, current, current=row)
+        sent_at = now + timedelta(seconds=clock() - started)
+        marked = services.status.update_batch(row.job_id, row.batch_id, _woken, sent_at, current=row)
         if marked is None:
             continue
         deadline = (row.submitted or now) + timedelta(seconds=settings.poll_deadline_seconds)
         poll = PollMessage(marked.job_id, marked.batch_id, marked.collection,
                            f"{marked.operation_url}?api-version={settings.geocatalog_api_version}",
                            attempt=1, deadline=deadline.isoformat())
-        delay = _woken_delay((predicted_end - current).total_seconds())
+        delay = _woken_delay((predicted_end - sent_at).total_seconds())
         services.queues.send(settings.poll_queue, poll.to_json(), delay_seconds=delay)
         woken += 1
     if woken:
