@@ -110,8 +110,11 @@ def wake_waiting(scout: BatchRow, *, services: Services, now: datetime,
 def _in_send_order(rows: Iterable[BatchRow], per_item: float | None,
                    now: datetime) -> list[tuple[float, datetime, BatchRow]]:
     """(seconds after `now` to send its poll, predicted end, row) of each waiting batch, soonest first."""
-    ends = [((row.submitted or now) + timedelta(seconds=(per_item or 0.0) * row.item_count), row) for row in rows]
-    return sorted(((_send_offset((end - now).total_seconds()), end, row) for end, row in ends), key=lambda t: t[0])
+    scheduled = []
+    for row in rows:
+        end = (row.submitted or now) + timedelta(seconds=(per_item or 0.0) * row.item_count)
+        scheduled.append((_send_offset((end - now).total_seconds()), end, row))
+    return sorted(scheduled, key=lambda entry: entry[0])
 
 
 def _send_offset(until_predicted_end: float) -> float:

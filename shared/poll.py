@@ -1,9 +1,9 @@
 """Polling one batch's operation: wait again (a delayed message), or record how it ended.
 
 No sleeping: while the operation runs, the handler re-sends its poll message with a growing
-visibility delay and returns. (The one wait is a scout's, under a second once per cold job, to time
-the polls it wakes: `shared.cold_start`.) At a terminal state it stores the logs (truncated in the row, whole
-in the payload container), resolves partial failures, and settles the job.
+visibility delay and returns. (The one wait is a scout's, under a second once per cold job, to
+time the polls it wakes: `shared.cold_start`.) At a terminal state it stores the logs (truncated
+in the row, whole in the payload container), resolves partial failures, and settles the job.
 
 Every path ends: the deadline holds whether the operation is still running or cannot be read at all
 (5xx, 429, timeouts, 401/403), and consecutive read failures other than auth are capped as well. A

@@ -54,11 +54,11 @@ class FakeClock:
         self.seconds += seconds
 
 
-def recorded_polls(services, clock: FakeClock | None = None) -> list[tuple[str, float, float]]:
+def recorded_polls(services, clock: FakeClock) -> list[tuple[str, float, float]]:
     """(batch id, seconds on `clock` when sent, delay) of every poll message sent from now on, instead of sending it."""
     sent: list[tuple[str, float, float]] = []
     services.queues.send = lambda queue, body, delay_seconds=0: sent.append(
-        (PollMessage.from_json(orjson.loads(body)).batch_id, round(clock() if clock else 0.0, 6), delay_seconds))
+        (PollMessage.from_json(orjson.loads(body)).batch_id, round(clock(), 6), delay_seconds))
     return sent
 
 
