@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import function_app
 from devhost.queue_host import QueueOptions, functions_of, resolve_setting_names
@@ -55,10 +56,21 @@ def test_local_settings_example_lists_every_setting() -> None:
     assert set(DEFAULTS) <= set(example)
 
 
-def test_readme_documents_every_setting_and_starts_with_the_two_commands() -> None:
-    from shared.settings import DEFAULTS
+def documented_settings() -> dict[str, str]:
+    """docs/configuration.md's settings table: name -> default as written."""
+    page = (ROOT / "docs" / "configuration.md").read_text().split("## App settings")[1].split("\n## ")[0]
+    rows = re.findall(r"^\| `([A-Za-z0-9_]+)` \| ([^|]+) \|", page, re.MULTILINE)
+    return {name: default.strip() for name, default in rows}
 
-    readme = (ROOT / "README.md").read_text()
-    assert all(f"`{name}`" in readme for name in DEFAULTS)
-    head = readme.split("\n## ")[0]
-    assert "make demo" in head and "make test" in head
+
+def test_the_configuration_page_documents_every_setting_with_its_default() -> None:
+    from shared.settings import DEFAULTS, STORAGE_CONNECTION
+
+    def written(default: str | None) -> str:
+        return "(required)" if default is None else "(empty)" if default == "" else f"`{default}`"
+
+    documented = documented_settings()
+    assert documented.pop(STORAGE_CONNECTION) == "(required)"
+    assert documented == {name: written(default) for name, (default, _) in DEFAULTS.items()}
+    example = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
+    assert set(documented) | {STORAGE_CONNECTION} <= set(example)

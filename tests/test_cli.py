@@ -160,17 +160,17 @@ def test_failures_lists_an_item_isolated_on_a_split_row(make_stack, tmp_path: Pa
     assert json_of("failures", "iso-1", "--code", "SomethingElse") == []
     table = invoke("failures", "iso-1")
     assert "taken" in table.stdout and "ItemAlreadyExistsInCollection" in table.stdout
-    # The README's query finds that Split row too (the old `state eq 'Failed'` did not).
-    readme = (ROOT / "README.md").read_text().split("## Reading the status table")[1]
-    query = "".join(re.search(r'table\.query_entities\(((?:"[^"]*"\s*)+)', readme).group(1).split('"')[1::2])
+    # docs/status-table.md's query finds that Split row too (the old `state eq 'Failed'` did not).
+    page = (ROOT / "docs" / "status-table.md").read_text()
+    query = "".join(re.search(r'table\.query_entities\(((?:"[^"]*"\s*)+)', page).group(1).split('"')[1::2])
     rows = {r["RowKey"] for r in stack.services.status.table.query_entities(query, parameters={"job": "iso-1"})}
     assert problems[0]["batch_id"] in rows and all(r.startswith(("batch-", "rejected-")) for r in rows)
     # ... and its whole snippet runs on rows as stored (a property at its default is not stored) and names the item.
-    snippet = re.search(r"```python\n(.*?)```", readme, re.S).group(1).replace("lulc-2023-batch-7", "iso-1")
+    snippet = re.search(r"```python\n(.*?)```", page, re.S).group(1).replace("lulc-2023-batch-7", "iso-1")
     snippet = snippet.replace('"StacIngestStatus"', repr(stack.services.settings.status_table))
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        exec(snippet, {"conn": stack.azurite.connection_string})  # noqa: S102 - the README's own example
+        exec(snippet, {"conn": stack.azurite.connection_string})  # noqa: S102 - the docs' own example
     assert "'taken': 'ItemAlreadyExistsInCollection'" in printed.getvalue()
 
 

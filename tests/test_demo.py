@@ -48,9 +48,9 @@ def test_demo_repair_bbox_ingests_the_landsat_items_without_one(capsys: pytest.C
     assert demo.main(["--files", landsat, "--repair", "bbox", "--via", "blob"]) == 2  # uploads cannot opt in
 
 
-def test_the_readme_quickstart_messages_are_the_ones_the_demo_sends() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## The quickstart as messages"):readme.index("## Uploads")]
+def test_the_documented_quickstart_messages_are_the_ones_the_demo_sends() -> None:
+    page = (ROOT / "docs" / "messages.md").read_text()
+    section = page.split("## The quickstart as messages")[1].split("\n## ")[0]
     shown = [orjson.loads(block) for block in re.findall(r"```json\n(.*?)```", section, re.DOTALL)]
     files = [orjson.loads(demo.QUICKSTART_INGEST.read_bytes()), orjson.loads(demo.QUICKSTART_DELETE.read_bytes())]
     assert shown == files

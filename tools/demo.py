@@ -35,7 +35,7 @@ from shared.uploads import upload_job_id
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "examples" / "landcover-items.json"
 SAMPLE_COLLECTION = ROOT / "examples" / "collection.json"
-QUICKSTART_INGEST = ROOT / "examples" / "quickstart-ingest.json"  # shown verbatim in the README
+QUICKSTART_INGEST = ROOT / "examples" / "quickstart-ingest.json"  # shown verbatim in docs/messages.md
 QUICKSTART_DELETE = ROOT / "examples" / "quickstart-delete.json"
 FALLBACK_COLLECTION = "demo-collection"
 
@@ -135,7 +135,7 @@ def quickstart(args: argparse.Namespace) -> int:
 
 
 def quickstart_messages(emulator_url: str, collection: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
-    """The README's quickstart messages (examples/quickstart-*.json), with the search sent to the emulator's
+    """The quickstart messages of docs/messages.md (examples/quickstart-*.json), with the search sent to the emulator's
     stand-in for the public STAC API; `collection` (COLLECTION=...) replaces the target collection."""
     ingest = orjson.loads(QUICKSTART_INGEST.read_bytes())
     delete = orjson.loads(QUICKSTART_DELETE.read_bytes())
