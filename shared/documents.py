@@ -1,4 +1,14 @@
-"""Reading item documents: whole JSON, NDJSON lines (with line numbers), and streams of either."""
+"""Reading item documents: whole JSON, NDJSON lines (with line numbers), and streams of either.
+
+Streams are bounded as they are read, so a small file cannot make a worker hold or chew a huge one:
+- `open_chunks(..., max_bytes=)` stops a (decompressed) stream past MAX_DECOMPRESSED_BYTES;
+- `bounded_lines` never holds more than MAX_LINE_BYTES of a line: a longer line is skipped up to its
+  newline and reported as an `OverlongLine`, and reading goes on with the next line (a newline always
+  resynchronises NDJSON, so one bad line costs one Rejected item, not the file);
+- `stream_json_items` stops when one item of a JSON document (or the bytes before the first one) is
+  longer than MAX_ITEM_BYTES: a JSON document cannot be resynchronised, so the file ends there. This
+  also bounds the time a parser spends in one huge string.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +23,7 @@ import orjson
 
 from shared.errors import InvalidInputError
 from shared.items import items_from_document
+from shared.limits import LimitExceeded, byte_cap
 
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 JSON_SUFFIXES = (".json", ".geojson")
@@ -24,6 +35,16 @@ class UnreadableLine:
 
     line: int
     error: str
+
+
+@dataclass(frozen=True)
+class OverlongLine:
+    """An NDJSON line longer than MAX_LINE_BYTES, skipped unread; `size` counts its bytes and newline."""
+
+    size: int
+
+    def reason(self, max_bytes: int) -> str:
+        return f"is longer than {byte_cap('MAX_LINE_BYTES', max_bytes)}"
 
 
 @dataclass(frozen=True)
@@ -96,34 +117,118 @@ class ChunkStream(io.RawIOBase):
         return size
 
 
-def open_chunks(chunks: Iterator[bytes], *, gzipped: bool) -> IO[bytes]:
-    raw: IO[bytes] = io.BufferedReader(ChunkStream(chunks), buffer_size=1 << 20)
-    return gzip.GzipFile(fileobj=raw) if gzipped else raw  # type: ignore[return-value]
+class _CappedStream(io.RawIOBase):
+    """A read-only file over another that raises LimitExceeded once more than `max_bytes` were read."""
+
+    def __init__(self, inner: IO[bytes], max_bytes: int, setting: str) -> None:
+        self._inner = inner
+        self._left = max_bytes
+        self._cap = byte_cap(setting, max_bytes)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._inner.read(min(len(buffer), self._left + 1))
+        self._left -= len(data)
+        if self._left < 0:
+            raise LimitExceeded(f"the file holds more than {self._cap}")
+        buffer[:len(data)] = data
+        return len(data)
 
 
-def stream_json_items(open_stream, *, max_single_item_bytes: int = 64 << 20) -> Iterator[Any]:
+READ_BUFFER = 1 << 20
+
+
+def open_chunks(chunks: Iterator[bytes], *, gzipped: bool, max_bytes: int | None = None) -> IO[bytes]:
+    """A file over a blob's chunks, gunzipped when `gzipped`; reading past `max_bytes` (after gunzip)
+    raises LimitExceeded naming MAX_DECOMPRESSED_BYTES."""
+    raw: IO[bytes] = io.BufferedReader(ChunkStream(chunks), buffer_size=READ_BUFFER)
+    stream: IO[bytes] = gzip.GzipFile(fileobj=raw) if gzipped else raw  # type: ignore[assignment]
+    if max_bytes is None:
+        return stream
+    return io.BufferedReader(_CappedStream(stream, max_bytes, "MAX_DECOMPRESSED_BYTES"), buffer_size=READ_BUFFER)
+
+
+def bounded_lines(stream: IO[bytes], max_bytes: int) -> Iterator[bytes | OverlongLine]:
+    """Every line of `stream` with its newline, or an OverlongLine for one longer than `max_bytes`
+    (newline not counted), which is skipped without ever holding more than `max_bytes` of it."""
+    while True:
+        line = stream.readline(max_bytes + 1)
+        if not line:
+            return
+        if len(line) <= max_bytes or line.endswith(b"\n"):
+            yield line
+            continue
+        size = len(line)
+        while not line.endswith(b"\n"):
+            line = stream.readline(READ_BUFFER)
+            if not line:
+                break
+            size += len(line)
+        yield OverlongLine(size)
+
+
+class _ItemBudget(io.RawIOBase):
+    """A file over another that counts the bytes read since `reset()` (the parser's item so far) and raises
+    LimitExceeded past `max_bytes` (plus the parser's read-ahead)."""
+
+    def __init__(self, inner: IO[bytes], max_bytes: int, read_ahead: int) -> None:
+        self._inner = inner
+        self._max = max_bytes + read_ahead
+        self.cap = byte_cap("MAX_ITEM_BYTES", max_bytes)
+        self.since = 0
+        self.items = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def reset(self) -> None:
+        self.since, self.items = 0, self.items + 1
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._inner.read(len(buffer))
+        self.since += len(data)
+        if self.since > self._max:
+            raise LimitExceeded(f"item {self.items + 1} of the JSON document (or what precedes it) is larger than {self.cap}")
+        buffer[:len(data)] = data
+        return len(data)
+
+
+JSON_READ_AHEAD = 64 * 1024  # what ijson reads at a time
+
+
+def _items_within(stream: IO[bytes], prefix: str, max_item_bytes: int) -> Iterator[Any]:
+    budget = _ItemBudget(stream, max_item_bytes, JSON_READ_AHEAD)
+    for item in ijson.items(budget, prefix, use_float=True, buf_size=JSON_READ_AHEAD):
+        budget.reset()
+        yield item
+
+
+def stream_json_items(open_stream, *, max_item_bytes: int = 16 << 20) -> Iterator[Any]:
     """Items of a JSON document without loading it: features of a FeatureCollection, elements of a
     list, or the single Item. `open_stream()` opens the document anew (it is read at most twice).
 
     Raises:
         InvalidInputError: not JSON, or not an Item / FeatureCollection / list.
+        LimitExceeded: an item, or the bytes before the first one, is larger than `max_item_bytes`.
     """
     try:
         first = _first_significant_byte(open_stream())
         if first == b"[":
-            yield from ijson.items(open_stream(), "item", use_float=True)
+            yield from _items_within(open_stream(), "item", max_item_bytes)
             return
         if first != b"{":
             raise InvalidInputError("not JSON: the file does not start with '{' or '['")
         found = False
-        for feature in ijson.items(open_stream(), "features.item", use_float=True):
+        for feature in _items_within(open_stream(), "features.item", max_item_bytes):
             found = True
             yield feature
         if found:
             return
-        data = open_stream().read(max_single_item_bytes + 1)
-        if len(data) > max_single_item_bytes:
-            raise InvalidInputError("a single JSON object this large is not an Item: use a FeatureCollection or NDJSON")
+        data = open_stream().read(max_item_bytes + 1)
+        if len(data) > max_item_bytes:
+            raise LimitExceeded(f"the JSON document is one object larger than {byte_cap('MAX_ITEM_BYTES', max_item_bytes)}")
         yield from json_items(data)
     except ijson.JSONError as error:
         raise InvalidInputError(f"not valid JSON: {str(error)[:200]}") from None

@@ -14,6 +14,13 @@ address it checked (closing the DNS-rebinding window) while keeping Host, SNI an
 on the name; our adapter re-checks that pinned address against the rules above. Redirects are never
 followed by requests: `GuardedSession` follows them itself, a bounded number of times, checking each
 hop as if it were the first.
+
+Time is bounded in total, not per read: a request carries a `Deadline` (SOURCE_REQUEST_SECONDS for a
+JSON answer, the caller's for a download), every socket read waits at most the time left, and the
+body is read with `read1` (what has arrived, never "wait for a full MiB") with the deadline checked
+between reads. A server trickling a byte every 0.2 s is cut at the deadline; the response headers are
+the one part read by http.client under the per-read timeout alone (capped at the time left when the
+request starts).
 """
 
 from __future__ import annotations
@@ -30,11 +37,13 @@ import requests
 from requests_hardened import Config, HTTPSession
 from requests_hardened.ip_filter import InvalidIPAddress
 from requests_hardened.ip_filter_adapter import IPFilterAdapter
+from urllib3 import exceptions as urllib3_errors
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
 from shared.errors import InvalidInputError, RetryableError
 from shared.geocatalog import RETRYABLE_STATUSES
+from shared.limits import Deadline, LimitExceeded, describe_bytes, sooner
 from shared.redact import url_without_query
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -43,6 +52,7 @@ Resolver = Callable[[str, int], list[str]]
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_JSON_BYTES = 64 * 1024 * 1024  # one search page or SAS answer, parsed in memory
+READ_SIZE = 1 << 20  # most bytes taken from the socket per read of a body
 # Ranges that `ipaddress` does not call private but that reach the platform or internal networks.
 BLOCKED_NETWORKS = tuple(ipaddress.ip_network(net) for net in (
     "168.63.129.16/32",  # Azure's host platform address (wire server, DNS, health probes)
@@ -71,6 +81,8 @@ def forbidden_reason(address: IPAddress, *, allow_loopback: bool) -> str | None:
         return None if allow_loopback else "loopback"
     if address.is_link_local:
         return "link-local (cloud metadata)"
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        return "site-local (fec0::/10, deprecated but still routed inside some networks)"
     if any(address in net for net in BLOCKED_NETWORKS if net.version == address.version):
         return "platform or shared address space"
     if address.is_private:
@@ -89,7 +101,8 @@ class EgressPolicy:
         allow_loopback: local runs only: loopback addresses, and plain http to them, are allowed.
         max_redirects: hops followed after the first request.
         max_bytes: largest document read (streamed); a JSON answer parsed in memory is also capped at 64 MiB.
-        timeout: read timeout, seconds (connecting gets at most 10 s).
+        timeout: longest wait for one socket read, seconds (connecting gets at most 10 s).
+        request_seconds: total wall time of one JSON request (`get_json`), body included.
     """
 
     allowed_hosts: frozenset[str]
@@ -97,6 +110,8 @@ class EgressPolicy:
     max_redirects: int = 3
     max_bytes: int = 256 * 1024 * 1024
     timeout: float = 30.0
+    request_seconds: float = 60.0
+    request_setting: str = "SOURCE_REQUEST_SECONDS"
 
 
 @dataclass(frozen=True)
@@ -164,11 +179,14 @@ class GuardedSession:
         return addresses
 
     def request(self, method: str, url: str, *, params: dict[str, str] | None = None,
-                json: Any = None, stream: bool = False) -> requests.Response:
+                json: Any = None, stream: bool = False, deadline: Deadline | None = None) -> requests.Response:
         """Send, following redirects by hand; the response's `url` is the hop that answered.
+
+        With a `deadline`, no socket read waits past it and no redirect is followed after it.
 
         Raises:
             InvalidInputError: a hop is not allowed, too many redirects, or a 4xx answer.
+            LimitExceeded: the deadline passed.
             RetryableError: connection failure, timeout, 408/429/5xx.
         """
         target = self.check(url).url
@@ -177,7 +195,9 @@ class GuardedSession:
             target = self.check(target).url
         body = json
         for _ in range(self.policy.max_redirects + 1):
-            response = self._send(method, target, body, stream=stream)
+            if deadline is not None:
+                deadline.check(f"{method} {_shown(target)}")
+            response = self._send(method, target, body, stream=stream, deadline=deadline)
             if response.status_code not in REDIRECTS:
                 if response.status_code >= 300:
                     response.close()
@@ -192,38 +212,55 @@ class GuardedSession:
                 method, body = "GET", None
         raise InvalidInputError(f"{_shown(url)}: more than {self.policy.max_redirects} redirects")
 
-    def get_json(self, method: str, url: str, *, params: dict[str, str] | None = None, json: Any = None) -> tuple[Any, str]:
-        """(the answer's JSON, the URL of the hop that gave it), bounded by `max_bytes`."""
-        with self.request(method, url, params=params, json=json, stream=True) as response:
-            data = b"".join(self.iter_bytes(response, limit=min(self.policy.max_bytes, MAX_JSON_BYTES)))
+    def get_json(self, method: str, url: str, *, params: dict[str, str] | None = None, json: Any = None,
+                 deadline: Deadline | None = None) -> tuple[Any, str]:
+        """(the answer's JSON, the URL of the hop that gave it), bounded by `max_bytes` and in total time by
+        the policy's `request_seconds` (or the caller's `deadline`, when that comes first)."""
+        deadline = sooner(Deadline(self.policy.request_seconds, self.policy.request_setting), deadline)
+        with self.request(method, url, params=params, json=json, stream=True, deadline=deadline) as response:
+            data = b"".join(self.iter_bytes(response, limit=min(self.policy.max_bytes, MAX_JSON_BYTES), deadline=deadline))
             where = response.url
         try:
             return orjson.loads(data), where
         except orjson.JSONDecodeError:
             raise InvalidInputError(f"{method} {_shown(where)} did not answer JSON") from None
 
-    def iter_bytes(self, response: requests.Response, *, limit: int | None = None) -> Iterator[bytes]:
-        """The body in chunks, stopping with InvalidInputError past `limit` (default `max_bytes`)."""
+    def iter_bytes(self, response: requests.Response, *, limit: int | None = None,
+                   deadline: Deadline | None = None) -> Iterator[bytes]:
+        """The body (decoded) in chunks as they arrive, stopping with LimitExceeded past `limit` bytes (default
+        `max_bytes`) or past the `deadline`."""
         limit = self.policy.max_bytes if limit is None else limit
         total = 0
+        what = f"GET {_shown(response.url)}"
         try:
-            for chunk in response.iter_content(1 << 20):
+            while True:
+                if deadline is not None:
+                    deadline.check(what)
+                    _shorten_read_timeout(response, deadline)
+                chunk = response.raw.read1(READ_SIZE, decode_content=True)
+                if not chunk:
+                    return
                 total += len(chunk)
                 if total > limit:
-                    raise InvalidInputError(f"{_shown(response.url)} is larger than {limit} bytes")
+                    raise LimitExceeded(f"{_shown(response.url)} is larger than {describe_bytes(limit)}")
                 yield chunk
-        except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
-            raise RetryableError(f"GET {_shown(response.url)}: the connection broke") from None
-        except requests.exceptions.ContentDecodingError:
-            raise InvalidInputError(f"GET {_shown(response.url)}: the body does not match its Content-Encoding") from None
+        except (requests.exceptions.ContentDecodingError, urllib3_errors.DecodeError):
+            raise InvalidInputError(f"{what}: the body does not match its Content-Encoding") from None
+        except (requests.RequestException, urllib3_errors.HTTPError, OSError):
+            if deadline is not None:
+                deadline.check(what)  # a read cut short by the deadline is the deadline's, not a broken connection
+            raise RetryableError(f"{what}: the connection broke") from None
 
-    def _send(self, method: str, url: str, body: Any, *, stream: bool) -> requests.Response:
+    def _send(self, method: str, url: str, body: Any, *, stream: bool, deadline: Deadline | None = None) -> requests.Response:
+        read = self.policy.timeout if deadline is None else max(0.001, min(self.policy.timeout, deadline.remaining()))
         try:
             return self._session.request(method, url, json=body, allow_redirects=False, stream=stream,
-                                         timeout=(min(10.0, self.policy.timeout), self.policy.timeout))
+                                         timeout=(min(10.0, read), read))
         except InvalidIPAddress:
             raise InvalidInputError(f"{method} {_shown(url)}: the host resolves to a forbidden address") from None
         except (requests.Timeout, requests.ConnectionError):
+            if deadline is not None:
+                deadline.check(f"{method} {_shown(url)}")
             raise RetryableError(f"{method} {_shown(url)} failed to connect or timed out") from None
         except requests.RequestException as error:  # a URL requests cannot send (after our checks: rare)
             raise InvalidInputError(f"{method} {_shown(url)}: {type(error).__name__}") from None
@@ -249,6 +286,14 @@ def hardened_session(policy: EgressPolicy) -> requests.Session:
     for scheme in ("http://", "https://"):
         session.mount(scheme, _PinnedAdapter(is_https_proto=scheme == "https://", allow_loopback=policy.allow_loopback))
     return session
+
+
+def _shorten_read_timeout(response: requests.Response, deadline: Deadline) -> None:
+    """Let the next socket read wait no longer than the time the deadline leaves (urllib3 sets it per read)."""
+    connection = getattr(response.raw, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        sock.settimeout(max(0.001, min(deadline.remaining(), sock.gettimeout() or deadline.remaining())))
 
 
 def raise_for_status(response: requests.Response, what: str) -> None:

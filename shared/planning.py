@@ -57,6 +57,10 @@ def plan_job(request: JobRequest, *, job_id: str, claim: JobClaim, services: Ser
         return job
     if request.items_ref is not None:
         return _hand_to_segment_planner(request, job, services=services, now=now)
+    if request.search is not None:
+        from shared.search_jobs import plan_search  # it builds on this module's job verdicts
+
+        return plan_search(request, job, services=services, now=now)
     items: list[Any] = []
     collection = request.collection or ""
     try:
@@ -71,7 +75,7 @@ def plan_job(request: JobRequest, *, job_id: str, claim: JobClaim, services: Ser
         return reject_job(job_id, f"collection {collection!r} does not exist in the GeoCatalog", len(items), services=services, now=now)
     except InvalidInputError as error:
         return reject_job(job_id, str(error), len(items), services=services, now=now)
-    if not items and (request.search or request.delete_search):
+    if not items and request.delete_search:
         return finish_empty_search(job_id, services=services, now=now)
     if not items:
         return reject_job(job_id, "the job has no items", 0, services=services, now=now)
@@ -155,25 +159,15 @@ def _hand_to_segment_planner(request: JobRequest, job: JobRow, *, services: Serv
 
 
 def load_items(request: JobRequest, *, job_id: str, services: Services, now: datetime) -> tuple[list[Any], list[str] | None]:
-    """The job's raw items (inline, ids to delete, or a search's results); `items_ref` is planned in segments."""
+    """The job's raw items (inline, or ids to delete, given or found by a search); `items_ref` is
+    planned in segments and a search to copy streams into batches (`shared.search_jobs`)."""
     if request.items is not None:
         return request.items, None
     if request.delete_ids is not None:
         return [{"id": item_id} for item_id in request.delete_ids], None
-    search = request.search or request.delete_search
-    assert search is not None
-    if is_catalog_search(search.url, services.catalog):
-        params = search.params
-        if request.is_delete and request.collection and "collections" not in params:
-            params = {**params, "collections": [request.collection]}  # delete only from the job's collection
-        found = services.catalog.search(params, url=search.url, method=search.method, max_items=search.max_items)
-        # Copies drop what the service stamped on the originals (it stamps the copies afresh).
-        return [{k: v for k, v in item.items() if not k.startswith("_msft:")} for item in found], None
-    result = services.sources.search(search.url, search.params, method=search.method, max_items=search.max_items)
-    if result.source and result.source != url_without_query(search.url):  # the row shows the hosts actually used
-        source = f"{'delete ' if request.is_delete else ''}search {result.source}"
-        services.status.update_job(job_id, lambda row: replace(row, source=source), now)
-    return result.items, None
+    from shared.search_jobs import ids_found  # it builds on this module's job verdicts
+
+    return [{"id": item_id} for item_id in ids_found(request, job_id=job_id, services=services, now=now)], None
 
 
 def is_catalog_search(url: str, catalog: GeoCatalogClient) -> bool:
@@ -251,14 +245,16 @@ def reject_job(job_id: str, reason: str, item_count: int, *, services: Services,
     return services.status.update_job(job_id, reject, now) or services.status.get_job(job_id)  # type: ignore[return-value]
 
 
-def finish_empty_search(job_id: str, *, services: Services, now: datetime) -> JobRow:
-    """A search that matched nothing: nothing to do is not an error, so the job succeeds with 0 items and says so."""
-    log.info("job %s: the search matched no items", job_id)
+def finish_empty_search(job_id: str, *, services: Services, now: datetime, stopped: str = "") -> JobRow:
+    """A search that matched nothing: nothing to do is not an error, so the job succeeds with 0 items and
+    says so (and, when a bound ended it early, which one: `stopped`)."""
+    log.info("job %s: the search matched no items %s", job_id, stopped)
 
     def finish(row: JobRow) -> JobRow | None:
         if row.state.is_terminal:
             return None
-        return replace(row, state=JobState.SUCCEEDED, planned=True, item_count=0, error_message="the search matched no items")
+        return replace(row, state=JobState.SUCCEEDED, planned=True, item_count=0, error_code="SearchStopped" if stopped else "",
+                       error_message=f"the search brought no item: {stopped}" if stopped else "the search matched no items")
 
     return services.status.update_job(job_id, finish, now) or services.status.get_job(job_id)  # type: ignore[return-value]
 

@@ -9,6 +9,11 @@ is never held in memory:
   batches are claim-checked as chunk blobs as the stream goes, in one invocation.
 Neither the planner nor a submitter holds more than one batch. Items are validated by the submitter
 of their batch (`uploads.check_upload_batch`), which records bad lines with their line numbers.
+A line longer than MAX_LINE_BYTES is never read whole: the planner records it at once as a Rejected
+item named by its line number (a row of its own, `rejected-line-…`) and goes on with the next line,
+outside any batch. A JSON item over MAX_ITEM_BYTES or a stream past MAX_DECOMPRESSED_BYTES ends the
+file there: the batches already planned go on, and the job row says which cap stopped it.
+The chunk planner (`plan_item_stream`) is also how a search's pages become batches (`shared.search_jobs`).
 
 What if it dies mid-segment? Batch rows are created only if absent and a batch message is harmless
 twice (the submitter checks the row), so the redelivered plan message simply plans the segment again.
@@ -27,10 +32,11 @@ from typing import Any
 import orjson
 
 from shared.batching import ENVELOPE_BYTES, batch_id
-from shared.documents import FileKind, file_kind, open_chunks, parse_line, stream_json_items
+from shared.documents import FileKind, OverlongLine, bounded_lines, file_kind, open_chunks, parse_line, stream_json_items
 from shared.errors import InvalidInputError, NotFoundError
 from shared.ids import check_collection_id
 from shared.items import MAX_DEPTH
+from shared.limits import LimitExceeded
 from shared.messages import BatchMessage, PlanMessage
 from shared.planning import reject_job
 from shared.rollup import settle_job
@@ -45,6 +51,15 @@ log = logging.getLogger(__name__)
 ROWS_PER_FLUSH = 16
 PROGRESS_EVERY = 10 * ROWS_PER_FLUSH  # batches between two progress updates of the job row while planning
 UNREADABLE = (InvalidInputError, gzip.BadGzipFile, zlib.error, EOFError)  # what a broken file raises mid-stream
+LIMIT_EXCEEDED = "LimitExceeded"
+REJECTED_INPUT_PREFIX = "rejected-"
+
+
+@dataclass(frozen=True)
+class TooLarge:
+    """An item skipped unread because it is over a cap; `reason` names the cap ("is longer than MAX_LINE_BYTES (16 MiB)")."""
+
+    reason: str
 
 
 @dataclass
@@ -82,7 +97,8 @@ def plan_segment(message: PlanMessage, *, services: Services, now: datetime) -> 
     except NotFoundError:
         return reject_job(message.job_id, f"collection {collection!r} does not exist in the GeoCatalog", 0, services=services, now=now)
     except UNREADABLE as error:
-        return reject_job(message.job_id, f"{message.blob}: {error}", 0, services=services, now=now)
+        code = LIMIT_EXCEEDED if isinstance(error, LimitExceeded) else "InvalidInput"
+        return reject_job(message.job_id, f"{message.blob}: {error}", 0, services=services, now=now, code=code)
     if not done:
         services.queues.send(services.settings.submit_queue, next_message.to_json())
         return status.get_job(message.job_id)
@@ -106,8 +122,9 @@ def _first_segment(message: PlanMessage, services: Services, kind: FileKind) -> 
     first: Any = None
     if not message.collection or (message.sign and not message.sign_collection):
         for _, item_bytes in _stream_lines(message, services, gzipped=kind.gzipped, ndjson=kind.ndjson):
-            first = parse_line(item_bytes, 0)
-            break
+            if isinstance(item_bytes, bytes):
+                first = parse_line(item_bytes, 0)
+                break
     named = first.get("collection") if isinstance(first, dict) else None
     named = named if isinstance(named, str) and named else ""
     collection = message.collection or named or services.settings.default_collection
@@ -139,7 +156,15 @@ def _plan_ndjson_segment(message: PlanMessage, collection: str, *, services: Ser
     offset, line_number, number, items = message.offset, message.next_line, message.next_batch, message.items_before
     segment_items = 0
     batch: _OpenBatch | None = None
-    for line in iter(stream.readline, b""):
+    for line in bounded_lines(stream, settings.max_line_bytes):
+        if isinstance(line, OverlongLine):
+            if batch is not None:  # a batch is a byte range: it ends before the long line
+                _add_batch(pending, message, collection, number, batch, payload=message.blob, end=offset)
+                number, batch = number + 1, None
+            reject_input(message, collection, f"line {line_number}", line.reason(settings.max_line_bytes), services=services, now=now)
+            items, segment_items = items + 1, segment_items + 1
+            offset, line_number = offset + line.size, line_number + 1
+            continue
         if line.strip():
             if batch is not None and _is_full(batch, line, message, settings):
                 _add_batch(pending, message, collection, number, batch, payload=message.blob, end=offset)
@@ -162,28 +187,66 @@ def _plan_ndjson_segment(message: PlanMessage, collection: str, *, services: Ser
 def _plan_stream(message: PlanMessage, collection: str, *, services: Services, now: datetime,
                  gzipped: bool, ndjson: bool) -> tuple[bool, PlanMessage]:
     """Batches are chunk blobs written as the (decompressed) stream goes, in one invocation."""
+    lines = _stream_lines(message, services, gzipped=gzipped, ndjson=ndjson)
+    try:
+        items, number = plan_item_stream(message, collection, lines, item_label="line" if ndjson else "feature",
+                                         services=services, now=now)
+    except StreamStopped as stopped:
+        # Batches already went out: keep them, and say where the file stopped making sense.
+        items, number = stopped.items, stopped.next_batch
+        code = LIMIT_EXCEEDED if isinstance(stopped.error, LimitExceeded) else "UnreadableFile"
+        note_on_job(message.job_id, f"the file is unreadable after item {items}: {stopped.error}", code=code,
+                    services=services, now=now)
+    return True, replace(message, next_batch=number, items_before=items)
+
+
+class StreamStopped(Exception):
+    """A stream of items broke (or went past a cap) after some of its batches went out."""
+
+    def __init__(self, error: Exception, items: int, next_batch: int) -> None:
+        super().__init__(str(error))
+        self.error, self.items, self.next_batch = error, items, next_batch
+
+
+def plan_item_stream(message: PlanMessage, collection: str, items: Iterator[tuple[int, bytes | TooLarge]], *,
+                     item_label: str, services: Services, now: datetime) -> tuple[int, int]:
+    """Claim-check `items` ((position, JSON bytes or TooLarge)) as chunk batches as they come, holding one
+    batch; returns (items read, next batch number). An item TooLarge is recorded Rejected at once.
+
+    Raises:
+        InvalidInputError (and the other UNREADABLE errors): the stream broke before its first item.
+        StreamStopped: it broke after batches went out (they were all written and sent first).
+    """
     pending = _Pending()
-    number, items = 1, 0
+    number, count = message.next_batch, message.items_before
     batch: _OpenBatch | None = None
     try:
-        for position, item_bytes in _stream_lines(message, services, gzipped=gzipped, ndjson=ndjson):
+        for position, item_bytes in items:
+            count += 1
+            if isinstance(item_bytes, TooLarge):
+                reject_input(message, collection, f"{item_label} {position}", item_bytes.reason, services=services, now=now)
+                continue
             if batch is not None and _is_full(batch, item_bytes, message, services.settings):
-                _add_chunk(pending, message, collection, number, batch, ndjson=ndjson, services=services)
+                _add_chunk(pending, message, collection, number, batch, item_label=item_label, services=services)
                 number, batch = number + 1, None
-                _flush(pending, services=services, now=now, job_id=message.job_id, items=items, batches=number - 1)
+                _flush(pending, services=services, now=now, job_id=message.job_id, items=count, batches=number - 1)
             batch = batch or _OpenBatch(start=0, first=position)
             batch.lines.append(item_bytes)
-            batch.count, batch.size, items = batch.count + 1, batch.size + len(item_bytes), items + 1
+            batch.count, batch.size = batch.count + 1, batch.size + len(item_bytes)
     except UNREADABLE as error:
-        if items == 0:
+        if count == message.items_before:
             raise
-        # Batches already went out: keep them, and say where the file stopped making sense.
-        _note_on_job(message.job_id, f"the file is unreadable after item {items}: {error}", services=services, now=now)
+        stopped: StreamStopped | None = StreamStopped(error, count, number)
+    else:
+        stopped = None
     if batch is not None:
-        _add_chunk(pending, message, collection, number, batch, ndjson=ndjson, services=services)
+        _add_chunk(pending, message, collection, number, batch, item_label=item_label, services=services)
         number += 1
-    _flush(pending, services=services, now=now, job_id=message.job_id, items=items, batches=number - 1, force=True)
-    return True, replace(message, next_batch=number, items_before=items)
+    _flush(pending, services=services, now=now, job_id=message.job_id, items=count, batches=number - 1, force=True)
+    if stopped is not None:
+        stopped.next_batch = number
+        raise stopped
+    return count, number
 
 
 def _is_full(batch: _OpenBatch, item_bytes: bytes, message: PlanMessage, settings: Any) -> bool:
@@ -191,21 +254,26 @@ def _is_full(batch: _OpenBatch, item_bytes: bytes, message: PlanMessage, setting
     return batch.count >= max_items or batch.size + len(item_bytes) > settings.batch_max_bytes
 
 
-def _stream_lines(message: PlanMessage, services: Services, *, gzipped: bool, ndjson: bool) -> Iterator[tuple[int, bytes]]:
+def _stream_lines(message: PlanMessage, services: Services, *, gzipped: bool,
+                  ndjson: bool) -> Iterator[tuple[int, bytes | TooLarge]]:
     """(line number for NDJSON / feature number for JSON, one item's JSON bytes) for every item, streaming."""
     ranged = ndjson and not gzipped  # plain NDJSON may be a byte range [offset, end) of the blob
 
     def open_stream():
         chunks = services.payloads.chunks(message.blob, etag=message.etag, offset=message.offset if ranged else 0,
                                           end=message.end if ranged else None)
-        return open_chunks(chunks, gzipped=gzipped)
+        return open_chunks(chunks, gzipped=gzipped, max_bytes=services.settings.max_decompressed_bytes)
 
+    settings = services.settings
     if ndjson:
-        for number, line in enumerate(open_stream(), start=message.next_line if ranged else 1):
-            if line.strip():
+        lines = bounded_lines(open_stream(), settings.max_line_bytes)
+        for number, line in enumerate(lines, start=message.next_line if ranged else 1):
+            if isinstance(line, OverlongLine):
+                yield number, TooLarge(line.reason(settings.max_line_bytes))
+            elif line.strip():
                 yield number, line.rstrip(b"\r\n")
         return
-    for number, item in enumerate(stream_json_items(open_stream), start=1):
+    for number, item in enumerate(stream_json_items(open_stream, max_item_bytes=settings.max_item_bytes), start=1):
         yield number, _encoded(item)
 
 
@@ -237,10 +305,20 @@ def _add_batch(pending: _Pending, message: PlanMessage, collection: str, number:
 
 
 def _add_chunk(pending: _Pending, message: PlanMessage, collection: str, number: int, batch: _OpenBatch,
-               *, ndjson: bool, services: Services) -> None:
+               *, item_label: str, services: Services) -> None:
     """Claim-check one batch of a stream as an NDJSON chunk (one item per line)."""
     blob = services.payloads.put(f"{message.job_id}/{batch_id(number)}.chunk.ndjson", b"\n".join(batch.lines) + b"\n")
-    _add_batch(pending, message, collection, number, batch, payload=blob, end=None, item_label="line" if ndjson else "feature")
+    _add_batch(pending, message, collection, number, batch, payload=blob, end=None, item_label=item_label)
+
+
+def reject_input(message: PlanMessage, collection: str, label: str, reason: str, *, services: Services, now: datetime) -> None:
+    """Record one input item refused unread (over a cap) as a Rejected row of its own, named by `label`."""
+    row_id = f"{REJECTED_INPUT_PREFIX}{label.replace(' ', '-')}"
+    services.status.create_batches([BatchRow(
+        job_id=message.job_id, batch_id=row_id, state=BatchState.REJECTED, collection=collection, item_count=1,
+        item_ids=orjson.dumps([label]).decode(), items_rejected=1, rejected_items=orjson.dumps({label: reason}).decode(),
+        error_code=LIMIT_EXCEEDED, error_message=f"{label} {reason}", mode=message.mode, validated=True,
+    )], now)
 
 
 def flush_due(pending: int, *, written: int) -> bool:
@@ -273,5 +351,6 @@ def _flush(pending: _Pending, *, services: Services, now: datetime, job_id: str,
     services.status.update_job(job_id, progress, now)
 
 
-def _note_on_job(job_id: str, note: str, *, services: Services, now: datetime) -> None:
-    services.status.update_job(job_id, lambda row: replace(row, error_code="UnreadableFile", error_message=note[:2000]), now)
+def note_on_job(job_id: str, note: str, *, code: str, services: Services, now: datetime) -> None:
+    """Say on the job row why its input ended early (its batches go on)."""
+    services.status.update_job(job_id, lambda row: replace(row, error_code=code, error_message=note[:2000]), now)

@@ -87,7 +87,7 @@ def build_services(settings: Settings) -> Services:
         status=storage.status,
         queues=storage.queues,
         payloads=storage.payloads,
-        sources=SourceFetcher(GuardedSession(source_policy(settings))),
+        sources=SourceFetcher(GuardedSession(source_policy(settings)), max_seconds=settings.source_max_seconds),
         signer=SasTokenSigner(settings.sas_api_url, GuardedSession(sas_api_policy(settings))),
         items=storage.items,
         timings=OperationTimings(storage.status.table),
@@ -97,14 +97,15 @@ def build_services(settings: Settings) -> Services:
 def source_policy(settings: Settings) -> EgressPolicy:
     """Where messages may send the app: SOURCE_URL_ALLOWLIST, public addresses (loopback for local runs)."""
     return EgressPolicy(frozenset(settings.source_url_allowlist), allow_loopback=settings.source_allow_loopback,
-                        timeout=settings.http_timeout_seconds, max_bytes=settings.max_upload_bytes)
+                        timeout=settings.http_timeout_seconds, max_bytes=settings.max_upload_bytes,
+                        request_seconds=settings.source_request_seconds)
 
 
 def sas_api_policy(settings: Settings) -> EgressPolicy:
     """The SAS API's host only (an operator setting, but fetched with the same guard)."""
     host = (urlsplit(settings.sas_api_url).hostname or "").lower()
     return EgressPolicy(frozenset({host}), allow_loopback=settings.source_allow_loopback,
-                        timeout=settings.http_timeout_seconds)
+                        timeout=settings.http_timeout_seconds, request_seconds=settings.source_request_seconds)
 
 
 class _WorkerServices:

@@ -28,6 +28,15 @@ DEFAULTS: dict[str, tuple[str | None, str]] = {
     "DROP_CONTAINER": ("stac-drop", "uploads here start a job (`<container>/<collection>/<file>`)"),
     "DROP_EVENTS_QUEUE": ("stac-drop-events", "queue that Event Grid fills with BlobCreated events of the drop container"),
     "MAX_UPLOAD_BYTES": ("10737418240", "uploads larger than this are refused (default 10 GiB)"),
+    "MAX_LINE_BYTES": ("16777216", "longest NDJSON line read: a longer one is a Rejected item (its line number), reading goes on"),
+    "MAX_ITEM_BYTES": ("16777216", "largest item of a JSON document (the file stops there) or search result (Rejected)"),
+    "MAX_DECOMPRESSED_BYTES": ("17179869184", "bytes read from one stored file after gunzip (default 16 GiB); the file stops there"),
+    "SEARCH_MAX_ITEMS": ("100000", "largest `max_items` a search message may ask for"),
+    "SEARCH_MAX_PAGES": ("2000", "pages one search reads at most; it then ends with the items got"),
+    "SEARCH_MAX_EMPTY_PAGES": ("10", "a search ends after this many pages in a row that bring no new item"),
+    "SEARCH_MAX_IDLE_SECONDS": ("60", "a search ends when no new item came for this long"),
+    "SOURCE_REQUEST_SECONDS": ("60", "total wall time of one request to a source (search page, SAS answer), body included"),
+    "SOURCE_MAX_SECONDS": ("900", "total wall time of reading one source: all pages of a search, or the download of an items URL"),
     "PLAN_SEGMENT_ITEMS": ("50000", "items one planning invocation reads from an NDJSON upload before handing on"),
     "DEFAULT_COLLECTION": ("", "collection used when neither the message nor the items name one"),
     "BATCH_MAX_ITEMS": ("100", "items per POST (one GeoCatalog operation)"),
@@ -77,6 +86,15 @@ class Settings:
     drop_container: str = "stac-drop"
     drop_events_queue: str = "stac-drop-events"
     max_upload_bytes: int = 10 * 1024**3
+    max_line_bytes: int = 16 * 1024**2
+    max_item_bytes: int = 16 * 1024**2
+    max_decompressed_bytes: int = 16 * 1024**3
+    search_max_items: int = 100_000
+    search_max_pages: int = 2000
+    search_max_empty_pages: int = 10
+    search_max_idle_seconds: float = 60.0
+    source_request_seconds: float = 60.0
+    source_max_seconds: float = 900.0
     plan_segment_items: int = 50_000
     default_collection: str = ""
     batch_max_items: int = 100

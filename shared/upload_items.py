@@ -42,14 +42,14 @@ def read_lines(row: BatchRow, payloads: PayloadStore) -> bytes:
 def validate_lines(row: BatchRow, data: bytes) -> Validation:
     """The batch's lines, parsed and validated as the row says (collection, mode, repairs).
 
-    NDJSON items are named by their line number; items of a JSON document by their id (as in a
-    message), else by their position in the file.
+    NDJSON items are named by their line number; items of a JSON document or a search by their id
+    (as in a message), else by their position in the file or the search (`result N`).
     """
     if not is_byte_range(row) and row.item_label == "line":
         lines = [(row.first_line + n, item) for n, (_, item) in enumerate(ndjson_items(data))]  # a chunk: one item per line
     else:
         lines = ndjson_items(data, first_line=row.first_line or 1)
-    labels = [item_id_of(item) if row.item_label == "feature" and item_id_of(item) else f"{row.item_label} {number}"
+    labels = [item_id_of(item) if row.item_label in ("feature", "result") and item_id_of(item) else f"{row.item_label} {number}"
               for number, item in lines]
     return validate_job([item for _, item in lines], row.collection, labels=labels, mode=row.mode,
                         repair=frozenset(filter(None, row.repair.split(","))))

@@ -18,7 +18,7 @@ from shared.auth import StaticToken
 from shared.egress import EgressPolicy, GuardedSession, hardened_session
 from shared.errors import InvalidInputError, RejectedByServiceError
 from shared.geocatalog import GeoCatalogClient
-from shared.sources import SourceFetcher
+from shared.sources import BoundedSearch, SearchBounds, SourceFetcher
 from tests.conftest import ROOT
 
 ALLOWED = "planetarycomputer.microsoft.com"
@@ -82,6 +82,8 @@ def test_malformed_or_unlisted_urls_are_refused_before_any_lookup(url: str, why:
     ("::1", "loopback"),
     ("fd00:ec2::254", "private"),
     ("fe80::1", "link-local"),
+    ("fec0::1", "site-local"),
+    ("feff:ffff::1", "site-local"),
     ("::ffff:169.254.169.254", "link-local"),
     ("0.0.0.0", "resolves to a"),
     ("224.0.0.1", "not a public"),
@@ -182,16 +184,17 @@ def test_a_backslash_next_link_is_refused(source: EmulatorServer) -> None:
     fetcher = SourceFetcher(session)
     evil = "https://169.254.169.254\\@planetarycomputer.microsoft.com/api/stac/v1/search"
     with pytest.raises(InvalidInputError, match="backslash"):
-        fetcher.search(f"{source.url}/source/linked?" + requests.compat.urlencode({"next": evil}), {}, method="GET")
+        list(fetcher.search_pages(f"{source.url}/source/linked?" + requests.compat.urlencode({"next": evil}), {}, method="GET"))
     assert dns.asked == []
 
 
 def test_a_next_link_off_the_allowlist_is_refused(source: EmulatorServer) -> None:
     fetcher = SourceFetcher(local_session()[0])
     with pytest.raises(InvalidInputError, match="SOURCE_URL_ALLOWLIST"):
-        fetcher.search(f"{source.url}/source/linked?next=https://evil.example/search", {}, method="GET")
-    good = fetcher.search(f"{source.url}/source/search", {"limit": 1}, method="GET", max_items=3)
-    assert len(good.items) == 3 and good.source == f"{source.url}/source/search"
+        list(fetcher.search_pages(f"{source.url}/source/linked?next=https://evil.example/search", {}, method="GET"))
+    good = BoundedSearch(lambda deadline: fetcher.search_pages(f"{source.url}/source/search", {"limit": 1}, method="GET",
+                                                               deadline=deadline), SearchBounds(max_items=3))
+    assert len(list(good)) == 3 and good.source == f"{source.url}/source/search" and good.stopped == ""
 
 
 def test_loopback_is_refused_at_connect_time_too_without_the_setting(source: EmulatorServer) -> None:
