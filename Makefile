@@ -10,6 +10,7 @@ COLLECTION ?=
 VIA ?= queue
 SCENARIO ?=
 REPAIR ?=
+LOCK_FLAGS ?=
 
 .PHONY: setup lock demo test bench emulator up clean
 
@@ -30,10 +31,11 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 	touch $@
 
 # Recompile requirements.txt after changing requirements.in: every package the app loads, pinned with its
-# hashes, resolved for the Azure host (Linux x86-64, Python 3.11), whatever machine runs this.
-lock: setup
+# hashes, resolved for the Azure host (Linux x86-64, Python 3.11), whatever machine runs this. Pins already in
+# requirements.txt are kept where they still fit; `make lock LOCK_FLAGS=--upgrade` moves every package to its newest.
+lock: $(VENV)/.installed
 	$(BIN)/uv pip compile requirements.in --quiet --generate-hashes --python-version 3.11 \
-		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" --output-file requirements.txt
+		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" --output-file requirements.txt $(LOCK_FLAGS)
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
