@@ -3,6 +3,8 @@
 Every `.bicep` file parses with pycep (the parser checkov uses); checkov finds no failed check, and each
 skip carries its reason inline; the app settings the Bicep writes hold everything `shared/settings.py`
 requires, and the queues, containers and table it creates are the ones the triggers and the app read.
+The trust boundary: who may write which queue, container or table (role assignments, each on its one
+resource), Event Grid's dead letters, no basic-auth publishing, and what azd must pass.
 """
 
 from __future__ import annotations
@@ -612,7 +614,8 @@ def test_azure_yaml_requires_an_azd_that_honours_funcignore_and_principal_type()
 def test_outputs_name_what_a_user_needs_next() -> None:
     outputs = parsed(MAIN)["outputs"]
     assert {"AZURE_RESOURCE_GROUP", "AZURE_FUNCTION_APP_NAME", "AZURE_STORAGE_ACCOUNT_NAME", "FUNCTION_APP_PRINCIPAL_ID",
-            "APPLICATIONINSIGHTS_NAME", "SUBMIT_QUEUE", "DROP_CONTAINER", "STATUS_TABLE"} <= outputs.keys()
+            "APPLICATIONINSIGHTS_NAME", "SUBMIT_QUEUE", "DROP_CONTAINER", "DROP_DEAD_LETTER_CONTAINER", "STATUS_TABLE"} <= outputs.keys()
+    assert main().value(outputs["DROP_DEAD_LETTER_CONTAINER"]["value"]) == main().module("eventGrid").lookup("deadLetterContainerName")
     settings = app_settings()
     for name in ("SUBMIT_QUEUE", "DROP_CONTAINER", "STATUS_TABLE"):
         assert main().value(outputs[name]["value"]) == settings[name]
