@@ -10,13 +10,17 @@ COLLECTION ?=
 VIA ?= queue
 SCENARIO ?=
 REPAIR ?=
+LOCK_FLAGS ?=
 
-.PHONY: setup demo test bench emulator up clean
+.PHONY: setup lock demo test bench emulator up clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+# requirements.txt first, exactly as the remote build installs it (every package pinned and hash-checked),
+# then the dev tools (requirements-dev.txt names the same direct pins, so nothing of the runtime moves).
+$(VENV)/.installed: requirements.txt requirements.in requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
@@ -25,6 +29,13 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 	$(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
 	touch $@
+
+# Recompile requirements.txt after changing requirements.in: every package the app loads, pinned with its
+# hashes, resolved for the Azure host (Linux x86-64, Python 3.11), whatever machine runs this. Pins already in
+# requirements.txt are kept where they still fit; `make lock LOCK_FLAGS=--upgrade` moves every package to its newest.
+lock: $(VENV)/.installed
+	$(BIN)/uv pip compile requirements.in --quiet --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" --output-file requirements.txt $(LOCK_FLAGS)
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error

@@ -63,16 +63,27 @@ param payloadRetentionDays int = 30
 ])
 param storageSkuName string = 'Standard_GRS'
 
-@description('Object id of the operator who uploads, reads the status table and redrives poison queues with the geocatalog-ingest command (azd fills in the signed-in user); empty = nobody.')
+@description('Object id of the operator who runs the geocatalog-ingest command against this deployment (azd fills in the signed-in principal, AZURE_PRINCIPAL_ID); empty = nobody. It gets only what the command reads and writes (rbac.bicep).')
 param principalId string = ''
 
-@description('Kind of principal principalId is (ServicePrincipal when a pipeline runs azd).')
+@description('Kind of principal principalId is: azd fills in AZURE_PRINCIPAL_TYPE (ServicePrincipal when a pipeline runs azd). A wrong kind fails the deployment with UnmatchedPrincipalType.')
 @allowed([
   'User'
   'Group'
   'ServicePrincipal'
 ])
 param principalType string = 'User'
+
+@description('Object id of whoever may submit work from outside: it may add messages to the inbox queue (SUBMIT_QUEUE) and write blobs in the drop container, and nothing else; empty = no assignment.')
+param submitterPrincipalId string = ''
+
+@description('Kind of principal submitterPrincipalId is.')
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param submitterPrincipalType string = 'ServicePrincipal'
 
 @description('More app settings, or changed defaults, from the README\'s configuration table, e.g. {"BATCH_MAX_ITEMS": "50", "SOURCE_URL_ALLOWLIST": "planetarycomputer.microsoft.com,example.org"}. The queue, container and table names are fixed by this template.')
 param extraAppSettings object = {}
@@ -86,19 +97,23 @@ var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(r
 
 // The names the app uses: the defaults of shared/settings.py (tests/test_infra.py holds the two together).
 var names = {
-  submitQueue: 'stac-submit'
+  submitQueue: 'stac-submit' // the inbox: job messages from outside
+  workQueue: 'stac-work' // internal: batch and plan messages, written by the app's identity only
   pollQueue: 'stac-poll'
   dropEventsQueue: 'stac-drop-events'
   payloadContainer: 'stac-payloads'
   dropContainer: 'stac-drop'
+  dropDeadLetterContainer: 'stac-drop-deadletter' // upload events Event Grid could not deliver
   statusTable: 'StacIngestStatus'
   itemIndexTable: 'StacIngestItems'
 }
 
-// The queue triggers read %SUBMIT_QUEUE%, %POLL_QUEUE% and %DROP_EVENTS_QUEUE% and their -poison queues.
+// The queue triggers read these queues and their -poison queues.
 var queueNames = [
   names.submitQueue
   '${names.submitQueue}-poison'
+  names.workQueue
+  '${names.workQueue}-poison'
   names.pollQueue
   '${names.pollQueue}-poison'
   names.dropEventsQueue
@@ -112,6 +127,7 @@ var appSettings = {
   GEOCATALOG_ENDPOINT: geoCatalogEndpoint
   GEOCATALOG_API_VERSION: geoCatalogApiVersion
   SUBMIT_QUEUE: names.submitQueue
+  WORK_QUEUE: names.workQueue
   POLL_QUEUE: names.pollQueue
   DROP_EVENTS_QUEUE: names.dropEventsQueue
   PAYLOAD_CONTAINER: names.payloadContainer
@@ -145,6 +161,7 @@ module storage 'app/storage.bicep' = {
     containerNames: [
       names.payloadContainer
       names.dropContainer
+      names.dropDeadLetterContainer
       deploymentContainerName
     ]
     queueNames: queueNames
@@ -195,6 +212,13 @@ module rbac 'app/rbac.bicep' = {
     appPrincipalId: functionApp.outputs.principalId
     operatorPrincipalId: principalId
     operatorPrincipalType: principalType
+    submitterPrincipalId: submitterPrincipalId
+    submitterPrincipalType: submitterPrincipalType
+    submitQueueName: names.submitQueue
+    payloadContainerName: names.payloadContainer
+    dropContainerName: names.dropContainer
+    statusTableName: names.statusTable
+    itemIndexTableName: names.itemIndexTable
   }
 }
 
@@ -208,6 +232,7 @@ module eventGrid 'app/eventgrid.bicep' = {
     storageAccountName: storage.outputs.name
     dropContainerName: names.dropContainer
     dropEventsQueueName: names.dropEventsQueue
+    deadLetterContainerName: names.dropDeadLetterContainer
   }
 }
 
@@ -232,4 +257,5 @@ output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsN
 output EVENT_GRID_SYSTEM_TOPIC_NAME string = eventGrid.outputs.topicName
 output SUBMIT_QUEUE string = names.submitQueue
 output DROP_CONTAINER string = names.dropContainer
+output DROP_DEAD_LETTER_CONTAINER string = names.dropDeadLetterContainer
 output STATUS_TABLE string = names.statusTable

@@ -5,13 +5,19 @@ folder that `.funcignore` does not exclude, zipped. It is unpacked into a fresh 
 that has `requirements.txt` installed and nothing else: `function_app` must import there, index the same queue
 triggers the host will, validate a real STAC item, and never reach dev-only code (emulator, devhost, tools,
 bench, tests, cli) or a package that only the dev requirements install.
+
+`requirements.txt` is the lock the remote build installs (`pip install -r requirements.txt`, which checks hashes as
+soon as any line has one): every package pinned and hashed, compiled by `make lock` from `requirements.in`, the
+direct dependencies. It is installed here with `--require-hashes`, and checked against `requirements.in`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +27,8 @@ from typing import Any
 
 import pathspec
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 import function_app
 from devhost.queue_host import functions_of
@@ -33,6 +41,10 @@ NEVER_DEPLOYED = [
     ".run/", ".azure/", "node_modules/", "local.settings.json", "local.settings.example.json", "requirements-dev.txt",
     "requirements-checkov.txt", "Makefile", "pyproject.toml", ".git", ".ci/",
 ]
+LOCK = ROOT / "requirements.txt"
+DIRECT = ROOT / "requirements.in"
+PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;]+)(?P<rest>.*)$")
+HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
 MAX_PACKAGE_BYTES = 5 * 1024 * 1024  # the app's sources are ~200 KB; anything near this is a leaked folder
 RUNTIME_VENVS = ROOT / ".run"
 
@@ -104,9 +116,29 @@ def build_package(root: Path, archive: Path) -> Path:
     return app_root
 
 
+def requirement_lines(path: Path) -> list[str]:
+    """The requirements of a pip requirements file, one per line (continuations joined, comments dropped)."""
+    text = path.read_text().replace("\\\n", " ")
+    return [line.split(" #", 1)[0].strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def pins(path: Path) -> dict[str, str]:
+    """name -> version of every `name==version` line; any other kind of line fails."""
+    found = {}
+    for line in requirement_lines(path):
+        match = PIN.match(line)
+        assert match, f"{path.name}: not an exact pin: {line[:120]}"
+        found[canonicalize_name(match["name"])] = match["version"]
+    return found
+
+
 def runtime_python() -> Path:
-    """A virtualenv with requirements.txt alone, kept under .run/ and rebuilt when requirements.txt or Python change."""
-    key = hashlib.sha256((ROOT / "requirements.txt").read_bytes() + sys.version.encode()).hexdigest()[:12]
+    """A virtualenv with requirements.txt alone, kept under .run/ and rebuilt when requirements.txt or Python change.
+
+    Installed as the remote build does, plus `--require-hashes`: a package without a pin or a hash, a dependency
+    missing from the lock, or a file whose hash differs fails the install.
+    """
+    key = hashlib.sha256(LOCK.read_bytes() + sys.version.encode()).hexdigest()[:12]
     venv = RUNTIME_VENVS / f"deploy-venv-{key}"
     python = venv / "bin" / "python"
     if (venv / ".complete").exists():
@@ -114,10 +146,41 @@ def runtime_python() -> Path:
     for stale in RUNTIME_VENVS.glob("deploy-venv-*"):
         shutil.rmtree(stale, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", str(ROOT / "requirements.txt")],
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--require-hashes", "-r", str(LOCK)],
                    check=True, timeout=900)
     (venv / ".complete").touch()
     return python
+
+
+# Runs inside the runtime virtualenv: every installed distribution, its version and what it requires.
+INSTALLED = r"""
+import importlib.metadata, json
+print(json.dumps({d.metadata["Name"]: {"version": d.version, "requires": d.requires or []}
+                  for d in importlib.metadata.distributions()}))
+"""
+
+
+def installed(python: Path) -> dict[str, dict[str, Any]]:
+    """canonical name -> {"version", "requires"} of what the runtime virtualenv holds (pip and setuptools aside)."""
+    run = subprocess.run([str(python), "-I", "-c", INSTALLED], capture_output=True, text=True, timeout=120, check=True)
+    found = {canonicalize_name(name): info for name, info in json.loads(run.stdout).items()}
+    return {name: info for name, info in found.items() if name not in {"pip", "setuptools"}}
+
+
+def closure(roots: set[str], packages: dict[str, dict[str, Any]]) -> set[str]:
+    """`roots` and everything they require on this platform, transitively, as the installed metadata says."""
+    needed: set[str] = set()
+    pending = [(name, frozenset()) for name in roots]
+    while pending:
+        name, extras = pending.pop()
+        if name in needed and not extras:
+            continue
+        needed.add(name)
+        for text in packages[name]["requires"]:
+            requirement = Requirement(text)
+            if requirement.marker is None or any(requirement.marker.evaluate({"extra": extra}) for extra in {"", *extras}):
+                pending.append((canonicalize_name(requirement.name), frozenset(requirement.extras)))
+    return needed
 
 
 def probe(python: Path, app_root: Path) -> dict[str, Any]:
@@ -201,3 +264,45 @@ def test_the_probe_catches_dev_only_imports_and_missing_packages(python: Path, t
     assert report["dev_only"] == {"function_app.py": ["emulator"]}
     (tmp_path / "function_app.py").write_text("import devhost.queue_host\n")
     assert probe(python, tmp_path)["import_error"] == "ModuleNotFoundError: No module named 'devhost'"
+
+
+# ----- the lock -----------------------------------------------------------------------------------------------
+
+
+def test_the_lock_pins_every_package_with_its_hashes() -> None:
+    for line in requirement_lines(LOCK):
+        assert PIN.match(line), line[:120]  # no ranges, URLs, editables or index options
+        assert HASH.search(line), f"no sha256 hash: {line[:120]}"
+    assert len(pins(LOCK)) > len(pins(DIRECT))  # the transitive dependencies are there too
+    assert "make lock" in LOCK.read_text().split("\n", 3)[1]  # how it was made (uv's header)
+
+
+def test_the_lock_is_fresh_against_the_direct_dependencies(python: Path) -> None:
+    """requirements.in changed without `make lock` (a new, removed or re-pinned dependency) fails here."""
+    locked, direct = pins(LOCK), pins(DIRECT)
+    assert {name: locked.get(name) for name in direct} == direct  # every direct pin, at its version
+    packages = installed(python)
+    assert {name: info["version"] for name, info in packages.items()} == locked  # the lock, all of it, nothing else
+    assert closure(set(direct), packages) == set(locked)  # exactly what the direct dependencies need, no leftover
+
+
+def test_the_closure_follows_extras_and_markers() -> None:
+    packages = {
+        "app": {"version": "1", "requires": ["lib[fast]>=1", "winonly; sys_platform == 'win32'"]},
+        "lib": {"version": "1", "requires": ["speedup; extra == 'fast'", "docs; extra == 'docs'", "base"]},
+        "speedup": {"version": "1", "requires": []}, "base": {"version": "1", "requires": []},
+        "docs": {"version": "1", "requires": []}, "winonly": {"version": "1", "requires": []},
+    }
+    expected = {"app", "lib", "speedup", "base"} | ({"winonly"} if sys.platform == "win32" else set())
+    assert closure({"app"}, packages) == expected
+
+
+def test_the_tests_run_on_the_locked_versions() -> None:
+    """The dev virtualenv holds the deployed versions of every locked package, so the suite tests what runs in Azure."""
+    def version(name: str) -> str | None:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+    locked = pins(LOCK)
+    assert {name: version(name) for name in locked} == locked

@@ -3,6 +3,8 @@
 Every `.bicep` file parses with pycep (the parser checkov uses); checkov finds no failed check, and each
 skip carries its reason inline; the app settings the Bicep writes hold everything `shared/settings.py`
 requires, and the queues, containers and table it creates are the ones the triggers and the app read.
+The trust boundary: who may write which queue, container or table (role assignments, each on its one
+resource), Event Grid's dead letters, no basic-auth publishing, and what azd must pass.
 """
 
 from __future__ import annotations
@@ -31,10 +33,18 @@ CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 
 ROLES = {
     "Storage Blob Data Owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+    "Storage Blob Data Contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
+    "Storage Blob Data Reader": "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
     "Storage Queue Data Contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
-    "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
     "Storage Queue Data Message Sender": "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a",
+    "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
+    "Storage Table Data Reader": "76199698-9eea-4c19-bc75-cec21354c6b6",
+    "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
 }
+QUEUE_WRITERS = {"Storage Queue Data Contributor", "Storage Queue Data Message Sender"}
+# The internal queue of batch and plan messages (issue 23): the template creates it and names it in WORK_QUEUE.
+# shared/settings.py gets that setting with the code that moves the messages there; until then it is known here.
+WORK_QUEUE = "stac-work"
 # App settings that are not valid on Flex Consumption (functions-app-settings.md, "Flex Consumption plan deprecations").
 NOT_ON_FLEX = {
     "FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_WORKER_RUNTIME_VERSION", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE",
@@ -157,17 +167,59 @@ class BicepFile:
         return BicepFile(self.path.parent / module["detail"]["path"], args)
 
 
-def main() -> BicepFile:
-    return BicepFile(MAIN)
+def main(args: Mapping[str, Any] | None = None) -> BicepFile:
+    return BicepFile(MAIN, args)
 
 
-def app_settings() -> dict[str, Any]:
-    """Every app setting the Function App gets, as deployed by main.bicep."""
-    function = main().module("functionApp")
+def app_settings(args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every app setting the Function App gets, as deployed by main.bicep (with these parameter values)."""
+    function = main(args).module("functionApp")
     config = function.resource("appSettingsConfig")
     assert (config["parent"], config["name"]) == ("app", "appsettings")
     assert "appSettings" not in function.resource("app")["properties"]["siteConfig"]  # one place only
     return function.value(config["properties"])
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One role assignment of a template: who (the principal's expression), which role, on what."""
+
+    principal: str
+    principal_type: str
+    role: str
+    scope: tuple[str, str]  # (resource type, name) of the scope: the account, one queue, container or table
+    condition: str | None  # the variable that must be true for it to exist; None = always
+
+
+def role_assignments(bicep: BicepFile) -> list[Assignment]:
+    """Every role assignment in `bicep`, loops expanded, each scope resolved to the resource it names."""
+    role_names = {role_id: name for name, role_id in ROLES.items()}
+    found = []
+    for resource in bicep.doc["resources"].values():
+        if resource["type"] != "Microsoft.Authorization/roleAssignments":
+            continue
+        config = resource["config"]
+        body = config["config"] if {"loop_type", "condition"} & config.keys() else config
+        loop = config.get("loop_type")
+        bindings = [{}] if loop is None else [{loop["detail"]["item_name"]: item} for item in bicep.lookup(loop["detail"]["array_name"])]
+        for binding in bindings:
+            scoped = BicepFile(bicep.path, {**bicep.args, **binding})
+            properties = body["properties"]
+            role = scoped.value(properties["roleDefinitionId"]["function"]["parameters"]["resource_name_1"])
+            (scope_symbol,) = BicepFile.symbols(body["scope"])
+            target = bicep.doc["resources"][scope_symbol]
+            found.append(Assignment(
+                principal=".".join(BicepFile.symbols(properties["principalId"])),
+                principal_type=properties["principalType"],
+                role=role_names.get(role, role),
+                scope=(target["type"].rsplit("/", 1)[-1], bicep.value(target["config"]["name"])),
+                condition=config.get("condition"),
+            ))
+    return found
+
+
+def granted(assignments: list[Assignment], principal: str) -> set[tuple[str, tuple[str, str]]]:
+    return {(a.role, a.scope) for a in assignments if a.principal == principal}
 
 
 def trigger_bindings() -> dict[str, dict[str, Any]]:
@@ -270,8 +322,8 @@ def test_app_settings_are_identity_based_and_known() -> None:
     assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "Authorization=AAD"
     assert "GEOCATALOG_TOKEN" not in settings  # the app uses its managed identity
     assert settings["GEOCATALOG_ENDPOINT"] == Unknown("geoCatalogEndpoint")  # a required azd parameter
-    unknown_names = {name for name in settings
-                     if name not in DEFAULTS and not name.startswith(f"{STORAGE_CONNECTION}__") and name not in HOST_SETTINGS}
+    unknown_names = {name for name in settings if name not in DEFAULTS and name != "WORK_QUEUE"
+                     and not name.startswith(f"{STORAGE_CONNECTION}__") and name not in HOST_SETTINGS}
     assert unknown_names == set()  # a misspelt setting would silently fall back to its default
     assert NOT_ON_FLEX & settings.keys() == set()
     assert int(settings["MAX_DEQUEUE_COUNT"]) == QueueOptions.from_host_json(ROOT / "host.json").max_dequeue_count
@@ -291,9 +343,10 @@ def test_the_queues_created_are_the_ones_the_triggers_read() -> None:
     read = {resolve(expression, settings) for expression, _ in trigger_queues().values()}
     assert {connection for _, connection in trigger_queues().values()} == {STORAGE_CONNECTION}
     storage = main().module("storage")
-    assert sorted(storage.lookup("queueNames")) == sorted(read)
-    assert read == {f"{DEFAULTS[name][0]}{suffix}" for name in ("SUBMIT_QUEUE", "POLL_QUEUE", "DROP_EVENTS_QUEUE")
-                    for suffix in ("", "-poison")}  # the defaults of shared/settings.py: local runs use the same names
+    work = {WORK_QUEUE, f"{WORK_QUEUE}-poison"}  # read by the work trigger once it exists
+    assert sorted(storage.lookup("queueNames")) == sorted(read | work)
+    assert read - work == {f"{DEFAULTS[name][0]}{suffix}" for name in ("SUBMIT_QUEUE", "POLL_QUEUE", "DROP_EVENTS_QUEUE")
+                           for suffix in ("", "-poison")}  # the defaults of shared/settings.py: local runs use the same names
 
 
 def test_the_containers_and_table_created_are_the_ones_the_app_uses() -> None:
@@ -321,11 +374,9 @@ def test_uploads_to_the_drop_container_reach_the_drop_events_queue() -> None:
     assert event_grid.value(delivery["destination"]["properties"]["queueName"]) == settings["DROP_EVENTS_QUEUE"]
     assert event_grid.value(subscription["filter"]["subjectBeginsWith"]) == f"/blobServices/default/containers/{settings['DROP_CONTAINER']}/"
     assert subscription["filter"]["includedEventTypes"] == ["Microsoft.Storage.BlobCreated"]
-    sender = event_grid.resource("topicSender")
-    assert BicepFile.symbols(sender["scope"]) == ["storage", "queueService", "dropEvents"]  # that one queue only
-    assert event_grid.value(sender["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]) == \
-        ROLES["Storage Queue Data Message Sender"]
-    assert event_grid.value(event_grid.resource("storage__queueService__dropEvents")["name"]) == settings["DROP_EVENTS_QUEUE"]
+    assert granted(role_assignments(event_grid), "topic.identity.principalId") >= {
+        ("Storage Queue Data Message Sender", ("queues", settings["DROP_EVENTS_QUEUE"]))}  # that one queue only
+    assert "topicSender" in event_grid.resource("dropCreated")["dependsOn"]
 
 
 def test_payload_blobs_expire_after_the_retention_parameter() -> None:
@@ -336,6 +387,109 @@ def test_payload_blobs_expire_after_the_retention_parameter() -> None:
     assert storage.value(rule["definition"]["filters"]["prefixMatch"]) == [f"{settings['PAYLOAD_CONTAINER']}/"]
     days = rule["definition"]["actions"]["baseBlob"]["delete"]["daysAfterModificationGreaterThan"]
     assert storage.value(days) == main().lookup("payloadRetentionDays") == 30
+
+
+def test_the_app_gets_an_internal_work_queue_beside_the_poll_queue() -> None:
+    settings = app_settings()
+    assert settings["WORK_QUEUE"] == WORK_QUEUE
+    assert settings["WORK_QUEUE"] not in {settings["SUBMIT_QUEUE"], settings["POLL_QUEUE"], settings["DROP_EVENTS_QUEUE"]}
+    assert {WORK_QUEUE, f"{WORK_QUEUE}-poison"} <= set(main().module("storage").lookup("queueNames"))
+
+
+def test_upload_events_that_cannot_be_delivered_are_dead_lettered_as_the_topics_identity() -> None:
+    settings = app_settings()
+    event_grid = main().module("eventGrid")
+    container = event_grid.lookup("deadLetterContainerName")
+    assert container == "stac-drop-deadletter"
+    assert container in main().module("storage").lookup("containerNames")  # created with the account
+    subscription = event_grid.resource("dropCreated")
+    dead_letter = subscription["properties"]["deadLetterWithResourceIdentity"]
+    assert "deadLetterDestination" not in subscription["properties"]  # written only through the topic's identity
+    assert dead_letter["identity"] == {"type": "SystemAssigned"}
+    assert dead_letter["deadLetterDestination"]["endpointType"] == "StorageBlob"
+    destination = dead_letter["deadLetterDestination"]["properties"]
+    assert BicepFile.symbols(destination["resourceId"]) == ["storage", "id"]  # the account, as for the queue
+    assert event_grid.value(destination["blobContainerName"]) == container
+    # The topic may write there and nowhere else, and has that right before the subscription exists.
+    assert granted(role_assignments(event_grid), "topic.identity.principalId") == {
+        ("Storage Queue Data Message Sender", ("queues", settings["DROP_EVENTS_QUEUE"])),
+        ("Storage Blob Data Contributor", ("containers", container)),
+    }
+    assert set(subscription["dependsOn"]) == {"topicSender", "topicDeadLetterWriter"}
+    # 'stac-drop' is a prefix of 'stac-drop-deadletter': a dead letter must not start a job.
+    prefix = event_grid.value(subscription["properties"]["filter"]["subjectBeginsWith"])
+    assert f"/blobServices/default/containers/{settings['DROP_CONTAINER']}/a/b.json".startswith(prefix)
+    assert not f"/blobServices/default/containers/{container}/a/b.json".startswith(prefix)
+
+
+def test_the_submitter_may_only_send_to_the_inbox_and_upload_to_the_drop_container() -> None:
+    settings = app_settings()
+    rbac = main({"submitterPrincipalId": "<submitter>"}).module("rbac")
+    assert main().lookup("submitterPrincipalId") == ""  # optional: no submitter, no assignment
+    assert rbac.args["submitterPrincipalId"] == "<submitter>"
+    submitter = [a for a in role_assignments(rbac) if a.principal == "submitterPrincipalId"]
+    assert {(a.role, a.scope) for a in submitter} == {
+        ("Storage Queue Data Message Sender", ("queues", settings["SUBMIT_QUEUE"])),  # add messages, not read or delete
+        ("Storage Blob Data Contributor", ("containers", settings["DROP_CONTAINER"])),
+    }
+    assert {a.condition for a in submitter} == {"hasSubmitter"}
+    assert parsed(rbac.path)["variables"]["hasSubmitter"]["value"] == {"operator": {"type": "not", "operands": {"bool_value": {
+        "function": {"type": "empty", "parameters": {"item_to_test": "submitterPrincipalId"}}}}}}
+    assert {a.principal_type for a in submitter} == {"submitterPrincipalType"}
+    assert rbac.args["submitterPrincipalType"] == main().lookup("submitterPrincipalType") == "ServicePrincipal"
+
+
+def test_the_operator_gets_what_the_cli_reads_and_writes_each_on_its_own_resource() -> None:
+    """submit/retry send job messages to the inbox and write payload blobs; logs, failures and retry read payload
+    blobs and byte ranges of uploads; jobs, status, watch, failures and item read the two tables."""
+    settings = app_settings()
+    rbac = main().module("rbac")
+    operator = [a for a in role_assignments(rbac) if a.principal == "operatorPrincipalId"]
+    assert {(a.role, a.scope) for a in operator} == {
+        ("Storage Queue Data Message Sender", ("queues", settings["SUBMIT_QUEUE"])),
+        ("Storage Blob Data Contributor", ("containers", settings["PAYLOAD_CONTAINER"])),
+        ("Storage Blob Data Reader", ("containers", settings["DROP_CONTAINER"])),
+        ("Storage Table Data Reader", ("tables", settings["STATUS_TABLE"])),
+        ("Storage Table Data Reader", ("tables", settings["ITEM_INDEX_TABLE"])),
+    }
+    assert {a.condition for a in operator} == {"hasOperator"}
+    assert {a.principal_type for a in operator} == {"operatorPrincipalType"}
+    assert (rbac.args["operatorPrincipalId"], rbac.args["operatorPrincipalType"]) == (main().lookup("principalId"), main().lookup("principalType"))
+
+
+def test_only_the_app_identity_writes_the_internal_queues_and_the_tables() -> None:
+    settings = app_settings()
+    assignments = [*role_assignments(main().module("rbac")), *role_assignments(main().module("eventGrid"))]
+    assert {(role, kind) for role, (kind, _) in granted(assignments, "appPrincipalId")} >= {
+        ("Storage Queue Data Contributor", "storageAccounts"), ("Storage Table Data Contributor", "storageAccounts")}
+    others = [a for a in assignments if a.principal != "appPrincipalId"]
+    assert [a for a in others if a.scope[0] == "storageAccounts"] == []  # nobody else holds a role on the whole account
+    writable = {a.scope[1] for a in others if a.role in QUEUE_WRITERS}
+    assert writable == {settings["SUBMIT_QUEUE"], settings["DROP_EVENTS_QUEUE"]}  # the inbox and Event Grid's queue
+    assert not {WORK_QUEUE, settings["POLL_QUEUE"]} & writable
+    assert {a.role for a in others if a.scope[0] == "tables"} == {"Storage Table Data Reader"}
+
+
+def test_the_instance_count_and_the_pacing_share_follow_one_parameter() -> None:
+    """`azd env set MAXIMUM_INSTANCE_COUNT N && azd provision` changes both, and nothing else can change one alone."""
+    values = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert values["maximumInstanceCount"] == {"value": "${MAXIMUM_INSTANCE_COUNT=2}"}
+    args = {"maximumInstanceCount": 7, "extraAppSettings": {"GEOCATALOG_MAX_INSTANCES": "99", "BATCH_MAX_ITEMS": "50"}}
+    settings = app_settings(args)
+    assert settings["GEOCATALOG_MAX_INSTANCES"] == "7"  # extraAppSettings cannot override the tied setting
+    assert settings["BATCH_MAX_ITEMS"] == "50"  # but does add the others
+    function = main(args).module("functionApp")
+    scale = function.resource("app")["properties"]["functionAppConfig"]["scaleAndConcurrency"]
+    assert function.value(scale["maximumInstanceCount"]) == 7
+
+
+def test_basic_auth_publishing_is_off_on_scm_and_ftp() -> None:
+    function = main().module("functionApp")
+    policies = {function.value(config["name"]): config for config in
+                (function.resource(symbol) for symbol, resource in function.doc["resources"].items()
+                 if resource["type"] == "Microsoft.Web/sites/basicPublishingCredentialsPolicies")}
+    assert {name: (config["parent"], config["properties"]) for name, config in policies.items()} == {
+        "scm": ("app", {"allow": False}), "ftp": ("app", {"allow": False})}
 
 
 # ----- identity only, no secrets -----------------------------------------------------------------------------------
@@ -426,10 +580,42 @@ def test_azd_parameters_cover_the_required_ones_and_name_real_parameters() -> No
         assert values[name] == {"value": f"${{{variable}={params[name]['default']}}}"}
 
 
+def test_azd_passes_the_signed_in_principal_and_its_kind() -> None:
+    """A pipeline runs azd as a service principal: a role assignment that says 'User' fails (UnmatchedPrincipalType)."""
+    values = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert values["principalId"] == {"value": "${AZURE_PRINCIPAL_ID}"}
+    assert values["principalType"] == {"value": "${AZURE_PRINCIPAL_TYPE}"}
+    assert values["submitterPrincipalId"] == {"value": "${SUBMITTER_PRINCIPAL_ID}"}
+    assert values["submitterPrincipalType"] == {"value": "${SUBMITTER_PRINCIPAL_TYPE}"}
+    params = parsed(MAIN)["parameters"]
+    for name in ("principalType", "submitterPrincipalType"):
+        (allowed,) = [d["argument"] for d in params[name]["decorators"] if d["type"] == "allowed"]
+        assert sorted(allowed) == ["Group", "ServicePrincipal", "User"]
+    # Only the Azure-made identities (the app's, the topic's) are typed as literals; a person's kind is a parameter.
+    for module in ("rbac", "eventGrid"):
+        for assignment in role_assignments(main().module(module)):
+            literal = assignment.principal in ("appPrincipalId", "topic.identity.principalId")
+            assert assignment.principal_type == "ServicePrincipal" if literal else assignment.principal_type.endswith("PrincipalType")
+
+
+def required_azd_version() -> tuple[int, ...]:
+    text = (ROOT / "azure.yaml").read_text()
+    (constraint,) = re.findall(r"(?m)^requiredVersions:\n  azd: \"?>= ?([\d.]+)\"?$", text)
+    return tuple(int(part) for part in constraint.split("."))
+
+
+def test_azure_yaml_requires_an_azd_that_honours_funcignore_and_principal_type() -> None:
+    # 1.18.0 packages function apps without what .funcignore lists (Azure/azure-dev#5383); AZURE_PRINCIPAL_TYPE
+    # came in 1.17.1 (#5285). An older azd would ship tests/, infra/ and the emulator to Azure.
+    assert required_azd_version() >= (1, 18, 0)
+    assert (ROOT / ".funcignore").is_file()
+
+
 def test_outputs_name_what_a_user_needs_next() -> None:
     outputs = parsed(MAIN)["outputs"]
     assert {"AZURE_RESOURCE_GROUP", "AZURE_FUNCTION_APP_NAME", "AZURE_STORAGE_ACCOUNT_NAME", "FUNCTION_APP_PRINCIPAL_ID",
-            "APPLICATIONINSIGHTS_NAME", "SUBMIT_QUEUE", "DROP_CONTAINER", "STATUS_TABLE"} <= outputs.keys()
+            "APPLICATIONINSIGHTS_NAME", "SUBMIT_QUEUE", "DROP_CONTAINER", "DROP_DEAD_LETTER_CONTAINER", "STATUS_TABLE"} <= outputs.keys()
+    assert main().value(outputs["DROP_DEAD_LETTER_CONTAINER"]["value"]) == main().module("eventGrid").lookup("deadLetterContainerName")
     settings = app_settings()
     for name in ("SUBMIT_QUEUE", "DROP_CONTAINER", "STATUS_TABLE"):
         assert main().value(outputs[name]["value"]) == settings[name]

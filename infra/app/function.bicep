@@ -133,6 +133,24 @@ resource appSettingsConfig 'Microsoft.Web/sites/config@2024-04-01' = {
   properties: settings
 }
 
+// Basic-auth (user name and password) publishing to the SCM and FTP endpoints off: deployments authenticate
+// with Entra ID (azd posts the package to /api/publish with a bearer token).
+resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: app
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: app
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
 output name string = app.name
 output principalId string = app.identity.principalId
 output defaultHostName string = app.properties.defaultHostName
