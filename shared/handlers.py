@@ -76,16 +76,23 @@ def handle_work_message(body: bytes, *, message_id: str, dequeue_count: int, ser
     try:
         decoded = decode_body(body)
         kind = decoded.get("kind") if isinstance(decoded, dict) else None
+        message: BatchMessage | PlanMessage | None = None
         if kind == "batch":
-            _submit(BatchMessage.from_json(decoded), message_id, dequeue_count=dequeue_count, services=services, now=now)
+            message = BatchMessage.from_json(decoded)
         elif kind == "plan":
-            _plan_segment(PlanMessage.from_json(decoded), dequeue_count=dequeue_count, services=services, now=now)
-        elif kind == JOB_RESEND:
-            _plan_again(decoded, dequeue_count=dequeue_count, services=services, now=now)
-        else:
-            raise InvalidInputError(f"unknown kind {str(kind)[:40]!r}")
+            message = PlanMessage.from_json(decoded)
+        claim = JobClaim.carried(decoded) if kind == JOB_RESEND else None
+        if message is None and (claim is None or not is_job_id(decoded.get("job_id"))):
+            raise InvalidInputError(f"not a batch, plan or job re-send with its job_id and claim (kind {str(kind)[:40]!r})")
     except InvalidInputError as error:
         log.error("unreadable work message dropped: %s", error)  # only this app writes the work queue
+        return
+    if isinstance(message, BatchMessage):
+        _submit(message, message_id, dequeue_count=dequeue_count, services=services, now=now)
+    elif isinstance(message, PlanMessage):
+        _plan_segment(message, dequeue_count=dequeue_count, services=services, now=now)
+    elif claim is not None:
+        _plan_again(decoded, decoded["job_id"], claim, dequeue_count=dequeue_count, services=services, now=now)
 
 
 def plan_or_retry(decoded: Any, request: JobRequest, job_id: str, claim: JobClaim, *, dequeue_count: int,
@@ -230,11 +237,9 @@ def _plan_segment(plan: PlanMessage, *, dequeue_count: int, services: Services, 
         raise
 
 
-def _plan_again(decoded: dict[str, Any], *, dequeue_count: int, services: Services, now: datetime) -> None:
+def _plan_again(decoded: dict[str, Any], job_id: str, claim: JobClaim, *, dequeue_count: int, services: Services,
+                now: datetime) -> None:
     """A job message the app re-sent after a transient error: it acts only as the claim it carries."""
-    claim, job_id = JobClaim.carried(decoded), decoded.get("job_id")
-    if claim is None or not is_job_id(job_id):
-        raise InvalidInputError("a job re-send needs its job_id and claim")
     try:
         request = JobRequest.from_json(decoded)
     except InvalidInputError as error:
