@@ -1,8 +1,9 @@
 """Azure Functions entry point (Python v2 model): triggers and bindings only.
 
 Each function hands its message to one handler in `shared.handlers` with the worker's clients and
-the current time. Queue names come from app settings (`%SUBMIT_QUEUE%`, `%POLL_QUEUE%`); the
-connection is the Functions storage account (`AzureWebJobsStorage`).
+the current time. Queue names come from app settings (`%SUBMIT_QUEUE%`: the users' inbox of job
+messages; `%WORK_QUEUE%`: the app's own batch and plan messages; `%POLL_QUEUE%`); the connection is the
+Functions storage account (`AzureWebJobsStorage`).
 """
 
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from shared.handlers import (
     handle_poll_message,
     handle_submit_message,
     handle_sweep,
+    handle_work_message,
 )
 from shared.services import services_from_env
 
@@ -28,6 +30,13 @@ STORAGE = "AzureWebJobsStorage"
 def submit(msg: func.QueueMessage) -> None:
     handle_submit_message(msg.get_body(), message_id=msg.id or "", dequeue_count=msg.dequeue_count or 1,
                           services=services_from_env(), now=datetime.now(UTC))
+
+
+@app.function_name("work")
+@app.queue_trigger(arg_name="msg", queue_name="%WORK_QUEUE%", connection=STORAGE)
+def work(msg: func.QueueMessage) -> None:
+    handle_work_message(msg.get_body(), message_id=msg.id or "", dequeue_count=msg.dequeue_count or 1,
+                        services=services_from_env(), now=datetime.now(UTC))
 
 
 @app.function_name("poll")
@@ -56,6 +65,12 @@ def sweep(timer: func.TimerRequest) -> None:
 @app.queue_trigger(arg_name="msg", queue_name="%SUBMIT_QUEUE%-poison", connection=STORAGE)
 def submit_poison(msg: func.QueueMessage) -> None:
     handle_poison_message(msg.get_body(), queue="submit-poison", services=services_from_env(), now=datetime.now(UTC))
+
+
+@app.function_name("work_poison")
+@app.queue_trigger(arg_name="msg", queue_name="%WORK_QUEUE%-poison", connection=STORAGE)
+def work_poison(msg: func.QueueMessage) -> None:
+    handle_poison_message(msg.get_body(), queue="work-poison", services=services_from_env(), now=datetime.now(UTC))
 
 
 @app.function_name("poll_poison")

@@ -104,7 +104,7 @@ def child_items_ref(env: dict[str, str], blob: str, etag: str) -> dict[str, floa
     now = datetime.now(UTC)
     started = time.perf_counter()
     body = {"v": 1, "job_id": "bench-ref", "collection": "bench", "items_ref": {"blob": blob}}
-    plan_job(JobRequest.from_json(body), job_id="bench-ref", claim=JobClaim.of(body, "bench-message"), services=services, now=now)
+    plan_job(JobRequest.from_json(body), job_id="bench-ref", claim=JobClaim.of_delivery(body, "bench-message"), services=services, now=now)
     segments = 0
     while sender.plans:
         plan_segment(PlanMessage.from_json(orjson.loads(sender.plans.pop())), services=services, now=now)

@@ -68,7 +68,8 @@ def run(count: int, *, faults: bool) -> dict[str, float]:
         held = stack.emulator.catalog.items.get(COLLECTION, {})
         poison = sum(QueueClient.from_connection_string(stack.azurite.connection_string, f"{q}-poison")
                      .get_queue_properties().approximate_message_count
-                     for q in (stack.services.settings.submit_queue, stack.services.settings.poll_queue,
+                     for q in (stack.services.settings.submit_queue, stack.services.settings.work_queue,
+                               stack.services.settings.poll_queue,
                                stack.services.settings.drop_events_queue))
         settled = job.items_succeeded + job.items_failed + job.items_rejected
         early, late = _early_and_late(stack, job_id)

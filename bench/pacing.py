@@ -54,7 +54,8 @@ def run_job(azurite: Azurite, *, service_limit: float, app_limit: float, batches
     faults = Faults(rate_limit_per_second=service_limit, retry_after_seconds=1)
     suffix = f"p{int(app_limit)}{int(time.time())}"
     settings = {"GEOCATALOG_MAX_CALLS_PER_SECOND": str(app_limit), "GEOCATALOG_MAX_INSTANCES": str(INSTANCES),
-                "BATCH_MAX_ITEMS": "1", "SUBMIT_QUEUE": f"{suffix}-submit", "POLL_QUEUE": f"{suffix}-poll",
+                "BATCH_MAX_ITEMS": "1", "SUBMIT_QUEUE": f"{suffix}-submit", "WORK_QUEUE": f"{suffix}-work",
+                "POLL_QUEUE": f"{suffix}-poll",
                 "DROP_EVENTS_QUEUE": f"{suffix}-drop-events", "PAYLOAD_CONTAINER": f"{suffix}-payloads",
                 "DROP_CONTAINER": f"{suffix}-drop", "STATUS_TABLE": f"Pace{suffix}"}
     options = EmulatorOptions(timings=Timings(0.1, 0.2), faults=faults)

@@ -83,7 +83,7 @@ def measure(stack: LocalStack, job_ids: dict[float, str]) -> dict[float, Figures
 def run(azurite: Azurite, *, schedule: str, moving: bool, lengths: list[float], ops: int) -> dict[str, dict[float, Figures]]:
     options = EmulatorOptions(timings=Timings(PENDING, 0.0, PER_ITEM), moving_counters=moving)
     run_name = f"{schedule}{'moving' if moving else 'still'}{int(time.time())}"
-    fresh_storage = {"SUBMIT_QUEUE": f"{run_name}-submit", "POLL_QUEUE": f"{run_name}-poll",
+    fresh_storage = {"SUBMIT_QUEUE": f"{run_name}-submit", "WORK_QUEUE": f"{run_name}-work", "POLL_QUEUE": f"{run_name}-poll",
                      "DROP_EVENTS_QUEUE": f"{run_name}-drop-events", "PAYLOAD_CONTAINER": f"{run_name}-payloads",
                      "DROP_CONTAINER": f"{run_name}-drop", "STATUS_TABLE": f"Lag{run_name}"}  # cold means cold
     settings = {**PRODUCTION_POLLING, **fresh_storage, "POLL_SCHEDULE": schedule}

@@ -3,7 +3,7 @@
 The path measured is what the app does to every item between the bytes it reads and the bytes it
 POSTs: parse (orjson), validate (`shared.items.validated`), batch and serialize each item once
 (`shared.batching.split_serialized` measures and joins the same bytes into the batch's body, from
-which the payload blob and the inline decision are made), build the batch message, and the
+which the payload blob is written), build the batch message (it names the batch only), and the
 submitter's side (an unsigned batch POSTs the stored bytes as they are: no decode). Storage and
 HTTP are left out: this is the CPU the app spends. The floor, printed beside it: `orjson.loads`
 of the same lines. Target: <= 150 us per item.
@@ -21,7 +21,6 @@ from pathlib import Path
 import orjson
 
 from shared.batching import split_serialized
-from shared.fanout import MAX_INLINE_PAYLOAD_BYTES
 from shared.items import validated
 from shared.messages import BatchMessage
 
@@ -39,10 +38,9 @@ def submit_path(lines: list[bytes], collection: str) -> int:
     items = [orjson.loads(line) for line in lines]
     valid, _ = validated(items, collection)
     messages = 0
-    for number, group in enumerate(split_serialized(valid, max_items=100, max_bytes=2_000_000), start=1):
-        # group.body: the payload blob's bytes, and what the submitter POSTs as stored
-        inline = group.items if len(group.body) <= MAX_INLINE_PAYLOAD_BYTES else None
-        BatchMessage("job", f"batch-{number:06d}", collection, items=inline, payload_blob="p/job/x.json").to_json()
+    for number, _group in enumerate(split_serialized(valid, max_items=100, max_bytes=2_000_000), start=1):
+        # _group.body: the payload blob's bytes, and what the submitter POSTs as stored
+        BatchMessage("job", f"batch-{number:06d}").to_json()
         messages += 1
     return messages
 

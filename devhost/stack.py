@@ -27,6 +27,7 @@ LOCAL_SETTINGS = {
     "SWEEP_SCHEDULE": "*/30 * * * * *",
     "GEOCATALOG_MAX_INSTANCES": "1",  # one local host: a half of the call limit for submit, the other for poll
     "SUBMIT_QUEUE": "stac-submit",
+    "WORK_QUEUE": "stac-work",
     "POLL_QUEUE": "stac-poll",
     "PAYLOAD_CONTAINER": "stac-payloads",
     "STATUS_TABLE": "StacIngestStatus",

@@ -1,9 +1,12 @@
-"""Turning groups of items into batches: payload blob, Queued row, and a message on the submit queue.
+"""Turning groups of items into batches: payload blob, Queued row, and a message on the work queue.
 
 Used by planning (a job's first batches) and by isolation (the halves of a failed batch). Order
 matters for crash safety: blob, then row, then message. A crash before the message leaves a Queued
 row that the next delivery of the same job (or poll) message re-sends; a duplicate message is
 harmless because submitting checks the row first.
+
+A batch message names its batch and nothing more: what is sent is read from the row, which points at
+the stored payload (or byte range of an upload). So no message can change what a batch POSTs.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import orjson
 from shared.batching import feature_collection
 from shared.items import item_id_of
 from shared.messages import BatchMessage
-from shared.queues import MAX_MESSAGE_BYTES, fits_in_message
 from shared.services import Services, Storage
 from shared.status import BatchRow, BatchState
 from shared.upload_items import is_byte_range, range_items
@@ -26,9 +28,6 @@ from shared.upload_items import is_byte_range, range_items
 log = logging.getLogger(__name__)
 
 MAX_INLINE_IDS_CHARS = 30_000  # a table string property holds 32K UTF-16 characters
-# A batch whose payload is at most this size travels inline in its message (the envelope needs the rest
-# of the 64 KiB); larger ones are claim-checked. Decided from the payload already serialized for its blob.
-MAX_INLINE_PAYLOAD_BYTES = MAX_MESSAGE_BYTES - 1024
 
 
 @dataclass(frozen=True)
@@ -58,12 +57,10 @@ def enqueue_batches(
     sign_collection: str = "",
 ) -> None:
     """Write each batch's payload and row, then send its message."""
-    messages: list[str] = []
     rows: list[BatchRow] = []
     for batch in batches:
         body = batch.body if batch.body is not None else feature_collection(batch.items)
         payload = "" if action == "delete" else services.payloads.put(payload_name(job_id, batch.batch_id), body)
-        inline = action == "delete" or len(body) <= MAX_INLINE_PAYLOAD_BYTES
         ids, ids_blob = ids_field(services, job_id, batch.batch_id, [item_id_of(i) for i in batch.items])
         rows.append(
             BatchRow(
@@ -73,22 +70,13 @@ def enqueue_batches(
                 items_repaired=batch.repaired,
             )
         )
-        items = None if action == "delete" or not inline else batch.items
-        messages.append(BatchMessage(job_id, batch.batch_id, collection, items=items, payload_blob=payload, mode=mode).to_json())
     services.status.create_batches(rows, now)
-    for body in messages:
-        services.queues.send(services.settings.submit_queue, body)
+    services.queues.send_many(services.settings.work_queue, [batch_message(job_id, row.batch_id) for row in rows])
 
 
-def batch_message(
-    job_id: str, batch_id: str, collection: str, items: list[dict[str, Any]] | None, payload: str, mode: str, attempt: int = 0
-) -> str:
-    """The batch's message: items inline when they fit in one queue message, else only the claim check."""
-    inline = BatchMessage(job_id, batch_id, collection, items=items, payload_blob=payload, attempt=attempt, mode=mode)
-    body = inline.to_json()
-    if fits_in_message(body):
-        return body
-    return BatchMessage(job_id, batch_id, collection, payload_blob=payload, attempt=attempt, mode=mode).to_json()
+def batch_message(job_id: str, batch_id: str, attempt: int = 0) -> str:
+    """The batch's message: which batch (its row holds the rest)."""
+    return BatchMessage(job_id, batch_id, attempt=attempt).to_json()
 
 
 def ids_field(services: Services, job_id: str, batch_id: str, ids: list[str]) -> tuple[str, str]:

@@ -1,16 +1,32 @@
 """What each queue trigger does with a message: decode, dispatch, and never lose track of it.
 
 Every handler takes its collaborators (`services`) and the time (`now`) as arguments; function_app.py
-only supplies them. On the last delivery the host will allow (`MAX_DEQUEUE_COUNT`), a handler that is
-about to fail records the failure on the job or batch row first, so the item never just disappears.
+only supplies them.
+
+Two queues carry work, trusted differently:
+- the submit queue (`SUBMIT_QUEUE`) is the users' inbox: whoever may send a job can write any bytes
+  there. Its handler knows one shape, a job. Anything else (the app's own `kind`s included) is
+  `Rejected` under the message's own id, `msg-<queue message id>`, never under a job id it names. A
+  delivery's claim on a job is its own message id and content: a `claim` in a body is refused.
+- the work queue (`WORK_QUEUE`) is the app's own: batch and plan messages, and delayed re-sends of job
+  messages, which carry the claim of the delivery that claimed the job. Even there, a batch message
+  only names its batch (what is POSTed comes from the row), and a plan or re-send goes on only while
+  the job row still holds the claim it carries.
+
+Only the delivery that claimed a job row changes it. On the last delivery the host will allow
+(`MAX_DEQUEUE_COUNT`), a handler about to fail ends its own job or batch first, so the item never just
+disappears. A poison copy has a new message id, so it proves no claim: the poison handler records the
+message as a `Failed` row of its own, `poison-<hash of its bytes>`, and changes no job. An open job it
+named was either ended by its last delivery (which gave up before raising) or is one whose deliveries
+died without ending it; the sweeper gives those up once their row has not changed for longer than
+planning may be retried. Poison copies of batch and poll messages (internal queues, written by the app
+for that batch) still end their batch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import re
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -20,66 +36,94 @@ from shared.blob_events import blob_created_from_event
 from shared.errors import InvalidInputError, RetryableError
 from shared.ids import is_job_id
 from shared.job_claims import CLAIM_KEY, JobClaim
-from shared.messages import BatchMessage, JobRequest, PlanMessage, PollMessage, decode_body
+from shared.messages import BATCH_ID, BatchMessage, JobRequest, PlanMessage, PollMessage, decode_body, inbox_job
 from shared.pacing import POLL, calling_group
-from shared.planning import plan_job, reject_job
+from shared.planning import give_up_job, plan_job, reject_job
 from shared.poll import end_batch, poll_batch
 from shared.queues import fits_in_message
-from shared.rollup import settle_job
 from shared.services import Services
-from shared.status import BatchState, JobRow, JobState
+from shared.status import BatchState, JobRow
 from shared.submit import retry_delay, submit_batch
 from shared.sweeper import SweepReport, sweep
-from shared.uploads import plan_upload_segment, start_upload_job, upload_job_id
+from shared.uploads import plan_upload_segment, start_upload_job, upload_claim, upload_job_id
 
 log = logging.getLogger(__name__)
 
-BATCH_KEY = re.compile(r"\A[A-Za-z0-9._-]{1,128}\Z")  # our batch ids (batch-000001.2, rejected-000001): a safe RowKey
+JOB_RESEND = "job"  # the `kind` of a job message the app re-sends itself on the work queue
+INTERNAL_POISON_QUEUES = ("work-poison", "poll-poison")  # poison queues of messages only the app writes
 
 
 def handle_submit_message(body: bytes, *, message_id: str, dequeue_count: int, services: Services, now: datetime) -> None:
-    """A message on the submit queue: a job to plan, or one of our own batch messages to POST."""
+    """A message on the submit queue (the users' inbox): a job to plan, and nothing else."""
+    own_id = f"msg-{message_id}"
+    decoded: Any = None
     try:
         decoded = decode_body(body)
+        request = inbox_job(decoded)
     except InvalidInputError as error:
-        _reject_unreadable(f"msg-{message_id}", str(error), services=services, now=now)
+        _reject_unreadable(own_id, message_id, str(error), named=_given_job_id(decoded), services=services, now=now)
         return
+    except Exception as error:  # noqa: BLE001 - record it on the last delivery, then let the host retry/poison
+        if dequeue_count >= services.settings.max_dequeue_count:
+            give_up_job(own_id, f"{type(error).__name__}: {error}", claimed_by=message_id, services=services, now=now)
+        raise
+    claim = JobClaim.of_delivery(decoded, message_id)
+    plan_or_retry(decoded, request, request.job_id or own_id, claim, dequeue_count=dequeue_count, services=services, now=now)
+
+
+def handle_work_message(body: bytes, *, message_id: str, dequeue_count: int, services: Services, now: datetime) -> None:
+    """A message on the work queue, which only the app writes: a batch to POST, a segment to plan, a job to plan again."""
     try:
-        if isinstance(decoded, dict) and decoded.get("kind") == "batch":
-            submit_batch(BatchMessage.from_json(decoded), message_id=message_id, services=services, now=now)
-            return
-        if isinstance(decoded, dict) and decoded.get("kind") == "plan":
-            plan_upload(PlanMessage.from_json(decoded), services=services, now=now)
-            return
-        job_id = _job_id(decoded, message_id)
-        try:
-            request = JobRequest.from_json(decoded)
-        except InvalidInputError as error:
-            _reject_unreadable(job_id, str(error), services=services, now=now)
-            return
-        claim = JobClaim.of(decoded, message_id)
+        decoded = decode_body(body)
+        kind = decoded.get("kind") if isinstance(decoded, dict) else None
+        message: BatchMessage | PlanMessage | None = None
+        if kind == "batch":
+            message = BatchMessage.from_json(decoded)
+        elif kind == "plan":
+            message = PlanMessage.from_json(decoded)
+        claim = JobClaim.carried(decoded) if kind == JOB_RESEND else None
+        if message is None and (claim is None or not is_job_id(decoded.get("job_id"))):
+            raise InvalidInputError(f"not a batch, plan or job re-send with its job_id and claim (kind {str(kind)[:40]!r})")
+    except InvalidInputError as error:
+        log.error("unreadable work message dropped: %s", error)  # only this app writes the work queue
+        return
+    if isinstance(message, BatchMessage):
+        _submit(message, message_id, dequeue_count=dequeue_count, services=services, now=now)
+    elif isinstance(message, PlanMessage):
+        _plan_segment(message, dequeue_count=dequeue_count, services=services, now=now)
+    elif claim is not None:
+        _plan_again(decoded, decoded["job_id"], claim, dequeue_count=dequeue_count, services=services, now=now)
+
+
+def plan_or_retry(decoded: Any, request: JobRequest, job_id: str, claim: JobClaim, *, dequeue_count: int,
+                  services: Services, now: datetime) -> None:
+    """Plan the job as `claim`; after a transient error, send it again later (`retry_job_later`)."""
+    try:
         try:
             plan_job(request, job_id=job_id, claim=claim, services=services, now=now)
         except RetryableError as error:
             retry_job_later(decoded, job_id, claim, error, services=services, now=now)
     except Exception as error:  # noqa: BLE001 - record it on the last delivery, then let the host retry/poison
         if dequeue_count >= services.settings.max_dequeue_count:
-            give_up(decoded, message_id, f"{type(error).__name__}: {error}", services=services, now=now)
+            give_up_job(job_id, f"{type(error).__name__}: {error}", claimed_by=claim.message_id,
+                        fingerprint=claim.fingerprint, services=services, now=now)
         raise
 
 
 def retry_job_later(decoded: Any, job_id: str, claim: JobClaim, error: RetryableError, *, services: Services,
                     now: datetime) -> None:
-    """Re-send a job message with a delay (its job id and claim pinned), or fail the job when its retry time is up."""
+    """Re-send a job message on the work queue with a delay (its job id and claim pinned), or give the job up
+    when its retry time is up."""
     settings = services.settings
     envelope = decoded if isinstance(decoded, dict) and decoded.get("v") == 1 else {}
     attempt = _int(envelope.get("attempt"))
     first = _time(envelope.get("first_attempt")) or now
     if (now - first).total_seconds() >= settings.submit_retry_seconds:
-        give_up(decoded, "", f"gave up planning after {attempt + 1} attempts over {settings.submit_retry_seconds} s: {error}",
-                services=services, now=now, job_id=job_id)
+        give_up_job(job_id, f"gave up planning after {attempt + 1} attempts over {settings.submit_retry_seconds} s: {error}",
+                    claimed_by=claim.message_id, fingerprint=claim.fingerprint, services=services, now=now)
         return
-    pinned = {"job_id": job_id, "attempt": attempt + 1, "first_attempt": first.isoformat(), CLAIM_KEY: claim.to_json()}
+    pinned = {"kind": JOB_RESEND, "job_id": job_id, "attempt": attempt + 1, "first_attempt": first.isoformat(),
+              CLAIM_KEY: claim.to_json()}
     retry = {**decoded, **pinned} if envelope else {"v": 1, **pinned, "items": decoded}
     body = orjson.dumps(retry).decode()
     if not fits_in_message(body):  # only inline items can make it too big: claim-check them
@@ -87,7 +131,7 @@ def retry_job_later(decoded: Any, job_id: str, claim: JobClaim, error: Retryable
         body = orjson.dumps({**retry, "items_ref": {"blob": blob}}).decode()
     delay = retry_delay(error, attempt, settings)
     log.warning("job %s: %s; planning again in %.0f s", job_id, error, delay)
-    services.queues.send(settings.submit_queue, body, delay_seconds=delay)
+    services.queues.send(settings.work_queue, body, delay_seconds=delay)
 
 
 def handle_blob_event(body: bytes, *, dequeue_count: int, services: Services, now: datetime) -> None:
@@ -105,7 +149,8 @@ def handle_blob_event(body: bytes, *, dequeue_count: int, services: Services, no
             plan_upload(plan, services=services, now=now)
     except Exception as error:  # noqa: BLE001 - record it on the last delivery, then let the host retry/poison
         if dequeue_count >= services.settings.max_dequeue_count:
-            give_up(None, "", f"{type(error).__name__}: {error}", services=services, now=now, job_id=upload_job_id(blob))
+            give_up_job(upload_job_id(blob), f"{type(error).__name__}: {error}", claimed_by=upload_claim(blob),
+                        services=services, now=now)
         raise
 
 
@@ -116,14 +161,13 @@ def plan_upload(plan: PlanMessage, *, services: Services, now: datetime) -> None
     except RetryableError as error:  # the segment is planned again from its start: rows are idempotent
         delay = retry_delay(error, 0, services.settings)
         log.warning("upload job %s: %s; planning the segment again in %.0f s", plan.job_id, error, delay)
-        services.queues.send(services.settings.submit_queue, plan.to_json(), delay_seconds=delay)
+        services.queues.send(services.settings.work_queue, plan.to_json(), delay_seconds=delay)
 
 
 def handle_poll_message(body: bytes, *, dequeue_count: int, services: Services, now: datetime) -> None:
     """A message on the poll queue: check one operation."""
     try:
-        decoded = decode_body(body)
-        message = PollMessage.from_json(decoded)
+        message = PollMessage.from_json(decode_body(body))
     except InvalidInputError as error:
         log.error("unreadable poll message dropped: %s", error)  # only this app writes poll messages
         return
@@ -132,7 +176,7 @@ def handle_poll_message(body: bytes, *, dequeue_count: int, services: Services, 
             poll_batch(message, services=services, now=now)
     except Exception as error:  # noqa: BLE001 - record it on the last delivery, then let the host retry/poison
         if dequeue_count >= services.settings.max_dequeue_count:
-            give_up(decoded, "", f"{type(error).__name__}: {error}", services=services, now=now)
+            give_up_batch(message.job_id, message.batch_id, f"{type(error).__name__}: {error}", services=services, now=now)
         raise
 
 
@@ -142,53 +186,74 @@ def handle_sweep(*, services: Services, now: datetime) -> SweepReport:
 
 
 def handle_poison_message(body: bytes, *, queue: str, services: Services, now: datetime) -> None:
-    """A message the host gave up on: make sure its job or batch ends in a terminal row.
+    """A message the host gave up on: record it as a row of its own (see the module docstring).
 
     Never fails on the message's content (a failure here would move it to a poison-of-poison queue that
-    nothing reads): a job id that cannot be a table key is replaced by one derived from the raw bytes.
-    Only storage itself being unavailable raises, so that the host retries.
+    nothing reads). Only storage itself being unavailable raises, so that the host retries.
     """
     reason = f"message moved to {queue} after repeated failures"
     try:
         decoded = decode_body(body)
     except (InvalidInputError, ValueError):
         decoded = None
-    # The poison copy has a new message id, so a job is found only through its own `job_id`,
-    # or for a blob event through the blob version it names.
-    blob = _blob_of(decoded)
-    job_id = upload_job_id(blob) if blob else _given_job_id(decoded) or _orphan_job_id(body)
-    if isinstance(decoded, dict) and decoded.get("kind") in ("batch", "poll") and not _names_a_batch(decoded):
-        decoded = None  # keys no row can have: record it under the derived job id instead
-    give_up(decoded, "", reason, services=services, now=now, job_id=job_id)
-
-
-def give_up(decoded: Any, message_id: str, reason: str, *, services: Services, now: datetime, job_id: str = "") -> None:
-    """End the batch (Failed) or job (Failed) a message stands for, unless it already ended."""
-    reason = reason[:1500]
-    if isinstance(decoded, dict) and decoded.get("kind") in ("batch", "poll"):
-        row = services.status.get_batch(str(decoded.get("job_id")), str(decoded.get("batch_id")))
-        if row is None:
-            log.error("message for unknown batch %s/%s dropped: %s", decoded.get("job_id"), decoded.get("batch_id"), reason)
-        elif not row.state.is_terminal:
-            log.error("batch %s/%s failed for good: %s", row.job_id, row.batch_id, reason)
-            code = row.error_code or "GaveUp"
-            end_batch(row, BatchState.FAILED, services=services, now=now, code=code,
-                      message=f"{row.error_message} | {reason}".strip(" |"), failed_items=row.item_count)
+    if queue in INTERNAL_POISON_QUEUES and isinstance(decoded, dict) and decoded.get("kind") in ("batch", "poll") \
+            and _names_a_batch(decoded):
+        give_up_batch(decoded["job_id"], decoded["batch_id"], reason, services=services, now=now)
         return
-    if not job_id:
-        job_id = _job_id(decoded, message_id) if message_id else _given_job_id(decoded) or _orphan_job_id(decoded)
-    services.status.create_job(JobRow(job_id=job_id), now)
+    named = _named_job(decoded)
+    if named:
+        reason += f"; it named job {named}, which this copy cannot prove it claimed (that job is left as it is)"
+    poison_id = _orphan_job_id(body)
+    give_up_job(poison_id, reason, claimed_by=poison_id, services=services, now=now)
 
-    def fail(row: JobRow) -> JobRow | None:
-        if row.state.is_terminal:
-            return None
-        if row.planned or row.batch_count:  # batches exist and carry the items; the roll-up ends the job
-            return replace(row, planned=True, error_code="GaveUp", error_message=reason)
-        return replace(row, state=JobState.FAILED, planned=True, error_code="GaveUp", error_message=reason)
 
-    log.error("job %s could not be processed: %s", job_id, reason)
-    services.status.update_job(job_id, fail, now)
-    settle_job(job_id, status=services.status, now=now)
+def give_up_batch(job_id: str, batch_id: str, reason: str, *, services: Services, now: datetime) -> None:
+    """End a batch (Failed) whose message failed for good, unless it already ended."""
+    reason = reason[:1500]
+    row = services.status.get_batch(job_id, batch_id)
+    if row is None:
+        log.error("message for unknown batch %s/%s dropped: %s", job_id, batch_id, reason)
+    elif not row.state.is_terminal:
+        log.error("batch %s/%s failed for good: %s", row.job_id, row.batch_id, reason)
+        end_batch(row, BatchState.FAILED, services=services, now=now, code=row.error_code or "GaveUp",
+                  message=f"{row.error_message} | {reason}".strip(" |"), failed_items=row.item_count)
+
+
+def _submit(message: BatchMessage, message_id: str, *, dequeue_count: int, services: Services, now: datetime) -> None:
+    try:
+        submit_batch(message, message_id=message_id, services=services, now=now)
+    except Exception as error:  # noqa: BLE001 - record it on the last delivery, then let the host retry/poison
+        if dequeue_count >= services.settings.max_dequeue_count:
+            give_up_batch(message.job_id, message.batch_id, f"{type(error).__name__}: {error}", services=services, now=now)
+        raise
+
+
+def _plan_segment(plan: PlanMessage, *, dequeue_count: int, services: Services, now: datetime) -> None:
+    try:
+        plan_upload(plan, services=services, now=now)
+    except Exception as error:  # noqa: BLE001 - record it on the last delivery, then let the host retry/poison
+        if dequeue_count >= services.settings.max_dequeue_count and is_job_id(plan.job_id):
+            give_up_job(plan.job_id, f"{type(error).__name__}: {error}", claimed_by=plan.claimed_by, services=services, now=now)
+        raise
+
+
+def _plan_again(decoded: dict[str, Any], job_id: str, claim: JobClaim, *, dequeue_count: int, services: Services,
+                now: datetime) -> None:
+    """A job message the app re-sent after a transient error: it acts only as the claim it carries."""
+    try:
+        request = JobRequest.from_json(decoded)
+    except InvalidInputError as error:
+        reject_job(job_id, str(error), 0, claimed_by=claim.message_id, services=services, now=now)
+        return
+    plan_or_retry(decoded, request, job_id, claim, dequeue_count=dequeue_count, services=services, now=now)
+
+
+def _reject_unreadable(own_id: str, message_id: str, reason: str, *, named: str, services: Services, now: datetime) -> None:
+    """A submit-queue message that is not a job: Rejected under its own id (never under a job id it names)."""
+    if named:
+        reason = f"{reason} (it named job_id {named}: a message that is not a job is recorded under its own id)"
+    services.status.create_job(JobRow(job_id=own_id, source="inline", claimed_by=message_id), now)
+    reject_job(own_id, reason, 0, claimed_by=message_id, services=services, now=now)
 
 
 def _int(value: Any) -> int:
@@ -202,26 +267,18 @@ def _time(value: Any) -> datetime | None:
         return None
 
 
-def _blob_of(decoded: Any) -> Any:
+def _named_job(decoded: Any) -> str:
+    """The job a message names (its `job_id`, or an event's blob version's job), for the record only."""
     try:
-        return blob_created_from_event(decoded)
+        blob = blob_created_from_event(decoded)
     except (InvalidInputError, AttributeError, TypeError, ValueError):
-        return None
+        blob = None
+    return upload_job_id(blob) if blob is not None else _given_job_id(decoded)
 
 
 def _names_a_batch(decoded: dict[str, Any]) -> bool:
     batch_id = decoded.get("batch_id")
-    return is_job_id(decoded.get("job_id")) and isinstance(batch_id, str) and BATCH_KEY.match(batch_id) is not None
-
-
-def _reject_unreadable(job_id: str, reason: str, *, services: Services, now: datetime) -> None:
-    services.status.create_job(JobRow(job_id=job_id, source="inline"), now)
-    reject_job(job_id, reason, 0, services=services, now=now)
-
-
-def _job_id(decoded: Any, message_id: str) -> str:
-    """The client's idempotency key when valid, else the queue message id (stable across redeliveries)."""
-    return _given_job_id(decoded) or f"msg-{message_id}"
+    return is_job_id(decoded.get("job_id")) and isinstance(batch_id, str) and BATCH_ID.match(batch_id) is not None
 
 
 def _given_job_id(decoded: Any) -> str:
@@ -229,13 +286,6 @@ def _given_job_id(decoded: Any) -> str:
     return given if is_job_id(given) else ""
 
 
-def _orphan_job_id(body: Any) -> str:
-    """A job id for a message without a usable one, derived from its raw bytes (stable across deliveries)."""
-    if isinstance(body, str):
-        body = body.encode()
-    if not isinstance(body, bytes):
-        try:
-            body = orjson.dumps(body)
-        except orjson.JSONEncodeError:
-            body = b"unserializable"
+def _orphan_job_id(body: bytes) -> str:
+    """The poison row's id, derived from the message's raw bytes (stable across deliveries)."""
     return "poison-" + hashlib.sha256(body).hexdigest()[:24]

@@ -1,9 +1,13 @@
 """One job per `job_id`: the first message to claim an id plans the job; any other is told apart.
 
-The job row is created with the claiming message's id and a fingerprint of its content before any
-batch exists (an insert: of two racing messages exactly one wins). Later deliveries are then:
-- the claimer's own redelivery (same queue message id), or its delayed re-send (which carries the
-  claim): it continues the plan, which is idempotent;
+The job row is created with its claimer and a fingerprint of what it asked before any batch exists
+(an insert: of two racing messages exactly one wins). The claimer is:
+- a job message on the submit queue: its own queue message id. Queue message ids are given by the
+  service, so no message can name another's; a `claim` written in a body is refused there;
+- an upload: its blob version (`uploads.upload_claim`), so no message owns an upload's job.
+Later deliveries are then:
+- the claimer's own redelivery (same queue message id), or the app's delayed re-send on its work queue
+  (which carries the claim, and is checked against the row): it continues the plan, which is idempotent;
 - another message with the same content: a no-op, logged;
 - another message with different content: a `Rejected` job of its own, `job-id-conflict-<message id>`,
   naming the job that holds the id. Never a second plan, so never a second POST.
@@ -23,8 +27,8 @@ from shared.status import JobRow
 
 log = logging.getLogger(__name__)
 
-CLAIM_KEY = "claim"  # carried by a job message that the app re-sends itself (planning retries)
-NOT_CONTENT = ("attempt", "first_attempt", CLAIM_KEY)  # envelope fields that do not change what is asked
+CLAIM_KEY = "claim"  # carried by a job message that the app re-sends itself (planning retries, work queue only)
+NOT_CONTENT = ("attempt", "first_attempt", CLAIM_KEY, "kind")  # envelope fields that do not change what is asked
 
 
 @dataclass(frozen=True)
@@ -35,13 +39,18 @@ class JobClaim:
     fingerprint: str
 
     @classmethod
-    def of(cls, decoded: Any, message_id: str) -> JobClaim:
-        """The claim of a delivered message: the one it carries (an app re-send), else its own."""
+    def of_delivery(cls, decoded: Any, message_id: str) -> JobClaim:
+        """The claim of a job message delivered on the submit queue: its own id and content, nothing it says."""
+        return cls(message_id, fingerprint(decoded))
+
+    @classmethod
+    def carried(cls, decoded: Any) -> JobClaim | None:
+        """The claim an app re-send carries (work queue only), or None when it has none that could be ours."""
         carried = decoded.get(CLAIM_KEY) if isinstance(decoded, dict) else None
-        # A claim is only as safe as the message: its id ends up in a row key, so it must look like one.
+        # Its id ends up in a row key (a conflict row), so it must look like one.
         if isinstance(carried, dict) and is_job_id(carried.get("by")) and isinstance(carried.get("fingerprint"), str):
             return cls(carried["by"], carried["fingerprint"][:64])
-        return cls(message_id, fingerprint(decoded))
+        return None
 
     def to_json(self) -> dict[str, str]:
         return {"by": self.message_id, "fingerprint": self.fingerprint}
@@ -57,9 +66,14 @@ def fingerprint(decoded: Any) -> str:
     return hashlib.sha256(text).hexdigest()[:32]
 
 
+def holds(job: JobRow, claimed_by: str) -> bool:
+    """Whether `claimed_by` is the job's claimer (a row without one is held by no message)."""
+    return bool(claimed_by) and job.claimed_by == claimed_by
+
+
 def owns(job: JobRow, claim: JobClaim) -> bool:
-    """May this delivery plan the job? Only the claimer (or rows from before claims were recorded)."""
-    return job.claimed_by == claim.message_id or not job.claimed_by
+    """May this delivery plan the job? Only its claimer."""
+    return holds(job, claim.message_id)
 
 
 def conflict_job_id(claim: JobClaim) -> str:

@@ -1,24 +1,29 @@
-"""Queue messages: what users send (`JobRequest`), and what the app sends itself (`BatchMessage`,
-`PollMessage`). All are versioned JSON (`"v": 1`); `schemas/messages.schema.json` documents them.
+"""Queue messages: what users send (`JobRequest`, on the submit queue: `schemas/messages.schema.json`),
+and what the app sends itself (`BatchMessage` and `PlanMessage` on the work queue, `PollMessage` on the
+poll queue: `schemas/internal-messages.schema.json`). All are versioned JSON (`"v": 1`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import asdict, dataclass, fields
+import re
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
 
 from shared.errors import InvalidInputError
-from shared.ids import JOB_ID, job_id_problem  # noqa: F401 - JOB_ID re-exported
+from shared.ids import JOB_ID, is_job_id, job_id_problem  # noqa: F401 - JOB_ID re-exported
 
 VERSION = 1
 MODES = ("create", "upsert")
 ACTIONS = ("create", "replace", "delete")  # what a batch does: POST items, PUT one item, DELETE one item
 SIGNERS = ("planetary-computer",)
 REPAIRS = ("bbox",)  # opt-in fixes of real-world items (see shared/items.py)
+# Fields only the app writes (on its work queue): a job message on the submit queue carrying one is refused.
+APP_FIELDS = ("kind", "claim", "attempt", "first_attempt")
+BATCH_ID = re.compile(r"\A[A-Za-z0-9._-]{1,128}\Z")  # our batch ids (batch-000001.2, rejected-000001): a safe RowKey
 
 
 def decode_body(body: bytes | str) -> Any:
@@ -126,6 +131,25 @@ class JobRequest:
         return cls(**_delete_of(body["delete"]), **common)
 
 
+def inbox_job(body: Any) -> JobRequest:
+    """A message from the submit queue read as the one shape it may have there: a job.
+
+    The app's own messages (`kind`) and the fields it pins on its re-sends (`claim`, `attempt`,
+    `first_attempt`) are refused: only the app's work queue carries them.
+
+    Raises:
+        InvalidInputError: the message is not a job.
+    """
+    if isinstance(body, dict) and body.get("type") not in ("Feature", "FeatureCollection"):
+        present = [name for name in APP_FIELDS if name in body]
+        if "kind" in present:
+            kind = str(body["kind"])[:40]
+            raise InvalidInputError(f"a message of kind {kind!r} is not a job: the submit queue takes job messages only")
+        if present:
+            raise InvalidInputError(f"{', '.join(present)}: set by the app on its own queue only, not in a job message")
+    return JobRequest.from_json(body)
+
+
 def _items_of(value: Any) -> list[Any]:
     if isinstance(value, list):
         return value
@@ -192,37 +216,27 @@ def _ref_of(value: Any) -> ItemsRef:
 
 @dataclass(frozen=True)
 class BatchMessage:
-    """One batch to POST: its items inline, or claim-checked in `payload_blob`."""
+    """Submit one batch: only which one. Everything else (its items, collection, mode) is read from its row."""
 
     job_id: str
     batch_id: str
-    collection: str
-    items: list[dict[str, Any]] | None = None
-    payload_blob: str = ""
     attempt: int = 0
-    mode: str = "create"
     v: int = VERSION
     kind: str = "batch"
 
     def to_json(self) -> str:
-        # Not dataclasses.asdict: that deep-copies every item of the batch only to serialize it.
-        body = {f.name: getattr(self, f.name) for f in fields(self)}
-        return orjson.dumps({k: v for k, v in body.items() if v is not None and v != ""}).decode()
+        return orjson.dumps(asdict(self)).decode()
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> BatchMessage:
+        """Raises InvalidInputError unless the message names a batch by keys a row can have (other fields are ignored)."""
         try:
-            return cls(
-                job_id=str(body["job_id"]),
-                batch_id=str(body["batch_id"]),
-                collection=str(body["collection"]),
-                items=body.get("items"),
-                payload_blob=str(body.get("payload_blob", "")),
-                attempt=int(body.get("attempt", 0)),
-                mode=str(body.get("mode", "create")),
-            )
+            message = cls(job_id=body["job_id"], batch_id=body["batch_id"], attempt=int(body.get("attempt", 0)))
         except (KeyError, TypeError, ValueError) as error:
             raise InvalidInputError(f"malformed batch message: {error}") from None
+        if not is_job_id(message.job_id) or not isinstance(message.batch_id, str) or not BATCH_ID.match(message.batch_id):
+            raise InvalidInputError("malformed batch message: job_id or batch_id is not a valid key")
+        return message
 
 
 @dataclass(frozen=True)
@@ -280,6 +294,7 @@ class PlanMessage:
     sign_collection: str = ""
     batch_size: int = 0  # 0 = BATCH_MAX_ITEMS
     repair: str = ""  # opt-in repairs, comma-separated (e.g. "bbox")
+    claimed_by: str = ""  # the job row's claim: the plan goes on only while the row still holds it
     v: int = VERSION
     kind: str = "plan"
 
@@ -297,7 +312,7 @@ class PlanMessage:
                 end=int(body["end"]) if body.get("end") is not None else None, format=str(body.get("format", "")),
                 mode=str(body.get("mode", "create")), sign=str(body.get("sign", "")),
                 sign_collection=str(body.get("sign_collection", "")), batch_size=int(body.get("batch_size", 0)),
-                repair=str(body.get("repair", "")),
+                repair=str(body.get("repair", "")), claimed_by=str(body.get("claimed_by", "")),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise InvalidInputError(f"malformed plan message: {error}") from None

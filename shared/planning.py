@@ -23,7 +23,7 @@ from shared.ids import check_collection_id, item_id_problem
 from shared.item_index import record_batches
 from shared.items import RejectedItem, item_id_of, validate_job
 from shared.items_ref import plan_message_for
-from shared.job_claims import JobClaim, conflict_job_id, describe_refusal, owns
+from shared.job_claims import JobClaim, conflict_job_id, describe_refusal, holds, owns
 from shared.messages import JobRequest
 from shared.redact import url_without_query
 from shared.rollup import settle_job
@@ -50,6 +50,7 @@ def plan_job(request: JobRequest, *, job_id: str, claim: JobClaim, services: Ser
         fingerprint=claim.fingerprint, claimed_by=claim.message_id), now)
     if not owns(job, claim):
         return refuse_message(job, claim, request, services=services, now=now)
+    claimed_by = claim.message_id
     if job.planned and not job.state.is_terminal:
         resend_queued_batches(job, services=services, now=now)
         return settle_job(job_id, status=status, now=now) or job
@@ -70,15 +71,16 @@ def plan_job(request: JobRequest, *, job_id: str, claim: JobClaim, services: Ser
         services.catalog.get_collection(collection)
     except AuthenticationError as error:
         return fail_unsent(job_id, request, collection, items, f"the GeoCatalog refused our identity: {error}",
-                           services=services, now=now)
+                           claimed_by=claimed_by, services=services, now=now)
     except NotFoundError:
-        return reject_job(job_id, f"collection {collection!r} does not exist in the GeoCatalog", len(items), services=services, now=now)
+        return reject_job(job_id, f"collection {collection!r} does not exist in the GeoCatalog", len(items),
+                          claimed_by=claimed_by, services=services, now=now)
     except InvalidInputError as error:
-        return reject_job(job_id, str(error), len(items), services=services, now=now)
+        return reject_job(job_id, str(error), len(items), claimed_by=claimed_by, services=services, now=now)
     if not items and request.delete_search:
         return finish_empty_search(job_id, services=services, now=now)
     if not items:
-        return reject_job(job_id, "the job has no items", 0, services=services, now=now)
+        return reject_job(job_id, "the job has no items", 0, claimed_by=claimed_by, services=services, now=now)
 
     superseded: list[RejectedItem] = []
     if request.is_delete:
@@ -113,12 +115,14 @@ def refuse_message(job: JobRow, claim: JobClaim, request: JobRequest, *, service
     reason = describe_refusal(job, claim)
     if reason is None:
         return job
-    conflict = services.status.create_job(JobRow(job_id=conflict_job_id(claim), source=describe_source(request)), now)
-    return reject_job(conflict.job_id, reason, 0, services=services, now=now, code="JobIdConflict")
+    conflict = services.status.create_job(JobRow(job_id=conflict_job_id(claim), source=describe_source(request),
+                                                 claimed_by=claim.message_id, fingerprint=claim.fingerprint), now)
+    return reject_job(conflict.job_id, reason, 0, claimed_by=claim.message_id, services=services, now=now,
+                      code="JobIdConflict")
 
 
 def fail_unsent(job_id: str, request: JobRequest, collection: str, items: list[Any], reason: str, *,
-                services: Services, now: datetime) -> JobRow:
+                claimed_by: str, services: Services, now: datetime) -> JobRow:
     """Our identity was refused while planning: record the items that were read as Failed
     (`AuthenticationFailed`), each batch with its payload, so that `retry` can send them later."""
     groups = split(items, max_items=services.settings.batch_max_items, max_bytes=services.settings.batch_max_bytes)
@@ -142,7 +146,7 @@ def fail_unsent(job_id: str, request: JobRequest, collection: str, items: list[A
 
     services.status.update_job(job_id, mark_failed, now)
     if not rows:
-        return reject_job(job_id, reason, 0, services=services, now=now, code=AUTH_FAILED)
+        return reject_job(job_id, reason, 0, claimed_by=claimed_by, services=services, now=now, code=AUTH_FAILED)
     return settle_job(job_id, status=services.status, now=now) or services.status.get_job(job_id)  # type: ignore[return-value]
 
 
@@ -153,8 +157,8 @@ def _hand_to_segment_planner(request: JobRequest, job: JobRow, *, services: Serv
     try:
         plan = plan_message_for(request, job_id=job.job_id, services=services, now=now)
     except InvalidInputError as error:
-        return reject_job(job.job_id, str(error), 0, services=services, now=now)
-    services.queues.send(services.settings.submit_queue, plan.to_json())
+        return reject_job(job.job_id, str(error), 0, claimed_by=job.claimed_by, services=services, now=now)
+    services.queues.send(services.settings.work_queue, replace(plan, claimed_by=job.claimed_by).to_json())
     return job
 
 
@@ -231,18 +235,48 @@ def _delete_batches(items: list[Any]) -> tuple[list[PlannedBatch], list[Rejected
     return batches, rejected
 
 
-def reject_job(job_id: str, reason: str, item_count: int, *, services: Services, now: datetime,
+def reject_job(job_id: str, reason: str, item_count: int, *, claimed_by: str, services: Services, now: datetime,
                code: str = "InvalidInput") -> JobRow:
-    """Finish a job as Rejected before any batch was made; its items count as rejected."""
+    """Finish a job as Rejected before any batch was made; its items count as rejected.
+
+    Only its claimer may (`claimed_by`, checked against the row); anyone else leaves it as it is.
+    """
     log.warning("job %s rejected: %s", job_id, reason)
 
     def reject(row: JobRow) -> JobRow | None:
-        if row.state.is_terminal:
+        if row.state.is_terminal or not holds(row, claimed_by):
             return None
         return replace(row, state=JobState.REJECTED, planned=True, item_count=item_count, items_rejected=item_count,
                        error_code=code, error_message=reason[:2000])
 
     return services.status.update_job(job_id, reject, now) or services.status.get_job(job_id)  # type: ignore[return-value]
+
+
+def give_up_job(job_id: str, reason: str, *, claimed_by: str, services: Services, now: datetime,
+                fingerprint: str = "") -> JobRow | None:
+    """End a job that its claimer cannot plan (`GaveUp`); creates the row, held by `claimed_by`, when there is none.
+
+    A row that `claimed_by` does not hold is left as it is: only the delivery that claimed a job ends it.
+    """
+    reason = reason[:1500]
+    services.status.create_job(JobRow(job_id=job_id, claimed_by=claimed_by, fingerprint=fingerprint), now)
+
+    def fail(row: JobRow) -> JobRow | None:
+        if row.state.is_terminal or not holds(row, claimed_by):
+            return None
+        return given_up(row, reason)
+
+    log.error("job %s could not be processed: %s", job_id, reason)
+    services.status.update_job(job_id, fail, now)
+    return settle_job(job_id, status=services.status, now=now)
+
+
+def given_up(row: JobRow, reason: str) -> JobRow:
+    """The job row once its planning has stopped for good: Failed, or, when batches exist (they carry the
+    items), planned with the reason, so that their roll-up ends it."""
+    if row.planned or row.batch_count:
+        return replace(row, planned=True, error_code="GaveUp", error_message=reason)
+    return replace(row, state=JobState.FAILED, planned=True, error_code="GaveUp", error_message=reason)
 
 
 def finish_empty_search(job_id: str, *, services: Services, now: datetime, stopped: str = "") -> JobRow:
@@ -305,10 +339,8 @@ def rejection_key(item: RejectedItem) -> str:
 
 def resend_queued_batches(job: JobRow, *, services: Services, now: datetime) -> None:
     """Re-send the messages of batches still Queued (a crash may have lost them; duplicates are harmless)."""
-    for row in services.status.batches(job.job_id):
-        if row.state == BatchState.QUEUED:
-            body = batch_message(job.job_id, row.batch_id, row.collection, None, row.payload_blob, row.mode)
-            services.queues.send(services.settings.submit_queue, body)
+    queued = [row for row in services.status.batches(job.job_id) if row.state == BatchState.QUEUED]
+    services.queues.send_many(services.settings.work_queue, [batch_message(job.job_id, row.batch_id) for row in queued])
 
 
 def describe_source(request: JobRequest) -> str:

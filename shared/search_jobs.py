@@ -61,7 +61,7 @@ def plan_search(request: JobRequest, job: JobRow, *, services: Services, now: da
     job_id = job.job_id
     if search.max_items > settings.search_max_items:
         return reject_job(job_id, f"search max_items {search.max_items} is more than SEARCH_MAX_ITEMS ({settings.search_max_items})",
-                          0, services=services, now=now, code=LIMIT_EXCEEDED)
+                          0, claimed_by=job.claimed_by, services=services, now=now, code=LIMIT_EXCEEDED)
     bounded = BoundedSearch(page_source(search, request, services), SearchBounds.of(settings, search.max_items))
     results = encoded_results(bounded, max_item_bytes=settings.max_item_bytes)
     collection = request.collection or ""
@@ -75,14 +75,15 @@ def plan_search(request: JobRequest, job: JobRow, *, services: Services, now: da
         services.catalog.get_collection(collection)
     except AuthenticationError as error:
         return fail_unsent(job_id, request, collection, [], f"the GeoCatalog refused our identity: {error}",
-                           services=services, now=now)
+                           claimed_by=job.claimed_by, services=services, now=now)
     except NotFoundError:
-        return reject_job(job_id, f"collection {collection!r} does not exist in the GeoCatalog", 0, services=services, now=now)
+        return reject_job(job_id, f"collection {collection!r} does not exist in the GeoCatalog", 0,
+                          claimed_by=job.claimed_by, services=services, now=now)
     except InvalidInputError as error:
         code = LIMIT_EXCEEDED if isinstance(error, LimitExceeded) else "InvalidInput"
-        return reject_job(job_id, str(error), 0, services=services, now=now, code=code)
+        return reject_job(job_id, str(error), 0, claimed_by=job.claimed_by, services=services, now=now, code=code)
     plan = PlanMessage(job_id, "", "", collection, mode=request.mode, sign=request.sign or "", sign_collection=sign_collection,
-                       batch_size=request.batch_size or 0, repair=",".join(sorted(request.repair)))
+                       batch_size=request.batch_size or 0, repair=",".join(sorted(request.repair)), claimed_by=job.claimed_by)
     note, code = "", SEARCH_STOPPED
     try:
         count, next_batch = plan_item_stream(plan, collection, itertools.chain([first], results), item_label="result",

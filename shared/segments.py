@@ -15,6 +15,9 @@ outside any batch. A JSON item over MAX_ITEM_BYTES or a stream past MAX_DECOMPRE
 file there: the batches already planned go on, and the job row says which cap stopped it.
 The chunk planner (`plan_item_stream`) is also how a search's pages become batches (`shared.search_jobs`).
 
+Plan messages travel on the app's work queue and carry the job row's claim (`claimed_by`): a segment
+is planned only while the row still holds it, so a plan message cannot go on with another job.
+
 What if it dies mid-segment? Batch rows are created only if absent and a batch message is harmless
 twice (the submitter checks the row), so the redelivered plan message simply plans the segment again.
 """
@@ -36,6 +39,7 @@ from shared.documents import FileKind, OverlongLine, bounded_lines, file_kind, o
 from shared.errors import InvalidInputError, NotFoundError
 from shared.ids import check_collection_id
 from shared.items import MAX_DEPTH
+from shared.job_claims import holds
 from shared.limits import LimitExceeded
 from shared.messages import BatchMessage, PlanMessage
 from shared.planning import reject_job
@@ -83,6 +87,10 @@ def plan_segment(message: PlanMessage, *, services: Services, now: datetime) -> 
     job = status.get_job(message.job_id)
     if job is None or job.planned or job.state.is_terminal:
         return job
+    if not holds(job, message.claimed_by):
+        log.error("plan message for job %s does not carry the job's claim; dropped", message.job_id)
+        return job
+    claimed_by = message.claimed_by
     kind = kind_of(message)
     collection = message.collection
     try:
@@ -95,15 +103,18 @@ def plan_segment(message: PlanMessage, *, services: Services, now: datetime) -> 
         else:
             done, next_message = _plan_stream(message, collection, services=services, now=now, gzipped=kind.gzipped, ndjson=kind.ndjson)
     except NotFoundError:
-        return reject_job(message.job_id, f"collection {collection!r} does not exist in the GeoCatalog", 0, services=services, now=now)
+        return reject_job(message.job_id, f"collection {collection!r} does not exist in the GeoCatalog", 0,
+                          claimed_by=claimed_by, services=services, now=now)
     except UNREADABLE as error:
         code = LIMIT_EXCEEDED if isinstance(error, LimitExceeded) else "InvalidInput"
-        return reject_job(message.job_id, f"{message.blob}: {error}", 0, services=services, now=now, code=code)
+        return reject_job(message.job_id, f"{message.blob}: {error}", 0, claimed_by=claimed_by, services=services, now=now,
+                          code=code)
     if not done:
-        services.queues.send(services.settings.submit_queue, next_message.to_json())
+        services.queues.send(services.settings.work_queue, next_message.to_json())
         return status.get_job(message.job_id)
     if next_message.items_before == 0:
-        return reject_job(message.job_id, f"{message.blob}: the file has no items", 0, services=services, now=now)
+        return reject_job(message.job_id, f"{message.blob}: the file has no items", 0, claimed_by=claimed_by,
+                          services=services, now=now)
 
     def mark_planned(row: JobRow) -> JobRow:
         return replace(row, planned=True, state=JobState.RUNNING, collection=collection,
@@ -301,7 +312,7 @@ def _add_batch(pending: _Pending, message: PlanMessage, collection: str, number:
         first_line=batch.first, item_label=item_label, validated=False,
         mode=message.mode, sign=message.sign, sign_collection=message.sign_collection, repair=message.repair,
     ))
-    pending.messages.append(BatchMessage(message.job_id, row_id, collection, payload_blob=payload, mode=message.mode).to_json())
+    pending.messages.append(BatchMessage(message.job_id, row_id).to_json())
 
 
 def _add_chunk(pending: _Pending, message: PlanMessage, collection: str, number: int, batch: _OpenBatch,
@@ -336,7 +347,7 @@ def _flush(pending: _Pending, *, services: Services, now: datetime, job_id: str,
     if not pending.rows or not (force or flush_due(len(pending.rows), written=batches - len(pending.rows))):
         return
     services.status.create_batches(pending.rows, now)
-    services.queues.send_many(services.settings.submit_queue, pending.messages)
+    services.queues.send_many(services.settings.work_queue, pending.messages)
     written_before = batches - len(pending.rows)
     pending.rows.clear()
     pending.messages.clear()

@@ -67,7 +67,8 @@ def connect_storage(settings: Settings) -> Storage:
 
 def ensure_storage(settings: Settings, storage: Storage) -> None:
     """Create the missing queues (and their poison queues), containers and tables."""
-    storage.queues.ensure(*(name for queue in (settings.submit_queue, settings.poll_queue, settings.drop_events_queue)
+    storage.queues.ensure(*(name for queue in (settings.submit_queue, settings.work_queue, settings.poll_queue,
+                                                           settings.drop_events_queue)
                             for name in (queue, f"{queue}-poison")))
     storage.payloads.ensure(settings.payload_container, settings.drop_container)
     for table in (storage.status.table, storage.items.table):

@@ -20,7 +20,8 @@ DEFAULTS: dict[str, tuple[str | None, str]] = {
     "GEOCATALOG_API_VERSION": (GA_API_VERSION, "2026-04-15 (GA, /stac + /inma), 2025-04-30-preview, or 2024-01-31-preview (/api)"),
     "GEOCATALOG_TOKEN": ("", "static bearer token for local runs against the emulator; empty = DefaultAzureCredential"),
     "GEOCATALOG_CA_BUNDLE": ("", "PEM file to trust for the GeoCatalog's TLS (local emulator over https); empty = system CAs"),
-    "SUBMIT_QUEUE": ("stac-submit", "queue of job and batch messages"),
+    "SUBMIT_QUEUE": ("stac-submit", "the users' inbox: job messages only (anyone who may send a job writes here)"),
+    "WORK_QUEUE": ("stac-work", "the app's own queue: batch and plan messages and delayed job re-sends (only the app writes here)"),
     "POLL_QUEUE": ("stac-poll", "queue of poll messages (sent with a visibility delay)"),
     "PAYLOAD_CONTAINER": ("stac-payloads", "blob container for claim-checked batches and full operation logs"),
     "STATUS_TABLE": ("StacIngestStatus", "table of job and batch rows"),
@@ -79,6 +80,7 @@ class Settings:
     geocatalog_token: str = ""
     geocatalog_ca_bundle: str = ""
     submit_queue: str = "stac-submit"
+    work_queue: str = "stac-work"
     poll_queue: str = "stac-poll"
     payload_container: str = "stac-payloads"
     status_table: str = "StacIngestStatus"

@@ -8,7 +8,8 @@ step then looks the batch's items up: an item whose `_msft:ts` is not older than
 was created by this batch, so it counts as succeeded, not failed. Nothing is lost or double-counted;
 the cost is one extra operation in a rare crash.
 
-Only the delivery that moves a batch from `Queued` to `Submitting` POSTs it. The row records the
+What is POSTed comes from the row alone (its stored payload, or its byte range of an upload): the
+batch message only names the batch. Only the delivery that moves a batch from `Queued` to `Submitting` POSTs it. The row records the
 queue message that claimed it, so that message's own redelivery (after a crash, the host delivers
 it again) may take over a `Submitting` batch, while any other copy of the batch message leaves it
 alone. Retries on 429/5xx/timeouts are bounded by time (`SUBMIT_RETRY_SECONDS`, counted from the
@@ -75,7 +76,7 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
         settle_after_batch(claimed, row.job_id, status=status, now=now)
         return claimed
     try:
-        operation = send(claimed, message, services=services, upload=upload)
+        operation = send(claimed, services=services, upload=upload)
     except RetryableError as error:
         return retry_later(claimed, message, error, services=services, now=now)
     except RejectedByServiceError as error:
@@ -107,7 +108,7 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
     return submitted
 
 
-def send(row: BatchRow, message: BatchMessage, *, services: Services, upload: CheckedUpload | None = None) -> OperationRef:
+def send(row: BatchRow, *, services: Services, upload: CheckedUpload | None = None) -> OperationRef:
     """The one request of a batch: POST its items, PUT its one item, or DELETE its one item.
 
     Unsigned batches POST the payload as stored, with no parse and no re-serialization, or an upload
@@ -116,16 +117,11 @@ def send(row: BatchRow, message: BatchMessage, *, services: Services, upload: Ch
     sending, so nothing stored holds a SAS token.
     """
     if row.action == "create" and not row.sign:
-        if message.items is not None:
-            return services.catalog.create_items(row.collection, feature_collection(message.items))
         if upload is not None:
             return services.catalog.create_items(row.collection, upload.payload)
         if not is_byte_range(row):
             return services.catalog.create_items(row.collection, services.payloads.read(row.payload_blob))
-    if message.items is not None:
-        items = message.items
-    else:
-        items = upload.items if upload is not None else batch_items(services, row)
+    items = upload.items if upload is not None else batch_items(services, row)
     if row.sign:
         items = services.signer.sign(items, row.sign_collection)
     if row.action == "replace":
@@ -177,9 +173,8 @@ def retry_later(row: BatchRow, message: BatchMessage, error: RetryableError, *, 
     code = f"Http{error.status}" if error.status else "Transient"
     requeued = services.status.update_batch(row.job_id, row.batch_id, _back_to_queued(code, str(error)), now, current=row)
     if requeued is not None:
-        body = batch_message(row.job_id, row.batch_id, row.collection, message.items,
-                             row.payload_blob, row.mode, attempt=message.attempt + 1)
-        services.queues.send(settings.submit_queue, body, delay_seconds=delay)
+        body = batch_message(row.job_id, row.batch_id, attempt=message.attempt + 1)
+        services.queues.send(settings.work_queue, body, delay_seconds=delay)
         log.warning("batch %s/%s: %s; retrying in %.0f s", row.job_id, row.batch_id, error, delay)
     return requeued
 

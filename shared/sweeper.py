@@ -6,7 +6,11 @@ a message that was lost or whose last delivery died at the wrong moment:
 - a batch past its poll deadline (plus a grace period) is reconciled against the catalog and ended;
 - a batch left `Queued` or `Submitting` with no change for `SWEEP_STALE_SECONDS` gets its message
   again (a `Submitting` one first goes back to `Queued`: its claimer is long gone, since that is far
-  past the function timeout).
+  past the function timeout);
+- a job not yet planned whose row has not changed for `SUBMIT_RETRY_SECONDS + SWEEP_STALE_SECONDS`
+  (longer than its planning may be retried) is given up (`GaveUp`): the deliveries that claimed it died
+  without ending it (e.g. the last one timed out, and its message went to a poison queue, whose
+  handler may not change a job it cannot prove it claimed).
 Cost: one query for the open jobs, and per open job one query for its open batches.
 """
 
@@ -17,10 +21,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from shared.fanout import batch_message
+from shared.planning import given_up
 from shared.poll import end_without_verdict
 from shared.rollup import settle_job
 from shared.services import Services
-from shared.status import BatchRow, BatchState
+from shared.status import BatchRow, BatchState, JobRow
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,7 @@ class SweepReport:
     jobs_finished: int = 0
     batches_timed_out: int = 0
     batches_resent: int = 0
+    plannings_given_up: int = 0
 
 
 def sweep(*, services: Services, now: datetime) -> SweepReport:
@@ -45,9 +51,15 @@ def sweep(*, services: Services, now: datetime) -> SweepReport:
         if settled is not None and settled.state.is_terminal:
             report.jobs_finished += 1
             continue
+        if _give_up_stopped_planning(job, services=services, now=now):
+            report.plannings_given_up += 1
+            settled = settle_job(job.job_id, status=services.status, now=now)
+            if settled is not None and settled.state.is_terminal:
+                report.jobs_finished += 1
+                continue
         for row in services.status.batches(job.job_id, where=OPEN_BATCH_FILTER):
             _sweep_batch(row, report, services=services, now=now)
-    if report.jobs_finished or report.batches_timed_out or report.batches_resent:
+    if report.jobs_finished or report.batches_timed_out or report.batches_resent or report.plannings_given_up:
         log.warning("sweeper: %s", report)
     return report
 
@@ -69,9 +81,24 @@ def _sweep_batch(row: BatchRow, report: SweepReport, *, services: Services, now:
         if back is None:
             return
         row = back
-    body = batch_message(row.job_id, row.batch_id, row.collection, None, row.payload_blob, row.mode)
-    services.queues.send(settings.submit_queue, body)
+    services.queues.send(settings.work_queue, batch_message(row.job_id, row.batch_id))
     report.batches_resent += 1
+
+
+def _give_up_stopped_planning(job: JobRow, *, services: Services, now: datetime) -> bool:
+    """End a job whose planning stopped without ending it (see the module docstring); whether it did."""
+    settings = services.settings
+    older_than = now - timedelta(seconds=settings.submit_retry_seconds + settings.sweep_stale_seconds)
+    if job.planned or job.updated is None or job.updated > older_than:
+        return False
+    reason = f"swept: its planning stopped (no change for {settings.submit_retry_seconds + settings.sweep_stale_seconds} s)"
+
+    def stop(current: JobRow) -> JobRow | None:
+        if current.planned or current.state.is_terminal or current.updated is None or current.updated > older_than:
+            return None
+        return given_up(current, reason)
+
+    return services.status.update_job(job.job_id, stop, now) is not None
 
 
 def _requeue_stale(older_than: datetime):

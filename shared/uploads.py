@@ -7,7 +7,8 @@ may miss or replay blobs) and not the Event Grid-sourced blob trigger either: in
 hands the function the whole blob, where this planner must stream it.
 
 One job per blob version: the job id is derived from the blob's path and ETag, so a redelivered or
-duplicated event finds its job, and a new upload (new ETag) makes a new one.
+duplicated event finds its job, and a new upload (new ETag) makes a new one. The job row is claimed by
+that blob version (`upload_claim`), which no queue message can be, so no message can act on it.
 
 The file is then planned in segments by `shared.segments` (the same reader as `items_ref`), the first
 one in the event's own invocation, and each batch's items are validated by its submitter
@@ -51,6 +52,11 @@ def upload_job_id(blob: BlobCreated) -> str:
     return "upload-" + hashlib.sha256(f"{blob.ref}@{blob.etag.strip(chr(34))}".encode()).hexdigest()[:32]
 
 
+def upload_claim(blob: BlobCreated) -> str:
+    """Who holds an upload's job row: its blob version (never a queue message id)."""
+    return "blob-version-" + upload_job_id(blob).removeprefix("upload-")
+
+
 def collection_from_path(path: str) -> str:
     """`<collection>/<file>` -> collection (when it is a valid collection id), else ""."""
     first, sep, _ = path.partition("/")
@@ -68,22 +74,25 @@ def start_upload_job(blob: BlobCreated, *, services: Services, now: datetime) ->
     if blob.container != settings.drop_container:
         log.info("ignoring BlobCreated for %s: not the drop container", blob.container)
         return None
-    job_id = upload_job_id(blob)
-    job = services.status.create_job(JobRow(job_id=job_id, source=f"{blob.ref}@{blob.etag}"), now)
+    job_id, claim = upload_job_id(blob), upload_claim(blob)
+    job = services.status.create_job(JobRow(job_id=job_id, source=f"{blob.ref}@{blob.etag}", claimed_by=claim), now)
     if job.planned or job.state.is_terminal:
         return None  # a duplicate event
+    if job.claimed_by != claim:
+        log.error("job id %s is held by another claim; the upload is not planned", job_id)
+        return None
     kind = file_kind(blob.path)
     if kind is None:
         name = blob.path.rsplit("/", 1)[-1]
         reason = f"unsupported file type {name!r}: use .json, .ndjson or .jsonl (optionally .gz)"
-        reject_job(job_id, reason, 0, services=services, now=now)
+        reject_job(job_id, reason, 0, claimed_by=claim, services=services, now=now)
         return None
     size = blob.size if blob.size is not None else services.payloads.properties(blob.ref)[1]
     if size > settings.max_upload_bytes:
         reason = f"file of {size} bytes is larger than MAX_UPLOAD_BYTES ({settings.max_upload_bytes})"
-        reject_job(job_id, reason, 0, services=services, now=now)
+        reject_job(job_id, reason, 0, claimed_by=claim, services=services, now=now)
         return None
-    return PlanMessage(job_id, blob.ref, blob.etag, collection_from_path(blob.path))
+    return PlanMessage(job_id, blob.ref, blob.etag, collection_from_path(blob.path), claimed_by=claim)
 
 
 @dataclass(frozen=True)

@@ -229,6 +229,8 @@ def test_the_package_imports_and_indexes_its_functions_with_requirements_txt_alo
               for name, bindings in report["functions"].items() if bindings[0]["type"] == "queueTrigger"}
     assert queues == {
         "submit": [("queueTrigger", "IN", "%SUBMIT_QUEUE%", "AzureWebJobsStorage")],
+        "work": [("queueTrigger", "IN", "%WORK_QUEUE%", "AzureWebJobsStorage")],
+        "work_poison": [("queueTrigger", "IN", "%WORK_QUEUE%-poison", "AzureWebJobsStorage")],
         "poll": [("queueTrigger", "IN", "%POLL_QUEUE%", "AzureWebJobsStorage")],
         "blob_created": [("queueTrigger", "IN", "%DROP_EVENTS_QUEUE%", "AzureWebJobsStorage")],
         "submit_poison": [("queueTrigger", "IN", "%SUBMIT_QUEUE%-poison", "AzureWebJobsStorage")],

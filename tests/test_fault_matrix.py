@@ -183,8 +183,7 @@ def test_concurrent_copies_of_a_batch_message_post_it_once(make_stack) -> None:
     stack.resume_functions()
     row = wait_until(lambda: stack.services.status.get_batch("dupbatch", "batch-000001"), timeout=30)
     for _ in range(6):  # copies of the batch message, delivered while its POST is slow
-        stack.services.queues.send(stack.services.settings.submit_queue,
-                                   batch_message("dupbatch", row.batch_id, collection, None, row.payload_blob, "create"))
+        stack.services.queues.send(stack.services.settings.work_queue, batch_message("dupbatch", row.batch_id))
     job = wait_for_jobs(stack.services, ["dupbatch"], timeout=60)["dupbatch"]
     assert job.state == JobState.SUCCEEDED
     assert item_posts(stack) == 1

@@ -305,7 +305,7 @@ def test_app_settings_hold_every_setting_the_app_requires() -> None:
     settings = app_settings()
     required = {name for name, (default, _) in DEFAULTS.items() if default is None}
     in_bindings = settings_in_bindings()
-    assert {"SUBMIT_QUEUE", "POLL_QUEUE", "DROP_EVENTS_QUEUE"} <= in_bindings
+    assert {"SUBMIT_QUEUE", "WORK_QUEUE", "POLL_QUEUE", "DROP_EVENTS_QUEUE"} <= in_bindings
     assert sorted(required - settings.keys()) == []
     assert sorted(in_bindings - settings.keys()) == []  # else the host cannot index that function
     assert sorted(RESOURCE_SETTINGS - settings.keys()) == []
@@ -343,10 +343,10 @@ def test_the_queues_created_are_the_ones_the_triggers_read() -> None:
     read = {resolve(expression, settings) for expression, _ in trigger_queues().values()}
     assert {connection for _, connection in trigger_queues().values()} == {STORAGE_CONNECTION}
     storage = main().module("storage")
-    work = {WORK_QUEUE, f"{WORK_QUEUE}-poison"}  # read by the work trigger once it exists
-    assert sorted(storage.lookup("queueNames")) == sorted(read | work)
-    assert read - work == {f"{DEFAULTS[name][0]}{suffix}" for name in ("SUBMIT_QUEUE", "POLL_QUEUE", "DROP_EVENTS_QUEUE")
-                           for suffix in ("", "-poison")}  # the defaults of shared/settings.py: local runs use the same names
+    assert sorted(storage.lookup("queueNames")) == sorted(read)
+    queues = ("SUBMIT_QUEUE", "WORK_QUEUE", "POLL_QUEUE", "DROP_EVENTS_QUEUE")
+    assert read == {f"{DEFAULTS[name][0]}{suffix}" for name in queues
+                    for suffix in ("", "-poison")}  # the defaults of shared/settings.py: local runs use the same names
 
 
 def test_the_containers_and_table_created_are_the_ones_the_app_uses() -> None:

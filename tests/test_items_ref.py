@@ -230,11 +230,11 @@ def test_a_duplicate_job_message_after_planning_resends_segment_batches_as_claim
     items = [make_item(f"d{n}") for n in range(5)]
     blob = put_blob(stack, stack.services.settings.payload_container, "inbox/dup.ndjson", ndjson(items))
     body = ref_job("dup-1", collection, blob=blob)
-    request, claim = JobRequest.from_json(body), JobClaim.of(body, "message-1")
+    request, claim = JobRequest.from_json(body), JobClaim.of_delivery(body, "message-1")
     stack.pause_functions()
     now = datetime.now(UTC)
     plan_job(request, job_id="dup-1", claim=claim, services=stack.services, now=now)
-    queue = QueueClient.from_connection_string(stack.azurite.connection_string, stack.services.settings.submit_queue)
+    queue = QueueClient.from_connection_string(stack.azurite.connection_string, stack.services.settings.work_queue)
     plans = [m for m in queue.receive_messages(max_messages=32) if '"kind":"plan"' in m.content]
     assert len(plans) == 1
     plan_segment(PlanMessage.from_json(orjson.loads(plans[0].content)), services=stack.services, now=now)

@@ -90,8 +90,15 @@ def test_search_delete_sign_and_upsert_messages() -> None:
 
 
 def test_batch_and_poll_messages_round_trip() -> None:
-    batch = BatchMessage("j", "batch-000001", "landcover", items=[make_item("a")], payload_blob="p/j/b.json", attempt=2)
+    batch = BatchMessage("j", "batch-000001", attempt=2)
     assert BatchMessage.from_json(orjson.loads(batch.to_json())) == batch
+    # Only what identifies the batch is read: items, payload and collection come from its row.
+    assert orjson.loads(batch.to_json()) == {"v": 1, "kind": "batch", "job_id": "j", "batch_id": "batch-000001", "attempt": 2}
+    forged = {**orjson.loads(batch.to_json()), "items": [make_item("evil")], "payload_blob": "elsewhere/x", "collection": "c"}
+    assert BatchMessage.from_json(forged) == batch
+    for keys in ({"job_id": "a/b", "batch_id": "batch-1"}, {"job_id": "j", "batch_id": "x\ny"}, {"job_id": "j"}):
+        with pytest.raises(InvalidInputError):
+            BatchMessage.from_json(keys)
     poll = PollMessage("j", "batch-000001", "landcover", "https://gc/inma/operations/1?api-version=x", 3, "2026-01-01T00:00:00+00:00")
     assert PollMessage.from_json(orjson.loads(poll.to_json())) == poll
     with pytest.raises(InvalidInputError):
@@ -103,11 +110,34 @@ def test_repair_is_opt_in() -> None:
     assert JobRequest.from_json({"v": 1, "items": [], "repair": ["bbox"]}).repair == {"bbox"}
 
 
-def test_a_carried_claim_is_used_only_when_its_id_could_be_a_row_key() -> None:
+def test_a_delivery_claims_as_itself_and_a_carried_claim_must_look_like_a_row_key() -> None:
     from shared.job_claims import JobClaim, conflict_job_id, fingerprint
 
-    body = {"v": 1, "items": [], "claim": {"by": "a/b\n#x", "fingerprint": "f"}}
-    claim = JobClaim.of(body, "queue-msg-1")
-    assert claim == JobClaim("queue-msg-1", fingerprint(body))  # the hostile claim is ignored
+    body = {"v": 1, "items": [], "claim": {"by": "m-2", "fingerprint": "f"}}
+    claim = JobClaim.of_delivery(body, "queue-msg-1")
+    assert claim == JobClaim("queue-msg-1", fingerprint(body))  # a claim in the body is never read
     assert conflict_job_id(claim) == "job-id-conflict-queue-msg-1"
-    assert JobClaim.of({**body, "claim": {"by": "m-2", "fingerprint": "f"}}, "queue-msg-3") == JobClaim("m-2", "f")
+    assert JobClaim.carried(body) == JobClaim("m-2", "f")  # (the work queue's re-sends only)
+    assert JobClaim.carried({**body, "claim": {"by": "a/b\n#x", "fingerprint": "f"}}) is None
+
+
+@pytest.mark.parametrize("body", [
+    {"v": 1, "kind": "batch", "job_id": "j", "batch_id": "batch-000001", "items": [make_item("a")]},
+    {"v": 1, "kind": "plan", "job_id": "j", "blob": "stac-drop/x.ndjson", "etag": "e", "items": []},
+    {"v": 1, "kind": "job", "job_id": "j", "items": []},
+    {"v": 1, "job_id": "j", "items": [], "claim": {"by": "m-1", "fingerprint": "f"}},
+    {"v": 1, "job_id": "j", "items": [], "attempt": 3, "first_attempt": "2026-01-01T00:00:00+00:00"},
+    {"job_id": "j", "v": 2},
+])
+def test_the_inbox_reads_job_messages_only(body: dict) -> None:
+    from shared.messages import inbox_job
+
+    with pytest.raises(InvalidInputError):
+        inbox_job(body)
+
+
+def test_the_inbox_still_reads_every_job_shape() -> None:
+    from shared.messages import inbox_job
+
+    assert inbox_job({**make_item("a"), "kind": "not ours to judge"}).items == [{**make_item("a"), "kind": "not ours to judge"}]
+    assert inbox_job({"v": 1, "job_id": "j", "items": [make_item("a")]}).job_id == "j"

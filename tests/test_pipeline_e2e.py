@@ -7,6 +7,7 @@ and compares the status table and what the emulator holds with the input.
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -109,8 +110,6 @@ def test_batches_over_the_queue_limit_are_claim_checked(make_stack) -> None:
     stack = make_stack()
     collection = with_collection(stack)
     items = [{**item, "collection": collection} for item in corpus_items("pc-usgs-lcmap-hawaii-items.ndjson")]  # ~38 KB each
-    message = orjson.loads(batch_message("j", "batch-000001", collection, items, "p/j/b.json", "create"))
-    assert "items" not in message and message["payload_blob"] == "p/j/b.json"  # only the claim check travels
     send_items(stack.services, items, collection=collection, job_id="claim-1")
     job = wait_for_jobs(stack.services, ["claim-1"], timeout=90)["claim-1"]
     assert (job.state, job.items_succeeded) == (JobState.SUCCEEDED, 4)
@@ -183,8 +182,7 @@ def test_duplicate_deliveries_post_nothing_twice(make_stack) -> None:
     assert posts == 3
     send_job(stack.services, body)  # the job message again
     for row in batch_rows(stack, "dup-1").values():  # and every batch message again
-        stack.services.queues.send(stack.services.settings.submit_queue, batch_message(
-            "dup-1", row.batch_id, collection, [], row.payload_blob, "create"))
+        stack.services.queues.send(stack.services.settings.work_queue, batch_message("dup-1", row.batch_id))
     wait_until(lambda: all(listener.waiting_messages() == 0 for listener in stack.host.listeners), timeout=30)
     assert item_posts(stack) == posts
     job = stack.services.status.get_job("dup-1")
@@ -214,7 +212,7 @@ def test_crash_between_post_and_row_write_counts_items_once(make_stack) -> None:
 
 
 def waiting_message_id(stack: LocalStack, batch_id: str) -> str:
-    queue = QueueClient.from_connection_string(stack.azurite.connection_string, stack.services.settings.submit_queue)
+    queue = QueueClient.from_connection_string(stack.azurite.connection_string, stack.services.settings.work_queue)
     return next(m.id for m in queue.peek_messages(max_messages=32) if batch_id in m.content)
 
 
@@ -288,12 +286,15 @@ def test_auth_failure_in_planning_records_the_items_as_failed_not_rejected(make_
     assert "the-real-token" not in job.error_message and "local-dev-token" not in job.error_message
 
 
-def test_poison_queue_messages_end_in_a_terminal_row(make_stack) -> None:
+def test_poison_queue_messages_end_in_a_terminal_row_of_their_own(make_stack) -> None:
     stack = make_stack()
     poison = f"{stack.services.settings.submit_queue}-poison"
-    stack.services.queues.send(poison, orjson.dumps({"v": 1, "job_id": "poisoned-1", "items": []}).decode())
-    job = wait_until(lambda: (j := stack.services.status.get_job("poisoned-1")) and j.state.is_terminal and j, timeout=30)
-    assert job.state == JobState.FAILED and "poison" in job.error_message
+    body = orjson.dumps({"v": 1, "job_id": "poisoned-1", "items": []})
+    stack.services.queues.send(poison, body.decode())
+    row_id = f"poison-{hashlib.sha256(body).hexdigest()[:24]}"
+    job = wait_until(lambda: (j := stack.services.status.get_job(row_id)) and j.state.is_terminal and j, timeout=30)
+    assert job.state == JobState.FAILED and "poison" in job.error_message and "poisoned-1" in job.error_message
+    assert stack.services.status.get_job("poisoned-1") is None
 
 
 def test_emulator_request_log_never_sees_a_sas_token_in_rows(make_stack) -> None:

@@ -16,7 +16,7 @@ from shared.blob_events import BlobCreated, blob_created_event, blob_created_fro
 from shared.documents import file_kind
 from shared.errors import RetryableError
 from shared.geocatalog import GeoCatalogClient, OperationRef
-from shared.handlers import handle_blob_event, handle_poll_message, handle_submit_message
+from shared.handlers import handle_blob_event, handle_poll_message, handle_work_message
 from shared.messages import BatchMessage, PollMessage
 from shared.status import BatchRow, BatchState, JobState
 from shared.uploads import collection_from_path, upload_job_id
@@ -118,8 +118,8 @@ def _event_for(stack: LocalStack, path: str) -> bytes:
     return orjson.dumps(blob_created_event(container, path, etag.strip('"'), size))
 
 
-def _submit_queue(stack: LocalStack) -> QueueClient:
-    return QueueClient.from_connection_string(stack.azurite.connection_string, stack.services.settings.submit_queue)
+def _work_queue(stack: LocalStack) -> QueueClient:
+    return QueueClient.from_connection_string(stack.azurite.connection_string, stack.services.settings.work_queue)
 
 
 def test_the_event_plans_the_first_segment_itself_with_no_plan_message_between(make_stack) -> None:
@@ -131,7 +131,7 @@ def test_the_event_plans_the_first_segment_itself_with_no_plan_message_between(m
     job_id = upload(stack, path, ndjson(items))
     handle_blob_event(_event_for(stack, path), dequeue_count=1, services=stack.services, now=datetime.now(UTC))
     assert len(stack.services.status.batches(job_id)) == 2  # the first segment: 20 items
-    kinds = sorted(orjson.loads(m.content)["kind"] for m in _submit_queue(stack).peek_messages(max_messages=32))
+    kinds = sorted(orjson.loads(m.content)["kind"] for m in _work_queue(stack).peek_messages(max_messages=32))
     assert kinds == ["batch", "batch", "plan"]  # its batches, and the hand-on to the second segment
     stack.resume_functions()
     job = wait_for_jobs(stack.services, [job_id], timeout=90)[job_id]
@@ -150,7 +150,7 @@ def test_a_transient_error_while_the_event_plans_sends_the_segment_as_a_plan_mes
 
     monkeypatch.setattr("shared.handlers.plan_upload_segment", unavailable)
     handle_blob_event(_event_for(stack, path), dequeue_count=1, services=stack.services, now=datetime.now(UTC))
-    plans = [orjson.loads(m.content) for m in _submit_queue(stack).peek_messages(max_messages=32)]
+    plans = [orjson.loads(m.content) for m in _work_queue(stack).peek_messages(max_messages=32)]
     assert [(p["kind"], p["job_id"], p["next_batch"]) for p in plans] == [("plan", job_id, 1)]
     monkeypatch.undo()
     stack.resume_functions()
@@ -248,9 +248,8 @@ def _planned_upload(stack: LocalStack, collection: str, name: str, lines: list[b
 
 def _deliver_batch(stack: LocalStack, job_id: str, batch_id: str, message_id: str) -> BatchRow:
     """One delivery of the batch's message, as the host would make it; returns the row after it."""
-    row = stack.services.status.get_batch(job_id, batch_id)
-    body = BatchMessage(job_id, batch_id, row.collection, payload_blob=row.payload_blob, mode=row.mode).to_json()
-    handle_submit_message(body.encode(), message_id=message_id, dequeue_count=1, services=stack.services, now=datetime.now(UTC))
+    body = BatchMessage(job_id, batch_id).to_json()
+    handle_work_message(body.encode(), message_id=message_id, dequeue_count=1, services=stack.services, now=datetime.now(UTC))
     return stack.services.status.get_batch(job_id, batch_id)
 
 
