@@ -90,7 +90,7 @@ def test_an_expired_sas_token_is_refreshed(make_stack) -> None:
     second = search_message(stack, "qs-3b", sign="planetary-computer", collection="landcover-two")
     with_collection(stack, "landcover-two")
     assert run(stack, second, "qs-3b").state == JobState.SUCCEEDED  # would be IngestionResourceForbidden with the old token
-    assert stack.emulator.app.stats.by_route["GET /source/sas/token/{collection}"] == 2
+    assert stack.emulator.app.stats.by_route["GET /source/sas/token/{account}/{container}"] == 2  # one container, two lifetimes
 
 
 def test_search_hosts_must_be_on_the_allowlist(make_stack) -> None:
