@@ -45,11 +45,8 @@ def handle_submit_message(body: bytes, *, message_id: str, dequeue_count: int, s
         _reject_unreadable(f"msg-{message_id}", str(error), services=services, now=now)
         return
     try:
-        if isinstance(decoded, dict) and decoded.get("kind") == "batch":
-            submit_batch(BatchMessage.from_json(decoded), message_id=message_id, services=services, now=now)
-            return
-        if isinstance(decoded, dict) and decoded.get("kind") == "plan":
-            plan_upload(PlanMessage.from_json(decoded), services=services, now=now)
+        if isinstance(decoded, dict) and decoded.get("kind") in ("batch", "plan"):
+            _handle_own_message(decoded, message_id=message_id, services=services, now=now)
             return
         job_id = _job_id(decoded, message_id)
         try:
@@ -66,6 +63,20 @@ def handle_submit_message(body: bytes, *, message_id: str, dequeue_count: int, s
         if dequeue_count >= services.settings.max_dequeue_count:
             give_up(decoded, message_id, f"{type(error).__name__}: {error}", services=services, now=now)
         raise
+
+
+def _handle_own_message(decoded: dict[str, Any], *, message_id: str, services: Services, now: datetime) -> None:
+    """A batch or plan message: only this app writes them, and each stands for a row; one that cannot
+    (malformed, or naming ids no row can have) is forged or corrupt, and is dropped with a log line."""
+    try:
+        message = BatchMessage.from_json(decoded) if decoded.get("kind") == "batch" else PlanMessage.from_json(decoded)
+    except InvalidInputError as error:
+        log.error("unreadable %s message dropped: %s", str(decoded.get("kind")), error)
+        return
+    if isinstance(message, BatchMessage):
+        submit_batch(message, message_id=message_id, services=services, now=now)
+    else:
+        plan_upload(message, services=services, now=now)
 
 
 def retry_job_later(decoded: Any, job_id: str, claim: JobClaim, error: RetryableError, *, services: Services,

@@ -17,6 +17,7 @@ from shared.errors import InvalidInputError
 ITEM_ID = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")  # safe in a URL path segment
 COLLECTION_ID = re.compile(r"\A[A-Za-z0-9._-]{3,32}\Z")
 JOB_ID = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")  # safe as a table PartitionKey and a blob path segment
+BATCH_ID = re.compile(r"\A[A-Za-z0-9._-]{1,128}\Z")  # our batch ids (batch-000001.2, rejected-000001): a safe RowKey
 
 ITEM_ID_RULE = "1-64 characters of [A-Za-z0-9-_.]"
 COLLECTION_ID_RULE = "3-32 characters of [A-Za-z0-9-_.]"
@@ -33,6 +34,13 @@ def is_item_id(value: Any) -> bool:
 
 def is_job_id(value: Any) -> bool:
     return isinstance(value, str) and JOB_ID.match(value) is not None
+
+
+def check_row_keys(job_id: Any, batch_id: Any = "batch") -> None:
+    """Raises InvalidInputError unless a message's job and batch ids could be the keys of a row (every
+    row this app writes has such keys: a message naming others is not one of ours)."""
+    if not is_job_id(job_id) or not (isinstance(batch_id, str) and BATCH_ID.match(batch_id)):
+        raise InvalidInputError(f"job_id {str(job_id)[:80]!r} / batch_id {str(batch_id)[:80]!r} name no row of this app")
 
 
 def item_id_problem(value: Any) -> str | None:

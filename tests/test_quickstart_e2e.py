@@ -1,7 +1,7 @@
 """The quickstart as messages: search a STAC API, sign assets, rewrite collection, ingest; delete; upsert.
 
 The emulator plays the source side too: a public STAC API (/source/search) serving the project's
-land-cover samples, and a Planetary Computer SAS API (/source/sas/token/{collection}); with
+land-cover samples, and a Planetary Computer SAS API (/source/sas/token/{account}/{container}); with
 `require_signed_assets` it refuses items whose asset hrefs carry no valid token, as the real service
 cannot copy private assets without one.
 """
