@@ -57,11 +57,6 @@ def storage_container_of(href: str) -> tuple[str, str] | None:
     return account, container
 
 
-def is_signable(href: str) -> bool:
-    """Azure Blob Storage URLs without a query string (what the planetary-computer package signs)."""
-    return href_problem(href) is None and storage_container_of(href) is not None
-
-
 class SasTokenSigner:
     """Gets, caches and applies SAS tokens from a Planetary Computer SAS API."""
 
