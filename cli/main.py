@@ -30,7 +30,9 @@ class IngestGroup(click.Group):
         try:
             return super().invoke(ctx)
         except (IngestError, AzureError) as error:
-            click.echo(f"error: {error}", err=True)
+            from cli.render import plain
+
+            click.echo(plain(f"error: {error}", newlines=True), err=True)
             sys.exit(ERROR)
 
 
@@ -214,9 +216,11 @@ def logs(obj: CliContext, job_id: str, batch_id: str | None, as_json: bool) -> N
 
         emit_json(found)
         return
+    from cli.render import plain
+
     for name, text in found.items():
         if text:
-            click.echo(f"===== {job_id} {name}\n{text.rstrip()}")
+            click.echo(plain(f"===== {job_id} {name}\n{text.rstrip()}", newlines=True))
 
 
 @cli.command()

@@ -2,11 +2,16 @@
 
 Columns of `--json` come from the row dataclasses themselves, so a field added in `shared/status.py`
 shows up here with no second copy.
+
+Row text is whatever a message, an upload or the service put there: every cell is a `Text` (never
+parsed as rich markup, so `x/[/]` is shown as written), and control characters (terminal escapes,
+OSC-8 links) are shown as `\\xNN` rather than sent to the terminal (`literal`, `plain`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -16,11 +21,25 @@ import click
 import orjson
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from shared.item_index import ItemOutcome
 from shared.status import BatchRow, JobRow
 
 HIDDEN = {"etag"}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_OR_NEWLINE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def plain(text: Any, *, newlines: bool = False) -> str:
+    """`text` with its control characters written out as `\\xNN` (tab and, with `newlines`, line breaks kept)."""
+    pattern = _CONTROL if newlines else _CONTROL_OR_NEWLINE
+    return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+def literal(text: Any) -> Text:
+    """A table cell that shows `text` as it is: no markup, no control characters."""
+    return Text(plain(text))
 
 
 def console(*, stderr: bool = False) -> Console:
@@ -31,7 +50,7 @@ def console(*, stderr: bool = False) -> Console:
 
 def say(message: str) -> None:
     """A message for the person (stderr), never mixed into the data."""
-    click.echo(message, err=True)
+    click.echo(plain(message, newlines=True), err=True)
 
 
 def emit_json(value: Any) -> None:
@@ -68,7 +87,8 @@ def jobs_table(jobs: Iterable[JobRow]) -> Table:
     table = Table("job", "state", "collection", "source", "ok / failed / rejected / total", "started", "duration",
                   title="jobs", title_justify="left")
     for job in jobs:
-        table.add_row(job.job_id, str(job.state), job.collection, job.source, counts(job), when(job.created), duration(job))
+        table.add_row(*map(literal, (job.job_id, job.state, job.collection, job.source, counts(job), when(job.created),
+                                     duration(job))))
     return table
 
 
@@ -79,9 +99,9 @@ def job_summary(job: JobRow) -> Table:
                                                              f"{job.items_failed} failed, {job.items_rejected} rejected)"),
                         ("batches", f"{job.batch_count} {job.batches_by_state}"), ("started", when(job.created)),
                         ("updated", when(job.updated)), ("duration", duration(job))):
-        table.add_row(name, value)
+        table.add_row(name, literal(value))
     if job.error_code or job.error_message:
-        table.add_row("error", f"{job.error_code}: {job.error_message}".strip(": "))
+        table.add_row("error", literal(f"{job.error_code}: {job.error_message}".strip(": ")))
     return table
 
 
@@ -90,7 +110,8 @@ def batches_table(batches: Iterable[BatchRow]) -> Table:
                   title="batches", title_justify="left")
     for row in batches:
         error = f"{row.error_code}: {row.error_message}".strip(": ")
-        table.add_row(row.batch_id, str(row.state), counts(row), str(row.attempts), row.operation_id, when(row.finished), error[:120])
+        table.add_row(*map(literal, (row.batch_id, row.state, counts(row), row.attempts, row.operation_id, when(row.finished),
+                                     error[:120])))
     return table
 
 
@@ -98,18 +119,19 @@ def outcomes_table(outcomes: Iterable[ItemOutcome], *, title: str, with_job: boo
     columns = (["job"] if with_job else []) + ["item", "batch", "state", "code", "message"]
     if with_job:
         columns += ["operation", "submitted", "finished"]
-    table = Table(*columns, title=title, title_justify="left")
+    table = Table(*columns, title=literal(title), title_justify="left")
     for o in outcomes:
         cells = ([o.job_id] if with_job else []) + [o.item, o.batch_id, str(o.state), o.code, o.message[:200]]
         if with_job:
             cells += [o.operation_id, when(o.submitted), when(o.finished)]
-        table.add_row(*cells)
+        table.add_row(*map(literal, cells))
     return table
 
 
 def reasons_lines(outcomes: list[ItemOutcome], *, limit: int = 10) -> list[str]:
     """Up to `limit` failed or rejected items as plain lines (the demo prints these under its table)."""
-    lines = [f"  {o.item} ({o.job_id} {o.batch_id}): {o.state} {o.code}: {o.message[:160]}".rstrip(": ") for o in outcomes[:limit]]
+    lines = [plain(f"  {o.item} ({o.job_id} {o.batch_id}): {o.state} {o.code}: {o.message[:160]}".rstrip(": "))
+             for o in outcomes[:limit]]
     if len(outcomes) > limit:
         lines.append(f"  ... and {len(outcomes) - limit} more (geocatalog-ingest failures JOB)")
     return lines

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import click
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn
 from rich.text import Text
 
-from cli.render import console
+from cli.render import console, plain
 from shared.status import JobRow, JobState, StatusStore
 
 ALL_SUCCEEDED, SOME_FAILED, OWN_ERROR = 0, 1, 2
@@ -109,17 +110,22 @@ class _Counts(ProgressColumn):
                     f"{f.get('rate', 0.0):.1f} items/s  eta {f.get('eta', '?')}")
 
 
+def plain_markup(text: str) -> str:
+    """A progress description shows `text` as written (its `[...]` are not markup, its escapes not sent)."""
+    return escape(plain(text))
+
+
 class _LiveDisplay:
     """A rich progress bar per job (a terminal only)."""
 
     def __init__(self, job_ids: list[str]) -> None:
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=16), _Counts(), console=console(),
                                   transient=False, auto_refresh=True)
-        self._tasks: dict[str, TaskID] = {j: self._progress.add_task(f"{j} (waiting)", total=None) for j in job_ids}
+        self._tasks: dict[str, TaskID] = {j: self._progress.add_task(f"{plain_markup(j)} (waiting)", total=None) for j in job_ids}
         self._progress.start()
 
     def update(self, row: JobRow, rate: float) -> None:
-        self._progress.update(self._tasks[row.job_id], description=f"{row.job_id} {row.state}", total=max(row.item_count, 1),
+        self._progress.update(self._tasks[row.job_id], description=f"{plain_markup(row.job_id)} {row.state}", total=max(row.item_count, 1),
                               completed=row.items_done, ok=row.items_succeeded, failed=row.items_failed,
                               rejected=row.items_rejected, rate=rate, eta=eta(row, rate))
 

@@ -19,7 +19,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
 
-from shared.blob_events import blob_created_event
+from shared.blob_events import LOCAL_ACCOUNT, blob_created_event
 from shared.transport import sdk_transport_options
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,8 @@ class BlobCreatedWatcher:
                     continue
                 self._seen.add((name, etag))
                 url = f"{self._container.url}/{name}"
-                event = blob_created_event(self._container.container_name, name, etag, size, url)
+                event = blob_created_event(self._container.container_name, name, etag, size, url,
+                                           account=self._container.account_name or LOCAL_ACCOUNT)
                 self._queue.send_message(orjson.dumps(event).decode())
                 self._save()  # after the send: a crash in between re-sends the event, which is harmless
 

@@ -92,6 +92,7 @@ class EmulatorApp:
         r.add_get("/source/search", self.source_search_get)
         r.add_post("/source/search", self.source_search_post)
         r.add_get("/source/sas/token/{collection}", self.source_sas_token)
+        r.add_get("/source/sas/token/{account}/{container}", self.source_sas_token)
         r.add_route("*", "/source/redirect", self.source_redirect)
         r.add_get("/source/items/{name}", self.source_items_document)
         r.add_get("/source/linked", self.source_linked_page)
@@ -419,7 +420,8 @@ class EmulatorApp:
         return self._page(request, criteria if isinstance(criteria, dict) else {}, method="POST", source=True)
 
     async def source_sas_token(self, request: web.Request) -> web.Response:
-        token, expiry = self.catalog.issue_sas_token(request.match_info["collection"], _now())
+        info = request.match_info
+        token, expiry = self.catalog.issue_sas_token(info.get("collection") or f"{info['account']}/{info['container']}", _now())
         return _json({"msft:expiry": expiry.strftime("%Y-%m-%dT%H:%M:%SZ"), "token": token})
 
     async def source_redirect(self, request: web.Request) -> web.Response:

@@ -27,7 +27,7 @@ from shared.errors import (
 )
 from shared.ids import COLLECTION_ID, ITEM_ID, check_collection_id, check_item_id  # noqa: F401 - re-exported
 from shared.pacing import GroupPacer, Pacer
-from shared.redact import url_without_query
+from shared.redact import redacted, url_without_query
 from shared.settings import GA_API_VERSION, Settings
 from shared.transport import configure_session
 
@@ -361,7 +361,7 @@ def _error_body(response: requests.Response) -> tuple[str, str]:
         message = str(error.get("message", ""))
     except (ValueError, AttributeError):
         message = response.text[:500]
-    return code or f"Http{response.status_code}", message
+    return redacted(code) or f"Http{response.status_code}", redacted(message)  # the service may echo signed hrefs
 
 
 def _retry_after(response: requests.Response) -> float | None:

@@ -1,4 +1,6 @@
-"""The id rules: which item, collection and job ids the GeoCatalog, Azure Tables and blob paths accept.
+"""The id rules: which item, collection and job ids the GeoCatalog, Azure Tables and blob paths accept,
+and which blob names we read (`blob_path_problem`: the one containment check for `items_ref.blob` and
+drop events alike).
 
 A leaf module (it imports nothing of ours but the error type). Every pattern is anchored with
 `\\A...\\Z`, so `match` and `fullmatch` both test the whole string: `$` would let a trailing newline
@@ -15,10 +17,15 @@ from shared.errors import InvalidInputError
 ITEM_ID = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")  # safe in a URL path segment
 COLLECTION_ID = re.compile(r"\A[A-Za-z0-9._-]{3,32}\Z")
 JOB_ID = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")  # safe as a table PartitionKey and a blob path segment
+BATCH_ID = re.compile(r"\A[A-Za-z0-9._-]{1,128}\Z")  # our batch ids (batch-000001.2, rejected-000001): a safe RowKey
 
 ITEM_ID_RULE = "1-64 characters of [A-Za-z0-9-_.]"
 COLLECTION_ID_RULE = "3-32 characters of [A-Za-z0-9-_.]"
 JOB_ID_RULE = "1-64 characters of [A-Za-z0-9_-]"
+
+MAX_BLOB_PATH_CHARS = 1024  # Azure's limit for a blob name
+_BAD_PATH_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+BLOB_PATH_RULE = "a plain blob name: no '..', '.', empty segments, backslashes or control characters"
 
 
 def is_item_id(value: Any) -> bool:
@@ -27,6 +34,13 @@ def is_item_id(value: Any) -> bool:
 
 def is_job_id(value: Any) -> bool:
     return isinstance(value, str) and JOB_ID.match(value) is not None
+
+
+def check_row_keys(job_id: Any, batch_id: Any = "batch") -> None:
+    """Raises InvalidInputError unless a message's job and batch ids could be the keys of a row (every
+    row this app writes has such keys: a message naming others is not one of ours)."""
+    if not is_job_id(job_id) or not (isinstance(batch_id, str) and BATCH_ID.match(batch_id)):
+        raise InvalidInputError(f"job_id {str(job_id)[:80]!r} / batch_id {str(batch_id)[:80]!r} name no row of this app")
 
 
 def item_id_problem(value: Any) -> str | None:
@@ -52,6 +66,20 @@ def check_item_id(item_id: Any) -> str:
     if problem:
         raise InvalidInputError(f"item id {str(item_id)[:80]!r} {problem}")
     return item_id
+
+
+def blob_path_problem(path: str) -> str | None:
+    """Why `path` (a blob name inside its container) could reach outside that container, or None.
+
+    The SDK puts the name into the request URL, where `..` and `.` segments are resolved (and some
+    clients read `\\` as `/`): `stac-drop/../azure-webjobs-secrets/x` would be a request to another
+    container. A caller holding a percent-encoded name checks it before and after unquoting.
+    """
+    if not path or any(segment in ("", ".", "..") for segment in path.split("/")) or _BAD_PATH_CHARACTERS.search(path):
+        return f"is not {BLOB_PATH_RULE}"
+    if len(path) > MAX_BLOB_PATH_CHARS:
+        return f"is longer than {MAX_BLOB_PATH_CHARS} characters"
+    return None
 
 
 def _problem(value: Any, pattern: re.Pattern[str], rule: str, allowed: str, shortest: int, longest: int) -> str | None:

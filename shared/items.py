@@ -37,7 +37,7 @@ import jsonschema_rs
 import orjson
 import pystac
 
-from shared.ids import item_id_problem
+from shared.ids import is_item_id, item_id_problem
 from shared.repair import GeometryError, bbox_of
 
 STAC_VERSION = "1.1.0"
@@ -154,7 +154,7 @@ def _structural_problem(item: Any, collection_id: str, rewrite_collection: bool)
         return "has no id"
     problem = item_id_problem(item_id)
     if problem:
-        return f"id {problem}"
+        return f"id {item_id[:40]!r}{'...' if len(item_id) > 40 else ''} {problem}"
     if "geometry" not in item:
         return "has no geometry (it may be null, but must be present)"
     properties = item.get("properties")
@@ -277,6 +277,13 @@ def item_id_of(item: Any) -> str:
     return item_id if isinstance(item_id, str) else ""
 
 
+def valid_id_of(item: Any) -> str:
+    """The item's id when it follows the id rule, else "": an id that breaks the rule (40,000 characters,
+    control characters) never becomes a key or a table property; the rejection names its position instead."""
+    item_id = item_id_of(item)
+    return item_id if is_item_id(item_id) else ""
+
+
 def validated(
     items: list[Any],
     collection_id: str,
@@ -316,7 +323,7 @@ def validate_job(
         item, fixed = repaired(item, repair)
         problem = item_problem(item, collection_id, rewrite_collection=rewrite_collection)
         if problem:
-            result.rejected.append(RejectedItem(item_id_of(item), f"{label}: {problem}" if label else problem, position, label))
+            result.rejected.append(RejectedItem(valid_id_of(item), f"{label}: {problem}" if label else problem, position, label))
             continue
         checked.append((position, normalize(item, collection_id), fixed))
     last = {item["id"]: position for position, item, _ in checked}

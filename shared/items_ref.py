@@ -10,7 +10,6 @@ into a blob of the payload container first, so both are then read the same way a
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import replace
 from datetime import datetime
 
@@ -18,13 +17,13 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from shared.documents import file_kind
 from shared.errors import InvalidInputError
+from shared.ids import blob_path_problem
 from shared.messages import ItemsRef, JobRequest, PlanMessage
 from shared.redact import url_without_query
 from shared.services import Services
 from shared.status import JobRow
 
 GZIP_MAGIC = b"\x1f\x8b"
-_BAD_PATH_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
 def plan_message_for(request: JobRequest, *, job_id: str, services: Services, now: datetime) -> PlanMessage:
@@ -68,12 +67,9 @@ def checked_blob(ref: str, containers: tuple[str, ...]) -> str:
     container, _, path = ref.partition("/")
     if container not in containers:
         raise InvalidInputError(_not_readable(ref))
-    segments = path.split("/")
-    if not path or any(segment in ("", ".", "..") for segment in segments) or _BAD_PATH_CHARACTERS.search(path):
-        raise InvalidInputError(f"items_ref.blob {ref[:200]!r} is not a plain blob name: no '..', '.', "
-                                "empty segments, backslashes or control characters")
-    if len(path) > 1024:
-        raise InvalidInputError("items_ref.blob is longer than 1024 characters")
+    problem = blob_path_problem(path)
+    if problem:
+        raise InvalidInputError(f"items_ref.blob {ref[:200]!r} {problem}")
     return ref
 
 

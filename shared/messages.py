@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from shared.errors import InvalidInputError
-from shared.ids import JOB_ID, is_job_id, job_id_problem  # noqa: F401 - JOB_ID re-exported
+from shared.ids import JOB_ID, check_collection_id, check_row_keys, is_job_id, job_id_problem  # noqa: F401 - JOB_ID re-exported
 
 VERSION = 1
 MODES = ("create", "upsert")
@@ -108,6 +108,9 @@ class JobRequest:
         collection = body.get("collection")
         if collection is not None and not isinstance(collection, str):
             raise InvalidInputError("collection must be a string")
+        for name in ("collection", "sign_collection"):  # ids that break the rule never reach a row
+            if body.get(name):
+                check_collection_id(body[name])
         batch_size = body.get("batch_size")
         if batch_size is not None and (not isinstance(batch_size, int) or not 1 <= batch_size <= 10_000):
             raise InvalidInputError("batch_size must be an integer from 1 to 10000")
@@ -259,6 +262,8 @@ class PollMessage:
 
     @classmethod
     def from_json(cls, body: Any) -> PollMessage:
+        if isinstance(body, dict):
+            check_row_keys(body.get("job_id"), body.get("batch_id"))
         try:
             return cls(
                 job_id=str(body["job_id"]),
@@ -303,6 +308,7 @@ class PlanMessage:
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> PlanMessage:
+        check_row_keys(body.get("job_id"))
         try:
             return cls(
                 job_id=str(body["job_id"]), blob=str(body["blob"]), etag=str(body["etag"]),

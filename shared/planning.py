@@ -228,7 +228,7 @@ def _delete_batches(items: list[Any]) -> tuple[list[PlannedBatch], list[Rejected
         problem = item_id_problem(item_id)
         if problem or item_id in seen:
             reason = "appears more than once" if item_id in seen else f"id {problem}"
-            rejected.append(RejectedItem(item_id, reason, position))
+            rejected.append(RejectedItem(item_id if not problem else "", reason, position))
             continue
         seen.add(item_id)
         batches.append(PlannedBatch(batch_id(len(batches) + 1), [{"id": item_id}]))

@@ -1,9 +1,17 @@
-"""Keep secrets out of logs, rows and exceptions: SAS tokens live in query strings."""
+"""Keep secrets out of logs, rows and exceptions: SAS tokens live in query strings.
+
+`redacted` is applied where text is stored (every free-text property of a status row, operation logs
+and rejection lists in blobs): URLs lose their query string (any case of scheme), and whatever looks
+like a secret outside a URL is masked: a SAS signature (`sig=...`, e.g. a bare `sv=...&sig=...`), a
+storage key (`AccountKey=...`), a bearer token.
+"""
 
 from __future__ import annotations
 
 import re
 from urllib.parse import urlsplit, urlunsplit
+
+MASK = "***"
 
 
 def url_without_query(url: str) -> str:
@@ -14,9 +22,21 @@ def url_without_query(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-_URL_WITH_QUERY = re.compile(r"(https?://[^\s\"'<>?]+)\?[^\s\"'<>]*")
+# A query ends at whitespace, a quote, `<>`, or a backslash (as in a JSON string's `\"`).
+_URL_WITH_QUERY = re.compile(r"(https?://[^\s\"'<>?\\]+)\?[^\s\"'<>\\]*", re.IGNORECASE)
+_SECRET_VALUE = re.compile(r"\b(sig|signature|accountkey|sharedaccesskey|sharedaccesssignature|client_secret|access_token)"
+                           r"(\s*=\s*)[^\s\"'<>&;\\,]+", re.IGNORECASE)
+_BEARER = re.compile(r"\b(bearer)\s+[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
 
 
-def urls_without_queries(text: str) -> str:
-    """Every URL in free text (logs, error messages) without its query string."""
-    return _URL_WITH_QUERY.sub(r"\1", text)
+def redacted(text: str) -> str:
+    """`text` with every URL's query string removed and every other secret-looking value masked."""
+    if not text:
+        return text
+    text = _URL_WITH_QUERY.sub(r"\1", text)
+    text = _SECRET_VALUE.sub(rf"\1\2{MASK}", text)
+    return _BEARER.sub(rf"\1 {MASK}", text)
+
+
+# The older name: every caller that strips URLs in free text wants the other secrets gone too.
+urls_without_queries = redacted

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.errors import ConfigurationError
 
@@ -73,11 +74,11 @@ DEFAULTS: dict[str, tuple[str | None, str]] = {
 
 @dataclass(frozen=True)
 class Settings:
-    """Typed settings; build with `from_env()` (or directly in tests)."""
+    """Typed settings; build with `from_env()` (or directly in tests). `repr` shows no secret."""
 
     geocatalog_endpoint: str
     geocatalog_api_version: str = GA_API_VERSION
-    geocatalog_token: str = ""
+    geocatalog_token: str = field(default="", repr=False)
     geocatalog_ca_bundle: str = ""
     submit_queue: str = "stac-submit"
     work_queue: str = "stac-work"
@@ -182,10 +183,10 @@ class StorageAccess:
 
     Mirrors the Functions host's own rules for a connection named N: the setting N holds a
     connection string; otherwise `N__accountName` or `N__queueServiceUri` / `N__blobServiceUri` /
-    `N__tableServiceUri` select identity-based access.
+    `N__tableServiceUri` select identity-based access. `repr` leaves out the connection string (its key).
     """
 
-    connection_string: str = ""
+    connection_string: str = field(default="", repr=False)
     queue_uri: str = ""
     blob_uri: str = ""
     table_uri: str = ""
@@ -207,3 +208,28 @@ class StorageAccess:
         raise ConfigurationError(
             f"{name} is required (a connection string, or {name}__accountName, or the three {name}__*ServiceUri)"
         )
+
+    @property
+    def account_name(self) -> str:
+        """The storage account's name (lower case; "" when neither setting tells): what BlobCreated
+        events of this account name in their topic."""
+        if self.connection_string:
+            parts = dict(_key_value(part) for part in self.connection_string.split(";") if "=" in part)
+            if parts.get("usedevelopmentstorage", "").lower() == "true":
+                return "devstoreaccount1"
+            return parts.get("accountname", "").lower() or _account_of_uri(parts.get("blobendpoint", ""))
+        return _account_of_uri(self.blob_uri)
+
+
+def _key_value(part: str) -> tuple[str, str]:
+    key, _, value = part.partition("=")
+    return key.strip().lower(), value.strip()
+
+
+def _account_of_uri(uri: str) -> str:
+    """`https://<account>.blob.core.windows.net` -> account; `http://127.0.0.1:10000/<account>` (Azurite) -> account."""
+    parts = urlsplit(uri)
+    host = (parts.hostname or "").lower()
+    if ".blob." in host:
+        return host.split(".", 1)[0]
+    return parts.path.strip("/").split("/", 1)[0].lower()

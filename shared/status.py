@@ -33,6 +33,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.errors import RetryableError
+from shared.redact import redacted
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,11 @@ COUNTER_SHARDS = 16  # concurrent batches of one job rarely touch the same count
 MAX_TRANSACTION_OPS = 100  # the real service's limit (Azurite does not enforce it)
 ETAG_RETRIES = 12
 # Item counters a batch row carries and its job row sums up.
+# Free text a row may hold, and how much of it is kept: every write redacts it (shared.redact) and cuts
+# it to this length, under the table's 32K-character property limit, whoever composed it.
+TEXT_LIMITS = {"source": 2_000, "error_code": 200, "error_message": 8_000, "logs": 30_000}
+REDACTED_JSON = ("rejected_items", "failed_items")  # reasons and codes: redacted, never cut (that would break the JSON)
+TRUNCATED = " ...[truncated]"
 ITEM_COUNTERS = ("items_succeeded", "items_failed", "items_rejected", "items_superseded", "items_repaired")
 PLANNED_ITEMS = "items_planned"  # items of top-level batches (not isolation children): the job's item count so far
 
@@ -574,8 +580,18 @@ def _to_entity(row: Any, partition: str, row_key: str) -> dict[str, Any]:
         value = getattr(row, name)
         if value is None or (value == default and name != "state"):
             continue
-        entity[name] = str(value) if isinstance(value, StrEnum) else value
+        entity[name] = str(value) if isinstance(value, StrEnum) else _stored_text(name, value)
     return entity
+
+
+def _stored_text(name: str, value: Any) -> Any:
+    if name in REDACTED_JSON:
+        return redacted(value)
+    limit = TEXT_LIMITS.get(name)
+    if limit is None:
+        return value
+    value = redacted(value)
+    return value if len(value) <= limit else value[: limit - len(TRUNCATED)] + TRUNCATED
 
 
 @functools.cache

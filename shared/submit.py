@@ -83,7 +83,7 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
         return finish(claimed, BatchState.REJECTED, error.code, error.message, services=services, now=now, failed=False)
     except BlobChangedError as error:  # a byte-range batch to send again, whose upload was overwritten since
         return upload_gone(claimed, message, str(error), services=services, now=now)
-    except InvalidInputError as error:  # e.g. the SAS API refuses the collection
+    except InvalidInputError as error:  # e.g. an asset href refused for signing, or the SAS API refuses its container
         return finish(claimed, BatchState.REJECTED, "InvalidInput", str(error), services=services, now=now, failed=False)
     except AuthenticationError as error:
         status.update_batch(row.job_id, row.batch_id, _back_to_queued(error.code, str(error)), now, current=claimed)
@@ -123,7 +123,7 @@ def send(row: BatchRow, *, services: Services, upload: CheckedUpload | None = No
             return services.catalog.create_items(row.collection, services.payloads.read(row.payload_blob))
     items = upload.items if upload is not None else batch_items(services, row)
     if row.sign:
-        items = services.signer.sign(items, row.sign_collection)
+        items = services.signer.sign(items)
     if row.action == "replace":
         return services.catalog.replace_item(row.collection, items[0])
     if row.action == "delete":

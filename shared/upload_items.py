@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.documents import ndjson_items
-from shared.items import Validation, item_id_of, validate_job
+from shared.items import Validation, valid_id_of, validate_job
 from shared.payloads import PayloadStore
 from shared.status import BatchRow
 
@@ -49,7 +49,7 @@ def validate_lines(row: BatchRow, data: bytes) -> Validation:
         lines = [(row.first_line + n, item) for n, (_, item) in enumerate(ndjson_items(data))]  # a chunk: one item per line
     else:
         lines = ndjson_items(data, first_line=row.first_line or 1)
-    labels = [item_id_of(item) if row.item_label in ("feature", "result") and item_id_of(item) else f"{row.item_label} {number}"
+    labels = [valid_id_of(item) if row.item_label in ("feature", "result") and valid_id_of(item) else f"{row.item_label} {number}"
               for number, item in lines]
     return validate_job([item for _, item in lines], row.collection, labels=labels, mode=row.mode,
                         repair=frozenset(filter(None, row.repair.split(","))))

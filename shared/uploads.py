@@ -36,6 +36,7 @@ from shared.items import item_id_of
 from shared.messages import PlanMessage
 from shared.payloads import BlobChangedError
 from shared.planning import reject_job, rejection_key
+from shared.redact import redacted
 from shared.segments import plan_segment
 from shared.services import Services
 from shared.status import BatchRow, BatchState, JobRow
@@ -71,10 +72,14 @@ def start_upload_job(blob: BlobCreated, *, services: Services, now: datetime) ->
     queue hop would add up to the host's polling interval before the first POST of every upload.
     """
     settings = services.settings
+    if not is_this_account(blob, services):
+        return None
     if blob.container != settings.drop_container:
-        log.info("ignoring BlobCreated for %s: not the drop container", blob.container)
+        log.info("ignoring BlobCreated for %s: not the drop container", blob.container[:100])
         return None
     job_id, claim = upload_job_id(blob), upload_claim(blob)
+    if blob.problem:
+        return reject_event(blob, job_id, claim, services=services, now=now)
     job = services.status.create_job(JobRow(job_id=job_id, source=f"{blob.ref}@{blob.etag}", claimed_by=claim), now)
     if job.planned or job.state.is_terminal:
         return None  # a duplicate event
@@ -93,6 +98,26 @@ def start_upload_job(blob: BlobCreated, *, services: Services, now: datetime) ->
         reject_job(job_id, reason, 0, claimed_by=claim, services=services, now=now)
         return None
     return PlanMessage(job_id, blob.ref, blob.etag, collection_from_path(blob.path), claimed_by=claim)
+
+
+def is_this_account(blob: BlobCreated, services: Services) -> bool:
+    """Whether the event's topic is this app's storage account. An event of another account (a
+    misrouted subscription or a forged message) is dropped with a log line and no row: its names mean
+    nothing here, and a row per forged event would let anyone fill the table."""
+    storage = services.settings.storage
+    ours = storage.account_name if storage is not None else ""
+    if not ours or blob.account != ours:
+        log.warning("BlobCreated event dropped: its topic names storage account %r, not this app's (%r)",
+                    blob.account, ours)
+        return False
+    return True
+
+
+def reject_event(blob: BlobCreated, job_id: str, claim: str, *, services: Services, now: datetime) -> None:
+    """An event of this account and container that may not be acted on: a Rejected job that names the
+    path and why, and no request for that blob."""
+    services.status.create_job(JobRow(job_id=job_id, source=blob.shown, claimed_by=claim), now)
+    reject_job(job_id, f"BlobCreated event for {blob.shown} refused: {blob.problem}", 0, claimed_by=claim, services=services, now=now)
 
 
 @dataclass(frozen=True)
@@ -128,7 +153,7 @@ def check_upload_batch(row: BatchRow, *, services: Services, now: datetime) -> C
     if valid and not is_byte_range(row):
         payload = services.payloads.put(name, body)
     ids, ids_blob = ids_field(services, row.job_id, row.batch_id, [item_id_of(i) for i in valid])
-    rejected_text, rejected_blob = orjson.dumps(reasons).decode(), ""
+    rejected_text, rejected_blob = redacted(orjson.dumps(reasons).decode()), ""
     if len(rejected_text) > MAX_INLINE_IDS_CHARS:
         rejected_text, rejected_blob = "", services.payloads.put(f"{name}.rejected.json", rejected_text.encode())
 

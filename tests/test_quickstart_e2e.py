@@ -1,7 +1,7 @@
 """The quickstart as messages: search a STAC API, sign assets, rewrite collection, ingest; delete; upsert.
 
 The emulator plays the source side too: a public STAC API (/source/search) serving the project's
-land-cover samples, and a Planetary Computer SAS API (/source/sas/token/{collection}); with
+land-cover samples, and a Planetary Computer SAS API (/source/sas/token/{account}/{container}); with
 `require_signed_assets` it refuses items whose asset hrefs carry no valid token, as the real service
 cannot copy private assets without one.
 """
@@ -90,7 +90,7 @@ def test_an_expired_sas_token_is_refreshed(make_stack) -> None:
     second = search_message(stack, "qs-3b", sign="planetary-computer", collection="landcover-two")
     with_collection(stack, "landcover-two")
     assert run(stack, second, "qs-3b").state == JobState.SUCCEEDED  # would be IngestionResourceForbidden with the old token
-    assert stack.emulator.app.stats.by_route["GET /source/sas/token/{collection}"] == 2
+    assert stack.emulator.app.stats.by_route["GET /source/sas/token/{account}/{container}"] == 2  # one container, two lifetimes
 
 
 def test_search_hosts_must_be_on_the_allowlist(make_stack) -> None:

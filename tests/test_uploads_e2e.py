@@ -199,11 +199,12 @@ def test_collection_comes_from_the_items_when_the_path_has_none(make_stack) -> N
 
 def test_event_parsing_and_paths() -> None:
     event = blob_created_event("stac-drop", "landcover/2024/a b.ndjson", "0x8D", 10, "")
-    assert blob_created_from_event(event) == BlobCreated("stac-drop", "landcover/2024/a b.ndjson", "0x8D", 10)
+    assert blob_created_from_event(event) == BlobCreated("stac-drop", "landcover/2024/a b.ndjson", "0x8D", 10, "devstoreaccount1")
     assert blob_created_from_event({"eventType": "Microsoft.Storage.BlobDeleted", "data": {}}) is None
     cloud = {"type": "Microsoft.Storage.BlobCreated", "subject": "/blobServices/default/containers/c/blobs/x.json",
+             "source": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/MyAcct",
              "data": {"eTag": '"0x1"', "contentLength": 3}}
-    assert blob_created_from_event(cloud) == BlobCreated("c", "x.json", "0x1", 3)
+    assert blob_created_from_event(cloud) == BlobCreated("c", "x.json", "0x1", 3, "myacct")
     assert collection_from_path("landcover/x.ndjson") == "landcover" and collection_from_path("x.ndjson") == ""
     assert file_kind("a/b.NDJSON.gz").gzipped and file_kind("x.geojson").ndjson is False and file_kind("x.csv") is None
 
