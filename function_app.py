@@ -1,6 +1,6 @@
 """Azure Functions entry point (Python v2 model): triggers and bindings only.
 
-Each function hands its message to one handler in `shared.handlers` with the worker's clients and
+Each function hands its message to one handler in `shared.steps.handlers` with the worker's clients and
 the current time. Queue names come from app settings (`%SUBMIT_QUEUE%`: the users' inbox of job
 messages; `%WORK_QUEUE%`: the app's own batch and plan messages; `%POLL_QUEUE%`); the connection is the
 Functions storage account (`AzureWebJobsStorage`).
@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 
 import azure.functions as func
 
-from shared.handlers import (
+from shared.services import services_from_env
+from shared.steps.handlers import (
     handle_blob_event,
     handle_poison_message,
     handle_poll_message,
@@ -18,7 +19,6 @@ from shared.handlers import (
     handle_sweep,
     handle_work_message,
 )
-from shared.services import services_from_env
 
 app = func.FunctionApp()
 

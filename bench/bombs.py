@@ -87,14 +87,14 @@ def gzip_bomb(head: bytes, size: int, tail: bytes) -> bytes:
 
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
-    from shared.job_claims import JobClaim
+    from shared.inputs.search import BoundedSearch, SearchBounds
     from shared.messages import JobRequest, PlanMessage
-    from shared.planning import plan_job
-    from shared.queues import QueueSender
-    from shared.segments import plan_segment
     from shared.services import build_services
     from shared.settings import Settings
-    from shared.sources import BoundedSearch, SearchBounds
+    from shared.steps.job_claims import JobClaim
+    from shared.steps.planning import plan_job
+    from shared.steps.segments import plan_segment
+    from shared.store.queues import QueueSender
 
     class HandOnInProcess(QueueSender):
         """Plan messages stay here (the next invocation's input); batch messages go to Azurite."""

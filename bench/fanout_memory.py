@@ -3,7 +3,7 @@
 
 Generates NDJSON files at run time from real item templates in ../shared/data/stac-real/ (ids made
 unique), uploads them to Azurite, and runs in a fresh child process each:
-- the upload planner: `shared.segments` planning every segment of the blob, exactly as the function
+- the upload planner: `shared.steps.segments` planning every segment of the blob, exactly as the function
   does (reading the stored blob as a stream, writing batch rows and sending batch messages to Azurite);
 - the items_ref job: a `{"items_ref": {"blob": ...}}` job message planned by `plan_job`, then every
   plan message it hands on planned by `plan_segment` (the handler's calls, in one process: plan
@@ -58,10 +58,10 @@ def write_ndjson(path: Path, count: int) -> int:
 
 def child_planner(env: dict[str, str], blob: str, etag: str) -> dict[str, float]:
     from shared.messages import PlanMessage
-    from shared.segments import _plan_ndjson_segment
     from shared.services import build_services
     from shared.settings import Settings
-    from shared.status import JobRow
+    from shared.steps.segments import _plan_ndjson_segment
+    from shared.store.status import JobRow
 
     services = build_services(Settings.from_env(env))
     now = datetime.now(UTC)
@@ -79,13 +79,13 @@ def child_planner(env: dict[str, str], blob: str, etag: str) -> dict[str, float]
 
 
 def child_items_ref(env: dict[str, str], blob: str, etag: str) -> dict[str, float]:
-    from shared.job_claims import JobClaim
     from shared.messages import JobRequest, PlanMessage
-    from shared.planning import plan_job
-    from shared.queues import QueueSender
-    from shared.segments import plan_segment
     from shared.services import build_services
     from shared.settings import Settings
+    from shared.steps.job_claims import JobClaim
+    from shared.steps.planning import plan_job
+    from shared.steps.segments import plan_segment
+    from shared.store.queues import QueueSender
 
     class HandOnInProcess(QueueSender):
         """Plan messages stay here (the next invocation's input); batch messages go to Azurite."""

@@ -27,10 +27,10 @@ from azure.storage.queue import QueueClient
 from devhost.jobs import wait_for_jobs
 from devhost.stack import LocalStack
 from emulator import EmulatorOptions, Timings
-from shared.auth import StaticToken
-from shared.blob_events import BlobCreated
-from shared.geocatalog import GeoCatalogClient
-from shared.uploads import upload_job_id
+from shared.catalog.auth import StaticToken
+from shared.catalog.client import GeoCatalogClient
+from shared.inputs.blob_events import BlobCreated
+from shared.steps.uploads import upload_job_id
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT.parent / "shared" / "data" / "stac-real" / "pc-naip-2.json"

@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 import orjson
 
 from devhost.azurite import Azurite
-from shared.item_index import record_batch
 from shared.services import connect_storage, ensure_storage
 from shared.settings import Settings
-from shared.status import BatchRow, BatchState
+from shared.store.item_index import record_batch
+from shared.store.status import BatchRow, BatchState
 
 
 def run(storage, job_id: str, batches: int, items: int) -> tuple[float, float, float]:

@@ -22,8 +22,8 @@ from typing import Any
 from azure.data.tables import TableServiceClient
 
 from devhost.azurite import Azurite
-from shared.rollup import settle_after_batch, settle_job, summarize
-from shared.status import BatchRow, BatchState, JobRow, JobState, StatusStore
+from shared.steps.rollup import settle_after_batch, settle_job, summarize
+from shared.store.status import BatchRow, BatchState, JobRow, JobState, StatusStore
 
 
 class CountingTable:

@@ -6,9 +6,9 @@ decision, so nothing here is called for one.
 
 from __future__ import annotations
 
-from shared.auth import StaticToken
+from shared.catalog.auth import StaticToken
+from shared.catalog.client import GeoCatalogClient, check_collection_id
 from shared.errors import NotFoundError
-from shared.geocatalog import GeoCatalogClient, check_collection_id
 
 
 def ensure_collection(emulator_url: str, token: str, collection_id: str) -> bool:

@@ -1,6 +1,6 @@
 """Output: rich tables for people, JSON for programs (`--json`). Data goes to stdout, messages to stderr.
 
-Columns of `--json` come from the row dataclasses themselves, so a field added in `shared/status.py`
+Columns of `--json` come from the row dataclasses themselves, so a field added in `shared/store/status.py`
 shows up here with no second copy.
 
 Row text is whatever a message, an upload or the service put there: every cell is a `Text` (never
@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from shared.item_index import ItemOutcome
-from shared.status import BatchRow, JobRow
+from shared.store.item_index import ItemOutcome
+from shared.store.status import BatchRow, JobRow
 
 HIDDEN = {"etag"}
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")

@@ -24,15 +24,15 @@ from typing import Any
 import orjson
 
 from cli.submit import Options, envelope
-from shared.documents import json_items, ndjson_items
 from shared.errors import InvalidInputError
-from shared.fanout import batch_items
-from shared.item_index import WHOLE_JOB, ItemOutcome, ItemState, batch_outcomes, job_problems
+from shared.inputs.documents import json_items, ndjson_items
 from shared.items import item_id_of
-from shared.planning import REJECTED_ROW_PREFIX
 from shared.services import Storage
 from shared.settings import Settings
-from shared.status import BatchRow, JobRow
+from shared.steps.fanout import batch_items
+from shared.steps.planning import REJECTED_ROW_PREFIX
+from shared.store.item_index import WHOLE_JOB, ItemOutcome, ItemState, batch_outcomes, job_problems
+from shared.store.status import BatchRow, JobRow
 
 RETRIES = "retries"
 

@@ -16,12 +16,12 @@ from typing import Any
 
 import orjson
 
-from shared.documents import file_kind, json_items, ndjson_items
 from shared.errors import InvalidInputError
+from shared.inputs.documents import file_kind, json_items, ndjson_items
 from shared.messages import JOB_ID, VERSION
-from shared.queues import fits_in_message
 from shared.services import Storage
 from shared.settings import Settings
+from shared.store.queues import fits_in_message
 
 INBOX = "inbox"
 

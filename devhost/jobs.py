@@ -7,9 +7,9 @@ from collections.abc import Iterable
 
 import orjson
 
-from shared.queues import MAX_MESSAGE_BYTES
 from shared.services import Services
-from shared.status import BatchRow, JobRow
+from shared.store.queues import MAX_MESSAGE_BYTES
+from shared.store.status import BatchRow, JobRow
 
 
 def send_job(services: Services, body: dict | bytes) -> None:

@@ -253,7 +253,7 @@ class PollMessage:
     attempt: int
     deadline: str  # ISO 8601, UTC
     failures: int = 0  # consecutive polls that could not read the operation
-    role: str = ""  # "scout" or "waiting" while the collection's timing is being learnt (`shared.cold_start`)
+    role: str = ""  # "scout" or "waiting" while the collection's timing is being learnt (`shared.steps.cold_start`)
     v: int = VERSION
     kind: str = "poll"
 

@@ -10,8 +10,8 @@ import pytest
 
 from emulator import EmulatorOptions, EmulatorServer, Timings
 from emulator.tls import write_self_signed_pem
-from shared.auth import StaticToken
-from shared.geocatalog import GeoCatalogClient
+from shared.catalog.auth import StaticToken
+from shared.catalog.client import GeoCatalogClient
 
 FAST = Timings(pending_seconds=0.05, running_seconds=0.05)
 

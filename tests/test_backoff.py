@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from shared.backoff import PollSchedule, exponential, first_poll_delay, next_poll_delay
-from shared.geocatalog import Operation
+from shared.catalog.client import Operation
+from shared.steps.backoff import PollSchedule, exponential, first_poll_delay, next_poll_delay
 
 PRODUCTION = PollSchedule()  # the settings' defaults: 5 s, 60 s cap, steps of max(2 s, 10 %)
 BACKOFF = PollSchedule(predicted=False)

@@ -38,7 +38,7 @@ def test_feature_collection_body_and_ids() -> None:
 
 
 def test_a_big_plan_sends_its_first_batch_at_once_then_ever_larger_groups() -> None:
-    from shared.segments import ROWS_PER_FLUSH, flush_due
+    from shared.steps.segments import ROWS_PER_FLUSH, flush_due
 
     sizes, pending, written = [], 0, 0
     for _ in range(1000):  # plan 1,000 batches one by one

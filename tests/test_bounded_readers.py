@@ -17,14 +17,14 @@ from azure.storage.queue import QueueClient
 
 from devhost.jobs import wait_for_jobs
 from devhost.stack import LocalStack
-from shared.documents import OverlongLine, bounded_lines
-from shared.egress import EgressPolicy, GuardedSession
 from shared.errors import InvalidInputError
+from shared.inputs.documents import OverlongLine, bounded_lines
+from shared.inputs.egress import EgressPolicy, GuardedSession
+from shared.inputs.search import BoundedSearch, SearchBounds, SearchPage, SourceFetcher
 from shared.limits import LimitExceeded
-from shared.search_jobs import encoded_results
-from shared.segments import TooLarge
-from shared.sources import BoundedSearch, SearchBounds, SearchPage, SourceFetcher
-from shared.status import JobState
+from shared.steps.search_jobs import encoded_results
+from shared.steps.segments import TooLarge
+from shared.store.status import JobState
 from tests.helpers import make_item
 from tests.hostile_source import HostileSource, hostile_source
 from tests.test_items_ref import put_blob

@@ -9,10 +9,10 @@ import orjson
 import pytest
 
 from devhost.azurite import Azurite
-from shared.item_index import ItemState, batch_outcomes, record_batch
 from shared.services import connect_storage, ensure_storage
 from shared.settings import Settings
-from shared.status import BatchRow, BatchState
+from shared.store.item_index import ItemState, batch_outcomes, record_batch
+from shared.store.status import BatchRow, BatchState
 from tests.conftest import unique_storage_names
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

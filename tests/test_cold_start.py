@@ -1,4 +1,4 @@
-"""A collection's first operations (shared/cold_start.py): one scout learns their length, the rest are woken."""
+"""A collection's first operations (shared/steps/cold_start.py): one scout learns their length, the rest are woken."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import orjson
 
 from devhost.jobs import send_items, wait_for_jobs
 from emulator import EmulatorOptions, Faults, Timings
-from shared.cold_start import SCOUT, WAITING, first_poll, recheck_waiting, superseded_fallback, wake_waiting
-from shared.geocatalog import Operation
+from shared.catalog.client import Operation
 from shared.messages import PollMessage
-from shared.status import BatchRow, BatchState, JobState
+from shared.steps.cold_start import SCOUT, WAITING, first_poll, recheck_waiting, superseded_fallback, wake_waiting
+from shared.store.status import BatchRow, BatchState, JobState
 from tests.helpers import make_collection, make_item
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

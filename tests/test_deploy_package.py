@@ -210,7 +210,7 @@ def test_funcignore_uses_only_what_core_tools_understands() -> None:
 def test_the_package_holds_the_app_and_nothing_dev_only(package: Path) -> None:
     files = {path.relative_to(package).as_posix() for path in package.rglob("*") if path.is_file()}
     assert {"function_app.py", "host.json", "requirements.txt", "shared/__init__.py", "shared/settings.py"} <= files
-    assert {f"shared/{path.name}" for path in (ROOT / "shared").glob("*.py")} <= files
+    assert {path.relative_to(ROOT).as_posix() for path in (ROOT / "shared").rglob("*.py")} <= files
     leaked = sorted(name for name in files for excluded in NEVER_DEPLOYED if name == excluded or name.startswith(excluded))
     assert leaked == []
     assert not [name for name in files if "__pycache__" in name or name.endswith(".pyc")]

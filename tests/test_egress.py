@@ -14,11 +14,11 @@ import requests
 from requests_hardened.ip_filter import InvalidIPAddress
 
 from emulator import EmulatorOptions, EmulatorServer, Timings
-from shared.auth import StaticToken
-from shared.egress import EgressPolicy, GuardedSession, hardened_session
+from shared.catalog.auth import StaticToken
+from shared.catalog.client import GeoCatalogClient
 from shared.errors import InvalidInputError, RejectedByServiceError
-from shared.geocatalog import GeoCatalogClient
-from shared.sources import BoundedSearch, SearchBounds, SourceFetcher
+from shared.inputs.egress import EgressPolicy, GuardedSession, hardened_session
+from shared.inputs.search import BoundedSearch, SearchBounds, SourceFetcher
 from tests.conftest import ROOT
 
 ALLOWED = "planetarycomputer.microsoft.com"

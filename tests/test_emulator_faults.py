@@ -8,9 +8,9 @@ import pytest
 import requests
 
 from emulator import EmulatorOptions, EmulatorServer, Faults, Timings
-from shared.auth import StaticToken
+from shared.catalog.auth import StaticToken
+from shared.catalog.client import GeoCatalogClient, Operation, OperationRef
 from shared.errors import AuthenticationError, RetryableError
-from shared.geocatalog import GeoCatalogClient, Operation, OperationRef
 from tests.helpers import make_collection, make_item, wait_until
 
 

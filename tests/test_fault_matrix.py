@@ -16,13 +16,13 @@ import orjson
 from devhost.jobs import send_job, wait_for_jobs
 from devhost.stack import LocalStack
 from emulator import EmulatorOptions, Faults, Timings
-from shared.fanout import batch_message
-from shared.job_claims import JobClaim, fingerprint
 from shared.messages import JobRequest, PollMessage
-from shared.planning import plan_job
-from shared.rollup import summarize
-from shared.status import BatchRow, BatchState, JobRow, JobState
-from shared.sweeper import sweep
+from shared.steps.fanout import batch_message
+from shared.steps.job_claims import JobClaim, fingerprint
+from shared.steps.planning import plan_job
+from shared.steps.rollup import summarize
+from shared.steps.sweeper import sweep
+from shared.store.status import BatchRow, BatchState, JobRow, JobState
 from tests.helpers import make_item, wait_until
 from tests.test_pipeline_e2e import item_posts, stored, with_collection
 

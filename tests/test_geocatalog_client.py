@@ -8,9 +8,9 @@ import pytest
 import requests
 
 from emulator import EmulatorServer
-from shared.auth import CredentialToken, StaticToken
+from shared.catalog.auth import CredentialToken, StaticToken
+from shared.catalog.client import GeoCatalogClient, Operation, OperationRef
 from shared.errors import AuthenticationError, InvalidInputError, NotFoundError, RejectedByServiceError
-from shared.geocatalog import GeoCatalogClient, Operation, OperationRef
 from tests.helpers import make_collection, make_item, wait_until
 
 

@@ -17,16 +17,16 @@ from cli.main import cli
 from devhost.jobs import wait_for_jobs
 from devhost.stack import LocalStack
 from emulator import EmulatorOptions, Faults, Timings
-from shared.blob_events import blob_created_event
-from shared.egress import EgressPolicy, GuardedSession
 from shared.errors import InvalidInputError
-from shared.handlers import handle_blob_event, handle_submit_message
-from shared.payloads import PayloadStore
+from shared.inputs.blob_events import blob_created_event
+from shared.inputs.egress import EgressPolicy, GuardedSession
+from shared.inputs.signing import SasTokenSigner
 from shared.redact import redacted
 from shared.services import Services
 from shared.settings import Settings, StorageAccess
-from shared.signing import SasTokenSigner
-from shared.status import JobRow, JobState
+from shared.steps.handlers import handle_blob_event, handle_submit_message
+from shared.store.payloads import PayloadStore
+from shared.store.status import JobRow, JobState
 from tests.helpers import make_item, wait_until
 from tests.test_pipeline_e2e import batch_rows, item_posts, run, stored, with_collection
 from tests.test_quickstart_e2e import quickstart_stack

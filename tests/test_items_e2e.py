@@ -11,7 +11,7 @@ import json
 import orjson
 
 from devhost.jobs import send_items, wait_for_jobs
-from shared.status import BatchState, JobState
+from shared.store.status import BatchState, JobState
 from tests.corpus import corpus_items
 from tests.helpers import make_item, nested
 from tests.test_pipeline_e2e import batch_rows, run, stored, with_collection

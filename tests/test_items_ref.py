@@ -18,11 +18,11 @@ from azure.storage.queue import QueueClient
 from devhost.jobs import wait_for_jobs
 from devhost.stack import LocalStack
 from emulator import EmulatorOptions, Timings
-from shared.job_claims import JobClaim
 from shared.messages import JobRequest, PlanMessage
-from shared.planning import plan_job
-from shared.segments import plan_segment
-from shared.status import JobState
+from shared.steps.job_claims import JobClaim
+from shared.steps.planning import plan_job
+from shared.steps.segments import plan_segment
+from shared.store.status import JobState
 from tests.conftest import ROOT
 from tests.helpers import make_item
 from tests.test_pipeline_e2e import assert_holds_exactly, batch_rows, run, stored, with_collection

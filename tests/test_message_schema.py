@@ -12,9 +12,9 @@ import pytest
 from azure.storage.queue import QueueClient
 
 from shared.errors import InvalidInputError, RetryableError
-from shared.handlers import retry_job_later
-from shared.job_claims import JobClaim
 from shared.messages import BatchMessage, JobRequest, PlanMessage, PollMessage, inbox_job
+from shared.steps.handlers import retry_job_later
+from shared.steps.job_claims import JobClaim
 from tests.conftest import ROOT
 from tests.helpers import make_item
 

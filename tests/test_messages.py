@@ -111,7 +111,7 @@ def test_repair_is_opt_in() -> None:
 
 
 def test_a_delivery_claims_as_itself_and_a_carried_claim_must_look_like_a_row_key() -> None:
-    from shared.job_claims import JobClaim, conflict_job_id, fingerprint
+    from shared.steps.job_claims import JobClaim, conflict_job_id, fingerprint
 
     body = {"v": 1, "items": [], "claim": {"by": "m-2", "fingerprint": "f"}}
     claim = JobClaim.of_delivery(body, "queue-msg-1")

@@ -7,10 +7,10 @@ import threading
 import pytest
 
 from emulator import EmulatorOptions, EmulatorServer, Faults
-from shared.auth import StaticToken
+from shared.catalog.auth import StaticToken
+from shared.catalog.client import GeoCatalogClient
+from shared.catalog.pacing import POLL, SUBMIT, GroupPacer, Pacer, calling_group
 from shared.errors import RetryableError
-from shared.geocatalog import GeoCatalogClient
-from shared.pacing import POLL, SUBMIT, GroupPacer, Pacer, calling_group
 from shared.settings import Settings
 from tests.helpers import make_collection
 

@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from devhost.instance import InstanceProcess
 from devhost.jobs import send_items, wait_for_jobs
 from emulator import EmulatorOptions, Faults, Timings
-from shared.status import JobState
+from shared.store.status import JobState
 from tests.helpers import make_collection, make_item
 
 SERVICE_LIMIT = 5

@@ -19,13 +19,13 @@ from azure.storage.queue import QueueClient
 from devhost.jobs import send_items, send_job, wait_for_jobs
 from devhost.stack import LocalStack
 from emulator import EmulatorOptions, Faults, Timings
-from shared.auth import StaticToken
-from shared.fanout import batch_message
-from shared.geocatalog import GeoCatalogClient
-from shared.job_claims import JobClaim
+from shared.catalog.auth import StaticToken
+from shared.catalog.client import GeoCatalogClient
 from shared.messages import JobRequest
-from shared.planning import plan_job
-from shared.status import BatchState, JobRow, JobState
+from shared.steps.fanout import batch_message
+from shared.steps.job_claims import JobClaim
+from shared.steps.planning import plan_job
+from shared.store.status import BatchState, JobRow, JobState
 from tests.corpus import corpus_items
 from tests.helpers import make_collection, make_item, wait_until
 

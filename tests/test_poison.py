@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from shared.handlers import handle_poison_message
-from shared.status import BatchRow, BatchState, JobRow, JobState
+from shared.steps.handlers import handle_poison_message
+from shared.store.status import BatchRow, BatchState, JobRow, JobState
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 DEEP = b"[" * 1000 + b"]" * 1000  # parses (orjson allows 1024 levels) but has no repr (Python stops at 1000)

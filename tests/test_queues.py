@@ -1,4 +1,4 @@
-"""Sending to our queues (shared/queues.py) on Azurite: limits, and several messages at once."""
+"""Sending to our queues (shared/store/queues.py) on Azurite: limits, and several messages at once."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from azure.storage.queue import QueueClient
 
 from devhost.azurite import Azurite
-from shared.queues import MAX_MESSAGE_BYTES, MessageTooLargeError, QueueSender
+from shared.store.queues import MAX_MESSAGE_BYTES, MessageTooLargeError, QueueSender
 from tests.conftest import unique_storage_names
 
 

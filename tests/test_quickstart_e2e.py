@@ -14,7 +14,7 @@ import orjson
 
 from devhost.stack import LocalStack
 from emulator import EmulatorOptions, Faults, Timings
-from shared.status import BatchState, JobState
+from shared.store.status import BatchState, JobState
 from tests.conftest import ROOT
 from tests.helpers import make_item
 from tests.test_pipeline_e2e import batch_rows, catalog, run, stored, with_collection

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.rollup import final_state, summarize
-from shared.status import BatchRow, BatchState, JobRow, JobState
+from shared.steps.rollup import final_state, summarize
+from shared.store.status import BatchRow, BatchState, JobRow, JobState
 
 
 def batch(state: BatchState, ok: int = 0, failed: int = 0, rejected: int = 0) -> BatchRow:

@@ -11,9 +11,9 @@ import pytest
 from azure.data.tables import UpdateMode
 
 from devhost.azurite import Azurite
-from shared.rollup import settle_after_batch
-from shared.status import BatchRow, BatchState, JobRow, JobState, StatusStore, counter_row_key
-from shared.table_batch import TableClient
+from shared.steps.rollup import settle_after_batch
+from shared.store.status import BatchRow, BatchState, JobRow, JobState, StatusStore, counter_row_key
+from shared.store.table_batch import TableClient
 from tests.conftest import unique_storage_names
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""Our `$batch` encoding (shared/table_batch.py) against Azurite: the same answers as the SDK's own, in success and failure."""
+"""Our `$batch` encoding (shared/store/table_batch.py) against Azurite: the same answers as the SDK's own, in success and failure."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from azure.data.tables import TableClient as SdkTableClient
 from azure.data.tables import TableTransactionError, UpdateMode
 
 from devhost.azurite import Azurite
-from shared.table_batch import TableClient, response_parts
+from shared.store.table_batch import TableClient, response_parts
 from tests.conftest import unique_storage_names
 
 STALE_ETAG = "W/\"datetime'2020-01-01T00%3A00%3A00.0000000Z'\""

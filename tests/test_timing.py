@@ -10,9 +10,9 @@ from azure.data.tables import TableServiceClient
 
 from devhost.azurite import Azurite
 from emulator.catalog import Catalog, Timings
-from shared.geocatalog import Operation
-from shared.status import BatchRow
-from shared.timing import ALPHA, OperationTimings, operation_seconds, record_timing, seconds_per_item
+from shared.catalog.client import Operation
+from shared.store.status import BatchRow
+from shared.store.timing import ALPHA, OperationTimings, operation_seconds, record_timing, seconds_per_item
 from tests.conftest import unique_storage_names
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -4,7 +4,7 @@ import logging
 
 import requests
 
-from shared.transport import ca_bundle, configure_session, proxies_configured, sdk_transport_options
+from shared.catalog.transport import ca_bundle, configure_session, proxies_configured, sdk_transport_options
 
 NO_PROXY_ENV = {"PATH": "/usr/bin", "REQUESTS_CA_BUNDLE": "/etc/ssl/corp.pem", "CURL_CA_BUNDLE": "/etc/ssl/other.pem"}
 
@@ -63,7 +63,7 @@ def test_sdk_clients_keep_the_storage_sdks_own_timeouts_and_read_block_size():
 def test_sdk_request_logs_stay_out_of_an_info_level_worker_log_unless_someone_set_their_level(azurite, caplog):
     from azure.data.tables import TableServiceClient
 
-    from shared.transport import SDK_REQUEST_LOGGER, quiet_sdk_request_logs
+    from shared.catalog.transport import SDK_REQUEST_LOGGER, quiet_sdk_request_logs
 
     logger = logging.getLogger(SDK_REQUEST_LOGGER)
     previous = logger.level

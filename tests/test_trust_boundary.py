@@ -17,10 +17,10 @@ from azure.storage.queue import QueueClient
 
 from devhost.stack import LocalStack
 from shared.batching import feature_collection
-from shared.fanout import payload_name
-from shared.handlers import handle_blob_event, handle_submit_message, handle_work_message
-from shared.status import BatchRow, JobRow, JobState
-from shared.sweeper import sweep
+from shared.steps.fanout import payload_name
+from shared.steps.handlers import handle_blob_event, handle_submit_message, handle_work_message
+from shared.steps.sweeper import sweep
+from shared.store.status import BatchRow, JobRow, JobState
 from tests.helpers import make_item, wait_until
 from tests.test_pipeline_e2e import item_posts, stored, with_collection
 from tests.test_uploads_e2e import _event_for, upload

@@ -12,14 +12,14 @@ from azure.storage.queue import QueueClient
 from devhost.jobs import wait_for_jobs
 from devhost.stack import LocalStack
 from emulator import EmulatorOptions, Timings
-from shared.blob_events import BlobCreated, blob_created_event, blob_created_from_event
-from shared.documents import file_kind
+from shared.catalog.client import GeoCatalogClient, OperationRef
 from shared.errors import RetryableError
-from shared.geocatalog import GeoCatalogClient, OperationRef
-from shared.handlers import handle_blob_event, handle_poll_message, handle_work_message
+from shared.inputs.blob_events import BlobCreated, blob_created_event, blob_created_from_event
+from shared.inputs.documents import file_kind
 from shared.messages import BatchMessage, PollMessage
-from shared.status import BatchRow, BatchState, JobState
-from shared.uploads import collection_from_path, upload_job_id
+from shared.steps.handlers import handle_blob_event, handle_poll_message, handle_work_message
+from shared.steps.uploads import collection_from_path, upload_job_id
+from shared.store.status import BatchRow, BatchState, JobState
 from tests.helpers import make_item, wait_until
 from tests.test_pipeline_e2e import assert_holds_exactly, catalog, item_posts, stored, with_collection
 
@@ -148,7 +148,7 @@ def test_a_transient_error_while_the_event_plans_sends_the_segment_as_a_plan_mes
     def unavailable(*_args, **_kwargs):
         raise RetryableError("503 from the GeoCatalog", retry_after=0, status=503)
 
-    monkeypatch.setattr("shared.handlers.plan_upload_segment", unavailable)
+    monkeypatch.setattr("shared.steps.handlers.plan_upload_segment", unavailable)
     handle_blob_event(_event_for(stack, path), dequeue_count=1, services=stack.services, now=datetime.now(UTC))
     plans = [orjson.loads(m.content) for m in _work_queue(stack).peek_messages(max_messages=32)]
     assert [(p["kind"], p["job_id"], p["next_batch"]) for p in plans] == [("plan", job_id, 1)]

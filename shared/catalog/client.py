@@ -17,7 +17,9 @@ import orjson
 import requests
 from requests.adapters import HTTPAdapter
 
-from shared.auth import TokenProvider, default_token_provider
+from shared.catalog.auth import TokenProvider, default_token_provider
+from shared.catalog.pacing import GroupPacer, Pacer
+from shared.catalog.transport import configure_session
 from shared.errors import (
     AuthenticationError,
     InvalidInputError,
@@ -26,10 +28,8 @@ from shared.errors import (
     RetryableError,
 )
 from shared.ids import COLLECTION_ID, ITEM_ID, check_collection_id, check_item_id  # noqa: F401 - re-exported
-from shared.pacing import GroupPacer, Pacer
 from shared.redact import redacted, url_without_query
 from shared.settings import GA_API_VERSION, Settings
-from shared.transport import configure_session
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class GeoCatalogClient:
         session: a `requests.Session` to reuse; one with a connection pool is made if omitted.
         timeout: connect and read timeout, seconds.
         verify: TLS verification (True, False, or a CA bundle path); None: the session's (the environment's bundle).
-        pacer: paces every request (see `shared.pacing`); unpaced if omitted.
+        pacer: paces every request (see `shared.catalog.pacing`); unpaced if omitted.
     """
 
     def __init__(

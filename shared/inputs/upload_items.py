@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.documents import ndjson_items
+from shared.inputs.documents import ndjson_items
 from shared.items import Validation, valid_id_of, validate_job
-from shared.payloads import PayloadStore
-from shared.status import BatchRow
+from shared.store.payloads import PayloadStore
+from shared.store.status import BatchRow
 
 
 def is_byte_range(row: BatchRow) -> bool:

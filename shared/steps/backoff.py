@@ -9,7 +9,7 @@ is, best first:
    that figure is mostly the counters' rounding (4 of 234 items after 1 s says 57 s, where 3 s
    later 14 of them say 46 s), so it is trusted only as far as the time already seen: the
    next poll comes after at most that time again, and a few polls earn a figure worth aiming at;
-3. the seconds per item of the collection's recently finished operations (`shared.timing`), so the
+3. the seconds per item of the collection's recently finished operations (`shared.store.timing`), so the
    first poll lands at the predicted end.
 
 Once the predicted end has passed, the operation is polled at short steps, a fraction of the time
@@ -17,7 +17,7 @@ since submission (at least `min_step`): the detection lag stays a bounded fracti
 operation's length, and the number of GETs grows only with the log of how wrong the prediction was.
 
 With nothing to predict from (a collection's first operations, on a service whose counters stay
-still) one batch scouts at short steps and teaches the rest (`shared.cold_start`); a poll that
+still) one batch scouts at short steps and teaches the rest (`shared.steps.cold_start`); a poll that
 still knows nothing falls back to doubling from `initial`.
 """
 
@@ -28,7 +28,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.geocatalog import Operation
+from shared.catalog.client import Operation
 from shared.settings import Settings
 
 JITTER = 0.2  # +-20 %, so batches submitted together do not poll in lockstep
@@ -85,7 +85,7 @@ def next_poll_delay(
     `elapsed_seconds` is the time since submission, `items` the batch's item count and
     `seconds_per_item` the collection's recent figure (None when unknown). With `now`, the
     counters are extrapolated over the operation's own age (see `operation_age`). A `scout`
-    (`shared.cold_start`) with nothing to predict from polls at short steps rather than doubling.
+    (`shared.steps.cold_start`) with nothing to predict from polls at short steps rather than doubling.
     """
     if retry_after is not None:
         return max(MIN_DELAY, min(retry_after, schedule.cap))

@@ -1,7 +1,7 @@
 """A collection's first operations: learn how long they take from one, and wake the others when it ends.
 
-Polls are aimed at an operation's predicted end (`shared.backoff`), from the collection's recent
-seconds per item (`shared.timing`). A collection seen for the first time has no such figure, its
+Polls are aimed at an operation's predicted end (`shared.steps.backoff`), from the collection's recent
+seconds per item (`shared.store.timing`). A collection seen for the first time has no such figure, its
 operations' counters may stay still until the end, and a poll message's visibility delay cannot be
 shortened once it is sent. So while the figure is unknown, each instance makes the first such batch
 a *scout*, polled at short steps from one second on, and every other one *waits*: its row says so,
@@ -24,11 +24,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from shared.backoff import MIN_DELAY, PollSchedule, first_poll_delay
 from shared.messages import PollMessage
 from shared.services import Services
-from shared.status import BatchRow, BatchState
-from shared.timing import seconds_per_item
+from shared.steps.backoff import MIN_DELAY, PollSchedule, first_poll_delay
+from shared.store.status import BatchRow, BatchState
+from shared.store.timing import seconds_per_item
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def _woken_delay(until_predicted_end: float) -> float:
 
     The prediction counts from the moment its POST returned (the row's `submitted`), when the service
     had already created the operation: an end predicted in the past has come, and is polled at once.
-    A future one is rounded up, as `shared.backoff` rounds: the queue truncates delays to whole
+    A future one is rounded up, as `shared.steps.backoff` rounds: the queue truncates delays to whole
     seconds, and a poll just before the end is a wasted GET followed by a step.
     """
     if until_predicted_end <= 0:

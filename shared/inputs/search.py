@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.egress import GuardedSession
 from shared.errors import InvalidInputError
+from shared.inputs.egress import GuardedSession
 from shared.items import item_id_of
 from shared.limits import Clock, Deadline
 from shared.redact import url_without_query

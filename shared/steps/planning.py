@@ -16,19 +16,19 @@ from urllib.parse import urlsplit
 import orjson
 
 from shared.batching import batch_id, feature_collection, split, split_serialized
+from shared.catalog.client import GeoCatalogClient
 from shared.errors import AuthenticationError, InvalidInputError, NotFoundError
-from shared.fanout import PlannedBatch, batch_message, enqueue_batches, ids_field, payload_name
-from shared.geocatalog import GeoCatalogClient
 from shared.ids import check_collection_id, item_id_problem
-from shared.item_index import record_batches
+from shared.inputs.items_ref import plan_message_for
 from shared.items import RejectedItem, item_id_of, validate_job
-from shared.items_ref import plan_message_for
-from shared.job_claims import JobClaim, conflict_job_id, describe_refusal, holds, owns
 from shared.messages import JobRequest
 from shared.redact import url_without_query
-from shared.rollup import settle_job
 from shared.services import Services
-from shared.status import BatchRow, BatchState, JobRow, JobState
+from shared.steps.fanout import PlannedBatch, batch_message, enqueue_batches, ids_field, payload_name
+from shared.steps.job_claims import JobClaim, conflict_job_id, describe_refusal, holds, owns
+from shared.steps.rollup import settle_job
+from shared.store.item_index import record_batches
+from shared.store.status import BatchRow, BatchState, JobRow, JobState
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def plan_job(request: JobRequest, *, job_id: str, claim: JobClaim, services: Ser
     if request.items_ref is not None:
         return _hand_to_segment_planner(request, job, services=services, now=now)
     if request.search is not None:
-        from shared.search_jobs import plan_search  # it builds on this module's job verdicts
+        from shared.steps.search_jobs import plan_search  # it builds on this module's job verdicts
 
         return plan_search(request, job, services=services, now=now)
     items: list[Any] = []
@@ -151,7 +151,7 @@ def fail_unsent(job_id: str, request: JobRequest, collection: str, items: list[A
 
 
 def _hand_to_segment_planner(request: JobRequest, job: JobRow, *, services: Services, now: datetime) -> JobRow:
-    """`items_ref` jobs are read like uploads: checked here, then planned in segments (`shared.segments`)."""
+    """`items_ref` jobs are read like uploads: checked here, then planned in segments (`shared.steps.segments`)."""
     if job.batch_count:
         return job  # a segment already reported progress: the chain of plan messages carries on without us
     try:
@@ -164,12 +164,12 @@ def _hand_to_segment_planner(request: JobRequest, job: JobRow, *, services: Serv
 
 def load_items(request: JobRequest, *, job_id: str, services: Services, now: datetime) -> tuple[list[Any], list[str] | None]:
     """The job's raw items (inline, or ids to delete, given or found by a search); `items_ref` is
-    planned in segments and a search to copy streams into batches (`shared.search_jobs`)."""
+    planned in segments and a search to copy streams into batches (`shared.steps.search_jobs`)."""
     if request.items is not None:
         return request.items, None
     if request.delete_ids is not None:
         return [{"id": item_id} for item_id in request.delete_ids], None
-    from shared.search_jobs import ids_found  # it builds on this module's job verdicts
+    from shared.steps.search_jobs import ids_found  # it builds on this module's job verdicts
 
     return [{"id": item_id} for item_id in ids_found(request, job_id=job_id, services=services, now=now)], None
 

@@ -19,11 +19,11 @@ from typing import Any
 import orjson
 
 from shared.batching import feature_collection
+from shared.inputs.upload_items import is_byte_range, range_items
 from shared.items import item_id_of
 from shared.messages import BatchMessage
 from shared.services import Services, Storage
-from shared.status import BatchRow, BatchState
-from shared.upload_items import is_byte_range, range_items
+from shared.store.status import BatchRow, BatchState
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def ids_field(services: Services, job_id: str, batch_id: str, ids: list[str]) ->
 
 def batch_items(services: Services | Storage, row: BatchRow) -> list[dict[str, Any]]:
     """The items a batch row stands for, from its payload blob, or read and validated again from its byte
-    range of an upload (`shared.upload_items`); delete batches: `{"id": ...}` stubs.
+    range of an upload (`shared.inputs.upload_items`); delete batches: `{"id": ...}` stubs.
 
     Raises:
         InvalidInputError: the blob is gone (`BlobChangedError`: the upload is no longer the batch's version).

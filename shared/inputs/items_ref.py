@@ -4,7 +4,7 @@ A blob reference may name only the containers ITEMS_REF_CONTAINERS allows (by de
 drop containers): the Functions storage account also holds the host's keys. Anything else gets one
 reason that says nothing about whether such a blob exists. An allowlisted URL is copied, as a stream,
 into a blob of the payload container first, so both are then read the same way as an upload
-(`shared.segments`): NDJSON in byte-ranged segments, JSON streamed, gzip by its magic bytes.
+(`shared.steps.segments`): NDJSON in byte-ranged segments, JSON streamed, gzip by its magic bytes.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from datetime import datetime
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
-from shared.documents import file_kind
 from shared.errors import InvalidInputError
 from shared.ids import blob_path_problem
+from shared.inputs.documents import file_kind
 from shared.messages import ItemsRef, JobRequest, PlanMessage
 from shared.redact import url_without_query
 from shared.services import Services
-from shared.status import JobRow
+from shared.store.status import JobRow
 
 GZIP_MAGIC = b"\x1f\x8b"
 

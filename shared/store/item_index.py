@@ -35,8 +35,8 @@ from azure.data.tables import UpdateMode
 
 from shared.errors import InvalidInputError
 from shared.ids import ITEM_ID
-from shared.status import BatchRow, BatchState, JobRow, JobState, StatusStore
-from shared.table_batch import TableClient
+from shared.store.status import BatchRow, BatchState, JobRow, JobState, StatusStore
+from shared.store.table_batch import TableClient
 
 if TYPE_CHECKING:
     from shared.services import Services, Storage

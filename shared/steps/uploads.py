@@ -10,10 +10,10 @@ One job per blob version: the job id is derived from the blob's path and ETag, s
 duplicated event finds its job, and a new upload (new ETag) makes a new one. The job row is claimed by
 that blob version (`upload_claim`), which no queue message can be, so no message can act on it.
 
-The file is then planned in segments by `shared.segments` (the same reader as `items_ref`), the first
+The file is then planned in segments by `shared.steps.segments` (the same reader as `items_ref`), the first
 one in the event's own invocation, and each batch's items are validated by its submitter
 (`check_upload_batch`), which records bad lines with their line numbers and POSTs the rest; a batch of
-plain NDJSON is a byte range of the file and stays one (`shared.upload_items`).
+plain NDJSON is a byte range of the file and stays one (`shared.inputs.upload_items`).
 """
 
 from __future__ import annotations
@@ -28,23 +28,23 @@ from typing import Any
 import orjson
 
 from shared.batching import feature_collection
-from shared.blob_events import BlobCreated
-from shared.documents import file_kind
-from shared.fanout import MAX_INLINE_IDS_CHARS, ids_field
-from shared.geocatalog import COLLECTION_ID
+from shared.catalog.client import COLLECTION_ID
+from shared.inputs.blob_events import BlobCreated
+from shared.inputs.documents import file_kind
+from shared.inputs.upload_items import is_byte_range, read_lines, validate_lines
 from shared.items import item_id_of
 from shared.messages import PlanMessage
-from shared.payloads import BlobChangedError
-from shared.planning import reject_job, rejection_key
 from shared.redact import redacted
-from shared.segments import plan_segment
 from shared.services import Services
-from shared.status import BatchRow, BatchState, JobRow
-from shared.upload_items import is_byte_range, read_lines, validate_lines
+from shared.steps.fanout import MAX_INLINE_IDS_CHARS, ids_field
+from shared.steps.planning import reject_job, rejection_key
+from shared.steps.segments import plan_segment
+from shared.store.payloads import BlobChangedError
+from shared.store.status import BatchRow, BatchState, JobRow
 
 log = logging.getLogger(__name__)
 
-# An upload's plan messages are planned like every stored file of items (items_ref too): shared.segments.
+# An upload's plan messages are planned like every stored file of items (items_ref too): shared.steps.segments.
 plan_upload_segment = plan_segment
 
 
@@ -133,7 +133,7 @@ def check_upload_batch(row: BatchRow, *, services: Services, now: datetime) -> C
     """Validate an upload batch's items; returns the row change that records it and the body to POST.
 
     A byte-range batch writes no copy of its items: anything that needs them again reads and validates
-    its range again (`shared.upload_items`). A chunk batch writes its valid items as a payload blob
+    its range again (`shared.inputs.upload_items`). A chunk batch writes its valid items as a payload blob
     (named after the batch: a redelivery writes the same bytes again). The row change is left to the
     caller, who makes it together with the claim (`submit._claim`), so validating costs no row write
     of its own. Bad lines are recorded with their line numbers; a batch with no valid item ends Rejected.

@@ -148,7 +148,7 @@ class BatchRow:
     sign: str = ""  # "planetary-computer": sign asset hrefs right before sending
     sign_collection: str = ""
     claimed_by: str = ""  # id of the queue message whose delivery moved the batch to Submitting
-    poll_role: str = ""  # "scout" / "waiting" while its collection's timing is learnt (shared.cold_start)
+    poll_role: str = ""  # "scout" / "waiting" while its collection's timing is learnt (shared.steps.cold_start)
     parent: str = ""
     depth: int = 0
     operation_id: str = ""

@@ -28,14 +28,14 @@ from datetime import datetime
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.geocatalog import Operation
-from shared.status import BatchRow
+from shared.catalog.client import Operation
+from shared.store.status import BatchRow
 
 log = logging.getLogger(__name__)
 
 PARTITION = "_timing"
 REFRESH_SECONDS = 5.0
-SCOUT_SECONDS = 300.0  # how long one scout of an unknown collection holds (see `shared.cold_start`)
+SCOUT_SECONDS = 300.0  # how long one scout of an unknown collection holds (see `shared.steps.cold_start`)
 MAX_COPIES = 1024  # timing rows one instance keeps a copy of (collections x actions): memory stays bounded
 ALPHA = 0.3  # weight of the newest sample: recent operations count most, one outlier does not dominate
 

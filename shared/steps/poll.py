@@ -2,7 +2,7 @@
 
 No sleeping: while the operation runs, the handler re-sends its poll message with a growing
 visibility delay and returns. (The one wait is a scout's, under a second once per cold job, to
-time the polls it wakes: `shared.cold_start`.) At a terminal state it stores the logs (truncated
+time the polls it wakes: `shared.steps.cold_start`.) At a terminal state it stores the logs (truncated
 in the row, whole in the payload container), resolves partial failures, and settles the job.
 
 Every path ends: the deadline holds whether the operation is still running or cannot be read at all
@@ -19,19 +19,19 @@ from datetime import datetime
 
 import orjson
 
-from shared.backoff import PollSchedule, next_poll_delay
-from shared.cold_start import SCOUT, superseded_fallback, wake_waiting
+from shared.catalog.client import Operation, OperationRef
 from shared.errors import AuthenticationError, NotFoundError, RetryableError
-from shared.fanout import row_item_ids
-from shared.geocatalog import Operation, OperationRef
-from shared.isolation import Outcome, created_by_batch, resolve_failed_batch
-from shared.item_index import record_batch
 from shared.messages import PollMessage
 from shared.redact import urls_without_queries
-from shared.rollup import settle_after_batch, settle_job
 from shared.services import Services
-from shared.status import BatchRow, BatchState
-from shared.timing import record_timing, seconds_per_item
+from shared.steps.backoff import PollSchedule, next_poll_delay
+from shared.steps.cold_start import SCOUT, superseded_fallback, wake_waiting
+from shared.steps.fanout import row_item_ids
+from shared.steps.isolation import Outcome, created_by_batch, resolve_failed_batch
+from shared.steps.rollup import settle_after_batch, settle_job
+from shared.store.item_index import record_batch
+from shared.store.status import BatchRow, BatchState
+from shared.store.timing import record_timing, seconds_per_item
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 def poll_batch(message: PollMessage, *, services: Services, now: datetime) -> BatchRow | None:
     """Check the batch's operation once (or settle its job, when a redelivery finds the batch ended).
 
-    A scout whose batch has ended wakes the batches that waited for it (`shared.cold_start`).
+    A scout whose batch has ended wakes the batches that waited for it (`shared.steps.cold_start`).
     """
     row = _poll_once(message, services=services, now=now)
     if message.role == SCOUT and row is not None and row.state.is_terminal:

@@ -23,25 +23,25 @@ import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from shared.backoff import PollSchedule, exponential, first_poll_delay
 from shared.batching import feature_collection
-from shared.cold_start import first_poll, recheck_waiting
+from shared.catalog.client import OperationRef
 from shared.errors import AuthenticationError, InvalidInputError, RejectedByServiceError, RetryableError
-from shared.fanout import batch_items, batch_message, row_item_ids
-from shared.geocatalog import OperationRef
-from shared.isolation import created_by_batch
-from shared.item_index import record_batch
+from shared.inputs.upload_items import is_byte_range
 from shared.messages import BatchMessage, PollMessage
-from shared.payloads import BlobChangedError
-from shared.poll import end_batch
 from shared.redact import url_without_query
-from shared.rollup import settle_after_batch, settle_job
 from shared.services import Services
 from shared.settings import Settings
-from shared.status import BatchRow, BatchState
-from shared.timing import seconds_per_item
-from shared.upload_items import is_byte_range
-from shared.uploads import CheckedUpload, check_upload_batch
+from shared.steps.backoff import PollSchedule, exponential, first_poll_delay
+from shared.steps.cold_start import first_poll, recheck_waiting
+from shared.steps.fanout import batch_items, batch_message, row_item_ids
+from shared.steps.isolation import created_by_batch
+from shared.steps.poll import end_batch
+from shared.steps.rollup import settle_after_batch, settle_job
+from shared.steps.uploads import CheckedUpload, check_upload_batch
+from shared.store.item_index import record_batch
+from shared.store.payloads import BlobChangedError
+from shared.store.status import BatchRow, BatchState
+from shared.store.timing import seconds_per_item
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
         raise
 
     # When the POST returned: the service had created the operation by then, so an end predicted from this
-    # moment with the right length (`shared.cold_start`) is not before the real one. `now` is the invocation's start.
+    # moment with the right length (`shared.steps.cold_start`) is not before the real one. `now` is the invocation's start.
     posted = now + timedelta(seconds=time.monotonic() - started)
     delay, role = first_poll(claimed, services=services)
 
@@ -113,7 +113,7 @@ def send(row: BatchRow, *, services: Services, upload: CheckedUpload | None = No
 
     Unsigned batches POST the payload as stored, with no parse and no re-serialization, or an upload
     batch's items as the caller has just validated them (`upload`); a byte-range batch sent again is
-    read and validated again (`shared.upload_items`). Asset hrefs are signed here, right before
+    read and validated again (`shared.inputs.upload_items`). Asset hrefs are signed here, right before
     sending, so nothing stored holds a SAS token.
     """
     if row.action == "create" and not row.sign:

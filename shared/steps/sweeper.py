@@ -20,12 +20,12 @@ import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from shared.fanout import batch_message
-from shared.planning import given_up
-from shared.poll import end_without_verdict
-from shared.rollup import settle_job
 from shared.services import Services
-from shared.status import BatchRow, BatchState, JobRow
+from shared.steps.fanout import batch_message
+from shared.steps.planning import given_up
+from shared.steps.poll import end_without_verdict
+from shared.steps.rollup import settle_job
+from shared.store.status import BatchRow, BatchState, JobRow
 
 log = logging.getLogger(__name__)
 

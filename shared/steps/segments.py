@@ -13,7 +13,7 @@ A line longer than MAX_LINE_BYTES is never read whole: the planner records it at
 item named by its line number (a row of its own, `rejected-line-…`) and goes on with the next line,
 outside any batch. A JSON item over MAX_ITEM_BYTES or a stream past MAX_DECOMPRESSED_BYTES ends the
 file there: the batches already planned go on, and the job row says which cap stopped it.
-The chunk planner (`plan_item_stream`) is also how a search's pages become batches (`shared.search_jobs`).
+The chunk planner (`plan_item_stream`) is also how a search's pages become batches (`shared.steps.search_jobs`).
 
 Plan messages travel on the app's work queue and carry the job row's claim (`claimed_by`): a segment
 is planned only while the row still holds it, so a plan message cannot go on with another job.
@@ -35,17 +35,17 @@ from typing import Any
 import orjson
 
 from shared.batching import ENVELOPE_BYTES, batch_id
-from shared.documents import FileKind, OverlongLine, bounded_lines, file_kind, open_chunks, parse_line, stream_json_items
 from shared.errors import InvalidInputError, NotFoundError
 from shared.ids import check_collection_id
+from shared.inputs.documents import FileKind, OverlongLine, bounded_lines, file_kind, open_chunks, parse_line, stream_json_items
 from shared.items import MAX_DEPTH
-from shared.job_claims import holds
 from shared.limits import LimitExceeded
 from shared.messages import BatchMessage, PlanMessage
-from shared.planning import reject_job
-from shared.rollup import settle_job
 from shared.services import Services
-from shared.status import BatchRow, BatchState, JobRow, JobState
+from shared.steps.job_claims import holds
+from shared.steps.planning import reject_job
+from shared.steps.rollup import settle_job
+from shared.store.status import BatchRow, BatchState, JobRow, JobState
 
 log = logging.getLogger(__name__)
 

@@ -32,20 +32,20 @@ from typing import Any
 
 import orjson
 
-from shared.blob_events import blob_created_from_event
+from shared.catalog.pacing import POLL, calling_group
 from shared.errors import InvalidInputError, RetryableError
 from shared.ids import is_job_id
-from shared.job_claims import CLAIM_KEY, JobClaim
+from shared.inputs.blob_events import blob_created_from_event
 from shared.messages import BATCH_ID, BatchMessage, JobRequest, PlanMessage, PollMessage, decode_body, inbox_job
-from shared.pacing import POLL, calling_group
-from shared.planning import give_up_job, plan_job, reject_job
-from shared.poll import end_batch, poll_batch
-from shared.queues import fits_in_message
 from shared.services import Services
-from shared.status import BatchState, JobRow
-from shared.submit import retry_delay, submit_batch
-from shared.sweeper import SweepReport, sweep
-from shared.uploads import plan_upload_segment, start_upload_job, upload_claim, upload_job_id
+from shared.steps.job_claims import CLAIM_KEY, JobClaim
+from shared.steps.planning import give_up_job, plan_job, reject_job
+from shared.steps.poll import end_batch, poll_batch
+from shared.steps.submit import retry_delay, submit_batch
+from shared.steps.sweeper import SweepReport, sweep
+from shared.steps.uploads import plan_upload_segment, start_upload_job, upload_claim, upload_job_id
+from shared.store.queues import fits_in_message
+from shared.store.status import BatchState, JobRow
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def handle_poll_message(body: bytes, *, dequeue_count: int, services: Services, 
 
 
 def handle_sweep(*, services: Services, now: datetime) -> SweepReport:
-    """The timer's pass over open jobs (see `shared.sweeper`)."""
+    """The timer's pass over open jobs (see `shared.steps.sweeper`)."""
     return sweep(services=services, now=now)
 
 

@@ -25,8 +25,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.egress import GuardedSession
 from shared.errors import InvalidInputError
+from shared.inputs.egress import GuardedSession
 
 SIGN_PLANETARY_COMPUTER = "planetary-computer"
 MAX_REFRESH_MARGIN_SECONDS = 300.0

@@ -33,16 +33,16 @@ import orjson
 
 from shared.errors import AuthenticationError, InvalidInputError, NotFoundError
 from shared.ids import check_collection_id
+from shared.inputs.search import BoundedSearch, SearchBounds, SearchPage
 from shared.items import item_id_of
 from shared.limits import Deadline, LimitExceeded, byte_cap
 from shared.messages import JobRequest, PlanMessage, Search
-from shared.planning import fail_unsent, finish_empty_search, is_catalog_search, reject_job, resolve_sign_collection
 from shared.redact import url_without_query
-from shared.rollup import settle_job
-from shared.segments import LIMIT_EXCEEDED, StreamStopped, TooLarge, note_on_job, plan_item_stream
 from shared.services import Services
-from shared.sources import BoundedSearch, SearchBounds, SearchPage
-from shared.status import JobRow, JobState
+from shared.steps.planning import fail_unsent, finish_empty_search, is_catalog_search, reject_job, resolve_sign_collection
+from shared.steps.rollup import settle_job
+from shared.steps.segments import LIMIT_EXCEEDED, StreamStopped, TooLarge, note_on_job, plan_item_stream
+from shared.store.status import JobRow, JobState
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@
 4. The rest are unresolved. If the service told nothing apart, the batch is halved and each half
    resubmitted (bounded by ISOLATION_MAX_DEPTH); if it named the bad ones, the unresolved rest went
    down with them (an all-or-nothing batch) and is resubmitted as one child batch. A byte-range batch
-   whose upload was overwritten since cannot be read again (`shared.upload_items`): its unresolved
+   whose upload was overwritten since cannot be read again (`shared.inputs.upload_items`): its unresolved
    items fail with the operation's code, and the message says why they were not resubmitted.
 The parent row ends `Split` with its own settled counts; children carry the rest.
 """
@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shared.batching import child_batch_id
+from shared.catalog.client import Operation
 from shared.errors import InvalidInputError
-from shared.fanout import PlannedBatch, batch_items, enqueue_batches, row_item_ids
-from shared.geocatalog import Operation
 from shared.items import item_id_of
 from shared.services import Services
-from shared.status import BatchRow, BatchState
+from shared.steps.fanout import PlannedBatch, batch_items, enqueue_batches, row_item_ids
+from shared.store.status import BatchRow, BatchState
 
 ALREADY_EXISTS = "ItemAlreadyExistsInCollection"
 
