@@ -46,6 +46,7 @@ demo: setup
 
 test: setup $(CHECKOV_VENV)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 
 bench: setup

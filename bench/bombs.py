@@ -94,7 +94,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     from shared.steps.job_claims import JobClaim
     from shared.steps.planning import plan_job
     from shared.steps.segments import plan_segment
-    from shared.store.queues import QueueSender
+    from shared.store import QueueSender
 
     class HandOnInProcess(QueueSender):
         """Plan messages stay here (the next invocation's input); batch messages go to Azurite."""

@@ -61,7 +61,7 @@ def child_planner(env: dict[str, str], blob: str, etag: str) -> dict[str, float]
     from shared.services import build_services
     from shared.settings import Settings
     from shared.steps.segments import _plan_ndjson_segment
-    from shared.store.status import JobRow
+    from shared.store import JobRow
 
     services = build_services(Settings.from_env(env))
     now = datetime.now(UTC)
@@ -85,7 +85,7 @@ def child_items_ref(env: dict[str, str], blob: str, etag: str) -> dict[str, floa
     from shared.steps.job_claims import JobClaim
     from shared.steps.planning import plan_job
     from shared.steps.segments import plan_segment
-    from shared.store.queues import QueueSender
+    from shared.store import QueueSender
 
     class HandOnInProcess(QueueSender):
         """Plan messages stay here (the next invocation's input); batch messages go to Azurite."""

@@ -27,8 +27,7 @@ from azure.storage.queue import QueueClient
 from devhost.jobs import wait_for_jobs
 from devhost.stack import LocalStack
 from emulator import EmulatorOptions, Timings
-from shared.catalog.auth import StaticToken
-from shared.catalog.client import GeoCatalogClient
+from shared.catalog import GeoCatalogClient, StaticToken
 from shared.inputs.blob_events import BlobCreated
 from shared.steps.uploads import upload_job_id
 

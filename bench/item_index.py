@@ -21,8 +21,7 @@ import orjson
 from devhost.azurite import Azurite
 from shared.services import connect_storage, ensure_storage
 from shared.settings import Settings
-from shared.store.item_index import record_batch
-from shared.store.status import BatchRow, BatchState
+from shared.store import BatchRow, BatchState, record_batch
 
 
 def run(storage, job_id: str, batches: int, items: int) -> tuple[float, float, float]:

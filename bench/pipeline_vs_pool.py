@@ -45,7 +45,7 @@ from devhost.instance import FUNCTION_GROUPS, InstanceProcess
 from devhost.stack import LocalStack
 from shared.inputs.blob_events import BlobCreated
 from shared.steps.uploads import upload_job_id
-from shared.store.status import JOB_ROW, JobState, StatusStore
+from shared.store import JOB_ROW, JobState, StatusStore
 
 ROOT = Path(__file__).resolve().parent.parent
 NAIP = ROOT.parent / "shared" / "data" / "stac-real" / "pgstac-pc-naip-items-300.ndjson"

@@ -23,7 +23,7 @@ from azure.data.tables import TableServiceClient
 
 from devhost.azurite import Azurite
 from shared.steps.rollup import settle_after_batch, settle_job, summarize
-from shared.store.status import BatchRow, BatchState, JobRow, JobState, StatusStore
+from shared.store import BatchRow, BatchState, JobRow, JobState, StatusStore
 
 
 class CountingTable:

@@ -6,8 +6,7 @@ decision, so nothing here is called for one.
 
 from __future__ import annotations
 
-from shared.catalog.auth import StaticToken
-from shared.catalog.client import GeoCatalogClient, check_collection_id
+from shared.catalog import GeoCatalogClient, StaticToken, check_collection_id
 from shared.errors import NotFoundError
 
 

@@ -15,7 +15,7 @@ import click
 
 from cli.context import CliContext
 from shared.errors import IngestError
-from shared.store.status import JobState
+from shared.store import JobState
 
 OK, ITEMS_FAILED, ERROR = 0, 1, 2
 SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -231,7 +231,7 @@ def logs(obj: CliContext, job_id: str, batch_id: str | None, as_json: bool) -> N
 def failures(obj: CliContext, job_id: str, code: str, as_json: bool) -> None:
     """Every failed or rejected item of a job: id (or line), batch, code, message."""
     from cli import render
-    from shared.store.item_index import job_problems
+    from shared.store import job_problems
 
     job = _job(obj, job_id)
     problems = [p for p in job_problems(job, status=obj.storage.status, read=obj.storage.payloads.read) if not code or p.code == code]

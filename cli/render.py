@@ -23,8 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from shared.store.item_index import ItemOutcome
-from shared.store.status import BatchRow, JobRow
+from shared.store import BatchRow, ItemOutcome, JobRow
 
 HIDDEN = {"etag"}
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")

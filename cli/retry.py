@@ -31,8 +31,7 @@ from shared.services import Storage
 from shared.settings import Settings
 from shared.steps.fanout import batch_items
 from shared.steps.planning import REJECTED_ROW_PREFIX
-from shared.store.item_index import WHOLE_JOB, ItemOutcome, ItemState, batch_outcomes, job_problems
-from shared.store.status import BatchRow, JobRow
+from shared.store import WHOLE_JOB, BatchRow, ItemOutcome, ItemState, JobRow, batch_outcomes, job_problems
 
 RETRIES = "retries"
 

@@ -21,7 +21,7 @@ from shared.inputs.documents import file_kind, json_items, ndjson_items
 from shared.messages import JOB_ID, VERSION
 from shared.services import Storage
 from shared.settings import Settings
-from shared.store.queues import fits_in_message
+from shared.store import fits_in_message
 
 INBOX = "inbox"
 

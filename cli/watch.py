@@ -17,7 +17,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, Tex
 from rich.text import Text
 
 from cli.render import console, plain
-from shared.store.status import JobRow, JobState, StatusStore
+from shared.store import JobRow, JobState, StatusStore
 
 ALL_SUCCEEDED, SOME_FAILED, OWN_ERROR = 0, 1, 2
 

@@ -19,7 +19,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
 
-from shared.catalog.transport import sdk_transport_options
+from shared.catalog import sdk_transport_options
 from shared.inputs.blob_events import LOCAL_ACCOUNT, blob_created_event
 
 log = logging.getLogger(__name__)

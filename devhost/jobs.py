@@ -8,8 +8,7 @@ from collections.abc import Iterable
 import orjson
 
 from shared.services import Services
-from shared.store.queues import MAX_MESSAGE_BYTES
-from shared.store.status import BatchRow, JobRow
+from shared.store import MAX_MESSAGE_BYTES, BatchRow, JobRow
 
 
 def send_job(services: Services, body: dict | bytes) -> None:

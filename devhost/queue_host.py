@@ -28,7 +28,7 @@ from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient
 from azure.storage.queue import QueueMessage as StorageMessage
 
-from shared.catalog.transport import sdk_transport_options
+from shared.catalog import sdk_transport_options
 
 log = logging.getLogger(__name__)
 

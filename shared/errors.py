@@ -45,3 +45,6 @@ class AuthenticationError(IngestError):
         super().__init__(f"GeoCatalog refused the credential ({status} {code}); check the identity and its role")
         self.status = status
         self.code = code
+
+
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})  # HTTP answers worth trying again later

@@ -12,19 +12,13 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
-from shared.catalog.client import GeoCatalogClient
-from shared.catalog.transport import quiet_sdk_request_logs, sdk_transport_options
+from shared.catalog import GeoCatalogClient, quiet_sdk_request_logs, sdk_transport_options
 from shared.heap import settle_worker_heap
 from shared.inputs.egress import EgressPolicy, GuardedSession
 from shared.inputs.search import SourceFetcher
 from shared.inputs.signing import SasTokenSigner
 from shared.settings import Settings, StorageAccess
-from shared.store.item_index import ItemIndex
-from shared.store.payloads import PayloadStore
-from shared.store.queues import QueueSender
-from shared.store.status import StatusStore
-from shared.store.table_batch import TableClient
-from shared.store.timing import OperationTimings
+from shared.store import ItemIndex, OperationTimings, PayloadStore, QueueSender, StatusStore, TableClient
 
 
 @dataclass

@@ -22,15 +22,13 @@ from cli.render import reasons_lines
 from devhost.jobs import send_items, send_job, status_table, wait_for_jobs
 from devhost.stack import LocalStack
 from emulator import EmulatorOptions, Faults, Timings
-from shared.catalog.auth import StaticToken
-from shared.catalog.client import GeoCatalogClient
+from shared.catalog import GeoCatalogClient, StaticToken
 from shared.errors import NotFoundError
 from shared.inputs.blob_events import BlobCreated
 from shared.items import items_from_document
 from shared.services import Services
 from shared.steps.uploads import upload_job_id
-from shared.store.item_index import job_problems
-from shared.store.status import JobRow
+from shared.store import JobRow, job_problems
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "examples" / "landcover-items.json"

@@ -10,6 +10,7 @@ import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -21,6 +22,7 @@ from shared.catalog.auth import TokenProvider, default_token_provider
 from shared.catalog.pacing import GroupPacer, Pacer
 from shared.catalog.transport import configure_session
 from shared.errors import (
+    RETRYABLE_STATUSES,
     AuthenticationError,
     InvalidInputError,
     NotFoundError,
@@ -35,7 +37,6 @@ log = logging.getLogger(__name__)
 
 LEGACY_API_VERSION = "2024-01-31-preview"
 TERMINAL_STATES = frozenset({"Succeeded", "Failed", "Canceled"})
-RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True)
@@ -378,3 +379,18 @@ def _pooled_session() -> requests.Session:
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
+
+
+def operation_seconds(operation: Operation) -> float | None:
+    """The operation's duration by the service's clock, from creation to finish; None when unknown."""
+    raw = operation.raw
+    started = raw.get("creationTime") or next(iter(operation.history), {}).get("timestamp")
+    finished = raw.get("finishTime") or (operation.history[-1].get("timestamp") if operation.is_terminal and
+                                          operation.history else None)
+    if not started or not finished:
+        return None
+    try:
+        seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None

@@ -41,8 +41,7 @@ from urllib3 import exceptions as urllib3_errors
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
-from shared.catalog.client import RETRYABLE_STATUSES
-from shared.errors import InvalidInputError, RetryableError
+from shared.errors import RETRYABLE_STATUSES, InvalidInputError, RetryableError
 from shared.limits import Deadline, LimitExceeded, describe_bytes, sooner
 from shared.redact import url_without_query
 

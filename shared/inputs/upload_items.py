@@ -20,8 +20,7 @@ from typing import Any
 
 from shared.inputs.documents import ndjson_items
 from shared.items import Validation, valid_id_of, validate_job
-from shared.store.payloads import PayloadStore
-from shared.store.status import BatchRow
+from shared.store import BatchRow, PayloadStore
 
 
 def is_byte_range(row: BatchRow) -> bool:

@@ -28,7 +28,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.catalog.client import Operation
+from shared.catalog import Operation
 from shared.settings import Settings
 
 JITTER = 0.2  # +-20 %, so batches submitted together do not poll in lockstep

@@ -27,8 +27,7 @@ from datetime import datetime, timedelta
 from shared.messages import PollMessage
 from shared.services import Services
 from shared.steps.backoff import MIN_DELAY, PollSchedule, first_poll_delay
-from shared.store.status import BatchRow, BatchState
-from shared.store.timing import seconds_per_item
+from shared.store import BatchRow, BatchState, seconds_per_item
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from shared.inputs.upload_items import is_byte_range, range_items
 from shared.items import item_id_of
 from shared.messages import BatchMessage
 from shared.services import Services, Storage
-from shared.store.status import BatchRow, BatchState
+from shared.store import BatchRow, BatchState
 
 log = logging.getLogger(__name__)
 

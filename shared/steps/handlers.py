@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from shared.catalog.pacing import POLL, calling_group
+from shared.catalog import POLL, calling_group
 from shared.errors import InvalidInputError, RetryableError
 from shared.ids import is_job_id
 from shared.inputs.blob_events import blob_created_from_event
@@ -44,8 +44,7 @@ from shared.steps.poll import end_batch, poll_batch
 from shared.steps.submit import retry_delay, submit_batch
 from shared.steps.sweeper import SweepReport, sweep
 from shared.steps.uploads import plan_upload_segment, start_upload_job, upload_claim, upload_job_id
-from shared.store.queues import fits_in_message
-from shared.store.status import BatchState, JobRow
+from shared.store import BatchState, JobRow, fits_in_message
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shared.batching import child_batch_id
-from shared.catalog.client import Operation
+from shared.catalog import Operation
 from shared.errors import InvalidInputError
 from shared.items import item_id_of
 from shared.services import Services
 from shared.steps.fanout import PlannedBatch, batch_items, enqueue_batches, row_item_ids
-from shared.store.status import BatchRow, BatchState
+from shared.store import BatchRow, BatchState
 
 ALREADY_EXISTS = "ItemAlreadyExistsInCollection"
 

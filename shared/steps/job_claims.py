@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from shared.ids import is_job_id
-from shared.store.status import JobRow
+from shared.store import JobRow
 
 log = logging.getLogger(__name__)
 

@@ -16,19 +16,18 @@ from urllib.parse import urlsplit
 import orjson
 
 from shared.batching import batch_id, feature_collection, split, split_serialized
-from shared.catalog.client import GeoCatalogClient
+from shared.catalog import GeoCatalogClient
 from shared.errors import AuthenticationError, InvalidInputError, NotFoundError
 from shared.ids import check_collection_id, item_id_problem
-from shared.inputs.items_ref import plan_message_for
 from shared.items import RejectedItem, item_id_of, validate_job
 from shared.messages import JobRequest
 from shared.redact import url_without_query
 from shared.services import Services
 from shared.steps.fanout import PlannedBatch, batch_message, enqueue_batches, ids_field, payload_name
+from shared.steps.items_ref import plan_message_for
 from shared.steps.job_claims import JobClaim, conflict_job_id, describe_refusal, holds, owns
 from shared.steps.rollup import settle_job
-from shared.store.item_index import record_batches
-from shared.store.status import BatchRow, BatchState, JobRow, JobState
+from shared.store import BatchRow, BatchState, JobRow, JobState, record_batches
 
 log = logging.getLogger(__name__)
 

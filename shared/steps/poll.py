@@ -19,7 +19,7 @@ from datetime import datetime
 
 import orjson
 
-from shared.catalog.client import Operation, OperationRef
+from shared.catalog import Operation, OperationRef, operation_seconds
 from shared.errors import AuthenticationError, NotFoundError, RetryableError
 from shared.messages import PollMessage
 from shared.redact import urls_without_queries
@@ -29,9 +29,7 @@ from shared.steps.cold_start import SCOUT, superseded_fallback, wake_waiting
 from shared.steps.fanout import row_item_ids
 from shared.steps.isolation import Outcome, created_by_batch, resolve_failed_batch
 from shared.steps.rollup import settle_after_batch, settle_job
-from shared.store.item_index import record_batch
-from shared.store.status import BatchRow, BatchState
-from shared.store.timing import record_timing, seconds_per_item
+from shared.store import BatchRow, BatchState, record_batch, record_timing, seconds_per_item
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +70,8 @@ def _poll_once(message: PollMessage, *, services: Services, now: datetime) -> Ba
             return end_without_verdict(row, "TimedOut", reason, services=services, now=now)
         return poll_again(row, replace(message, failures=0), operation, services=services, now=now)
 
-    record_timing(services.timings, row, operation)
+    finished = operation.status in ("Succeeded", "Failed")
+    record_timing(services.timings, row, operation_seconds(operation) if finished else None)
     try:
         logs = services.catalog.get_logs(row.collection, operation)
         outcome = _outcome(row, operation, services=services, now=now)

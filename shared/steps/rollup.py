@@ -17,7 +17,7 @@ from datetime import datetime
 
 import orjson
 
-from shared.store.status import BatchRow, JobRow, JobState, StatusStore, state_group
+from shared.store import BatchRow, JobRow, JobState, StatusStore, state_group
 
 SUMMARY_CODES = 5  # most frequent error codes named in a finished job's error_message
 

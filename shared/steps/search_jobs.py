@@ -42,7 +42,7 @@ from shared.services import Services
 from shared.steps.planning import fail_unsent, finish_empty_search, is_catalog_search, reject_job, resolve_sign_collection
 from shared.steps.rollup import settle_job
 from shared.steps.segments import LIMIT_EXCEEDED, StreamStopped, TooLarge, note_on_job, plan_item_stream
-from shared.store.status import JobRow, JobState
+from shared.store import JobRow, JobState
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ from shared.services import Services
 from shared.steps.job_claims import holds
 from shared.steps.planning import reject_job
 from shared.steps.rollup import settle_job
-from shared.store.status import BatchRow, BatchState, JobRow, JobState
+from shared.store import BatchRow, BatchState, JobRow, JobState
 
 log = logging.getLogger(__name__)
 

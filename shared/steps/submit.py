@@ -24,7 +24,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from shared.batching import feature_collection
-from shared.catalog.client import OperationRef
+from shared.catalog import OperationRef
 from shared.errors import AuthenticationError, InvalidInputError, RejectedByServiceError, RetryableError
 from shared.inputs.upload_items import is_byte_range
 from shared.messages import BatchMessage, PollMessage
@@ -38,10 +38,7 @@ from shared.steps.isolation import created_by_batch
 from shared.steps.poll import end_batch
 from shared.steps.rollup import settle_after_batch, settle_job
 from shared.steps.uploads import CheckedUpload, check_upload_batch
-from shared.store.item_index import record_batch
-from shared.store.payloads import BlobChangedError
-from shared.store.status import BatchRow, BatchState
-from shared.store.timing import seconds_per_item
+from shared.store import BatchRow, BatchState, BlobChangedError, record_batch, seconds_per_item
 
 log = logging.getLogger(__name__)
 

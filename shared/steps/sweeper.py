@@ -25,7 +25,7 @@ from shared.steps.fanout import batch_message
 from shared.steps.planning import given_up
 from shared.steps.poll import end_without_verdict
 from shared.steps.rollup import settle_job
-from shared.store.status import BatchRow, BatchState, JobRow
+from shared.store import BatchRow, BatchState, JobRow
 
 log = logging.getLogger(__name__)
 

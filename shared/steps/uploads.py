@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from shared.batching import feature_collection
-from shared.catalog.client import COLLECTION_ID
+from shared.catalog import COLLECTION_ID
 from shared.inputs.blob_events import BlobCreated
 from shared.inputs.documents import file_kind
 from shared.inputs.upload_items import is_byte_range, read_lines, validate_lines
@@ -39,8 +39,7 @@ from shared.services import Services
 from shared.steps.fanout import MAX_INLINE_IDS_CHARS, ids_field
 from shared.steps.planning import reject_job, rejection_key
 from shared.steps.segments import plan_segment
-from shared.store.payloads import BlobChangedError
-from shared.store.status import BatchRow, BatchState, JobRow
+from shared.store import BatchRow, BatchState, BlobChangedError, JobRow
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum, unique
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from azure.core.exceptions import AzureError
@@ -39,7 +39,7 @@ from shared.store.status import BatchRow, BatchState, JobRow, JobState, StatusSt
 from shared.store.table_batch import TableClient
 
 if TYPE_CHECKING:
-    from shared.services import Services, Storage
+    from shared.store.payloads import PayloadStore
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,15 @@ class ItemIndex:
         return [e["RowKey"] for e in entities]
 
 
-def record_batch(row: BatchRow | None, *, services: Services | Storage) -> None:
+class IndexedStore(Protocol):
+    """The parts of the store that indexing a batch reads and writes (the app's `Services` and the CLI's `Storage` both have them)."""
+
+    status: StatusStore
+    payloads: PayloadStore
+    items: ItemIndex
+
+
+def record_batch(row: BatchRow | None, *, services: IndexedStore) -> None:
     """Index the items of a batch that just reached a terminal state (a None or non-terminal row: nothing)."""
     if row is None or not row.state.is_terminal:
         return
@@ -226,7 +234,7 @@ def record_batch(row: BatchRow | None, *, services: Services | Storage) -> None:
         log.warning("item index not written for batch %s/%s: %s", row.job_id, row.batch_id, error)
 
 
-def record_batches(rows: Iterable[BatchRow], *, services: Services | Storage, now: datetime) -> None:
+def record_batches(rows: Iterable[BatchRow], *, services: IndexedStore, now: datetime) -> None:
     """Index rows that were born terminal (planning's `rejected-NNNNNN` rows), as settled at `now`."""
     for row in rows:
         record_batch(replace(row, finished=row.finished or now), services=services)

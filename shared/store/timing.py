@@ -23,12 +23,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.catalog.client import Operation
 from shared.store.status import BatchRow
 
 log = logging.getLogger(__name__)
@@ -96,9 +94,8 @@ class OperationTimings:
             self._scouts[key] = now + SCOUT_SECONDS
             return True
 
-    def record(self, collection: str, operation: Operation, items: int, action: str = "create") -> CollectionTiming | None:
-        """Fold a finished operation of `items` items into the collection's average (best effort)."""
-        seconds = operation_seconds(operation) if operation.status in ("Succeeded", "Failed") else None
+    def record(self, collection: str, seconds: float | None, items: int, action: str = "create") -> CollectionTiming | None:
+        """Fold an operation of `items` items that took `seconds` into the collection's average (best effort)."""
         if seconds is None or items <= 0:
             return None
         sample = seconds / items
@@ -168,25 +165,10 @@ def seconds_per_item(timings: OperationTimings | None, row: BatchRow) -> float |
     return timings.seconds_per_item(row.collection, row.action) if timings is not None else None
 
 
-def record_timing(timings: OperationTimings | None, row: BatchRow, operation: Operation) -> None:
-    """Fold the batch's finished operation into its collection's timing, when timings are kept."""
+def record_timing(timings: OperationTimings | None, row: BatchRow, seconds: float | None) -> None:
+    """Fold the batch's operation (`seconds` long, None when unknown) into its collection's timing, when timings are kept."""
     if timings is not None:
-        timings.record(row.collection, operation, row.item_count, row.action)
-
-
-def operation_seconds(operation: Operation) -> float | None:
-    """The operation's duration by the service's clock, from creation to finish; None when unknown."""
-    raw = operation.raw
-    started = raw.get("creationTime") or next(iter(operation.history), {}).get("timestamp")
-    finished = raw.get("finishTime") or (operation.history[-1].get("timestamp") if operation.is_terminal and
-                                          operation.history else None)
-    if not started or not finished:
-        return None
-    try:
-        seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
+        timings.record(row.collection, seconds, row.item_count, row.action)
 
 
 def _row_key(collection: str, action: str) -> str:

@@ -21,7 +21,7 @@ from shared.inputs.documents import file_kind
 from shared.messages import ItemsRef, JobRequest, PlanMessage
 from shared.redact import url_without_query
 from shared.services import Services
-from shared.store.status import JobRow
+from shared.store import JobRow
 
 GZIP_MAGIC = b"\x1f\x8b"
 
