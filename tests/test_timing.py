@@ -10,17 +10,12 @@ from azure.data.tables import TableServiceClient
 
 from devhost.azurite import Azurite
 from emulator.catalog import Catalog, Timings
-from shared.catalog.client import Operation, operation_seconds
+from shared.catalog.client import Operation, learnt_seconds, operation_seconds
 from shared.store.status import BatchRow
 from shared.store.timing import ALPHA, OperationTimings, record_timing, seconds_per_item
 from tests.conftest import unique_storage_names
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def seconds_of(operation: Operation) -> float | None:
-    """What the poll step records: a finished operation's length by the service's clock."""
-    return operation_seconds(operation) if operation.status in ("Succeeded", "Failed") else None
 
 
 @pytest.fixture
@@ -49,9 +44,9 @@ def test_duration_is_the_services_own_from_creation_to_finish() -> None:
 
 def test_first_sample_then_a_moving_average(timings: OperationTimings) -> None:
     assert timings.get("tiles") is None and timings.seconds_per_item("tiles") is None
-    timings.record("tiles", seconds_of(emulated(10, per_item=0.25)), 10)  # 4 s / 10 items
+    timings.record("tiles", learnt_seconds(emulated(10, per_item=0.25)), 10)  # 4 s / 10 items
     assert timings.seconds_per_item("tiles") == pytest.approx(0.4)
-    timings.record("tiles", seconds_of(emulated(10, per_item=1.35)), 10)  # 15 s / 10 items
+    timings.record("tiles", learnt_seconds(emulated(10, per_item=1.35)), 10)  # 15 s / 10 items
     timing = timings.get("tiles")
     assert timing is not None and timing.samples == 2
     assert timing.seconds_per_item == pytest.approx(0.4 + ALPHA * (1.5 - 0.4))
@@ -59,25 +54,25 @@ def test_first_sample_then_a_moving_average(timings: OperationTimings) -> None:
 
 
 def test_unfinished_canceled_or_empty_operations_teach_nothing(timings: OperationTimings) -> None:
-    assert timings.record("tiles", seconds_of(emulated(10, per_item=0.25, status_at=2.0)), 10) is None  # Running
+    assert timings.record("tiles", learnt_seconds(emulated(10, per_item=0.25, status_at=2.0)), 10) is None  # Running
     canceled = Operation(id="c", status="Canceled", raw={"creationTime": "2026-01-01T00:00:00Z",
                                                          "finishTime": "2026-01-01T00:00:09Z"})
-    assert timings.record("tiles", seconds_of(canceled), 10) is None
-    assert timings.record("tiles", seconds_of(emulated(10, per_item=0.25)), 0) is None
+    assert timings.record("tiles", learnt_seconds(canceled), 10) is None
+    assert timings.record("tiles", learnt_seconds(emulated(10, per_item=0.25)), 0) is None
     assert timings.get("tiles") is None
 
 
 def test_a_collection_named_job_does_not_look_like_a_job_row(timings: OperationTimings) -> None:
-    timings.record("job", seconds_of(emulated(4, per_item=0.25)), 4)
+    timings.record("job", learnt_seconds(emulated(4, per_item=0.25)), 4)
     table = timings._table  # noqa: SLF001 - look at the stored row itself
     assert [e["RowKey"] for e in table.query_entities("RowKey eq 'job'")] == []
 
 
 def test_actions_keep_their_own_figures(timings: OperationTimings) -> None:
     """A one-item PUT costs about what a 100-item POST does: per item they differ a hundredfold."""
-    record_timing(timings, BatchRow("j", "b1", collection="tiles", item_count=10), seconds_of(emulated(10, per_item=0.25)))
+    record_timing(timings, BatchRow("j", "b1", collection="tiles", item_count=10), learnt_seconds(emulated(10, per_item=0.25)))
     record_timing(timings, BatchRow("j", "b2", collection="tiles", item_count=1, action="replace"),
-                  emulated(1, per_item=0.5))
+                  learnt_seconds(emulated(1, per_item=0.5)))
     assert seconds_per_item(timings, BatchRow("j", "b3", collection="tiles")) == pytest.approx(0.4)
     assert seconds_per_item(timings, BatchRow("j", "b4", collection="tiles", action="replace")) == pytest.approx(2.0)
     assert seconds_per_item(timings, BatchRow("j", "b5", collection="tiles", action="delete")) is None
@@ -86,7 +81,7 @@ def test_actions_keep_their_own_figures(timings: OperationTimings) -> None:
 def test_without_a_store_nothing_is_predicted_or_recorded() -> None:
     row = BatchRow("j", "b1", collection="tiles", item_count=4)
     assert seconds_per_item(None, row) is None
-    record_timing(None, row, seconds_of(emulated(4, per_item=0.25)))  # no store: a no-op, not an error
+    record_timing(None, row, learnt_seconds(emulated(4, per_item=0.25)))  # no store: a no-op, not an error
 
 
 def test_moving_counters_progress_while_running_and_still_ones_do_not() -> None:
@@ -126,19 +121,19 @@ def test_instances_share_figures_within_the_refresh_period_and_write_at_most_onc
     clock = FakeClock()
     writer, reader = (OperationTimings(table, refresh_seconds=5, clock=clock) for _ in range(2))
     assert reader.get("tiles") is None
-    writer.record("tiles", seconds_of(emulated(10, per_item=0.25)), 10)  # the first sample is written at once
+    writer.record("tiles", learnt_seconds(emulated(10, per_item=0.25)), 10)  # the first sample is written at once
     assert OperationTimings(table).seconds_per_item("tiles") == pytest.approx(0.4)
     assert reader.get("tiles") is None  # its copy is younger than the refresh period
     clock.now = 5.0
     assert reader.seconds_per_item("tiles") == pytest.approx(0.4)
     clock.now = 6.0
-    second = writer.record("tiles", seconds_of(emulated(10, per_item=1.35)), 10)  # folded in; the row was written 6 s ago: due
+    second = writer.record("tiles", learnt_seconds(emulated(10, per_item=1.35)), 10)  # folded in; the row was written 6 s ago: due
     clock.now = 7.0
-    third = writer.record("tiles", seconds_of(emulated(10, per_item=1.35)), 10)  # folded in, not written yet
+    third = writer.record("tiles", learnt_seconds(emulated(10, per_item=1.35)), 10)  # folded in, not written yet
     assert (second.samples, third.samples) == (2, 3) and writer.get("tiles") == third
     assert OperationTimings(table).get("tiles") == second
     clock.now = 12.0
-    writer.record("tiles", seconds_of(emulated(10, per_item=1.35)), 10)
+    writer.record("tiles", learnt_seconds(emulated(10, per_item=1.35)), 10)
     assert OperationTimings(table).get("tiles").samples == 4  # nothing folded in was lost
     assert reader.get("tiles").samples == 4
 
@@ -146,7 +141,7 @@ def test_instances_share_figures_within_the_refresh_period_and_write_at_most_onc
 def test_one_thread_reads_a_stale_copy_again_while_the_others_go_on_with_it(azurite: Azurite) -> None:
     name = unique_storage_names()["STATUS_TABLE"]
     table = TableServiceClient.from_connection_string(azurite.connection_string).create_table(name)
-    OperationTimings(table).record("tiles", seconds_of(emulated(10, per_item=0.25)), 10)
+    OperationTimings(table).record("tiles", learnt_seconds(emulated(10, per_item=0.25)), 10)
     clock = FakeClock()
     timings = OperationTimings(table, refresh_seconds=5, clock=clock)
     assert timings.seconds_per_item("tiles") == pytest.approx(0.4)

@@ -2,7 +2,7 @@
 imports from here."""
 
 from shared.catalog.auth import StaticToken
-from shared.catalog.client import COLLECTION_ID, GeoCatalogClient, Operation, OperationRef, check_collection_id, operation_seconds
+from shared.catalog.client import COLLECTION_ID, GeoCatalogClient, Operation, OperationRef, check_collection_id, learnt_seconds
 from shared.catalog.pacing import POLL, calling_group
 from shared.catalog.transport import quiet_sdk_request_logs, sdk_transport_options
 
@@ -15,7 +15,7 @@ __all__ = [
     "StaticToken",
     "calling_group",
     "check_collection_id",
-    "operation_seconds",
+    "learnt_seconds",
     "quiet_sdk_request_logs",
     "sdk_transport_options",
 ]

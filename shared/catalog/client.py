@@ -394,3 +394,9 @@ def operation_seconds(operation: Operation) -> float | None:
     except ValueError:
         return None
     return seconds if seconds >= 0 else None
+
+
+def learnt_seconds(operation: Operation) -> float | None:
+    """The length to learn a collection's speed from: that of an operation that ran to its end (Succeeded or
+    Failed; a Canceled one stopped early), else None."""
+    return operation_seconds(operation) if operation.status in ("Succeeded", "Failed") else None

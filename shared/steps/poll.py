@@ -19,7 +19,7 @@ from datetime import datetime
 
 import orjson
 
-from shared.catalog import Operation, OperationRef, operation_seconds
+from shared.catalog import Operation, OperationRef, learnt_seconds
 from shared.errors import AuthenticationError, NotFoundError, RetryableError
 from shared.messages import PollMessage
 from shared.redact import urls_without_queries
@@ -70,8 +70,7 @@ def _poll_once(message: PollMessage, *, services: Services, now: datetime) -> Ba
             return end_without_verdict(row, "TimedOut", reason, services=services, now=now)
         return poll_again(row, replace(message, failures=0), operation, services=services, now=now)
 
-    finished = operation.status in ("Succeeded", "Failed")
-    record_timing(services.timings, row, operation_seconds(operation) if finished else None)
+    record_timing(services.timings, row, learnt_seconds(operation))
     try:
         logs = services.catalog.get_logs(row.collection, operation)
         outcome = _outcome(row, operation, services=services, now=now)
