@@ -172,15 +172,15 @@ class Catalog:
         self,
         op: Operation,
         entry: dict[str, Any],
-        items: dict[str, bytes],
+        sent: dict[str, bytes],
         staged: dict[str, tuple[bytes, bytes] | None],
     ) -> ItemFailure | None:
         item_id = _payload_id(entry)
         if op.action != "delete":
-            problem = item_problem(entry if op.action != "patch" else _patched(items, entry), op.collection_id)
+            problem = item_problem(entry if op.action != "patch" else _patched(sent, entry), op.collection_id)
             if problem:
                 return ItemFailure(item_id, "StacValidationFailed", f"Item validation failed: {problem}")
-        exists = item_id in staged or item_id in items
+        exists = item_id in staged or item_id in sent
         if op.action == "add" and exists:
             message = f"Item '{item_id}' already exists in collection '{op.collection_id}'"
             return ItemFailure(item_id, "ItemAlreadyExistsInCollection", message)
@@ -313,25 +313,16 @@ class Catalog:
             body["startTime"] = rfc3339(op.created)
         if status in TERMINAL:
             finished = op.canceled_at if op.canceled_at is not None else op.finish_at
-            history.append(self._last_entry(op, status, rfc3339(finished), body))
+            history.append(_last_entry(op, status, rfc3339(finished)))
             body["finishTime"] = rfc3339(finished)
+            if status == "Failed":
+                body["error"] = {"error": _failure_summary(op)[2]}
         if collection_op:
             body.pop("startTime", None)
             body.pop("finishTime", None)
         elif status != "Pending":
             body["additionalInformation"] = self._counters(op, status, now, canceled_pending)
         return body
-
-    @staticmethod
-    def _last_entry(op: Operation, status: str, timestamp: str, body: dict[str, Any]) -> dict[str, Any]:
-        if status == "Succeeded":
-            return {"status": "Finished", "timestamp": timestamp}
-        if status == "Canceled":
-            message = f"Operation '{op.id}' for collection '{op.collection_id}' has been cancelled"
-            return {"status": "Canceled", "timestamp": timestamp, "errorCode": "CanceledOperation", "errorMessage": message}
-        code, message, error = _failure_summary(op)
-        body["error"] = {"error": error}
-        return {"status": "Failed", "timestamp": timestamp, "errorCode": code, "errorMessage": message}
 
     def _counters(self, op: Operation, status: str, now: datetime, canceled_pending: bool) -> dict[str, str]:
         """`additionalInformation`, as strings; a canceled operation keeps what it had (all zero if it never ran)."""
@@ -457,6 +448,17 @@ def _merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
         else:
             target[key] = value
     return target
+
+
+def _last_entry(op: Operation, status: str, timestamp: str) -> dict[str, Any]:
+    """The history entry of a terminal operation: `Finished` for a success (not the status's name)."""
+    if status == "Succeeded":
+        return {"status": "Finished", "timestamp": timestamp}
+    if status == "Canceled":
+        message = f"Operation '{op.id}' for collection '{op.collection_id}' has been cancelled"
+        return {"status": "Canceled", "timestamp": timestamp, "errorCode": "CanceledOperation", "errorMessage": message}
+    code, message, _ = _failure_summary(op)
+    return {"status": "Failed", "timestamp": timestamp, "errorCode": code, "errorMessage": message}
 
 
 def _failure_summary(op: Operation) -> tuple[str, str, dict[str, Any]]:
