@@ -14,9 +14,10 @@ is stored without one; other extensions keep their versions.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from posixpath import splitext
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 STORAGE_ACCOUNT = "geocatalogemulator"
 STORAGE_HOST = f"{STORAGE_ACCOUNT}.blob.core.windows.net"
@@ -29,8 +30,8 @@ def stored_form(item: dict[str, Any], collection_id: str) -> dict[str, Any]:
     stored = dict(item)
     assets = item.get("assets")
     if isinstance(assets, dict):
-        stored["assets"] = {key: _copied_asset(asset, collection_id, str(item.get("id")), str(key))
-                            for key, asset in assets.items()}
+        folder = _item_folder(collection_id, str(item.get("id")))
+        stored["assets"] = {key: _copied_asset(asset, folder, str(key)) for key, asset in assets.items()}
     extensions = item.get("stac_extensions")
     if isinstance(extensions, list):
         stored["stac_extensions"] = [PROJECTION_V1_1 if url == PROJECTION_V1_0 else url for url in extensions]
@@ -39,21 +40,35 @@ def stored_form(item: dict[str, Any], collection_id: str) -> dict[str, Any]:
 
 def is_own_storage(href: str) -> bool:
     """An href to the catalog's own (private) storage, which it cannot read back anonymously."""
-    return (urlsplit(href).hostname or "").lower() == STORAGE_HOST
+    parts = _split(href)
+    return parts is not None and (parts.hostname or "").lower() == STORAGE_HOST
 
 
-def _copied_asset(asset: Any, collection_id: str, item_id: str, key: str) -> Any:
-    href = asset.get("href") if isinstance(asset, dict) else None
-    if not isinstance(href, str) or urlsplit(href).scheme not in ("http", "https"):
+def _copied_asset(asset: Any, folder: str, key: str) -> Any:
+    parts = _split(asset.get("href") if isinstance(asset, dict) else None)
+    if parts is None or parts.scheme.lower() not in ("http", "https"):
         return asset
-    return {**asset, "href": storage_href(collection_id, item_id, key, href)}
+    extension = splitext(unquote(parts.path))[1]
+    return {**asset, "href": f"{folder}/{quote(key + extension, safe='')}"}
 
 
-def storage_href(collection_id: str, item_id: str, asset_key: str, source_href: str) -> str:
-    extension = splitext(unquote(urlsplit(source_href).path))[1]
-    container = f"{collection_id.lower()}-{_hex(collection_id, 8)}"
-    path = f"{_hex(item_id, 3)}/{quote(item_id, safe='')}/{quote(asset_key + extension, safe='')}"
-    return f"https://{STORAGE_HOST}/{container}/{path}"
+def _split(href: Any) -> SplitResult | None:
+    """The parts of an href, or None for one that is not a string or not a parseable URL."""
+    try:
+        parts = urlsplit(href) if isinstance(href, str) else None
+        _ = parts and parts.hostname  # an invalid host ("http://[x") raises only when read
+    except ValueError:
+        return None
+    return parts
+
+
+def _item_folder(collection_id: str, item_id: str) -> str:
+    return f"{_container_url(collection_id)}/{_hex(item_id, 3)}/{quote(item_id, safe='')}"
+
+
+@lru_cache(maxsize=1024)
+def _container_url(collection_id: str) -> str:
+    return f"https://{STORAGE_HOST}/{collection_id.lower()}-{_hex(collection_id, 8)}"
 
 
 def _hex(text: str, digits: int) -> str:

@@ -65,6 +65,15 @@ def test_a_stored_item_has_its_assets_in_the_catalogs_storage_and_projection_v1_
     assert emulator.call(lambda: emulator.catalog.sent_items("landcover")) == {"tile-1": sent}  # what was sent, kept
 
 
+def test_an_unparseable_href_is_kept_as_sent_and_the_emulator_goes_on(emulator: EmulatorServer) -> None:
+    with_collection(emulator)
+    odd = make_item("odd", "landcover")
+    odd["assets"]["data"]["href"] = "http://[not-a-host/x.tif"
+    assert ingest(emulator, odd, make_item("fine", "landcover"))["status"] == "Succeeded"
+    held = call(emulator, "GET", "/stac/collections/landcover/items/odd").json()
+    assert held["assets"]["data"]["href"] == "http://[not-a-host/x.tif"
+
+
 def test_search_pages_return_the_stored_form_too(emulator: EmulatorServer) -> None:
     with_collection(emulator)
     ingest(emulator, make_item("s1", "landcover"))
