@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from emulator.faults import Faults
+from emulator.stored_form import is_own_storage, stored_form
 from emulator.validation import item_problem, unsigned_asset
 
 TERMINAL = ("Succeeded", "Failed", "Canceled")
@@ -102,6 +103,9 @@ class Catalog:
         # Stored items are kept serialized: a catalog of a million items stays a few GB of bytes
         # instead of tens of GB of dicts, and the cycle collector has nothing to walk.
         self.items: dict[str, dict[str, bytes]] = {}
+        # Each stored item as its requests carried it (a PATCH merged into the previous one), for tests
+        # that check what a client sent: the catalog's own copy has its hrefs rewritten (see stored_form).
+        self.sent: dict[str, dict[str, bytes]] = {}
         self.operations: dict[str, Operation] = {}
         self.source_items: dict[str, dict[str, bytes]] = {}
         self.sas_tokens: dict[str, datetime] = {}  # signature -> expiry
@@ -128,8 +132,13 @@ class Catalog:
         if op.action == "create-collection":
             return
         if op.action == "delete-collection":
+            if op.collection_id not in self.collections:
+                message = f"Collection with id '{op.collection_id}' not exists in the geo-catalog"
+                op.failures = [ItemFailure(op.collection_id, "ExecutionError", message)]
+                return
             self.collections.pop(op.collection_id, None)
             self.items.pop(op.collection_id, None)
+            self.sent.pop(op.collection_id, None)
             self._db_exec("DELETE FROM collections WHERE id=?", (op.collection_id,))
             self._db_exec("DELETE FROM items WHERE collection=?", (op.collection_id,))
             return
@@ -138,38 +147,40 @@ class Catalog:
             op.failures = [ItemFailure(item_id, op.forced_code, message) for item_id in op.item_ids]
             return
         items = self.items.setdefault(op.collection_id, {})
-        staged: dict[str, bytes | None] = {}
+        sent = self.sent.setdefault(op.collection_id, {})
+        staged: dict[str, tuple[bytes, bytes] | None] = {}
         stamp = rfc3339(op.finish_at)
         for entry in op.payload:
-            failure = self._check(op, entry, items, staged)
+            failure = self._check(op, entry, sent, staged)
             if failure is not None:
                 op.failures.append(failure)
                 continue
-            staged[entry["id"]] = None if op.action == "delete" else self._stored_form(op, entry, items, stamp)
+            staged[entry["id"]] = None if op.action == "delete" else self._stored_forms(op, entry, sent, stamp)
         if op.failures and self.atomic_batches:
             return  # all or nothing: the good items are not ingested either
-        for item_id, item in staged.items():
-            if item is None:
+        for item_id, forms in staged.items():
+            if forms is None:
                 items.pop(item_id, None)
+                sent.pop(item_id, None)
                 self._db_exec("DELETE FROM items WHERE collection=? AND id=?", (op.collection_id, item_id))
             else:
-                items[item_id] = item
-                self._db_exec("INSERT OR REPLACE INTO items VALUES (?,?,?)", (op.collection_id, item_id, item))
+                items[item_id], sent[item_id] = forms
+                self._db_exec("INSERT OR REPLACE INTO items VALUES (?,?,?,?)", (op.collection_id, item_id, *forms))
         op.succeeded = len(staged)
 
     def _check(
         self,
         op: Operation,
         entry: dict[str, Any],
-        items: dict[str, bytes],
-        staged: dict[str, bytes | None],
+        sent: dict[str, bytes],
+        staged: dict[str, tuple[bytes, bytes] | None],
     ) -> ItemFailure | None:
         item_id = _payload_id(entry)
         if op.action != "delete":
-            problem = item_problem(entry if op.action != "patch" else _patched(items, entry), op.collection_id)
+            problem = item_problem(entry if op.action != "patch" else _patched(sent, entry), op.collection_id)
             if problem:
                 return ItemFailure(item_id, "StacValidationFailed", f"Item validation failed: {problem}")
-        exists = item_id in staged or item_id in items
+        exists = item_id in staged or item_id in sent
         if op.action == "add" and exists:
             message = f"Item '{item_id}' already exists in collection '{op.collection_id}'"
             return ItemFailure(item_id, "ItemAlreadyExistsInCollection", message)
@@ -182,21 +193,28 @@ class Catalog:
             code = self.faults.partial_failure_code
             return ItemFailure(item_id, code, f"Ingestion of item '{item_id}' failed (injected fault)")
         if self.faults.require_signed_assets and op.action != "delete":
-            problem = self._asset_access_problem(entry, op.run_at)
-            if problem is not None:
-                return ItemFailure(item_id, "IngestionResourceForbidden", f"Item '{item_id}': {problem}")
+            return self._asset_access_problem(entry, op.run_at)
         return None
 
-    def _asset_access_problem(self, item: dict[str, Any], at: datetime) -> str | None:
-        """Why the service could not copy an asset: no token on its href, or a token of ours that expired."""
+    def _asset_access_problem(self, item: dict[str, Any], at: datetime) -> ItemFailure | None:
+        """Why the service could not copy an asset: an href to its own storage, no token on an href,
+        or a token of ours that expired."""
+        item_id = _payload_id(item)
+        for asset in (item.get("assets") or {}).values():
+            href = asset.get("href", "") if isinstance(asset, dict) else ""
+            if isinstance(href, str) and is_own_storage(href) and not urlsplit(href).query:
+                # As recorded when an item read back from the catalog was sent again (REC test_11).
+                message = ("Asset transformation exception. Reason: Error retrieving content from public source. "
+                           f"Reason: Public access is not permitted on this storage account. Source: {href}")
+                return ItemFailure(item_id, "PublicAccessRestricted", message)
         asset_key = unsigned_asset(item)
         if asset_key is not None:
-            return f"asset '{asset_key}' could not be read (no access token on href)"
+            return _forbidden(item_id, f"asset '{asset_key}' could not be read (no access token on href)")
         for key, asset in (item.get("assets") or {}).items():
             signature = parse_qs(urlsplit(asset.get("href", "")).query).get("sig", [""])[0] if isinstance(asset, dict) else ""
             expiry = self.sas_tokens.get(signature)
             if expiry is not None and expiry < at:
-                return f"asset '{key}' could not be read (access token expired)"
+                return _forbidden(item_id, f"asset '{key}' could not be read (access token expired)")
         return None
 
     # ----- the source side: a public STAC API and a SAS token endpoint (for the quickstart) --------
@@ -214,15 +232,21 @@ class Catalog:
         start, end = (t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in (now, expiry))
         return f"st={start}&se={end}&sp=rl&sv=2024-05-04&sr=c&skoid=emulator&sig={signature}", expiry
 
-    def _stored_form(
-        self, op: Operation, entry: dict[str, Any], items: dict[str, bytes], stamp: str
-    ) -> bytes:
+    def _stored_forms(
+        self, op: Operation, entry: dict[str, Any], sent: dict[str, bytes], stamp: str
+    ) -> tuple[bytes, bytes]:
+        """The item as the catalog keeps (and returns) it, and as its requests carried it."""
         # The payload was parsed from this operation's own request body, so it is ours to keep.
-        item = _patched(items, entry) if op.action == "patch" else entry
-        item["collection"] = op.collection_id
-        item["_msft:ts"] = stamp
-        item["_msft:etag"] = str(uuid.uuid4())
-        return orjson.dumps(item)
+        item = _patched(sent, entry) if op.action == "patch" else entry
+        stored = stored_form(item, op.collection_id)
+        stored["collection"] = op.collection_id
+        stored["_msft:ts"] = stamp
+        stored["_msft:etag"] = str(uuid.uuid4())
+        return orjson.dumps(stored), orjson.dumps(item)
+
+    def sent_items(self, collection_id: str) -> dict[str, dict[str, Any]]:
+        """The collection's items as the requests that stored them carried them (for tests and tools)."""
+        return {item_id: orjson.loads(body) for item_id, body in self.sent.get(collection_id, {}).items()}
 
     # ----- operations -----------------------------------------------------------------------
 
@@ -264,9 +288,16 @@ class Catalog:
             self._save_operation(op)
 
     def operation_json(self, op: Operation, now: datetime, *, legacy: bool = False) -> dict[str, Any]:
-        """The Operation resource as the service returns it."""
+        """The Operation resource as the service returns it.
+
+        As recorded: a Pending operation has no counters; an item operation's `startTime` is its
+        `creationTime`; collection operations have neither times nor counters; one canceled while
+        Pending has only its Canceled entry in the history.
+        """
         status = op.status(now)
-        history: list[dict[str, Any]] = [{"status": "Pending", "timestamp": rfc3339(op.created)}]
+        collection_op = op.action in ("create-collection", "delete-collection")
+        canceled_pending = op.canceled_at is not None and op.canceled_at < op.run_at
+        history = [] if canceled_pending else [{"status": "Pending", "timestamp": rfc3339(op.created)}]
         body: dict[str, Any] = {
             "id": op.id,
             "status": status,
@@ -277,44 +308,37 @@ class Catalog:
         }
         if legacy:
             body["operationId"] = op.id
-        if status != "Pending":
+        if status != "Pending" and not canceled_pending:
             history.append({"status": "Running", "timestamp": rfc3339(op.run_at)})
-            body["startTime"] = rfc3339(op.run_at)
-        total = len(op.item_ids)
-        failed = len(op.failures)
+            body["startTime"] = rfc3339(op.created)
+        if status in TERMINAL:
+            finished = op.canceled_at if op.canceled_at is not None else op.finish_at
+            history.append(_last_entry(op, status, rfc3339(finished)))
+            body["finishTime"] = rfc3339(finished)
+            if status == "Failed":
+                body["error"] = {"error": _failure_summary(op)[2]}
+        if collection_op:
+            body.pop("startTime", None)
+            body.pop("finishTime", None)
+        elif status != "Pending":
+            body["additionalInformation"] = self._counters(op, status, now, canceled_pending)
+        return body
+
+    def _counters(self, op: Operation, status: str, now: datetime, canceled_pending: bool) -> dict[str, str]:
+        """`additionalInformation`, as strings; a canceled operation keeps what it had (all zero if it never ran)."""
+        total = 0 if canceled_pending else len(op.item_ids)
         succeeded = op.succeeded
-        pending = total if status in ("Pending", "Running") else 0
+        pending = total if status in ("Running", "Canceled") else 0
         if status == "Running" and self.moving_counters and op.outcome != "stuck":
             progress = (now - op.run_at) / max(op.finish_at - op.run_at, timedelta(microseconds=1))
             succeeded = min(total, int(total * progress))
             pending = total - succeeded
-        if status == "Canceled":
-            assert op.canceled_at is not None
-            history.append({"status": "Canceled", "timestamp": rfc3339(op.canceled_at)})
-            body["finishTime"] = rfc3339(op.canceled_at)
-        elif status in ("Succeeded", "Failed"):
-            body["finishTime"] = rfc3339(op.finish_at)
-            if status == "Succeeded":
-                history.append({"status": "Finished", "timestamp": rfc3339(op.finish_at)})
-            else:
-                code, message, error = _failure_summary(op)
-                history.append(
-                    {
-                        "status": "Failed",
-                        "timestamp": rfc3339(op.finish_at),
-                        "errorCode": code,
-                        "errorMessage": message,
-                    }
-                )
-                body["error"] = {"error": error}
-        if op.action not in ("create-collection", "delete-collection"):
-            body["additionalInformation"] = {
-                "TotalFailedItems": str(failed),
-                "TotalItems": str(total),
-                "TotalPendingItems": str(pending),
-                "TotalSuccessfulItems": str(succeeded),
-            }
-        return body
+        return {
+            "TotalFailedItems": str(len(op.failures)),
+            "TotalItems": str(total),
+            "TotalPendingItems": str(pending),
+            "TotalSuccessfulItems": str(succeeded),
+        }
 
     def operation_logs(self, op: Operation, now: datetime) -> dict[str, Any]:
         """The preview generation's logs: one line per item once the operation has finished."""
@@ -334,10 +358,15 @@ class Catalog:
 
     # ----- collections ----------------------------------------------------------------------
 
-    def put_collection(self, collection: dict[str, Any]) -> None:
+    def put_collection(self, collection: dict[str, Any], now: datetime | None = None) -> None:
+        """Create or replace a collection, stamped `msft:_created` (kept on replace) and `msft:_updated`."""
         collection_id = collection["id"]
+        stamp = rfc3339(now or datetime.now(UTC))
+        created = self.collections.get(collection_id, {}).get("msft:_created", stamp)
+        collection = {**collection, "msft:_created": created, "msft:_updated": stamp}
         self.collections[collection_id] = collection
         self.items.setdefault(collection_id, {})
+        self.sent.setdefault(collection_id, {})
         self._db_exec("INSERT OR REPLACE INTO collections VALUES (?,?)", (collection_id, orjson.dumps(collection)))
 
     # ----- search -------------------------------------------------------------------------
@@ -378,17 +407,25 @@ class Catalog:
         for collection_id, body in self._db.execute("SELECT id, body FROM collections"):
             self.collections[collection_id] = orjson.loads(body)
             self.items.setdefault(collection_id, {})
-        for collection_id, item_id, body in self._db.execute("SELECT collection, id, body FROM items"):
+            self.sent.setdefault(collection_id, {})
+        for collection_id, item_id, body, sent in self._db.execute("SELECT collection, id, body, sent FROM items"):
             self.items.setdefault(collection_id, {})[item_id] = bytes(body)
+            self.sent.setdefault(collection_id, {})[item_id] = bytes(sent if sent is not None else body)
 
 
 def _open_db(path: str) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False)
     db.execute("CREATE TABLE IF NOT EXISTS collections (id TEXT PRIMARY KEY, body BLOB)")
-    db.execute("CREATE TABLE IF NOT EXISTS items (collection TEXT, id TEXT, body BLOB, PRIMARY KEY (collection, id))")
+    db.execute("CREATE TABLE IF NOT EXISTS items (collection TEXT, id TEXT, body BLOB, sent BLOB, PRIMARY KEY (collection, id))")
+    if "sent" not in {row[1] for row in db.execute("PRAGMA table_info(items)")}:  # a file from before `sent` was kept
+        db.execute("ALTER TABLE items ADD COLUMN sent BLOB")
     db.execute("CREATE TABLE IF NOT EXISTS operations (id TEXT PRIMARY KEY, body BLOB)")
     db.commit()
     return db
+
+
+def _forbidden(item_id: str, problem: str) -> ItemFailure:
+    return ItemFailure(item_id, "IngestionResourceForbidden", f"Item '{item_id}': {problem}")
 
 
 def _payload_id(entry: Any) -> str:
@@ -413,8 +450,19 @@ def _merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     return target
 
 
+def _last_entry(op: Operation, status: str, timestamp: str) -> dict[str, Any]:
+    """The history entry of a terminal operation: `Finished` for a success (not the status's name)."""
+    if status == "Succeeded":
+        return {"status": "Finished", "timestamp": timestamp}
+    if status == "Canceled":
+        message = f"Operation '{op.id}' for collection '{op.collection_id}' has been cancelled"
+        return {"status": "Canceled", "timestamp": timestamp, "errorCode": "CanceledOperation", "errorMessage": message}
+    code, message, _ = _failure_summary(op)
+    return {"status": "Failed", "timestamp": timestamp, "errorCode": code, "errorMessage": message}
+
+
 def _failure_summary(op: Operation) -> tuple[str, str, dict[str, Any]]:
-    if len(op.failures) == 1 and len(op.item_ids) == 1:
+    if len(op.failures) == 1 and len(op.item_ids) <= 1:  # one item, or a collection operation
         failure = op.failures[0]
         return failure.code, failure.message, {"code": failure.code, "message": failure.message}
     if op.outcome == "fail":

@@ -220,7 +220,8 @@ class EmulatorApp:
         return _json({"conformsTo": CONFORMANCE})
 
     async def list_collections(self, request: web.Request) -> web.Response:
-        return _json({"collections": list(self.catalog.collections.values()), "links": []})
+        collections = [self._collection_with_links(request, c) for c in self.catalog.collections.values()]
+        return _json({"collections": collections, "links": []})
 
     async def create_collection(self, request: web.Request) -> web.Response:
         body = await self._body(request)
@@ -229,24 +230,35 @@ class EmulatorApp:
             raise ServiceError(400, "InvalidInputData", "Collection id must be 3-32 characters of [A-Za-z0-9-_.].")
         if collection_id in self.catalog.collections:
             raise ServiceError(409, "ResourceExists", f"Collection '{collection_id}' already exists.")
-        self.catalog.put_collection(body)
-        # The SDK expects 202 + an operation (docs say 201); we serve the SDK's contract.
-        op = self.catalog.start_operation(op_type="CreateCollection", action="create-collection",
+        self.catalog.put_collection(body, _now())
+        # The SDK expects 202 + an operation (docs say 201); we serve the SDK's contract, as recorded.
+        op = self.catalog.start_operation(op_type="AddCollection", action="create-collection",
                                           collection_id=collection_id, payload=[], now=_now())
         return self._accepted(request, op)
 
     async def get_collection(self, request: web.Request) -> web.Response:
-        return _json(self.catalog.collections[self._collection_id(request)])
+        return _json(self._collection_with_links(request, self.catalog.collections[self._collection_id(request)]))
+
+    def _collection_with_links(self, request: web.Request, collection: dict[str, Any]) -> dict[str, Any]:
+        root = self._root(request)
+        url = f"{root}collections/{collection['id']}"
+        return {**collection, "links": [
+            {"rel": "items", "type": GEOJSON, "href": f"{url}/items"},
+            {"rel": "parent", "type": "application/json", "href": root},
+            {"rel": "root", "type": "application/json", "href": root},
+            {"rel": "self", "type": "application/json", "href": url},
+        ]}
 
     async def replace_collection(self, request: web.Request) -> web.Response:
         body = await self._body(request)
         if not isinstance(body, dict) or body.get("id") != request.match_info["cid"]:
             raise ServiceError(400, "InvalidInputData", "The body's id must match the collection id in the path.")
-        self.catalog.put_collection(body)
-        return _json(body)
+        self.catalog.put_collection(body, _now())
+        return _json(self._collection_with_links(request, self.catalog.collections[body["id"]]))
 
     async def delete_collection(self, request: web.Request) -> web.Response:
-        collection_id = self._collection_id(request)
+        # As recorded, deleting a collection that is gone is accepted too; its operation fails (ExecutionError).
+        collection_id = request.match_info["cid"]
         op = self.catalog.start_operation(op_type="DeleteCollection", action="delete-collection",
                                           collection_id=collection_id, payload=[], now=_now())
         return self._accepted(request, op)
@@ -308,14 +320,15 @@ class EmulatorApp:
                                           payload=[{"id": item_id}], now=_now())
         return self._accepted(request, op)
 
+    def _root(self, request: web.Request) -> str:
+        """The STAC root URL, with its trailing slash as the service writes it."""
+        return self._base(request) + ("/api/" if request.path.startswith("/api/") else "/stac/")
+
     def _with_links(self, request: web.Request, item: dict[str, Any]) -> dict[str, Any]:
-        prefix = "/api" if request.path.startswith("/api/") else "/stac"
-        base = self._base(request) + prefix
-        collection_url = f"{base}/collections/{item['collection']}"
+        collection_url = f"{self._root(request)}collections/{item['collection']}"
         return {**item, "links": [
-            {"rel": "collection", "type": "application/json", "href": collection_url},
-            {"rel": "parent", "type": "application/json", "href": collection_url},
-            {"rel": "root", "type": "application/json", "href": base},
+            *_collection_links(collection_url),
+            {"rel": "root", "type": "application/json", "href": self._root(request)},
             {"rel": "self", "type": GEOJSON, "href": f"{collection_url}/items/{item['id']}"},
         ]}
 
@@ -323,7 +336,7 @@ class EmulatorApp:
         collection_id = self._collection_id(request)
         criteria = _criteria_from_query(request)
         criteria["collections"] = [collection_id]
-        return self._page(request, criteria, method="GET")
+        return self._page(request, criteria, method="GET", collection_id=collection_id)
 
     # ----- search -----------------------------------------------------------------------------
 
@@ -338,11 +351,14 @@ class EmulatorApp:
             body["bbox"] = [float(v) for v in body["bbox"].split(",")]
         return self._page(request, body, method="POST")
 
-    def _page(self, request: web.Request, criteria: dict[str, Any], *, method: str, source: bool = False) -> web.Response:
+    def _page(self, request: web.Request, criteria: dict[str, Any], *, method: str, source: bool = False,
+              collection_id: str = "") -> web.Response:
         """One page of an item search or listing, with an opaque-token `next` link.
 
-        `source=True` searches the source side's items (the public STAC API of the quickstart),
-        whose POST `next` links ask the client to merge the token into its own body.
+        As recorded, a page holds `type`, `features` and `links` only: `next`, `root`, `self`, and for
+        a collection's items `collection` and `parent` too. `source=True` searches the source side's
+        items (the public STAC API of the quickstart), whose POST `next` links ask the client to merge
+        the token into its own body, and which counts what it returns.
         """
         limit = min(int(criteria.get("limit") or DEFAULT_LIMIT), MAX_LIMIT)
         offset = _token_to_offset(criteria.get("token"))
@@ -359,10 +375,22 @@ class EmulatorApp:
             else:
                 version = request.query.get("api-version")
                 href = f"{self._base(request)}{request.path}" + (f"?api-version={version}" if version else "")
-                body = {"token": token} if source else {**criteria, "token": token}
-                links.append({"rel": "next", "type": GEOJSON, "method": "POST", "href": href, "body": body, "merge": source})
-        return _json({"type": "FeatureCollection", "features": page, "links": links, "numberReturned": len(page)},
-                     content_type=GEOJSON)
+                if source:
+                    links.append({"rel": "next", "type": GEOJSON, "method": "POST", "href": href,
+                                  "body": {"token": token}, "merge": True})
+                else:
+                    links.append({"rel": "next", "type": GEOJSON, "method": "POST", "href": href,
+                                  "body": {**criteria, "token": token}})
+        if source:
+            return _json({"type": "FeatureCollection", "features": page, "links": links, "numberReturned": len(page)},
+                         content_type=GEOJSON)
+        own = [{"rel": "root", "type": "application/json", "href": self._root(request)},
+               {"rel": "self", "type": GEOJSON, "href": str(request.url)}]
+        if collection_id:
+            links = [*_collection_links(f"{self._root(request)}collections/{collection_id}"), *own, *links]
+        else:
+            links += own
+        return _json({"type": "FeatureCollection", "features": page, "links": links}, content_type=GEOJSON)
 
     # ----- operations ---------------------------------------------------------------------------
 
@@ -492,6 +520,11 @@ CONFORMANCE = [
     "https://api.stacspec.org/v1.0.0/item-search",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
 ]
+
+
+def _collection_links(collection_url: str) -> list[dict[str, str]]:
+    return [{"rel": "collection", "type": "application/json", "href": collection_url},
+            {"rel": "parent", "type": "application/json", "href": collection_url}]
 
 
 def _criteria_from_query(request: web.Request) -> dict[str, Any]:

@@ -41,7 +41,10 @@ def unsigned_asset(item: dict[str, Any]) -> str | None:
     """Return the key of an http(s) asset whose href carries no SAS query string, if any."""
     for key, asset in (item.get("assets") or {}).items():
         href = asset.get("href", "") if isinstance(asset, dict) else ""
-        parts = urlsplit(href)
-        if parts.scheme in ("http", "https") and not parts.query:
+        try:
+            parts = urlsplit(href) if isinstance(href, str) else None
+        except ValueError:  # e.g. "http://[x": no one could read it
+            return str(key)
+        if parts is not None and parts.scheme in ("http", "https") and not parts.query:
             return str(key)
     return None

@@ -30,7 +30,8 @@ def test_submit_returns_pollable_operation_on_this_catalog(client: GeoCatalogCli
     ref = client.create_items(landcover, {"type": "FeatureCollection", "features": [make_item("a", landcover), make_item("b", landcover)]})
     assert ref.url.startswith(emulator.url) and ref.id in ref.url
     first = client.get_operation(ref)
-    assert first.status in ("Pending", "Running") and first.total_items == 2
+    assert first.status in ("Pending", "Running")
+    assert first.total_items == (None if first.status == "Pending" else 2)  # a Pending operation has no counters yet
     done = finished(client, ref)
     assert done.status == "Succeeded"
     assert (done.total_items, done.succeeded_items, done.failed_items, done.pending_items) == (2, 2, 0, 0)

@@ -30,6 +30,7 @@ from tests.corpus import corpus_items
 from tests.helpers import make_collection, make_item, wait_until
 
 SERVICE_FIELDS = {"links", "collection", "_msft:ts", "_msft:etag"}
+REWRITTEN_FIELDS = {"assets", "stac_extensions"}  # hrefs copied to the catalog's storage, projection v1.1.0
 
 
 def catalog(stack: LocalStack) -> GeoCatalogClient:
@@ -57,13 +58,26 @@ def item_posts(stack: LocalStack) -> int:
     return sum(n for key, n in stack.emulator.app.stats.by_route.items() if key.startswith("POST") and key.endswith("/items"))
 
 
+def sent_to_catalog(stack: LocalStack, collection_id: str) -> dict[str, dict[str, Any]]:
+    """The collection's items as the requests that stored them carried them (the emulator keeps them:
+    the catalog's own copy has its asset hrefs rewritten to its storage, as the service does)."""
+    assert stack.emulator is not None
+    return stack.emulator.call(lambda: stack.emulator.catalog.sent_items(collection_id))
+
+
+def without(item: dict[str, Any], fields: set[str]) -> dict[str, Any]:
+    return {k: v for k, v in item.items() if k not in fields}
+
+
 def assert_holds_exactly(stack: LocalStack, collection_id: str, items: list[dict[str, Any]]) -> None:
-    """The emulator holds these items and no others, equal apart from the fields the service sets."""
-    held = stored(stack, collection_id)
-    assert sorted(held) == sorted(i["id"] for i in items)
+    """The emulator holds these items and no others: sent as given (apart from the fields the service
+    sets), and stored with the same content apart from what the service rewrites."""
+    held, sent = stored(stack, collection_id), sent_to_catalog(stack, collection_id)
+    assert sorted(held) == sorted(sent) == sorted(i["id"] for i in items)
     for item in items:
-        kept = {k: v for k, v in held[item["id"]].items() if k not in SERVICE_FIELDS}
-        assert kept == {k: v for k, v in item.items() if k not in SERVICE_FIELDS}
+        assert without(sent[item["id"]], SERVICE_FIELDS) == without(item, SERVICE_FIELDS)
+        assert without(held[item["id"]], SERVICE_FIELDS | REWRITTEN_FIELDS) == without(item, SERVICE_FIELDS | REWRITTEN_FIELDS)
+        assert set(held[item["id"]].get("assets") or {}) == set(item.get("assets") or {})
         assert held[item["id"]]["collection"] == collection_id
 
 

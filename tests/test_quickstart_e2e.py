@@ -17,7 +17,7 @@ from emulator import EmulatorOptions, Faults, Timings
 from shared.store.status import BatchState, JobState
 from tests.conftest import ROOT
 from tests.helpers import make_item
-from tests.test_pipeline_e2e import batch_rows, catalog, run, stored, with_collection
+from tests.test_pipeline_e2e import batch_rows, catalog, run, sent_to_catalog, stored, with_collection
 
 SAMPLES = ROOT / "examples" / "landcover-items.json"
 SOURCE_COLLECTION = "io-lulc-annual-v02"
@@ -42,11 +42,11 @@ def test_search_sign_rewrite_ingest(make_stack) -> None:
     with_collection(stack, "landcover-demo")
     job = run(stack, search_message(stack, "qs-1", sign="planetary-computer"), "qs-1")
     assert (job.state, job.item_count, job.items_succeeded) == (JobState.SUCCEEDED, 4, 4)
-    held = stored(stack, "landcover-demo")
+    held, sent = stored(stack, "landcover-demo"), sent_to_catalog(stack, "landcover-demo")
     samples = {f["id"]: f for f in orjson.loads(SAMPLES.read_bytes())["features"]}
-    assert set(held) == set(samples)
-    for item_id, item in held.items():
-        assert item["collection"] == "landcover-demo"
+    assert set(held) == set(sent) == set(samples)
+    for item_id, item in sent.items():
+        assert item["collection"] == held[item_id]["collection"] == "landcover-demo"
         href = item["assets"]["data"]["href"]
         assert href.startswith(samples[item_id]["assets"]["data"]["href"] + "?") and "sig=" in href
     # The token went to the service, and nowhere else: not in rows, not in stored payloads or logs.
@@ -67,7 +67,8 @@ def test_an_ndjson_file_of_items_to_sign_is_signed_in_memory_and_stored_unsigned
     job = run(stack, {"v": 1, "job_id": "qs-3", "collection": "landcover-demo", "items_ref": {"blob": blob},
                       "sign": "planetary-computer"}, "qs-3")
     assert (job.state, job.items_succeeded) == (JobState.SUCCEEDED, len(samples))
-    assert all("sig=" in item["assets"]["data"]["href"] for item in stored(stack, "landcover-demo").values())
+    sent = sent_to_catalog(stack, "landcover-demo")
+    assert set(sent) == {item["id"] for item in samples} and all("sig=" in item["assets"]["data"]["href"] for item in sent.values())
     rows = batch_rows(stack, "qs-3").values()
     assert all(row.payload_start is not None and row.payload_blob == blob for row in rows)  # byte ranges, no copy
     assert stack.services.payloads.read(blob) == lines and all("sig=" not in repr(row) for row in rows)
