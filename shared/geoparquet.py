@@ -1,8 +1,9 @@
 """Reading a STAC GeoParquet file row group by row group: one item (or one labelled problem) per row.
 
 The file is any seekable binary file object (a local file, or `RangedFile` over ranged reads of one
-blob version). pyarrow reads only the footer on opening, then one row group at a time, `READ_ROWS`
-rows per Arrow batch; rustac turns each batch into item dicts. Memory is bounded by the largest row
+blob version). pyarrow reads the footer on opening (one read of the last 64 KiB), then each row group
+in one coalesced read of its column chunks (`pre_buffer`; without it, a ranged read per page header),
+decoding `READ_ROWS` rows per Arrow batch; rustac turns each batch into item dicts. Memory is bounded by the largest row
 group allowed (`GeoParquetLimits`), never by the number of rows.
 
 Positions: a row is numbered from 1 across the file (its label: "row N"); `RowPosition` (row-group
@@ -108,7 +109,7 @@ class GeoParquetReader:
         self.limits = limits
         _check_footer(file, limits)
         try:
-            self._file = pq.ParquetFile(file, pre_buffer=False)
+            self._file = pq.ParquetFile(file, pre_buffer=True)
         except (pa.ArrowException, OSError, ValueError) as error:
             raise InvalidInputError(f"not a Parquet file: {str(error)[:200]}") from None
         metadata = self._file.metadata
