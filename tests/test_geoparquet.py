@@ -52,9 +52,9 @@ def write_stac_geoparquet(items: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def read_all(path: Path, start: RowPosition = RowPosition(), **limits: int) -> list[tuple[int, Any]]:
+def read_all(path: Path, start: RowPosition | None = None, **limits: int) -> list[tuple[int, Any]]:
     with path.open("rb") as file:
-        return list(GeoParquetReader(file, limits=GeoParquetLimits(**limits)).rows(start))
+        return list(GeoParquetReader(file, limits=GeoParquetLimits(**limits)).rows(start or RowPosition()))
 
 
 def comparable(value: Any, key: str = "") -> Any:
