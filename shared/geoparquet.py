@@ -3,32 +3,33 @@
 The file is any seekable binary file object (a local file, or `RangedFile` over ranged reads of one
 blob version). pyarrow reads the footer on opening (one read of the last 64 KiB), then each row group
 in one coalesced read of its column chunks (`pre_buffer`; without it, a ranged read per page header),
-decoding `READ_ROWS` rows per Arrow batch; rustac turns each batch into item dicts. Memory is bounded by the largest row
-group allowed (`GeoParquetLimits`), never by the number of rows.
+decoding `READ_ROWS` rows per Arrow batch; rustac turns each batch into item dicts. Memory is bounded
+by the largest row group allowed (`GeoParquetLimits`), never by the number of rows.
 
 Positions: a row is numbered from 1 across the file (its label: "row N"); `RowPosition` (row-group
 index, row within it) is where a later invocation goes on from (`position_of(row_number)`): a plan
 message can carry the row-group index in `offset` and the next row number in `next_line`.
 
 Why rustac, and not stac-geoparquet (both read the same files; pyarrow reads the row groups for both).
-Measured on this machine (2 cores shared with other jobs, so absolute figures are low; ratios held
-across runs), 100,000 NAIP items from the corpus, 10 row groups, batches of 1,000 rows, each item
-serialized again with orjson; NDJSON of the same items parsed with orjson in the same run:
-    stac-geoparquet 0.8.3 `StacArrowBatch.to_json_batch().iter_dicts()`:   959 items/s, peak RSS 198 MB
-    rustac 0.9.18 `from_arrow` per batch:                                1,896 items/s, peak RSS 168 MB
-    rustac 0.9.18 `read_sync` of the whole file (for contrast):          1,242 items/s, peak RSS 4,039 MB
-    (orjson alone on the same items ran at ~7,500 items/s that hour: reading Parquet costs ~4x NDJSON.)
-    `bench/geoparquet_memory.py` measures the chosen reader at 100k and 1M rows.
+Measured on this machine (2 cores shared with other jobs, so absolute figures vary; the ratios held over
+two runs), NAIP items from the corpus written by stac-geoparquet in row groups of 10,000, read in
+batches of 1,000 rows, each item serialized again with orjson:
+    100,000 rows  stac-geoparquet 0.8.3 `StacArrowBatch.to_json_batch().iter_dicts()`:   959 items/s, peak RSS 198 MB
+                  rustac 0.9.18 `from_arrow` per batch:                                1,896 items/s, peak RSS 168 MB
+                  rustac 0.9.18 `read_sync` of the whole file (for contrast):          1,242 items/s, peak RSS 4,039 MB
+     20,000 rows  stac-geoparquet: 1,116 items/s, 186 MB; rustac: 1,670 items/s, 165 MB; orjson parsing and
+                  serializing the same items as NDJSON in the same hour: ~19,000 items/s.
 stac-geoparquet also needs geopandas, pandas, pyogrio and pyproj (~300 MB installed beyond pyarrow's
 170 MB, and ~2.8 s to import on a cold worker); rustac is one 87 MB wheel that imports in ~60 ms.
-So: pyarrow 26.0.1 for the row groups, rustac 0.9.18 for rows.
+So: pyarrow 26.0.1 for the row groups, rustac 0.9.18 for rows. Reading Parquet costs about 10x what
+NDJSON does per item (`bench/geoparquet_memory.py`); memory stays flat in the number of rows.
 
 What a GeoParquet round trip does not keep (checked on the corpus; see tests/test_geoparquet.py):
 - absent and null are one thing in Parquet: a key that only some items have comes back as null in
   the others. We drop null members everywhere except `geometry` and `properties.datetime` (required
   keys whose null means something), so an explicit `"proj:epsg": null` comes back absent;
-- timestamps are stored as instants: `2019-12-15T00:00:00Z` may come back as `2019-12-15T00:00:00.000Z`
-  or `...+00:00` (the same instant); rustac's own writer also keeps milliseconds only;
+- timestamps are stored as instants and written out anew: `2023-01-12T17:37:41.201650Z` comes back as
+  `2023-01-12T17:37:41.201650+00:00` (the same instant); rustac's own writer keeps milliseconds only;
 - rustac's writer migrates items to STAC 1.1.0 (`stac_version` changes); stac-geoparquet's does not;
 - what Parquet cannot hold cannot be in a file at all: a null geometry, empty objects (`"chunks": {}`),
   one key with values of different types across items (the writers refuse those files).
