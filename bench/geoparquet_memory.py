@@ -1,4 +1,4 @@
-"""Reading a large STAC GeoParquet file with `shared.geoparquet`: items/s and peak RSS at 100k and 1M rows,
+"""Reading a large STAC GeoParquet file with `shared.inputs.geoparquet`: items/s and peak RSS at 100k and 1M rows,
 beside baselines from the same run.
 
 Writes the files at run time in a temp dir from the real NAIP items of ../shared/data/stac-real/ (300
@@ -63,7 +63,7 @@ def write_ndjson(path: Path, count: int) -> int:
 
 
 def child_geoparquet(path: str) -> dict[str, float]:
-    from shared.geoparquet import GeoParquetReader, UnreadableRow
+    from shared.inputs.geoparquet import GeoParquetReader, UnreadableRow
 
     started = time.perf_counter()
     rows = bad = 0
@@ -78,7 +78,7 @@ def child_geoparquet(path: str) -> dict[str, float]:
 
 
 def child_ndjson(path: str) -> dict[str, float]:
-    from shared.documents import open_chunks, parse_line
+    from shared.inputs.documents import open_chunks, parse_line
 
     def chunks():
         with open(path, "rb") as file:

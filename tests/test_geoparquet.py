@@ -18,9 +18,9 @@ from azure.storage.blob import BlobServiceClient
 from stac_geoparquet.arrow import parse_stac_items_to_arrow, to_parquet
 
 from shared.errors import InvalidInputError
-from shared.geoparquet import GeoParquetLimits, GeoParquetReader, RangedFile, RowPosition, UnreadableRow, is_geoparquet
+from shared.inputs.geoparquet import GeoParquetLimits, GeoParquetReader, RangedFile, RowPosition, UnreadableRow, is_geoparquet
 from shared.items import validate_job
-from shared.payloads import BlobChangedError, PayloadStore
+from shared.store.payloads import BlobChangedError, PayloadStore
 from tests.corpus import corpus_items
 
 ROUND_TRIP_FILES = [  # valid items with many shapes: assets galore, antimeridian multipolygons, start/end datetimes

@@ -15,11 +15,11 @@ import orjson
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from shared.egress import EgressPolicy, GuardedSession
 from shared.errors import InvalidInputError, RetryableError
+from shared.inputs.egress import EgressPolicy, GuardedSession
+from shared.inputs.static_catalog import CatalogItem, CatalogLimits, UnreachableLink, absolute_asset_hrefs, walk_catalog
 from shared.items import validate_job
-from shared.payloads import PayloadStore
-from shared.static_catalog import CatalogItem, CatalogLimits, UnreachableLink, absolute_asset_hrefs, walk_catalog
+from shared.store.payloads import PayloadStore
 from tests.corpus import corpus_items
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
