@@ -226,3 +226,22 @@ def test_the_source_fetcher_refuses_a_page_that_is_not_a_page(source: HostileSou
     fetcher = SourceFetcher(GuardedSession(EgressPolicy(frozenset({"127.0.0.1"}), allow_loopback=True)))
     with pytest.raises(InvalidInputError, match="'features' is null"):
         list(fetcher.search_pages(f"{source.url}/null", {}, method="GET"))
+
+
+def test_the_catalogs_own_search_streams_its_pages_and_stops_at_max_items(make_stack) -> None:
+    stack = source_stack(make_stack)
+    first, second = with_collection(stack, "first"), with_collection(stack, "second")
+    items = [make_item(f"own{n:02d}") for n in range(12)]
+    assert run(stack, {"v": 1, "job_id": "own-0", "collection": first, "items": items}, "own-0").state == JobState.SUCCEEDED
+    stats = stack.emulator.app.stats
+
+    def searches() -> int:
+        return stats.by_route.get("POST /stac/search", 0) + stats.by_route.get("GET /stac/search", 0)
+
+    searches_before = searches()
+    copy = run(stack, {"v": 1, "job_id": "own-1", "collection": second,
+                       "search": {"params": {"collections": [first], "limit": 2}, "max_items": 5}}, "own-1")
+    assert (copy.state, copy.items_succeeded) == (JobState.SUCCEEDED, 5)
+    # Pages of 2: the third page holds the fifth item; no page is read beyond it (6 of 12 items fetched).
+    assert searches() - searches_before == 3
+    assert len(stored(stack, second)) == 5

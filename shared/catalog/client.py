@@ -6,7 +6,6 @@ module carries a token or a URL query string.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -221,13 +220,14 @@ class GeoCatalogClient:
         body = {"collections": [check_collection_id(collection_id)], "ids": item_ids, "limit": min(len(item_ids), 1000)}
         yield from self._follow_pages(self._send("POST", f"{self.layout.stac}/search", body=body))
 
-    def search(self, params: dict[str, Any], *, url: str = "", method: str = "POST", max_items: int = 1000) -> list[dict[str, Any]]:
-        """Items of this catalog matching a STAC item search, at most `max_items`, following `next` links.
+    def search_pages(self, params: dict[str, Any], *, url: str = "", method: str = "POST") -> Iterator[tuple[list[Any], bool]]:
+        """The pages of a STAC item search of this catalog, one at a time: (its items, whether a `next` link
+        follows). The caller decides when to stop, so memory holds one page.
 
         `url` (default: the catalog's own /search) must be on the catalog's endpoint: the token goes nowhere else.
 
         Raises:
-            InvalidInputError: `url` is outside the endpoint.
+            InvalidInputError: `url` is outside the endpoint, or a page is not a page of items.
             RetryableError, RejectedByServiceError, AuthenticationError.
         """
         target = self._own_url(url) if url else f"{self.endpoint}{self.layout.stac}/search"
@@ -237,16 +237,26 @@ class GeoCatalogClient:
             response = self._send("GET", _with_query(target, query), absolute=True)
         else:
             response = self._send("POST", _with_query(target, query), body=params, absolute=True)
-        return list(itertools.islice(self._follow_pages(response), max_items))
+        return self._pages(response)
 
     def _follow_pages(self, response: requests.Response) -> Iterator[dict[str, Any]]:
+        for features, _ in self._pages(response):
+            yield from features
+
+    def _pages(self, response: requests.Response) -> Iterator[tuple[list[Any], bool]]:
         while True:
             page = response.json()
-            yield from page.get("features", [])
-            next_link = next((link for link in page.get("links", []) if link.get("rel") == "next"), None)
-            if next_link is None:
+            features = page.get("features") if isinstance(page, dict) else None
+            if not isinstance(features, list):
+                raise InvalidInputError("the GeoCatalog answered a search with a page that has no list of features")
+            links = page.get("links")
+            next_link = next((link for link in links if isinstance(link, dict) and link.get("rel") == "next"), None) \
+                if isinstance(links, list) else None
+            if next_link is None or not isinstance(next_link.get("href"), str):
+                yield features, False
                 return
-            method = next_link.get("method", "GET").upper()
+            yield features, True
+            method = str(next_link.get("method", "GET")).upper()
             response = self._send(method, self._own_url(next_link["href"]), body=next_link.get("body"), absolute=True)
 
     # ----- collections --------------------------------------------------------------------------

@@ -115,9 +115,10 @@ def page_source(search: Search, request: JobRequest, services: Services):
             params = search.params
             if request.is_delete and request.collection and "collections" not in params:
                 params = {**params, "collections": [request.collection]}  # delete only from the job's collection
-            found = services.catalog.search(params, url=search.url, method=search.method, max_items=search.max_items)
-            # Copies drop what the service stamped on the originals (it stamps the copies afresh).
-            yield SearchPage([{k: v for k, v in item.items() if not k.startswith("_msft:")} for item in found])
+            for found, has_next in services.catalog.search_pages(params, url=search.url, method=search.method):
+                # Copies drop what the service stamped on the originals (it stamps the copies afresh).
+                yield SearchPage([{k: v for k, v in item.items() if not k.startswith("_msft:")} if isinstance(item, dict)
+                                  else item for item in found], has_next=has_next)
         return catalog_pages
 
     def source_pages(deadline: Deadline) -> Iterator[SearchPage]:
