@@ -1,7 +1,9 @@
 // geocatalog-ingest in one command: `azd up` (README "Deploying"). Creates a resource group with the storage
 // account (queues, containers, status table, payload lifecycle rule), a Flex Consumption Python 3.11 Function
-// App with a system-assigned identity, Application Insights with Log Analytics, the identity's roles, and the
-// Event Grid subscription that turns uploads into jobs. No keys or connection strings with secrets anywhere.
+// App with a system-assigned identity, Application Insights with Log Analytics, the identity's roles, the
+// Event Grid subscription that turns uploads into jobs, the Event Grid topic of job-finished events, and what
+// watches it all: resource logs into the workspace, an operations workbook and alert rules (docs/observability.md).
+// No keys or connection strings with secrets anywhere.
 targetScope = 'subscription'
 
 @minLength(1)
@@ -85,6 +87,21 @@ param submitterPrincipalId string = ''
 ])
 param submitterPrincipalType string = 'ServicePrincipal'
 
+@description('Resource id of an existing action group the alert rules notify (/subscriptions/.../providers/Microsoft.Insights/actionGroups/<name>); empty = the alerts fire without actions (visible in the portal only).')
+param alertActionGroupId string = ''
+
+@description('Item failure-rate alert: more than this percentage of a collection\'s items settled in 30 minutes ended Failed or Rejected.')
+@minValue(1)
+@maxValue(100)
+param alertFailureRatePercent int = 10
+
+@description('Inbox-age alert: the oldest message in the inbox queue is older than this many seconds.')
+@minValue(60)
+param alertInboxOldestAgeSeconds int = 900
+
+@description('Also send storage read logs to the workspace (writes and deletes always go). Off by default: idle queue polling makes reads most of the volume.')
+param logStorageReads bool = false
+
 @description('More app settings, or changed defaults, from the README\'s configuration table, e.g. {"BATCH_MAX_ITEMS": "50", "SOURCE_URL_ALLOWLIST": "planetarycomputer.microsoft.com,example.org"}. The queue, container and table names are fixed by this template.')
 param extraAppSettings object = {}
 
@@ -137,6 +154,7 @@ var appSettings = {
   MAX_DEQUEUE_COUNT: '5'
   SWEEP_SCHEDULE: '0 */5 * * * *' // the sweep timer reads %SWEEP_SCHEDULE%
   GEOCATALOG_MAX_INSTANCES: string(maximumInstanceCount) // each instance's share of the GeoCatalog's call limit
+  JOB_EVENTS_TOPIC_ENDPOINT: jobEvents.outputs.endpoint // one CloudEvent per job that reaches a terminal state
 }
 
 // The GeoCatalog may live in another resource group or subscription (ARM evaluates only the chosen branch).
@@ -185,6 +203,16 @@ module monitoring 'app/monitoring.bicep' = {
   }
 }
 
+module jobEvents 'app/job-events.bicep' = {
+  name: 'job-events'
+  scope: rg
+  params: {
+    topicName: 'evgt-jobs-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
 module functionApp 'app/function.bicep' = {
   name: 'function'
   scope: rg
@@ -209,6 +237,7 @@ module rbac 'app/rbac.bicep' = {
   params: {
     storageAccountName: storage.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
+    jobEventsTopicName: jobEvents.outputs.name
     appPrincipalId: functionApp.outputs.principalId
     operatorPrincipalId: principalId
     operatorPrincipalType: principalType
@@ -236,6 +265,43 @@ module eventGrid 'app/eventgrid.bicep' = {
   }
 }
 
+module diagnostics 'app/diagnostics.bicep' = {
+  name: 'diagnostics'
+  scope: rg
+  params: {
+    workspaceName: monitoring.outputs.logAnalyticsName
+    storageAccountName: storage.outputs.name
+    systemTopicName: eventGrid.outputs.topicName
+    jobEventsTopicName: jobEvents.outputs.name
+    logStorageReads: logStorageReads
+  }
+}
+
+module workbook 'app/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    displayName: 'geocatalog-ingest (${environmentName})'
+    location: location
+    tags: tags
+    workspaceName: monitoring.outputs.logAnalyticsName
+  }
+}
+
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    workspaceName: monitoring.outputs.logAnalyticsName
+    alertActionGroupId: alertActionGroupId
+    inboxQueueName: names.submitQueue
+    failureRatePercent: alertFailureRatePercent
+    inboxOldestAgeSeconds: alertInboxOldestAgeSeconds
+  }
+}
+
 // The role on the GeoCatalog is assigned in the GeoCatalog's own resource group.
 module geoCatalogRole 'app/geocatalog-role.bicep' = if (!empty(geoCatalogResourceId)) {
   name: 'geocatalog-role'
@@ -255,6 +321,10 @@ output FUNCTION_APP_PRINCIPAL_ID string = functionApp.outputs.principalId
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output EVENT_GRID_SYSTEM_TOPIC_NAME string = eventGrid.outputs.topicName
+output JOB_EVENTS_TOPIC_NAME string = jobEvents.outputs.name
+output JOB_EVENTS_TOPIC_ENDPOINT string = jobEvents.outputs.endpoint
+output JOB_EVENTS_TOPIC_PRINCIPAL_ID string = jobEvents.outputs.principalId
+output LOG_ANALYTICS_WORKSPACE_NAME string = monitoring.outputs.logAnalyticsName
 output SUBMIT_QUEUE string = names.submitQueue
 output DROP_CONTAINER string = names.dropContainer
 output DROP_DEAD_LETTER_CONTAINER string = names.dropDeadLetterContainer

@@ -4,7 +4,9 @@ Every `.bicep` file parses with pycep (the parser checkov uses); checkov finds n
 skip carries its reason inline; the app settings the Bicep writes hold everything `shared/settings.py`
 requires, and the queues, containers and table it creates are the ones the triggers and the app read.
 The trust boundary: who may write which queue, container or table (role assignments, each on its one
-resource), Event Grid's dead letters, no basic-auth publishing, and what azd must pass.
+resource), Event Grid's dead letters, no basic-auth publishing, and what azd must pass. What watches it in
+production: OpenTelemetry to Application Insights as the app's identity, the resource logs in the workspace, the
+workbook and alert rules over the app's metrics, and the job-events topic.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ ROLES = {
     "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
     "Storage Table Data Reader": "76199698-9eea-4c19-bc75-cec21354c6b6",
     "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
+    "EventGrid Data Sender": "d5a91429-5739-47e2-a06b-3470a27159e7",
 }
 QUEUE_WRITERS = {"Storage Queue Data Contributor", "Storage Queue Data Message Sender"}
 # The internal queue of batch and plan messages (issue 23): the template creates it and names it in WORK_QUEUE.
@@ -51,7 +54,27 @@ NOT_ON_FLEX = {
     "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING", "WEBSITE_CONTENTSHARE", "SCM_DO_BUILD_DURING_DEPLOYMENT", "ENABLE_ORYX_BUILD",
     "FUNCTIONS_WORKER_PROCESS_COUNT", "WEBSITE_MAX_DYNAMIC_APPLICATION_SCALE_OUT",
 }
-HOST_SETTINGS = {"APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"}
+HOST_SETTINGS = {"APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+                 "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"}
+# The job-finished events' topic (issue 26): the template sets it, shared/settings.py gets it with the code that
+# publishes (empty = no events); until then it is known here.
+JOB_EVENTS_SETTING = "JOB_EVENTS_TOPIC_ENDPOINT"
+# The app's OpenTelemetry metrics (issue 26) and their dimensions: the workbook and the alerts read these only.
+METRICS = {
+    "geocatalog_ingest.items.settled": {"collection", "outcome"},
+    "geocatalog_ingest.batches.submitted": {"collection"},
+    "geocatalog_ingest.catalog.calls": {"kind", "code"},
+    "geocatalog_ingest.poison.messages": {"queue"},
+    "geocatalog_ingest.jobs.swept": {"collection"},
+    "geocatalog_ingest.operation.duration": {"collection", "outcome"},
+    "geocatalog_ingest.poll.lag": {"collection"},
+    "geocatalog_ingest.batch.settle_time": {"collection", "outcome"},
+    "geocatalog_ingest.queue.message_age": {"queue"},
+    "geocatalog_ingest.pacer.rate": {"group"},
+    "geocatalog_ingest.queue.oldest_age": {"queue"},
+}
+METRIC_NAME = re.compile(r"geocatalog_ingest\.[a-z_.]*[a-z_]")
+DIMENSION = re.compile(r"\bProperties\.(\w+)")
 # What would put a key or a SAS into the templates.
 SECRET_PATTERNS = re.compile(r"listKeys|listAccountSas|listServiceSas|AccountKey=|SharedAccessSignature|DefaultEndpointsProtocol"
                              r"|StorageAccountConnectionString|@secure", re.IGNORECASE)
@@ -80,8 +103,8 @@ class BicepFile:
     """One parsed template, its parameters bound to `args` (else their defaults), its variables evaluated on demand.
 
     pycep gives literals and identifiers both as plain strings: a string naming a parameter or variable is that
-    value, any other string is a literal. Interpolations, `a.b.c`, `union()` and `string()` are evaluated; anything
-    else is Unknown.
+    value, any other string is a literal. Interpolations, `a.b.c`, `union()`, `string()`, `empty()` and `c ? a : b`
+    are evaluated; anything else is Unknown.
     """
 
     def __init__(self, path: Path, args: Mapping[str, Any] | None = None) -> None:
@@ -114,6 +137,16 @@ class BicepFile:
                     return Unknown("union")
                 merged.update(part)
             return merged
+        if isinstance(node, dict) and "operator" in node and node["operator"]["type"] == "conditional":
+            operands = node["operator"]["operands"]
+            condition = self.value(operands["condition"])
+            if not isinstance(condition, bool):
+                return Unknown("conditional")
+            return self.value(operands["true_value" if condition else "false_value"])
+        if isinstance(node, dict) and "function" in node and node["function"]["type"] == "empty":
+            (argument,) = node["function"]["parameters"].values()
+            argument = self.value(argument)
+            return argument if isinstance(argument, Unknown) else len(argument) == 0
         if isinstance(node, dict) and "function" in node and node["function"]["type"] == "string":
             (argument,) = node["function"]["parameters"].values()
             argument = self.value(argument)
@@ -255,7 +288,8 @@ def resolve(expression: str, settings: Mapping[str, Any]) -> str:
 def test_the_templates_are_all_there() -> None:
     found = {path.relative_to(INFRA).as_posix() for path in BICEP_FILES}
     assert {"main.bicep", "app/storage.bicep", "app/function.bicep", "app/monitoring.bicep", "app/rbac.bicep",
-            "app/eventgrid.bicep", "app/geocatalog-role.bicep"} <= found
+            "app/eventgrid.bicep", "app/geocatalog-role.bicep", "app/job-events.bicep", "app/diagnostics.bicep",
+            "app/workbook.bicep", "app/alerts.bicep"} <= found
     modules = {module["detail"]["path"] for module in parsed(MAIN)["modules"].values()}
     assert {f"app/{path.name}" for path in BICEP_FILES if path != MAIN} == modules  # no orphan, no missing module
 
@@ -286,7 +320,7 @@ def test_checkov_scans_every_template_and_finds_no_failed_check(checkov_report: 
     assert failed == []
     assert summary["passed"] > 0
     scanned = {c["file_path"].lstrip("/") for kind in ("passed_checks", "skipped_checks") for c in checkov_report["results"][kind]}
-    assert {"app/storage.bicep", "app/function.bicep"} <= scanned
+    assert {"app/storage.bicep", "app/function.bicep", "app/job-events.bicep"} <= scanned
 
 
 def test_every_checkov_skip_is_inline_with_its_reason(checkov_report: dict[str, Any]) -> None:
@@ -322,7 +356,7 @@ def test_app_settings_are_identity_based_and_known() -> None:
     assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "Authorization=AAD"
     assert "GEOCATALOG_TOKEN" not in settings  # the app uses its managed identity
     assert settings["GEOCATALOG_ENDPOINT"] == Unknown("geoCatalogEndpoint")  # a required azd parameter
-    unknown_names = {name for name in settings if name not in DEFAULTS and name != "WORK_QUEUE"
+    unknown_names = {name for name in settings if name not in DEFAULTS and name not in {"WORK_QUEUE", JOB_EVENTS_SETTING}
                      and not name.startswith(f"{STORAGE_CONNECTION}__") and name not in HOST_SETTINGS}
     assert unknown_names == set()  # a misspelt setting would silently fall back to its default
     assert NOT_ON_FLEX & settings.keys() == set()
@@ -537,6 +571,202 @@ def test_no_key_or_sas_anywhere_in_the_templates() -> None:
     assert {name: hits for name, hits in found.items() if hits} == {}
 
 
+# ----- seeing it run in production ----------------------------------------------------------------------------------
+
+
+def diagnostic_settings(bicep: BicepFile) -> dict[str, dict[str, Any]]:
+    """resource type of the scope -> the diagnostic setting on it, for every diagnostic setting in `bicep`."""
+    found = {}
+    for symbol, resource in bicep.doc["resources"].items():
+        if resource["type"] == "Microsoft.Insights/diagnosticSettings":
+            config = bicep.resource(symbol)
+            scope_type = bicep.doc["resources"][config["scope"]]["type"]
+            assert scope_type not in found
+            found[scope_type] = config
+    return found
+
+
+def workbook_items(node: Any) -> list[dict[str, Any]]:
+    """Every item of a workbook, groups opened."""
+    found = []
+    for item in node.get("items", []):
+        found.append(item)
+        found.extend(workbook_items(item.get("content", {})))
+    return found
+
+
+def test_host_and_worker_send_opentelemetry_to_application_insights_as_the_app_identity() -> None:
+    """host.json's telemetryMode makes the host export OpenTelemetry; PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY
+    makes the Python worker configure the azure-monitor-opentelemetry distro itself (so the host does not forward
+    the worker's logs a second time); Authorization=AAD (no ClientId) makes both sign in as the system-assigned
+    identity, which is the app's only identity."""
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["telemetryMode"] == "OpenTelemetry"
+    settings = app_settings()
+    assert settings["APPLICATIONINSIGHTS_CONNECTION_STRING"] == Unknown("appInsights.properties.ConnectionString")
+    assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "Authorization=AAD"
+    assert settings["PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"] == "true"
+    assert main().module("functionApp").resource("app")["identity"] == {"type": "SystemAssigned"}
+    assert not {"APPINSIGHTS_INSTRUMENTATIONKEY", "PYTHON_ENABLE_OPENTELEMETRY", "AZURE_CLIENT_ID"} & settings.keys()
+    # The Application Insights the host writes to is the one monitoring.bicep creates.
+    function = main().module("functionApp")
+    assert function.args["applicationInsightsName"] == Unknown("monitoring.outputs.applicationInsightsName")
+    assert function.resource("appInsights")["name"] == "applicationInsightsName"
+
+
+def test_application_insights_takes_entra_id_only_and_the_app_may_publish_to_it() -> None:
+    monitoring = main().module("monitoring")
+    insights = monitoring.resource("appInsights")["properties"]
+    assert insights["DisableLocalAuth"] is True  # no instrumentation-key ingestion
+    assert BicepFile.symbols(insights["WorkspaceResourceId"]) == ["logs", "id"]  # workspace-based: AppMetrics etc.
+    rbac = main().module("rbac")
+    assert rbac.args["applicationInsightsName"] == Unknown("monitoring.outputs.applicationInsightsName")
+    publisher = [a for a in role_assignments(rbac) if a.role == "Monitoring Metrics Publisher"]
+    assert [(a.principal, a.scope[0], a.condition) for a in publisher] == [("appPrincipalId", "components", None)]
+
+
+def test_job_finished_events_go_to_a_cloudevents_topic_only_the_app_may_publish_to() -> None:
+    settings = app_settings()
+    assert settings[JOB_EVENTS_SETTING] == Unknown("jobEvents.outputs.endpoint")
+    job_events = main().module("jobEvents")
+    assert main().value(parsed(job_events.path)["outputs"]["endpoint"]["value"]) == Unknown("topic.properties.endpoint")
+    topic = job_events.resource("topic")
+    assert parsed(job_events.path)["resources"]["topic"]["type"] == "Microsoft.EventGrid/topics"
+    assert topic["properties"]["inputSchema"] == "CloudEventSchemaV1_0"
+    assert topic["properties"]["disableLocalAuth"] is True  # no keys, no SAS: Entra ID callers only
+    assert topic["identity"] == {"type": "SystemAssigned"}  # what a subscription delivers with (the documented example)
+    # The app may publish there, and do nothing else; nobody else holds a role on the topic.
+    rbac = main().module("rbac")
+    assert rbac.args["jobEventsTopicName"] == Unknown("jobEvents.outputs.name")
+    on_topics = [a for a in role_assignments(rbac) if a.scope[0] == "topics"]
+    assert [(a.principal, a.role, a.condition) for a in on_topics] == [("appPrincipalId", "EventGrid Data Sender", None)]
+    assert rbac.resource("jobEventsTopic")["name"] == "jobEventsTopicName"
+    assert {role for role, (kind, _) in granted(role_assignments(rbac), "appPrincipalId") if kind == "topics"} == {
+        "EventGrid Data Sender"}
+
+
+def test_storage_and_event_grid_logs_go_to_the_workspace_application_insights_uses() -> None:
+    diagnostics = main().module("diagnostics")
+    assert diagnostics.args["workspaceName"] == Unknown("monitoring.outputs.logAnalyticsName")
+    assert main().value(parsed(MAIN)["modules"]["monitoring"]["config"]["params"]["logAnalyticsName"]) == Unknown(
+        "log-${resourceToken}")
+    assert BicepFile.symbols(parsed(main().module("monitoring").path)["outputs"]["logAnalyticsName"]["value"]) == ["logs", "name"]
+    assert diagnostics.args["storageAccountName"] == Unknown("storage.outputs.name")
+    assert diagnostics.args["systemTopicName"] == Unknown("eventGrid.outputs.topicName")
+    assert diagnostics.args["jobEventsTopicName"] == Unknown("jobEvents.outputs.name")
+    found = diagnostic_settings(diagnostics)
+    assert set(found) == {
+        "Microsoft.Storage/storageAccounts/blobServices", "Microsoft.Storage/storageAccounts/queueServices",
+        "Microsoft.Storage/storageAccounts/tableServices", "Microsoft.EventGrid/systemTopics", "Microsoft.EventGrid/topics"}
+    for config in found.values():
+        assert BicepFile.symbols(config["properties"]["workspaceId"]) == ["workspace", "id"]
+    assert diagnostics.resource("workspace")["name"] == "workspaceName"
+    for service in ("blobService", "queueService", "tableService"):
+        assert diagnostics.resource(service)["parent"] == "storage"
+    assert diagnostics.resource("storage")["name"] == "storageAccountName"
+    # Writes and deletes (failures, throttling, poison-queue writes) always; reads when the parameter says so.
+    for kind in ("blobServices", "queueServices", "tableServices"):
+        logs = diagnostics.value(found[f"Microsoft.Storage/storageAccounts/{kind}"]["properties"]["logs"])
+        assert {log["category"]: log["enabled"] for log in logs} == {"StorageWrite": True, "StorageDelete": True, "StorageRead": False}
+    reads = main({"logStorageReads": True}).module("diagnostics")
+    assert {log["category"]: log["enabled"] for log in reads.lookup("storageLogs")}["StorageRead"] is True
+    # Every category each topic type has, into their own tables (AegDeliveryFailureLogs, ...).
+    assert diagnostics.lookup("systemTopicLogCategories") == ["DeliveryFailures"]
+    assert diagnostics.lookup("customTopicLogCategories") == ["DeliveryFailures", "PublishFailures", "DataPlaneRequests"]
+    for kind, categories in (("systemTopics", "systemTopicLogCategories"), ("topics", "customTopicLogCategories")):
+        config = found[f"Microsoft.EventGrid/{kind}"]
+        assert config["properties"]["logAnalyticsDestinationType"] == "Dedicated"
+        assert config["properties"]["logs"]["loop_type"]["detail"]["array_name"] == categories
+        assert config["properties"]["logs"]["config"] == {"category": "category", "enabled": True}
+
+
+def test_the_workbook_parses_and_charts_the_apps_metrics_only() -> None:
+    module = main().module("workbook")
+    assert module.args["workspaceName"] == Unknown("monitoring.outputs.logAnalyticsName")
+    workbook = module.resource("workbook")
+    assert parsed(module.path)["resources"]["workbook"]["type"] == "Microsoft.Insights/workbooks"
+    assert BicepFile.symbols(workbook["properties"]["sourceId"]) == ["workspace", "id"]  # the queries run in the workspace
+    loaded = workbook["properties"]["serializedData"]["function"]
+    assert loaded["type"] == "load_text_content"
+    document = json.loads((module.path.parent / loaded["parameters"]["file_path"]).read_text())
+    assert document["version"] == "Notebook/1.0"
+    items = workbook_items(document)
+    (parameters,) = [item["content"]["parameters"] for item in items if item["type"] == 9]
+    time_ranges = {parameter["name"] for parameter in parameters if parameter["type"] == 4}
+    queries = {item["name"]: item["content"] for item in items if item["type"] == 3}
+    assert len(queries) >= 10
+    used: set[str] = set()
+    for name, content in queries.items():
+        query = content["query"]
+        assert query.startswith("AppMetrics\n"), name  # workspace-based Application Insights: AppMetrics, not customMetrics
+        assert content["resourceType"] == "microsoft.operationalinsights/workspaces", name
+        assert content["timeContextFromParameter"] in time_ranges, name
+        names = set(METRIC_NAME.findall(query))
+        assert names and names <= METRICS.keys(), (name, names - METRICS.keys())
+        dimensions = set(DIMENSION.findall(query))
+        assert dimensions <= set().union(*(METRICS[metric] for metric in names)), (name, dimensions)
+        used |= names
+    assert used == METRICS.keys()  # every metric is on the workbook
+    text = "\n".join(content["query"] for content in queries.values())
+    assert "percentilew(Mean, ItemCount, 95)" in text  # duration and lag percentiles
+    assert "tostring(Properties.code) == '429'" in text
+    assert "by Collection\n" in queries["per-collection"]["query"]
+
+
+def alert_rules(args: Mapping[str, Any] | None = None) -> tuple[BicepFile, dict[str, dict[str, Any]]]:
+    alerts = main(args).module("alerts")
+    return alerts, {rule["name"]: rule for rule in alerts.lookup("rules")}
+
+
+def test_alert_rules_watch_poison_queues_swept_jobs_failure_rate_and_inbox_age() -> None:
+    settings = app_settings()
+    alerts, rules = alert_rules()
+    assert alerts.args["workspaceName"] == Unknown("monitoring.outputs.logAnalyticsName")
+    expected = {  # rule -> (the one metric it reads, the dimension it fires per, threshold)
+        "geocatalog-ingest-poison-message": ("geocatalog_ingest.poison.messages", "Queue", 0),
+        "geocatalog-ingest-job-swept": ("geocatalog_ingest.jobs.swept", "Collection", 0),
+        "geocatalog-ingest-failure-rate": ("geocatalog_ingest.items.settled", "Collection", 10),
+        "geocatalog-ingest-inbox-age": ("geocatalog_ingest.queue.oldest_age", "Queue", 900),
+    }
+    assert {name: (METRIC_NAME.findall(rule["query"]), rule["dimension"], rule["threshold"]) for name, rule in rules.items()} == {
+        name: ([metric], dimension, threshold) for name, (metric, dimension, threshold) in expected.items()}
+    for rule in rules.values():
+        assert rule["query"].startswith("AppMetrics | where Name == ")
+        assert f"{rule['measure']} = " in rule["query"] and f"{rule['dimension']} = " in rule["query"]
+        assert set(DIMENSION.findall(rule["query"])) <= METRICS[METRIC_NAME.findall(rule["query"])[0]]
+    assert f'Queue == "{settings["SUBMIT_QUEUE"]}"' in rules["geocatalog-ingest-inbox-age"]["query"]  # the inbox only
+    assert "where Settled >= 20" in rules["geocatalog-ingest-failure-rate"]["query"]
+    # One rule per entry, over the workspace, every 5 minutes, firing per dimension value.
+    resource = alerts.resource("alertRules")
+    assert parsed(alerts.path)["resources"]["alertRules"]["config"]["loop_type"]["detail"]["array_name"] == "rules"
+    assert BicepFile.symbols(resource["properties"]["scopes"][0]) == ["workspace", "id"]
+    assert resource["properties"]["evaluationFrequency"] == "PT5M"
+    (criterion,) = resource["properties"]["criteria"]["allOf"]
+    assert [BicepFile.symbols(criterion[key]) for key in ("query", "metricMeasureColumn", "threshold")] == [
+        ["rule", "query"], ["rule", "measure"], ["rule", "threshold"]]
+    assert criterion["dimensions"][0]["values"] == ["*"]
+
+
+def test_every_alert_notifies_the_action_group_parameter_when_there_is_one() -> None:
+    group = "/subscriptions/s/resourceGroups/ops/providers/Microsoft.Insights/actionGroups/on-call"
+    alerts, _ = alert_rules({"alertActionGroupId": group})
+    assert alerts.args["alertActionGroupId"] == group
+    resource = alerts.resource("alertRules")
+    assert resource["properties"]["actions"] == {"actionGroups": "actionGroups"}
+    assert alerts.lookup("actionGroups") == [group]
+    assert main().lookup("alertActionGroupId") == ""  # optional: alerts without actions
+    assert main().module("alerts").lookup("actionGroups") == []
+    values = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert values["alertActionGroupId"] == {"value": "${ALERT_ACTION_GROUP_ID}"}
+
+
+def test_alert_thresholds_are_parameters() -> None:
+    _, rules = alert_rules({"alertFailureRatePercent": 25, "alertInboxOldestAgeSeconds": 3600})
+    assert rules["geocatalog-ingest-failure-rate"]["threshold"] == 25
+    assert rules["geocatalog-ingest-inbox-age"]["threshold"] == 3600
+    assert "25%" in rules["geocatalog-ingest-failure-rate"]["description"]
+
+
 # ----- azd ---------------------------------------------------------------------------------------------------------
 
 
@@ -576,7 +806,9 @@ def test_azd_parameters_cover_the_required_ones_and_name_real_parameters() -> No
     assert values["geoCatalogEndpoint"] == {"value": "${GEOCATALOG_ENDPOINT}"}
     assert values["geoCatalogResourceId"] == {"value": "${GEOCATALOG_RESOURCE_ID}"}
     # `${NAME=default}` (envsubst): an unset variable gives the Bicep default, never an empty number.
-    for name, variable in (("maximumInstanceCount", "MAXIMUM_INSTANCE_COUNT"), ("payloadRetentionDays", "PAYLOAD_RETENTION_DAYS")):
+    for name, variable in (("maximumInstanceCount", "MAXIMUM_INSTANCE_COUNT"), ("payloadRetentionDays", "PAYLOAD_RETENTION_DAYS"),
+                           ("alertFailureRatePercent", "ALERT_FAILURE_RATE_PERCENT"),
+                           ("alertInboxOldestAgeSeconds", "ALERT_INBOX_OLDEST_AGE_SECONDS")):
         assert values[name] == {"value": f"${{{variable}={params[name]['default']}}}"}
 
 

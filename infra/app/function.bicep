@@ -51,11 +51,17 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
 
 // Identity-based host storage: no connection string. With no __clientId the system-assigned identity is used.
 // shared/settings.py reads the same AzureWebJobsStorage__accountName for the app's own clients.
+// Telemetry (host.json "telemetryMode": "OpenTelemetry"): the host and the Python worker both export to this
+// Application Insights. The connection string carries no secret (local auth is off); the authentication
+// string makes both send as the system-assigned identity (Entra ID, Monitoring Metrics Publisher). With
+// PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY the worker calls configure_azure_monitor() itself at start (the
+// azure-monitor-opentelemetry distro) and the host leaves the worker's logs to it, so nothing arrives twice.
 var hostSettings = {
   AzureWebJobsStorage__accountName: storage.name
   AzureWebJobsStorage__credential: 'managedidentity'
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
+  PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
 }
 
 // Every app setting; the host's own win over the app's.

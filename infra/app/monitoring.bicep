@@ -1,5 +1,7 @@
-// Logs and traces: a Log Analytics workspace and a workspace-based Application Insights with local
-// (instrumentation key) auth off, so only Entra ID identities can send telemetry.
+// Logs, traces and metrics: a Log Analytics workspace and a workspace-based Application Insights with local
+// (instrumentation key) auth off, so only Entra ID identities can send telemetry. Everything lands in the
+// workspace: the app's telemetry (AppTraces, AppRequests, AppMetrics, ...) and the resource logs
+// (diagnostics.bicep).
 
 @description('Log Analytics workspace name.')
 param logAnalyticsName string

@@ -1,5 +1,5 @@
-// Data-plane roles on the storage account and Application Insights. Built-in role ids:
-// docs: role-based-access-control/built-in-roles (storage, monitor).
+// Data-plane roles on the storage account, Application Insights and the job-events topic. Built-in role ids:
+// docs: role-based-access-control/built-in-roles (storage, monitor, integration).
 //
 // The trust boundary: only the app's identity writes the internal queues (work, poll, drop-events) and the
 // tables. A submitter may add messages to the inbox queue and upload to the drop container, nothing else.
@@ -11,6 +11,9 @@ param storageAccountName string
 
 @description('Application Insights the app identity publishes telemetry to.')
 param applicationInsightsName string
+
+@description('Event Grid custom topic the app publishes job-finished events to (job-events.bicep).')
+param jobEventsTopicName string
 
 @description('Principal id of the Function App\'s system-assigned identity.')
 param appPrincipalId string
@@ -61,6 +64,7 @@ var roles = {
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   storageTableDataReader: '76199698-9eea-4c19-bc75-cec21354c6b6'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+  eventGridDataSender: 'd5a91429-5739-47e2-a06b-3470a27159e7'
 }
 
 // The host needs Blob Data Owner (leases, keys, the deployment package); the queue triggers need Queue Data
@@ -123,6 +127,10 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
 }
 
+resource jobEventsTopic 'Microsoft.EventGrid/topics@2025-02-15' existing = {
+  name: jobEventsTopicName
+}
+
 resource appStorage 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for role in appStorageRoles: {
   name: guid(storage.id, appPrincipalId, role)
   scope: storage
@@ -140,6 +148,17 @@ resource appTelemetry 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+  }
+}
+
+// Publish events to the job-events topic, nothing else (not subscribe, not manage).
+resource appJobEvents 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(jobEventsTopic.id, appPrincipalId, roles.eventGridDataSender)
+  scope: jobEventsTopic
+  properties: {
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.eventGridDataSender)
   }
 }
 
