@@ -40,6 +40,8 @@ import pystac
 from shared.ids import is_item_id, item_id_problem
 from shared.repair import GeometryError, bbox_of
 
+_UNSAFE_HREF = re.compile(r"[\x00-\x1f\x7f-\x9f\\@]")
+
 STAC_VERSION = "1.1.0"
 # RFC 3339 date-time; section 5.6 allows a space instead of "T" (real Planetary Computer items use it).
 RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
@@ -166,9 +168,30 @@ def _structural_problem(item: Any, collection_id: str, rewrite_collection: bool)
         return f"has a geometry but no bbox; {REPAIR_BBOX_HINT}" if "bbox" not in item else "has a geometry but its bbox is not an array"
     if not isinstance(item.get("assets"), dict):
         return "has no assets object"
+    problem = _asset_href_problem(item["assets"])
+    if problem:
+        return problem
     declared = item.get("collection")
     if declared not in (None, collection_id) and not rewrite_collection:
         return f"belongs to collection {str(declared)[:40]!r}, not {collection_id!r}"
+    return None
+
+
+def href_problem(href: str) -> str | None:
+    """Why an href may not be signed or sent (a backslash, `@` or a control character: URL parsers disagree
+    about which host such an href names), or None."""
+    bad = _UNSAFE_HREF.search(href)
+    if bad is None:
+        return None
+    return f"has {bad.group()!r} at position {bad.start() + 1} (no backslashes, '@' or control characters)"
+
+
+def _asset_href_problem(assets: dict[str, Any]) -> str | None:
+    for key, asset in assets.items():
+        href = asset.get("href") if isinstance(asset, dict) else None
+        problem = href_problem(href) if isinstance(href, str) else None
+        if problem:
+            return f"asset {str(key)[:40]!r}: the href {problem}"
     return None
 
 

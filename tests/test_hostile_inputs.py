@@ -162,16 +162,18 @@ def test_an_href_that_hosts_disagree_about_is_refused(make_stack, href: str) -> 
     assert not any("sas/token" in route for route in stack.emulator.app.stats.by_route)
 
 
-def test_a_signed_job_with_a_refused_href_ends_rejected_and_sends_nothing(make_stack) -> None:
+def test_an_item_with_a_refused_href_is_rejected_alone_and_the_others_go(make_stack) -> None:
     stack = quickstart_stack(make_stack)
     with_collection(stack, "landcover-demo")
-    item = make_item("bad-href", assets={"data": {"href": "https://evil.example\\.blob.core.windows.net/io-lulc/a.tif"}})
+    bad = make_item("bad-href", assets={"data": {"href": "https://evil.example\\.blob.core.windows.net/io-lulc/a.tif"}})
+    good = make_item("good-href")
     job = run(stack, {"v": 1, "job_id": "sig-1", "collection": "landcover-demo", "sign": "planetary-computer",
-                      "sign_collection": "io-lulc-annual-v02", "items": [item]}, "sig-1")
-    assert (job.state, job.items_rejected) == (JobState.REJECTED, 1)
-    row = next(iter(batch_rows(stack, "sig-1").values()))
-    assert "'\\\\'" in row.error_message and "neither signed nor sent" in row.error_message
-    assert item_posts(stack) == 0 and stored(stack, "landcover-demo") == {}
+                      "sign_collection": "io-lulc-annual-v02", "items": [bad, good]}, "sig-1")
+    assert (job.state, job.items_rejected, job.items_succeeded) == (JobState.PARTIALLY_SUCCEEDED, 1, 1)
+    reasons = {key: reason for row in batch_rows(stack, "sig-1").values() if row.rejected_items
+               for key, reason in orjson.loads(row.rejected_items).items()}
+    assert list(reasons) == ["bad-href"] and reasons["bad-href"].startswith("asset 'data': the href has '\\\\' at position 21")
+    assert set(stored(stack, "landcover-demo")) == {"good-href"}
 
 
 # ----- redaction ----------------------------------------------------------------------------------------------

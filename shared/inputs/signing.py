@@ -8,8 +8,8 @@ points an asset at a host of their choosing (`https://attacker.blob.core.windows
 most a token for that host's own container, never one of the source collection's.
 
 Only `https://<account>.blob.core.windows.net/<container>/<blob>` hrefs without a query are signed.
-An href with a backslash, an `@` or a control character is refused (the batch is Rejected with the
-reason), since URL parsers disagree about which host such an href names. Tokens are cached per
+An href with a backslash, an `@` or a control character never gets this far: validation rejects its
+item (`shared.items.href_problem`); the signer refuses it again rather than trust that. Tokens are cached per
 account and container until shortly before they expire. Items are signed by the submitter right
 before the POST: what is stored (payload blobs, rows, logs) keeps hrefs without a query string, and a
 retry an hour later gets a fresh token instead of an expired one.
@@ -27,21 +27,13 @@ from urllib.parse import urlsplit
 
 from shared.errors import InvalidInputError
 from shared.inputs.egress import GuardedSession
+from shared.items import href_problem
 
 SIGN_PLANETARY_COMPUTER = "planetary-computer"
 MAX_REFRESH_MARGIN_SECONDS = 300.0
 BLOB_HOST_SUFFIX = ".blob.core.windows.net"
 _ACCOUNT = re.compile(r"\A[a-z0-9]{3,24}\Z")
 _CONTAINER = re.compile(r"\A(?:\$root|[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62})\Z")
-_UNSAFE_HREF = re.compile(r"[\x00-\x1f\x7f-\x9f\\@]")
-
-
-def href_problem(href: str) -> str | None:
-    """Why an href may not be signed or sent (a backslash, `@` or a control character), or None."""
-    bad = _UNSAFE_HREF.search(href)
-    if bad is None:
-        return None
-    return f"has {bad.group()!r} at position {bad.start() + 1} (no backslashes, '@' or control characters)"
 
 
 def storage_container_of(href: str) -> tuple[str, str] | None:
