@@ -28,7 +28,7 @@ from shared.steps.handlers import handle_blob_event, handle_submit_message
 from shared.store.payloads import PayloadStore
 from shared.store.status import JobRow, JobState
 from tests.helpers import make_item, wait_until
-from tests.test_pipeline_e2e import batch_rows, item_posts, run, stored, with_collection
+from tests.test_pipeline_e2e import batch_rows, run, stored, with_collection
 from tests.test_quickstart_e2e import quickstart_stack
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
