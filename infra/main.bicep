@@ -1,4 +1,4 @@
-// geocatalog-ingest in one command: `azd up` (README "Deploying"). Creates a resource group with the storage
+// geocatalog-ingest in one command: `azd up` (docs/deploying.md). Creates a resource group with the storage
 // account (queues, containers, status table, payload lifecycle rule), a Flex Consumption Python 3.11 Function
 // App with a system-assigned identity, Application Insights with Log Analytics, the identity's roles, and the
 // Event Grid subscription that turns uploads into jobs. No keys or connection strings with secrets anywhere.
@@ -36,7 +36,7 @@ param geoCatalogRoleDefinitionId string = 'c9c97b9c-105d-4bb5-a2a7-7d15666c2484'
 ])
 param geoCatalogApiVersion string = '2026-04-15'
 
-@description('Most instances in each per-function scale group. Each instance has up to 12 messages in flight (host.json), and submit and poll both call the GeoCatalog, whose STAC API allows about 50 calls/s per subscription: 2 keeps the app near that limit (README "Deploying").')
+@description('Most instances in each per-function scale group. Each instance has up to 12 messages in flight (host.json), and submit and poll both call the GeoCatalog, whose STAC API allows about 50 calls/s per subscription: 2 keeps the app near that limit (docs/deploying.md).')
 @minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 2
@@ -85,7 +85,7 @@ param submitterPrincipalId string = ''
 ])
 param submitterPrincipalType string = 'ServicePrincipal'
 
-@description('More app settings, or changed defaults, from the README\'s configuration table, e.g. {"BATCH_MAX_ITEMS": "50", "SOURCE_URL_ALLOWLIST": "planetarycomputer.microsoft.com,example.org"}. The queue, container and table names are fixed by this template.')
+@description('More app settings, or changed defaults, from docs/configuration.md, e.g. {"BATCH_MAX_ITEMS": "50", "SOURCE_URL_ALLOWLIST": "planetarycomputer.microsoft.com,example.org"}. The queue, container and table names are fixed by this template.')
 param extraAppSettings object = {}
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
@@ -121,7 +121,7 @@ var queueNames = [
 ]
 
 // Every setting shared/settings.py requires, and every name the triggers or the infrastructure depend on.
-// The rest keep the code's defaults (README "Configuration"). GEOCATALOG_TOKEN stays unset: the app uses its
+// The rest keep the code's defaults (docs/configuration.md). GEOCATALOG_TOKEN stays unset: the app uses its
 // managed identity (DefaultAzureCredential).
 var appSettings = {
   GEOCATALOG_ENDPOINT: geoCatalogEndpoint
