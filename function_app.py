@@ -49,7 +49,7 @@ def poll(msg: func.QueueMessage) -> None:
 @app.function_name("blob_created")
 @app.queue_trigger(arg_name="msg", queue_name="%DROP_EVENTS_QUEUE%", connection=STORAGE)
 def blob_created(msg: func.QueueMessage) -> None:
-    """Event Grid delivers the drop container's BlobCreated events here (README: Uploads)."""
+    """Event Grid delivers the drop container's BlobCreated events here (docs/uploads.md)."""
     handle_blob_event(msg.get_body(), dequeue_count=msg.dequeue_count or 1,
                       services=services_from_env(), now=datetime.now(UTC))
 
@@ -57,7 +57,7 @@ def blob_created(msg: func.QueueMessage) -> None:
 @app.function_name("sweep")
 @app.timer_trigger(arg_name="timer", schedule="%SWEEP_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def sweep(timer: func.TimerRequest) -> None:
-    """Settles jobs and batches that no message will settle any more (README: Reliability)."""
+    """Settles jobs and batches that no message will settle any more (docs/reliability.md)."""
     handle_sweep(services=services_from_env(), now=datetime.now(UTC))
 
 

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 READY = "ready"
 # Flex scales each queue-triggered function on instances of its own; the timer is a singleton anywhere.
 # Two groups stand in for that here: the poison handlers are idle in a healthy run, and planning
-# (blob_created) on a third instance measured no faster on two cores (README, Performance).
+# (blob_created) on a third instance measured no faster on two cores (docs/performance.md).
 FUNCTION_GROUPS = {
     "submit": ("submit", "blob_created", "submit_poison", "blob_created_poison"),
     "poll": ("poll", "poll_poison", "sweep"),

@@ -1,4 +1,4 @@
-// geocatalog-ingest in one command: `azd up` (README "Deploying"). Creates a resource group with the storage
+// geocatalog-ingest in one command: `azd up` (docs/deploying.md). Creates a resource group with the storage
 // account (queues, containers, status table, payload lifecycle rule), a Flex Consumption Python 3.11 Function
 // App with a system-assigned identity, Application Insights with Log Analytics, the identity's roles, the
 // Event Grid subscription that turns uploads into jobs, the Event Grid topic of job-finished events, and what
@@ -38,7 +38,7 @@ param geoCatalogRoleDefinitionId string = 'c9c97b9c-105d-4bb5-a2a7-7d15666c2484'
 ])
 param geoCatalogApiVersion string = '2026-04-15'
 
-@description('Most instances in each per-function scale group. Each instance has up to 12 messages in flight (host.json), and submit and poll both call the GeoCatalog, whose STAC API allows about 50 calls/s per subscription: 2 keeps the app near that limit (README "Deploying").')
+@description('Most instances in each per-function scale group. Each instance has up to 12 messages in flight (host.json), and submit and poll both call the GeoCatalog, whose STAC API allows about 50 calls/s per subscription: 2 keeps the app near that limit (docs/deploying.md).')
 @minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 2
@@ -102,7 +102,7 @@ param alertInboxOldestAgeSeconds int = 900
 @description('Also send storage read logs to the workspace (writes and deletes always go). Off by default: idle queue polling makes reads most of the volume.')
 param logStorageReads bool = false
 
-@description('More app settings, or changed defaults, from the README\'s configuration table, e.g. {"BATCH_MAX_ITEMS": "50", "SOURCE_URL_ALLOWLIST": "planetarycomputer.microsoft.com,example.org"}. The queue, container and table names are fixed by this template.')
+@description('More app settings, or changed defaults, from docs/configuration.md, e.g. {"BATCH_MAX_ITEMS": "50", "SOURCE_URL_ALLOWLIST": "planetarycomputer.microsoft.com,example.org"}. The queue, container and table names are fixed by this template.')
 param extraAppSettings object = {}
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
@@ -138,7 +138,7 @@ var queueNames = [
 ]
 
 // Every setting shared/settings.py requires, and every name the triggers or the infrastructure depend on.
-// The rest keep the code's defaults (README "Configuration"). GEOCATALOG_TOKEN stays unset: the app uses its
+// The rest keep the code's defaults (docs/configuration.md). GEOCATALOG_TOKEN stays unset: the app uses its
 // managed identity (DefaultAzureCredential).
 var appSettings = {
   GEOCATALOG_ENDPOINT: geoCatalogEndpoint

@@ -1,6 +1,6 @@
 """Offline validation and normalization of STAC items, before anything is sent.
 
-Policy (see README "Which items are accepted"):
+Policy (see docs/messages.md, "Which items are accepted"):
 - An item must be at most MAX_DEPTH levels deep and MAX_ITEM_BYTES serialized (checked first, so one
   pathological item is rejected and never breaks the serialization of its batch).
 - It must be a GeoJSON Feature with an id of 1-64 chars of `[A-Za-z0-9-_.]`, a `geometry` key,

@@ -15,7 +15,7 @@ GA_API_VERSION = "2026-04-15"
 STORAGE_CONNECTION = "AzureWebJobsStorage"
 POLL_SCHEDULES = ("predicted", "backoff")
 
-# name -> (default, description); the README's configuration table is this table.
+# name -> (default, description); docs/configuration.md's settings table is this table.
 DEFAULTS: dict[str, tuple[str | None, str]] = {
     "GEOCATALOG_ENDPOINT": (None, "GeoCatalog URL, e.g. https://name.label.region.geocatalog.spatio.azure.com"),
     "GEOCATALOG_API_VERSION": (GA_API_VERSION, "2026-04-15 (GA, /stac + /inma), 2025-04-30-preview, or 2024-01-31-preview (/api)"),

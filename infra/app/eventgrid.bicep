@@ -3,7 +3,7 @@
 // An event it cannot deliver within the retry policy is written, as the same identity, to a dead-letter
 // container instead of being dropped.
 // Only one system topic may exist per storage account: if one already does (e.g. Defender for Storage made it),
-// create the subscription on that topic instead (README "Deploying").
+// create the subscription on that topic instead (docs/uploads.md, "The trigger in Azure").
 
 @description('System topic name.')
 param topicName string

@@ -25,7 +25,7 @@ param deploymentContainerName string
 @description('Application Insights the host sends telemetry to, with Entra ID auth.')
 param applicationInsightsName string
 
-@description('Most instances per function scale group (README "Deploying": tied to the GeoCatalog call limit).')
+@description('Most instances per function scale group (docs/deploying.md: tied to the GeoCatalog call limit).')
 @minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int

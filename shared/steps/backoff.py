@@ -38,7 +38,7 @@ MIN_DELAY = 1.0  # queue visibility delays are whole seconds
 
 @dataclass(frozen=True)
 class PollSchedule:
-    """The poll settings (see the README's configuration table)."""
+    """The poll settings (see docs/configuration.md)."""
 
     initial: float = 5.0
     cap: float = 60.0

@@ -2,7 +2,7 @@
 
 Production trigger: Event Grid delivers the storage account's `Microsoft.Storage.BlobCreated` events
 for the drop container to the `DROP_EVENTS_QUEUE` storage queue, and a queue-triggered function
-reads them (see README "Uploads"). Not the polling blob trigger (unsupported on Flex Consumption,
+reads them (see docs/uploads.md). Not the polling blob trigger (unsupported on Flex Consumption,
 may miss or replay blobs) and not the Event Grid-sourced blob trigger either: in Python that binding
 hands the function the whole blob, where this planner must stream it.
 
