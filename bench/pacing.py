@@ -5,8 +5,8 @@ with its own clients and pacer) share one Azurite and one emulator that answers 
 `--service-limit` calls/s (a token bucket, like the service's per-subscription limit). One job of
 `--batches` one-item batches goes through twice: unpaced (`GEOCATALOG_MAX_CALLS_PER_SECOND=0`) and
 paced at 80 % of the service's limit (production: 40 against ~50) with GEOCATALOG_MAX_INSTANCES=3.
-Each process hosts both submit and poll, which Flex would run on separate instances; each of its
-two calling groups paces at its own share (limit / (2 x 3)), so the three together pace at the limit.
+Each process hosts submit, work and poll, which Flex would run on separate instances; each of its
+three calling groups paces at its own share (limit / (3 x 3)), so the three together pace at the limit.
 Printed: 429s served, calls accepted, calls/s achieved over the job, and the job's wall time.
 
 Part 2, the alternative: a token bucket in one table row, taken with a read and an ETag-conditional
@@ -149,7 +149,7 @@ def main() -> None:
               f"{args.service_limit:.0f} calls/s; a job of {args.batches} one-item batches.\n")
         print(f"{'':<44} {'429s':>6} {'calls ok':>9} {'calls/s':>8} {'wall':>7} {'items ok':>9}")
         for label, limit in (("unpaced (baseline)", 0.0),
-                             (f"paced: {app_limit:.0f}/s, {INSTANCES} instances x 2 groups", app_limit)):
+                             (f"paced: {app_limit:.0f}/s, {INSTANCES} instances x 3 groups", app_limit)):
             r = run_job(azurite, service_limit=args.service_limit, app_limit=limit, batches=args.batches)
             print(f"{label:<44} {r['throttled']:>6.0f} {r['accepted']:>9.0f} {r['per_second']:>8.1f} "
                   f"{r['wall']:>6.1f}s {r['succeeded']:>9.0f}")

@@ -31,6 +31,7 @@ READY = "ready"
 # (blob_created) on a third instance measured no faster on two cores (docs/performance.md).
 FUNCTION_GROUPS = {
     "submit": ("submit", "blob_created", "submit_poison", "blob_created_poison"),
+    "work": ("work", "work_poison"),
     "poll": ("poll", "poll_poison", "sweep"),
 }
 

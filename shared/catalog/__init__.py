@@ -3,7 +3,7 @@ imports from here."""
 
 from shared.catalog.auth import StaticToken
 from shared.catalog.client import COLLECTION_ID, GeoCatalogClient, Operation, OperationRef, check_collection_id, learnt_seconds
-from shared.catalog.pacing import POLL, calling_group
+from shared.catalog.pacing import POLL, WORK, calling_group
 from shared.catalog.transport import quiet_sdk_request_logs, sdk_transport_options
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "OperationRef",
     "POLL",
     "StaticToken",
+    "WORK",
     "calling_group",
     "check_collection_id",
     "learnt_seconds",

@@ -2,14 +2,15 @@
 
 The GeoCatalog allows about 50 calls/s per subscription; beyond that it answers 429, and every 429
 is a wasted call. `GEOCATALOG_MAX_CALLS_PER_SECOND` is the limit of the whole app. Each instance
-takes an equal share of it per calling group: `limit / (2 x GEOCATALOG_MAX_INSTANCES)`, where the
+takes an equal share of it per calling group: `limit / (3 x GEOCATALOG_MAX_INSTANCES)`, where the
 setting is the Flex plan's `maximumInstanceCount` (the infrastructure writes one from the other).
-The 2 is because Flex scales `submit` and `poll`, the two functions that call the GeoCatalog, in
-groups of their own, each up to that count (`blob_created` makes one call per upload and counts
-with submit). So each process keeps one pacer per group (`GroupPacer`), and a call takes its slot
-from the pacer of the function making it (`calling_group`). However many instances run, their sum
-stays under the limit; and a process that hosts both functions (the local host, Core Tools, a
-Premium plan instance) gets both shares, as two Flex instances would.
+The 3 is because Flex scales `submit` (planning jobs), `work` (POSTing batches, planning segments)
+and `poll`, the functions that call the GeoCatalog, in groups of their own, each up to that count
+(`blob_created` makes one call per upload and counts with submit). So each process keeps one pacer
+per group (`GroupPacer`), and a call takes its slot from the pacer of the function making it
+(`calling_group`). However many instances run, their sum stays under the limit; and a process that
+hosts several functions (the local host, Core Tools, a Premium plan instance) gets each one's share,
+as separate Flex instances would.
 
 Why a per-instance share rather than a token bucket in storage (`bench/pacing.py`: three local
 instances in separate processes, one Azurite, an emulator allowing 5 calls/s, 120 one-item batches):
@@ -50,8 +51,8 @@ from contextlib import contextmanager
 
 from shared.settings import Settings
 
-SUBMIT, POLL = "submit", "poll"  # the calling groups: Flex scales each function in its own group
-CALLING_GROUPS = (SUBMIT, POLL)
+SUBMIT, WORK, POLL = "submit", "work", "poll"  # the calling groups: Flex scales each function in its own group
+CALLING_GROUPS = (SUBMIT, WORK, POLL)
 DECREASE = 0.5  # multiplicative decrease on a 429
 RECOVERY = 0.1  # additive increase: this fraction of the share per second without a 429
 FLOOR = 0.05  # never below this fraction of the share

@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from shared.catalog import POLL, calling_group
+from shared.catalog import POLL, WORK, calling_group
 from shared.errors import InvalidInputError, RetryableError
 from shared.ids import is_job_id
 from shared.inputs.blob_events import blob_created_from_event
@@ -86,12 +86,13 @@ def handle_work_message(body: bytes, *, message_id: str, dequeue_count: int, ser
     except InvalidInputError as error:
         log.error("unreadable work message dropped: %s", error)  # only this app writes the work queue
         return
-    if isinstance(message, BatchMessage):
-        _submit(message, message_id, dequeue_count=dequeue_count, services=services, now=now)
-    elif isinstance(message, PlanMessage):
-        _plan_segment(message, dequeue_count=dequeue_count, services=services, now=now)
-    elif claim is not None:
-        _plan_again(decoded, decoded["job_id"], claim, dequeue_count=dequeue_count, services=services, now=now)
+    with calling_group(WORK):
+        if isinstance(message, BatchMessage):
+            _submit(message, message_id, dequeue_count=dequeue_count, services=services, now=now)
+        elif isinstance(message, PlanMessage):
+            _plan_segment(message, dequeue_count=dequeue_count, services=services, now=now)
+        elif claim is not None:
+            _plan_again(decoded, decoded["job_id"], claim, dequeue_count=dequeue_count, services=services, now=now)
 
 
 def plan_or_retry(decoded: Any, request: JobRequest, job_id: str, claim: JobClaim, *, dequeue_count: int,
