@@ -213,7 +213,7 @@ def test_the_geocatalog_client_treats_a_redirect_as_an_error(source: EmulatorSer
     for method in ("GET", "POST"):
         url = redirect(source, f"{source.url}/source/items/items.json")
         with pytest.raises(RejectedByServiceError, match="redirect") as caught:
-            client.search({}, url=url, method=method)
+            client.search_pages({}, url=url, method=method)
         assert caught.value.status == 302
     assert source.app.stats.source_authorization == before + 2  # the redirecting route itself, and nothing after it
     assert source.app.stats.by_route.get("GET /source/items/{name}", 0) == served  # the target was never asked
