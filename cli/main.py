@@ -1,7 +1,6 @@
 """The `geocatalog-ingest` command: one root group; each command a thin layer over `shared/`.
 
-Data goes to stdout (a rich table, or JSON with `--json`), messages to stderr. Exit codes: 0 fine,
-1 items failed or were rejected (`watch`, `submit --watch`), 2 an error of the command's own.
+Data goes to stdout (a rich table, or JSON with `--json`), messages to stderr. Exit codes: `cli.exit_codes`.
 """
 
 from __future__ import annotations
@@ -14,10 +13,10 @@ from typing import Any
 import click
 
 from cli.context import CliContext
+from cli.exit_codes import ExitCode
 from shared.errors import IngestError
 from shared.store import JobState
 
-OK, ITEMS_FAILED, ERROR = 0, 1, 2
 SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -33,13 +32,13 @@ class IngestGroup(click.Group):
             from cli.render import plain
 
             click.echo(plain(f"error: {error}", newlines=True), err=True)
-            sys.exit(ERROR)
+            sys.exit(ExitCode.OWN_ERROR)
 
 
 class CliError(click.ClickException):
     """An error of the command's own (no such job, ...): exit code 2."""
 
-    exit_code = ERROR
+    exit_code = ExitCode.OWN_ERROR
 
 
 pass_cli = click.make_pass_decorator(CliContext)
@@ -84,8 +83,7 @@ def up(obj: CliContext, endpoint: str, atomic_batches: bool) -> None:
 @click.option("--sign", type=click.Choice(["planetary-computer"]), default=None, help="sign asset hrefs when sending")
 @click.option("--watch", "then_watch", is_flag=True, help="then follow the jobs (exit code as `watch`)")
 @pass_cli
-def submit(obj: CliContext, paths: tuple[Path, ...], search_url: str, params: tuple[str, ...], max_items: int | None,
-           items_url: str, collection: str, job_id: str, mode: str, sign: str | None, then_watch: bool) -> None:
+def submit(obj: CliContext, **given: Any) -> None:
     """Send files, a STAC API search or a URL as jobs; prints one job id per input.
 
     PATH: .json, .geojson, .ndjson or .jsonl, each also .gz.
@@ -93,25 +91,20 @@ def submit(obj: CliContext, paths: tuple[Path, ...], search_url: str, params: tu
     from cli import submit as impl
     from cli.emulator import ensure_collection
 
-    inputs = len(paths) + bool(search_url) + bool(items_url)
-    if inputs == 0 or (paths and (search_url or items_url)) or (search_url and items_url):
-        raise click.UsageError("give PATH..., or --search URL, or --items-url URL")
-    if job_id and inputs > 1:
-        raise click.UsageError("--job-id names one job: give one input")
-    if params and not search_url:
-        raise click.UsageError("--param goes with --search")
-    options = impl.Options(collection=collection, mode=mode, sign=sign or "")
+    request = impl.SubmitRequest(**given)
+    if problem := request.usage_problem():
+        raise click.UsageError(problem)
+    job_id = request.job_id
     storage, settings = obj.storage, obj.settings
     if job_id and (existing := storage.status.get_job(impl.check_job_id(job_id))) is not None:
         raise CliError(f"job {job_id} exists ({existing.state}); a message with its id would be ignored: choose another --job-id")
-    prepared = impl.prepare_inputs(impl.Inputs(paths, search_url, impl.parse_params(params), max_items, items_url),
-                                   job_id=job_id, options=options, storage=storage)
+    prepared = impl.prepare_inputs(request.inputs(), job_id=job_id, options=request.options, storage=storage)
     for job in prepared:
         if obj.emulator_url and job.collection and ensure_collection(obj.emulator_url, settings.geocatalog_token, job.collection):
             click.echo(f"created collection {job.collection} in the local emulator", err=True)
         impl.send(storage, settings, job)
         click.echo(job.job_id)
-    if then_watch:
+    if request.then_watch:
         from cli.watch import watch as follow
 
         sys.exit(follow(storage.status, [job.job_id for job in prepared]))
@@ -136,9 +129,10 @@ def watch(obj: CliContext, job_ids: tuple[str, ...], timeout: float | None) -> N
 def retry(obj: CliContext, job_id: str, codes: tuple[str, ...], include_rejected: bool) -> None:
     """Start JOB-retry-N with exactly JOB's failed items; while it runs, print its id and create nothing."""
     from cli.render import say
-    from cli.retry import retry as run_retry
+    from shared.retry import RetryRequest, plan_retry
 
-    result = run_retry(obj.storage, obj.settings, job_id, codes=codes, include_rejected=include_rejected)
+    request = RetryRequest(job_id, codes=frozenset(codes), include_rejected=include_rejected)
+    result = plan_retry(request, storage=obj.storage, settings=obj.settings)
     for reason in result.skipped:
         say(f"skipped {reason}")
     if not result.job_id:

@@ -8,8 +8,6 @@ referenced with `items_ref.blob`. gzip files are decompressed first. One job per
 from __future__ import annotations
 
 import gzip
-import re
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,22 +15,15 @@ from typing import Any
 import orjson
 
 from shared.errors import InvalidInputError
-from shared.inputs.documents import file_kind, json_items, ndjson_items
-from shared.messages import JOB_ID, VERSION
+from shared.ids import check_job_id, new_job_id
+from shared.inputs.documents import SUPPORTED_FILES, file_kind, file_stem, json_items, ndjson_items, without_gzip_suffix
+from shared.messages import JobOptions as Options
+from shared.messages import job_envelope
 from shared.services import Storage
 from shared.settings import Settings
 from shared.store import fits_in_message
 
 INBOX = "inbox"
-
-
-@dataclass(frozen=True)
-class Options:
-    """What every job of one `submit` shares."""
-
-    collection: str = ""
-    mode: str = "create"
-    sign: str = ""
 
 
 @dataclass(frozen=True)
@@ -44,6 +35,41 @@ class Inputs:
     params: dict[str, Any] = field(default_factory=dict)
     max_items: int | None = None
     items_url: str = ""
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    """The `submit` command's arguments and options, as Click passes them."""
+
+    paths: tuple[Path, ...] = ()
+    search_url: str = ""
+    params: tuple[str, ...] = ()  # `k=v` pairs of a search (`parse_params`)
+    max_items: int | None = None
+    items_url: str = ""
+    collection: str = ""
+    job_id: str = ""
+    mode: str = "create"
+    sign: str | None = None
+    then_watch: bool = False
+
+    def usage_problem(self) -> str | None:
+        """What is wrong with the combination of inputs and options given, or None."""
+        count = len(self.paths) + bool(self.search_url) + bool(self.items_url)
+        if count == 0 or (self.paths and (self.search_url or self.items_url)) or (self.search_url and self.items_url):
+            return "give PATH..., or --search URL, or --items-url URL"
+        if self.job_id and count > 1:
+            return "--job-id names one job: give one input"
+        if self.params and not self.search_url:
+            return "--param goes with --search"
+        return None
+
+    @property
+    def options(self) -> Options:
+        return Options(collection=self.collection, mode=self.mode, sign=self.sign or "")
+
+    def inputs(self) -> Inputs:
+        """Raises InvalidInputError when a `--param` does not parse."""
+        return Inputs(self.paths, self.search_url, parse_params(self.params), self.max_items, self.items_url)
 
 
 @dataclass(frozen=True)
@@ -61,40 +87,12 @@ def prepare_inputs(inputs: Inputs, *, job_id: str, options: Options, storage: St
     def name(stem: str) -> str:
         return check_job_id(job_id or new_job_id(stem))
 
-    prepared = [prepare_file(path, job_id=name(file_stem(path)), options=options, storage=storage) for path in inputs.paths]
+    prepared = [prepare_file(path, job_id=name(file_stem(path.name)), options=options, storage=storage) for path in inputs.paths]
     if inputs.search_url:
         prepared.append(prepare_search(inputs.search_url, inputs.params, inputs.max_items, job_id=name("search"), options=options))
     if inputs.items_url:
         prepared.append(prepare_url(inputs.items_url, job_id=name("url"), options=options))
     return prepared
-
-
-def file_stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".gz", ".json", ".geojson", ".ndjson", ".jsonl"):
-        name = name.removesuffix(suffix)
-    return name
-
-
-def new_job_id(stem: str) -> str:
-    """`<stem>-<8 random hex>`: readable, unique, and within the job-id rule."""
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-")[:48] or "job"
-    return f"{slug}-{secrets.token_hex(4)}"
-
-
-def check_job_id(job_id: str) -> str:
-    if not JOB_ID.match(job_id):
-        raise InvalidInputError(f"job id {job_id!r} must be 1-64 characters of [A-Za-z0-9_-]")
-    return job_id
-
-
-def envelope(job_id: str, options: Options) -> dict[str, Any]:
-    body: dict[str, Any] = {"v": VERSION, "job_id": job_id, "mode": options.mode}
-    if options.collection:
-        body["collection"] = options.collection
-    if options.sign:
-        body["sign"] = options.sign
-    return body
 
 
 def prepare_file(path: Path, *, job_id: str, options: Options, storage: Storage) -> Prepared:
@@ -105,12 +103,12 @@ def prepare_file(path: Path, *, job_id: str, options: Options, storage: Storage)
     """
     kind = file_kind(path.name)
     if kind is None:
-        raise InvalidInputError(f"{path}: use .json, .geojson, .ndjson or .jsonl (optionally .gz)")
+        raise InvalidInputError(f"{path}: use {SUPPORTED_FILES}")
     data = path.read_bytes()
     if kind.gzipped:
         data = gzip.decompress(data)
-    name = path.name.removesuffix(".gz").removesuffix(".GZ")
-    body = envelope(job_id, options)
+    name = without_gzip_suffix(path.name)
+    body = job_envelope(job_id, options)
     if kind.ndjson:
         first = next((item for _, item in ndjson_items(data[: 1 << 20]) if isinstance(item, dict)), {})
         hint = options.collection or str(first.get("collection") or "")
@@ -123,25 +121,15 @@ def prepare_file(path: Path, *, job_id: str, options: Options, storage: Storage)
     return Prepared(job_id, {**body, "items_ref": {"blob": upload(storage, job_id, name, data)}}, hint)
 
 
-def prepare_items(items: list[dict[str, Any]], *, job_id: str, options: Options, storage: Storage, name: str) -> Prepared:
-    """The job for items already in hand (`retry`): inline when they fit, else uploaded as a FeatureCollection."""
-    body = envelope(job_id, options)
-    inline = {**body, "items": items}
-    if fits_in_message(orjson.dumps(inline).decode()):
-        return Prepared(job_id, inline, options.collection)
-    data = orjson.dumps({"type": "FeatureCollection", "features": items})
-    return Prepared(job_id, {**body, "items_ref": {"blob": upload(storage, job_id, name, data)}}, options.collection)
-
-
 def prepare_search(url: str, params: dict[str, Any], max_items: int | None, *, job_id: str, options: Options) -> Prepared:
     search: dict[str, Any] = {"url": url, "params": params}
     if max_items is not None:
         search["max_items"] = max_items
-    return Prepared(job_id, {**envelope(job_id, options), "search": search}, options.collection)
+    return Prepared(job_id, {**job_envelope(job_id, options), "search": search}, options.collection)
 
 
 def prepare_url(url: str, *, job_id: str, options: Options) -> Prepared:
-    return Prepared(job_id, {**envelope(job_id, options), "items_ref": {"url": url}}, options.collection)
+    return Prepared(job_id, {**job_envelope(job_id, options), "items_ref": {"url": url}}, options.collection)
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:

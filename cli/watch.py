@@ -1,7 +1,7 @@
 """`watch`: follow jobs until every one is terminal, as a live progress bar per job (or plain lines).
 
-Exit codes: 0 when every item of every job succeeded, 1 when any item failed or was rejected (or a job
-ended without succeeding), 2 on an error of the command's own (e.g. a job that never appears).
+Exit codes (`cli.exit_codes`): OK when every item of every job succeeded, ITEMS_FAILED when any item failed
+or was rejected (or a job ended without succeeding), OWN_ERROR when a job never appears or `timeout` passes.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn
 from rich.text import Text
 
+from cli.exit_codes import ExitCode
 from cli.render import console, plain
 from shared.store import JobRow, JobState, StatusStore
-
-ALL_SUCCEEDED, SOME_FAILED, OWN_ERROR = 0, 1, 2
 
 
 @dataclass
@@ -45,10 +44,10 @@ class Rate:
         return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
 
 
-def exit_code(rows: dict[str, JobRow]) -> int:
+def exit_code(rows: dict[str, JobRow]) -> ExitCode:
     if all(r.state == JobState.SUCCEEDED and not r.items_failed and not r.items_rejected for r in rows.values()):
-        return ALL_SUCCEEDED
-    return SOME_FAILED
+        return ExitCode.OK
+    return ExitCode.ITEMS_FAILED
 
 
 def line(row: JobRow, rate: float) -> str:
@@ -63,7 +62,7 @@ def eta(row: JobRow, rate: float) -> str:
 
 
 def watch(status: StatusStore, job_ids: list[str], *, every: float = 0.5, appear_timeout: float = 120.0,
-          timeout: float | None = None, live: bool | None = None, clock: Callable[[], float] = time.monotonic) -> int:
+          timeout: float | None = None, live: bool | None = None, clock: Callable[[], float] = time.monotonic) -> ExitCode:
     """Follow `job_ids` until all are terminal; returns the exit code (see module docstring)."""
     live = sys.stdout.isatty() if live is None else live
     started = clock()
@@ -81,7 +80,7 @@ def watch(status: StatusStore, job_ids: list[str], *, every: float = 0.5, appear
             missing = [j for j in job_ids if j not in rows]
             if missing and now - started > appear_timeout:
                 click.echo(f"no such job after {appear_timeout:.0f}s: {', '.join(missing)}", err=True)
-                return OWN_ERROR
+                return ExitCode.OWN_ERROR
             for job_id, row in rows.items():
                 rate = rates[job_id].per_second(row.items_done, now)
                 if display is not None:
@@ -95,7 +94,7 @@ def watch(status: StatusStore, job_ids: list[str], *, every: float = 0.5, appear
                 return exit_code(rows)
             if timeout is not None and now - started > timeout:
                 click.echo(f"jobs not finished after {timeout:.0f}s", err=True)
-                return OWN_ERROR
+                return ExitCode.OWN_ERROR
             time.sleep(every)
     finally:
         if display is not None:

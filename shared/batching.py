@@ -56,6 +56,10 @@ def feature_collection(items: list[dict[str, Any]]) -> bytes:
     return orjson.dumps({"type": "FeatureCollection", "features": items})
 
 
+REJECTED_ROW_PREFIX = "rejected-"  # rows of input items that were rejected, never sent: rejected-000001
+SUPERSEDED_ROW_PREFIX = "superseded-"  # such a row once a later copy of its ids was sent instead (mode upsert)
+
+
 def batch_id(index: int) -> str:
     """Deterministic batch ids (job id + index make the row key): batch-000001, batch-000002, ..."""
     return f"batch-{index:06d}"

@@ -9,7 +9,9 @@ through, which the service and Azure Tables then refuse.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import secrets
 from typing import Any
 
 from shared.errors import InvalidInputError
@@ -22,6 +24,8 @@ BATCH_ID = re.compile(r"\A[A-Za-z0-9._-]{1,128}\Z")  # our batch ids (batch-0000
 ITEM_ID_RULE = "1-64 characters of [A-Za-z0-9-_.]"
 COLLECTION_ID_RULE = "3-32 characters of [A-Za-z0-9-_.]"
 JOB_ID_RULE = "1-64 characters of [A-Za-z0-9_-]"
+MAX_JOB_ID_CHARS = 64
+_NOT_IN_JOB_ID = re.compile(r"[^A-Za-z0-9_-]+")
 
 MAX_BLOB_PATH_CHARS = 1024  # Azure's limit for a blob name
 _BAD_PATH_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
@@ -50,6 +54,27 @@ def item_id_problem(value: Any) -> str | None:
 
 def job_id_problem(value: Any) -> str | None:
     return _problem(value, JOB_ID, JOB_ID_RULE, r"A-Za-z0-9_\-", 1, 64)
+
+
+def check_job_id(job_id: Any) -> str:
+    """Raises InvalidInputError unless the id is 1-64 chars of [A-Za-z0-9_-] (a table key and a blob path segment)."""
+    problem = job_id_problem(job_id)
+    if problem:
+        raise InvalidInputError(f"job id {str(job_id)[:80]!r} {problem}")
+    return job_id
+
+
+def new_job_id(stem: str) -> str:
+    """`<stem>-<8 random hex>`: readable, unique, and within the job-id rule (`my items.v2` -> `my-items-v2-1a2b3c4d`)."""
+    slug = _NOT_IN_JOB_ID.sub("-", stem).strip("-")[:48] or "job"
+    return f"{slug}-{secrets.token_hex(4)}"
+
+
+def suffixed_job_id(job_id: str, suffix: str) -> str:
+    """`job_id + suffix`, with the job id shortened and a hash of it kept when the two would pass 64 characters."""
+    if len(job_id) + len(suffix) <= MAX_JOB_ID_CHARS:
+        return job_id + suffix
+    return f"{job_id[: MAX_JOB_ID_CHARS - len(suffix) - 9]}-{hashlib.sha256(job_id.encode()).hexdigest()[:8]}{suffix}"
 
 
 def check_collection_id(collection_id: Any) -> str:

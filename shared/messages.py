@@ -134,6 +134,25 @@ class JobRequest:
         return cls(**_delete_of(body["delete"]), **common)
 
 
+@dataclass(frozen=True)
+class JobOptions:
+    """What a job message says besides its items: target collection, mode and signing ("" = not set)."""
+
+    collection: str = ""
+    mode: str = "create"
+    sign: str = ""
+    sign_collection: str = ""
+
+
+def job_envelope(job_id: str, options: JobOptions) -> dict[str, Any]:
+    """A `v: 1` job message without its items (the sender adds `items`, `items_ref`, `search` or `delete`)."""
+    body: dict[str, Any] = {"v": VERSION, "job_id": job_id, "mode": options.mode}
+    for name in ("collection", "sign", "sign_collection"):
+        if value := getattr(options, name):
+            body[name] = value
+    return body
+
+
 def inbox_job(body: Any) -> JobRequest:
     """A message from the submit queue read as the one shape it may have there: a job.
 

@@ -27,6 +27,8 @@ from shared.limits import LimitExceeded, byte_cap
 
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 JSON_SUFFIXES = (".json", ".geojson")
+GZIP_SUFFIX = ".gz"
+SUPPORTED_FILES = ".json, .geojson, .ndjson or .jsonl (optionally .gz)"
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,20 @@ def file_kind(path: str) -> FileKind | None:
     if name.endswith(JSON_SUFFIXES):
         return FileKind(ndjson=False, gzipped=gzipped)
     return None
+
+
+def without_gzip_suffix(name: str) -> str:
+    """`items.ndjson.gz` -> `items.ndjson` (any case of `.gz`); other names as they are."""
+    return name[: -len(GZIP_SUFFIX)] if name.lower().endswith(GZIP_SUFFIX) else name
+
+
+def file_stem(name: str) -> str:
+    """`items.ndjson.gz` -> `items`: the name without the suffixes `file_kind` reads."""
+    name = without_gzip_suffix(name)
+    for suffix in NDJSON_SUFFIXES + JSON_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def parse_line(line: bytes, number: int) -> Any:

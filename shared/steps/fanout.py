@@ -19,10 +19,9 @@ from typing import Any
 import orjson
 
 from shared.batching import feature_collection
-from shared.inputs.upload_items import is_byte_range, range_items
 from shared.items import item_id_of
 from shared.messages import BatchMessage
-from shared.services import Services, Storage
+from shared.services import Services
 from shared.store import BatchRow, BatchState
 
 log = logging.getLogger(__name__)
@@ -85,23 +84,3 @@ def ids_field(services: Services, job_id: str, batch_id: str, ids: list[str]) ->
     if len(text) <= MAX_INLINE_IDS_CHARS:
         return text, ""
     return "", services.payloads.put(f"{job_id}/{batch_id}.ids.json", text.encode())
-
-
-def batch_items(services: Services | Storage, row: BatchRow) -> list[dict[str, Any]]:
-    """The items a batch row stands for, from its payload blob, or read and validated again from its byte
-    range of an upload (`shared.inputs.upload_items`); delete batches: `{"id": ...}` stubs.
-
-    Raises:
-        InvalidInputError: the blob is gone (`BlobChangedError`: the upload is no longer the batch's version).
-    """
-    if row.action == "delete":
-        return [{"id": item_id} for item_id in row_item_ids(services, row)]
-    if is_byte_range(row):
-        return range_items(row, services.payloads)
-    return orjson.loads(services.payloads.read(row.payload_blob))["features"]
-
-
-def row_item_ids(services: Services | Storage, row: BatchRow) -> list[str]:
-    """The item ids a batch row stands for (inline, or from its blob)."""
-    text = row.item_ids if row.item_ids else services.payloads.read(row.item_ids_blob).decode()
-    return orjson.loads(text)

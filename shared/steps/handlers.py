@@ -44,7 +44,7 @@ from shared.steps.poll import end_batch, poll_batch
 from shared.steps.submit import retry_delay, submit_batch
 from shared.steps.sweeper import SweepReport, sweep
 from shared.steps.uploads import plan_upload_segment, start_upload_job, upload_claim, upload_job_id
-from shared.store import BatchState, JobRow, fits_in_message
+from shared.store import BatchState, JobRow, SourceKind, SourceRef, fits_in_message
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,8 @@ def _reject_unreadable(own_id: str, message_id: str, reason: str, *, named: str,
     """A submit-queue message that is not a job: Rejected under its own id (never under a job id it names)."""
     if named:
         reason = f"{reason} (it named job_id {named}: a message that is not a job is recorded under its own id)"
-    services.status.create_job(JobRow(job_id=own_id, source="inline", claimed_by=message_id), now)
+    services.status.create_job(JobRow(job_id=own_id, source="inline", source_ref=SourceRef(SourceKind.INLINE).to_json(),
+                                      claimed_by=message_id), now)
     reject_job(own_id, reason, 0, claimed_by=message_id, services=services, now=now)
 
 

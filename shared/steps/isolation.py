@@ -24,9 +24,10 @@ from datetime import UTC, datetime
 from shared.batching import child_batch_id
 from shared.catalog import Operation
 from shared.errors import InvalidInputError
+from shared.inputs.batch_items import batch_items, row_item_ids
 from shared.items import item_id_of
 from shared.services import Services
-from shared.steps.fanout import PlannedBatch, batch_items, enqueue_batches, row_item_ids
+from shared.steps.fanout import PlannedBatch, enqueue_batches
 from shared.store import BatchRow, BatchState
 
 ALREADY_EXISTS = "ItemAlreadyExistsInCollection"

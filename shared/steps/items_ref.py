@@ -21,7 +21,7 @@ from shared.inputs.documents import file_kind
 from shared.messages import ItemsRef, JobRequest, PlanMessage
 from shared.redact import url_without_query
 from shared.services import Services
-from shared.store import JobRow
+from shared.store import JobRow, SourceKind, SourceRef
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -49,9 +49,12 @@ def plan_message_for(request: JobRequest, *, job_id: str, services: Services, no
     ndjson = kind.ndjson if kind is not None else ref.start is not None
     if gzipped and (ref.start is not None or ref.end is not None):
         raise InvalidInputError("items_ref start/end need a plain (not gzipped) NDJSON blob")
+    document = ("ndjson" if ndjson else "json") + (".gz" if gzipped else "")
+    read = SourceRef(SourceKind.URL if ref.url else SourceKind.BLOB, blob=blob, etag=etag, start=ref.start, end=ref.end,
+                     url=url_without_query(name) if ref.url else "", format=document)
+    services.status.update_job(job_id, lambda row: _with_source_ref(row, read), now)
     return PlanMessage(
-        job_id, blob, etag, request.collection or "", offset=ref.start or 0, end=ref.end,
-        format=("ndjson" if ndjson else "json") + (".gz" if gzipped else ""), mode=request.mode,
+        job_id, blob, etag, request.collection or "", offset=ref.start or 0, end=ref.end, format=document, mode=request.mode,
         sign=request.sign or "", sign_collection=request.sign_collection or "", batch_size=request.batch_size or 0,
         repair=",".join(sorted(request.repair)),
     )
@@ -110,6 +113,11 @@ def _staged_url(url: str, *, job_id: str, services: Services, now: datetime) -> 
 
 def _with_source(row: JobRow, url: str) -> JobRow:
     return replace(row, source=url_without_query(url))
+
+
+def _with_source_ref(row: JobRow, read: SourceRef) -> JobRow | None:
+    text = read.to_json()
+    return None if row.source_ref == text else replace(row, source_ref=text)
 
 
 def _shown(ref: ItemsRef) -> str:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from shared.batching import batch_id, feature_collection, split, split_serialized
+from shared.batching import REJECTED_ROW_PREFIX, SUPERSEDED_ROW_PREFIX, batch_id, feature_collection, split, split_serialized
 from shared.catalog import GeoCatalogClient
 from shared.errors import AuthenticationError, InvalidInputError, NotFoundError
 from shared.ids import check_collection_id, item_id_problem
@@ -27,14 +27,12 @@ from shared.steps.fanout import PlannedBatch, batch_message, enqueue_batches, id
 from shared.steps.items_ref import plan_message_for
 from shared.steps.job_claims import JobClaim, conflict_job_id, describe_refusal, holds, owns
 from shared.steps.rollup import settle_job
-from shared.store import BatchRow, BatchState, JobRow, JobState, record_batches
+from shared.store import BatchRow, BatchState, JobRow, JobState, SourceKind, SourceRef, record_batches
 
 log = logging.getLogger(__name__)
 
 MAX_REASONS_CHARS = 30_000
 AUTH_FAILED = "AuthenticationFailed"
-REJECTED_ROW_PREFIX = "rejected-"
-SUPERSEDED_ROW_PREFIX = "superseded-"
 
 
 def plan_job(request: JobRequest, *, job_id: str, claim: JobClaim, services: Services, now: datetime) -> JobRow:
@@ -45,8 +43,8 @@ def plan_job(request: JobRequest, *, job_id: str, claim: JobClaim, services: Ser
     """
     status = services.status
     job = status.get_job(job_id) or status.create_job(JobRow(
-        job_id=job_id, state=JobState.RUNNING, source=describe_source(request), collection=request.collection or "",
-        fingerprint=claim.fingerprint, claimed_by=claim.message_id), now)
+        job_id=job_id, state=JobState.RUNNING, source=describe_source(request), source_ref=source_ref_of(request).to_json(),
+        collection=request.collection or "", fingerprint=claim.fingerprint, claimed_by=claim.message_id), now)
     if not owns(job, claim):
         return refuse_message(job, claim, request, services=services, now=now)
     claimed_by = claim.message_id
@@ -115,6 +113,7 @@ def refuse_message(job: JobRow, claim: JobClaim, request: JobRequest, *, service
     if reason is None:
         return job
     conflict = services.status.create_job(JobRow(job_id=conflict_job_id(claim), source=describe_source(request),
+                                                 source_ref=source_ref_of(request).to_json(),
                                                  claimed_by=claim.message_id, fingerprint=claim.fingerprint), now)
     return reject_job(conflict.job_id, reason, 0, claimed_by=claim.message_id, services=services, now=now,
                       code="JobIdConflict")
@@ -354,3 +353,15 @@ def describe_source(request: JobRequest) -> str:
         return url_without_query(request.items_ref.url)
     ref = request.items_ref
     return ref.blob if ref.start is None else f"{ref.blob}[{ref.start}:{ref.end if ref.end is not None else ''}]"
+
+
+def source_ref_of(request: JobRequest) -> SourceRef:
+    """The row's reference to the job's items; a blob's is completed once it is checked (`shared.steps.items_ref`)."""
+    search = request.search or request.delete_search
+    if search is not None:
+        return SourceRef(SourceKind.SEARCH, url=url_without_query(search.url) if search.url else "")
+    if request.items_ref is None:
+        return SourceRef(SourceKind.INLINE)
+    if request.items_ref.url:
+        return SourceRef(SourceKind.URL, url=url_without_query(request.items_ref.url))
+    return SourceRef(SourceKind.BLOB, start=request.items_ref.start, end=request.items_ref.end)

@@ -21,12 +21,12 @@ import orjson
 
 from shared.catalog import Operation, OperationRef, learnt_seconds
 from shared.errors import AuthenticationError, NotFoundError, RetryableError
+from shared.inputs.batch_items import row_item_ids
 from shared.messages import PollMessage
 from shared.redact import urls_without_queries
 from shared.services import Services
 from shared.steps.backoff import PollSchedule, next_poll_delay
 from shared.steps.cold_start import SCOUT, superseded_fallback, wake_waiting
-from shared.steps.fanout import row_item_ids
 from shared.steps.isolation import Outcome, created_by_batch, resolve_failed_batch
 from shared.steps.rollup import settle_after_batch, settle_job
 from shared.store import BatchRow, BatchState, record_batch, record_timing, seconds_per_item

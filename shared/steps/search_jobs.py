@@ -42,7 +42,7 @@ from shared.services import Services
 from shared.steps.planning import fail_unsent, finish_empty_search, is_catalog_search, reject_job, resolve_sign_collection
 from shared.steps.rollup import settle_job
 from shared.steps.segments import LIMIT_EXCEEDED, StreamStopped, TooLarge, note_on_job, plan_item_stream
-from shared.store import JobRow, JobState
+from shared.store import JobRow, JobState, SourceKind, SourceRef
 
 log = logging.getLogger(__name__)
 
@@ -180,4 +180,5 @@ def _record_source(job_id: str, search: Search, bounded: BoundedSearch, request:
     """The row shows the hosts actually used, when redirects took the search elsewhere."""
     if bounded.source and search.url and bounded.source != url_without_query(search.url):
         source = f"{'delete ' if request.is_delete else ''}search {bounded.source}"
-        services.status.update_job(job_id, lambda row: replace(row, source=source), now)
+        source_ref = SourceRef(SourceKind.SEARCH, url=bounded.source).to_json()
+        services.status.update_job(job_id, lambda row: replace(row, source=source, source_ref=source_ref), now)

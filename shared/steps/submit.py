@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from shared.batching import feature_collection
 from shared.catalog import OperationRef
 from shared.errors import AuthenticationError, InvalidInputError, RejectedByServiceError, RetryableError
+from shared.inputs.batch_items import batch_items, row_item_ids
 from shared.inputs.upload_items import is_byte_range
 from shared.messages import BatchMessage, PollMessage
 from shared.redact import url_without_query
@@ -33,7 +34,7 @@ from shared.services import Services
 from shared.settings import Settings
 from shared.steps.backoff import PollSchedule, exponential, first_poll_delay
 from shared.steps.cold_start import first_poll, recheck_waiting
-from shared.steps.fanout import batch_items, batch_message, row_item_ids
+from shared.steps.fanout import batch_message
 from shared.steps.isolation import created_by_batch
 from shared.steps.poll import end_batch
 from shared.steps.rollup import settle_after_batch, settle_job

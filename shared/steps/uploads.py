@@ -39,7 +39,7 @@ from shared.services import Services
 from shared.steps.fanout import MAX_INLINE_IDS_CHARS, ids_field
 from shared.steps.planning import reject_job, rejection_key
 from shared.steps.segments import plan_segment
-from shared.store import BatchRow, BatchState, BlobChangedError, JobRow
+from shared.store import BatchRow, BatchState, BlobChangedError, JobRow, SourceKind, SourceRef
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,8 @@ def start_upload_job(blob: BlobCreated, *, services: Services, now: datetime) ->
     job_id, claim = upload_job_id(blob), upload_claim(blob)
     if blob.problem:
         return reject_event(blob, job_id, claim, services=services, now=now)
-    job = services.status.create_job(JobRow(job_id=job_id, source=f"{blob.ref}@{blob.etag}", claimed_by=claim), now)
+    job = services.status.create_job(JobRow(job_id=job_id, source=f"{blob.ref}@{blob.etag}", claimed_by=claim,
+                                            source_ref=SourceRef(SourceKind.UPLOAD, blob=blob.ref, etag=blob.etag).to_json()), now)
     if job.planned or job.state.is_terminal:
         return None  # a duplicate event
     if job.claimed_by != claim:
@@ -115,7 +116,8 @@ def is_this_account(blob: BlobCreated, services: Services) -> bool:
 def reject_event(blob: BlobCreated, job_id: str, claim: str, *, services: Services, now: datetime) -> None:
     """An event of this account and container that may not be acted on: a Rejected job that names the
     path and why, and no request for that blob."""
-    services.status.create_job(JobRow(job_id=job_id, source=blob.shown, claimed_by=claim), now)
+    services.status.create_job(JobRow(job_id=job_id, source=blob.shown, source_ref=SourceRef(SourceKind.UPLOAD).to_json(),
+                                      claimed_by=claim), now)
     reject_job(job_id, f"BlobCreated event for {blob.shown} refused: {blob.problem}", 0, claimed_by=claim, services=services, now=now)
 
 

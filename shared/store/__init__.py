@@ -4,6 +4,7 @@ queues, the item index and the collections' timing. Code outside the package imp
 from shared.store.item_index import WHOLE_JOB, ItemIndex, ItemOutcome, ItemState, batch_outcomes, job_problems, record_batch, record_batches
 from shared.store.payloads import BlobChangedError, PayloadStore
 from shared.store.queues import MAX_MESSAGE_BYTES, QueueSender, fits_in_message
+from shared.store.source_ref import SourceKind, SourceRef
 from shared.store.status import JOB_ROW, BatchRow, BatchState, JobRow, JobState, StatusStore, state_group
 from shared.store.table_batch import TableClient
 from shared.store.timing import OperationTimings, record_timing, seconds_per_item
@@ -22,6 +23,8 @@ __all__ = [
     "OperationTimings",
     "PayloadStore",
     "QueueSender",
+    "SourceKind",
+    "SourceRef",
     "StatusStore",
     "TableClient",
     "WHOLE_JOB",

@@ -34,6 +34,7 @@ from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.errors import RetryableError
 from shared.redact import redacted
+from shared.store.source_ref import SourceRef
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ ETAG_RETRIES = 12
 # Free text a row may hold, and how much of it is kept: every write redacts it (shared.redact) and cuts
 # it to this length, under the table's 32K-character property limit, whoever composed it.
 TEXT_LIMITS = {"source": 2_000, "error_code": 200, "error_message": 8_000, "logs": 30_000}
-REDACTED_JSON = ("rejected_items", "failed_items")  # reasons and codes: redacted, never cut (that would break the JSON)
+REDACTED_JSON = ("rejected_items", "failed_items", "source_ref")  # JSON: redacted, never cut (that would break the JSON)
 TRUNCATED = " ...[truncated]"
 ITEM_COUNTERS = ("items_succeeded", "items_failed", "items_rejected", "items_superseded", "items_repaired")
 PLANNED_ITEMS = "items_planned"  # items of top-level batches (not isolation children): the job's item count so far
@@ -107,7 +108,8 @@ class JobRow:
     job_id: str
     state: JobState = JobState.ACCEPTED
     collection: str = ""
-    source: str = ""  # where the items came from, without any query string
+    source: str = ""  # where the items came from, without any query string (for people)
+    source_ref: str = ""  # the same as JSON, for programs (read it with `source_reference`); "" on older rows
     planned: bool = False
     item_count: int = 0
     batch_count: int = 0
@@ -129,6 +131,10 @@ class JobRow:
     @property
     def items_done(self) -> int:
         return self.items_succeeded + self.items_failed + self.items_rejected + self.items_superseded
+
+    @property
+    def source_reference(self) -> SourceRef | None:
+        return SourceRef.from_json(self.source_ref)
 
 
 @dataclass
