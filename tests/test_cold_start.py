@@ -9,7 +9,7 @@ import orjson
 
 from devhost.jobs import send_items, wait_for_jobs
 from emulator import EmulatorOptions, Faults, Timings
-from shared.catalog.client import Operation
+from shared.catalog.client import Operation, learnt_seconds
 from shared.messages import PollMessage
 from shared.steps.cold_start import SCOUT, WAITING, first_poll, recheck_waiting, superseded_fallback, wake_waiting
 from shared.store.status import BatchRow, BatchState, JobState
@@ -34,7 +34,7 @@ def test_one_scout_per_collection_the_rest_wait_until_the_timing_is_known(make_s
     services.status.create_batches([replace(second, state=BatchState.SUBMITTED, poll_role=WAITING)], NOW)
     waiting = services.status.get_batch("j", second.batch_id)
     assert recheck_waiting(waiting, 600.0, WAITING, services=services, now=NOW) == (600.0, WAITING)  # nothing known yet
-    services.timings.record("tiles", finished_operation(4), 10)  # the scout's operation: 0.4 s per item
+    services.timings.record("tiles", learnt_seconds(finished_operation(4)), 10)  # the scout's operation: 0.4 s per item
     assert recheck_waiting(waiting, 600.0, WAITING, services=services, now=NOW) == (4.0, "")  # read fresh: poll at its end
     assert services.status.get_batch("j", second.batch_id).poll_role == ""  # no longer waiting: a wake skips it
     assert recheck_waiting(waiting, 600.0, WAITING, services=services, now=NOW) is None  # woken already: send nothing
@@ -70,7 +70,7 @@ def test_woken_polls_are_sent_when_their_whole_second_delays_end_at_the_predicte
         BatchRow("j", batch_id, collection="tiles", item_count=10, state=BatchState.SUBMITTED, poll_role=WAITING,
                  operation_url="https://x/op", submitted=NOW - timedelta(seconds=12 - seconds))
         for batch_id, seconds in until_end.items()], NOW)
-    services.timings.record("tiles", finished_operation(12), 10)  # 1.2 s per item: 12 s per batch
+    services.timings.record("tiles", learnt_seconds(finished_operation(12)), 10)  # 1.2 s per item: 12 s per batch
     clock = FakeClock()
     sent = recorded_polls(services, clock)
     assert wake_waiting(scout, services=services, now=NOW, clock=clock, sleep=clock.sleep) == 4

@@ -18,7 +18,6 @@ The parent row ends `Split` with its own settled counts; children carry the rest
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shared.batching import child_batch_id
@@ -27,20 +26,9 @@ from shared.errors import InvalidInputError
 from shared.items import item_id_of
 from shared.services import Services
 from shared.steps.fanout import PlannedBatch, batch_items, enqueue_batches, row_item_ids
-from shared.store import BatchRow, BatchState
+from shared.store import BatchRow, BatchState, Outcome
 
 ALREADY_EXISTS = "ItemAlreadyExistsInCollection"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a batch ended: its state, items that succeeded (count), items that failed (id -> code)."""
-
-    state: BatchState
-    succeeded: int
-    failed: dict[str, str]
-    code: str
-    message: str
 
 
 def resolve_failed_batch(row: BatchRow, operation: Operation, *, services: Services, now: datetime) -> Outcome:

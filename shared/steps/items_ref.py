@@ -10,7 +10,6 @@ into a blob of the payload container first, so both are then read the same way a
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
 from datetime import datetime
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -21,7 +20,7 @@ from shared.inputs.documents import file_kind
 from shared.messages import ItemsRef, JobRequest, PlanMessage
 from shared.redact import url_without_query
 from shared.services import Services
-from shared.store import JobRow
+from shared.store import record_source
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -103,13 +102,9 @@ def _staged_url(url: str, *, job_id: str, services: Services, now: datetime) -> 
         first = next(chunks, b"")
         blob, etag = services.payloads.put_stream(name, itertools.chain([first], chunks))
     if url_without_query(answered) != url_without_query(url):  # the row shows the host actually used
-        services.status.update_job(job_id, lambda row: _with_source(row, answered), now)
+        record_source(services.status, job_id, url_without_query(answered), now)
     _, size = services.payloads.properties(blob)
     return blob, etag, size, answered
-
-
-def _with_source(row: JobRow, url: str) -> JobRow:
-    return replace(row, source=url_without_query(url))
 
 
 def _shown(ref: ItemsRef) -> str:
