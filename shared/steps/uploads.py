@@ -37,7 +37,7 @@ from shared.redact import redacted
 from shared.services import Services
 from shared.steps.planning import reject_job, rejection_key
 from shared.steps.segments import plan_segment
-from shared.store import BatchRow, BlobChangedError, ItemsChecked, JobRow, UploadChanged, UploadCheck, spill, spill_json
+from shared.store import BatchRow, BlobChangedError, ItemsChecked, JobRow, UploadChanged, UploadCheck, spill_json, spill_text
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def check_upload_batch(row: BatchRow, *, services: Services) -> CheckedUpload:
     check = ItemsChecked(
         valid=len(valid), rejected=len(rejected), superseded=len(superseded), repaired=len(checked_items.repaired_ids),
         item_ids=spill_json(services.payloads, row.job_id, row.batch_id, "item_ids", [item_id_of(i) for i in valid]),
-        rejected_items=spill(services.payloads, row.job_id, row.batch_id, "rejected_items",
+        rejected_items=spill_text(services.payloads, row.job_id, row.batch_id, "rejected_items",
                              redacted(orjson.dumps(reasons).decode())),
         payload_blob=payload)
     return CheckedUpload(check, body, valid)

@@ -5,7 +5,7 @@ queues, the item index and the collections' timing. Code outside the package imp
 from shared.store.item_index import WHOLE_JOB, ItemIndex, ItemOutcome, ItemState, batch_outcomes, job_problems, record_batch, record_batches
 from shared.store.payloads import BlobChangedError, PayloadStore
 from shared.store.queues import MAX_MESSAGE_BYTES, QueueSender, fits_in_message
-from shared.store.spill import MAX_INLINE_CHARS, Spilled, brief, read_spilled, read_spilled_json, spill, spill_json
+from shared.store.spill import MAX_INLINE_CHARS, Spilled, brief, read_spilled, read_spilled_json, spill_json, spill_text
 from shared.store.status import JOB_ROW, BatchRow, BatchState, JobRow, JobState, StatusStore, state_group
 from shared.store.table_batch import TableClient
 from shared.store.timing import OperationTimings, record_timing, seconds_per_item
@@ -84,7 +84,7 @@ __all__ = [
     "requeue_stale",
     "SCOUT",
     "seconds_per_item",
-    "spill",
+    "spill_text",
     "spill_json",
     "Spilled",
     "state_group",

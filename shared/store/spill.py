@@ -45,7 +45,7 @@ class Spilled:
         return {self.field: self.text, f"{self.field}_blob": self.blob}
 
 
-def spill(payloads: PayloadStore, job_id: str, batch_id: str, field: str, text: str, *,
+def spill_text(payloads: PayloadStore, job_id: str, batch_id: str, field: str, text: str, *,
           limit: int = MAX_INLINE_CHARS, keep_head: bool = False) -> Spilled:
     """`text` for the row's `field`: inline when it is at most `limit` characters, else written to its blob
     (the row keeps its first `limit` characters when `keep_head`, else nothing)."""
@@ -57,7 +57,7 @@ def spill(payloads: PayloadStore, job_id: str, batch_id: str, field: str, text: 
 
 def spill_json(payloads: PayloadStore, job_id: str, batch_id: str, field: str, value: Any) -> Spilled:
     """`spill` of `value` as JSON."""
-    return spill(payloads, job_id, batch_id, field, orjson.dumps(value).decode())
+    return spill_text(payloads, job_id, batch_id, field, orjson.dumps(value).decode())
 
 
 def read_spilled(row: Any, field: str, read: Callable[[str], bytes]) -> str:

@@ -48,7 +48,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from shared.store.payloads import PayloadStore
-from shared.store.spill import MAX_INLINE_CHARS, Spilled, brief, spill, spill_json
+from shared.store.spill import MAX_INLINE_CHARS, Spilled, brief, spill_json, spill_text
 from shared.store.status import BatchRow, BatchState, JobRow, JobState, StatusStore
 
 SCOUT, WAITING = "scout", "waiting"  # a batch's `poll_role` while its collection's timing is learnt (steps.cold_start)
@@ -331,7 +331,7 @@ def end_batch(status: StatusStore, row: BatchRow, outcome: Outcome, *, payloads:
     `logs_inline_chars` characters) before the row is written.
     """
     failed = spill_json(payloads, row.job_id, row.batch_id, "failed_items", outcome.failed)
-    logs = spill(payloads, row.job_id, row.batch_id, "logs", outcome.logs, limit=logs_inline_chars, keep_head=True)
+    logs = spill_text(payloads, row.job_id, row.batch_id, "logs", outcome.logs, limit=logs_inline_chars, keep_head=True)
 
     def end(current: BatchRow) -> BatchRow | None:
         if current.state.is_terminal:
