@@ -1,6 +1,6 @@
 """What the app keeps in its storage account: job and batch rows (every change to them is a verb of
-`transitions`), long text spilled to blobs (`spill`), payload blobs,
-queues, the item index and the collections' timing. Code outside the package imports from here."""
+`transitions`; long text spills to blobs: `spill`), payload blobs, queues, the item index and the
+collections' timing. Code outside the package imports from here."""
 
 from shared.store.item_index import WHOLE_JOB, ItemIndex, ItemOutcome, ItemState, batch_outcomes, job_problems, record_batch, record_batches
 from shared.store.payloads import BlobChangedError, PayloadStore

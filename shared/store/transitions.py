@@ -7,36 +7,47 @@ apply (the row is not in a state it moves from, or a claim does not hold): then 
 So a redelivery or a late copy of a message never regresses a row and never counts twice. Steps
 call these verbs and never `update_job` / `update_batch` themselves (a guard test checks it).
 
-Jobs (`JobState`; `planned` says every batch row exists):
+Jobs (`JobState`; `planned`: every batch row exists, so the roll-up may end the job):
 
-    created Accepted by a message's first delivery or an upload (`create_job`), or Running by the planner
-    Accepted|Running --mark_planned----> Running, planned      planning, segments, search_jobs (no guard)
-    Accepted|Running --note_progress---> Running               segments, while a file is planned
-    not terminal     --record_unsent---> planned, AuthenticationFailed (its Failed batches settle it)   planning
-    not terminal     --mark_rejected------> Rejected, planned     planning, segments, uploads, search_jobs, items_ref
-                                                                (only its claimer: `holds`)
-    not terminal     --give_up_claimed-> Failed (no batch), or planned with GaveUp   handlers (poison), planning
-    not planned      --give_up_stalled-> the same, once the row is older than the cut-off   sweeper
-    not terminal     --finish_empty----> Succeeded, 0 items     search_jobs (a search that matched nothing)
-    not terminal,    --end_job---------> Succeeded | PartiallySucceeded | Failed | Rejected   rollup.settle_job
-      no open batch
-    any              --note_on_job / record_source: a note (code, message) or the source shown; no state move
+    born Accepted (`create_job`: a message's first delivery, an upload, a conflict or poison job), or Running (planning)
+    from             verb                to                                   called by
+    any              mark_planned        Running, planned                     planning, segments, search_jobs
+    not planned,     note_progress       Running (item and batch counts)      segments, while a file is planned
+      not terminal
+    not terminal     record_unsent       planned, AuthenticationFailed        planning.fail_unsent (its batches are
+                                                                              born Failed; their roll-up ends it)
+    not terminal,    mark_rejected       Rejected, planned                    planning.reject_job (for planning,
+      its claimer's                                                           segments, uploads, search_jobs, handlers)
+    not terminal,    give_up_claimed     Failed, or planned with GaveUp       planning.give_up_job (handlers: poison,
+      its claimer's                      when it has batches                  last delivery)
+    not planned, not give_up_stalled     the same                             sweeper
+      terminal, unchanged since the cut-off
+    not terminal     finish_empty        Succeeded, 0 items                   planning.finish_empty_search
+    not terminal,    end_job             Succeeded | PartiallySucceeded |     rollup.settle_job
+      no open batch                      Failed | Rejected
+    any              note_on_job         (error code and message)             segments, search_jobs
+    any              record_source       (source)                             search_jobs, items_ref
 
 Batches (`BatchState`; Submitting, Submitted and Running share one counter, "Active"):
 
-    created Queued by fanout, segments (and isolation's children); born Rejected, Superseded or
-      Failed by planning (`rejected_rows`, `superseded_rows`, `fail_unsent`) and segments (`reject_input`)
-    Queued         --claim_batch------> Submitting     submit (also its claimer's redelivery, on Submitting);
-                                                       an unvalidated upload batch records its check in the same
-                                                       write (`ItemsChecked`), or ends Rejected (nothing valid,
-                                                       or `UploadChanged`)
-    Submitting     --mark_submitted---> Submitted      submit, once the POST answered
-    Submitting     --requeue----------> Queued         submit (a retryable error, or our credential refused)
-    Submitting     --requeue_stale----> Queued         sweeper (its submitter stopped long ago)
-    Submitted      --mark_running-----> Running        poll
-    Submitted      --mark_woken-------> Submitted, no longer waiting   cold_start (exactly one poll wakes it)
-    not terminal   --end_batch--------> Succeeded | Failed | Canceled | TimedOut | Rejected | Split
-                                                       poll, submit, sweeper, handlers (poison), via `Outcome`
+    born Queued (fanout: planning, isolation's children; segments), or Rejected, Superseded or Failed
+      (planning: `rejected_rows`, `superseded_rows`, `fail_unsent`; segments: `reject_input`)
+    from             verb                to                                   called by
+    Queued           claim_batch         Submitting (also Submitting -> Submitting for a redelivery of the
+                                         message that claimed it); an upload batch not yet validated records
+                                         `ItemsChecked` in the same write, or ends Rejected (no valid item,
+                                         or `UploadChanged`)                  submit
+    Submitting       mark_submitted      Submitted (its operation)            submit, once the POST answered
+    Submitting       requeue             Queued (why, in error_*)             submit: a retryable error, our
+                                                                              credential refused
+    Submitting,      requeue_stale       Queued, unclaimed                    sweeper
+      unchanged since the cut-off
+    Submitted        mark_running        Running                              poll
+    Submitted,       mark_woken          Submitted, no longer waiting         cold_start (exactly one of the
+      waiting                                                                 scout and the submitter wakes it)
+    not terminal     end_batch           `Outcome.state`: Succeeded | Failed  poll.finish_batch (for poll, submit,
+                                         | Canceled | TimedOut | Rejected     sweeper, handlers)
+                                         | Split
 
 Long text goes through `shared.store.spill`: `end_batch` spills the failed items and the logs.
 """
