@@ -182,7 +182,8 @@ def test_end_batch_ends_any_open_batch_once_with_its_counts_in_the_same_transact
         return submit(operations, **kwargs)
 
     store.table.submit_transaction = watched  # type: ignore[method-assign]
-    outcome = Outcome(BatchState.FAILED, 2, {"c": "InvalidGeometry"}, "OperationFailed", "one item failed", logs="log")
+    outcome = Outcome(BatchState.FAILED, succeeded=2, failed={"c": "InvalidGeometry"}, code="OperationFailed",
+                      message="one item failed", logs="log")
     ended = end_batch(store, claimed, outcome, payloads=payloads, now=NOW)
     assert ended is not None
     assert (ended.state, ended.items_succeeded, ended.items_failed, ended.finished, ended.logs) == (BatchState.FAILED, 2, 1, NOW, "log")
@@ -192,7 +193,7 @@ def test_end_batch_ends_any_open_batch_once_with_its_counts_in_the_same_transact
     assert (counts["n_Failed"], counts["items_succeeded"], counts["items_failed"]) == (1, 2, 1) and "n_Active" not in counts
     assert counts == store.recount("job-1")
 
-    assert end_batch(store, ended, Outcome(BatchState.SUCCEEDED, 3), payloads=payloads, now=NOW) is None  # ended once
+    assert end_batch(store, ended, Outcome(BatchState.SUCCEEDED, succeeded=3), payloads=payloads, now=NOW) is None  # ended once
     assert len(sent) == 1 and _stored(store).state == BatchState.FAILED and store.counters("job-1") == counts
 
 
@@ -219,7 +220,7 @@ def test_long_failed_items_and_logs_spill_to_blobs_that_every_reader_reads_back(
     store.create_batches([row], NOW)
     failed = {item_id: ("BadAsset" if n % 2 else "InvalidGeometry") for n, item_id in enumerate(ids)}
     logs = "line\n" * 10_000
-    ended = end_batch(store, _stored(store), Outcome(BatchState.FAILED, 0, failed, "OperationFailed", "all failed", logs=logs),
+    ended = end_batch(store, _stored(store), Outcome(BatchState.FAILED, failed=failed, code="OperationFailed", message="all failed", logs=logs),
                       payloads=payloads, now=NOW, logs_inline_chars=100)
     assert ended is not None and ended.failed_items == "" and ended.failed_items_blob.endswith(".failed.json")
     assert ended.logs == logs[:100] and read_spilled(ended, "logs", payloads.read) == logs
@@ -277,7 +278,7 @@ def test_a_job_ends_only_when_no_batch_is_open(store: StatusStore, payloads: Pay
     row = _batch(store)
     mark_planned(store, "job-1", collection="tiles", item_count=3, batch_count=1, now=NOW)
     assert end_job(store, "job-1", state=JobState.SUCCEEDED, code="", message="", now=NOW) is None
-    end_batch(store, row, Outcome(BatchState.SUCCEEDED, 3), payloads=payloads, now=NOW)
+    end_batch(store, row, Outcome(BatchState.SUCCEEDED, succeeded=3), payloads=payloads, now=NOW)
     ended = end_job(store, "job-1", state=JobState.SUCCEEDED, code="", message="", now=NOW)
     assert ended is not None and (ended.state, ended.items_succeeded) == (JobState.SUCCEEDED, 3)
 
@@ -286,7 +287,7 @@ def test_notes_sources_empty_searches_and_unsent_plans(store: StatusStore) -> No
     store.create_job(JobRow("job-1", claimed_by="m1"), NOW)
     noted = note_on_job(store, "job-1", code="SearchStopped", note="n" * 3000, now=NOW)
     assert noted is not None and (noted.error_code, len(noted.error_message)) == ("SearchStopped", 2000)
-    assert record_source(store, "job-1", "search https://example.org/stac", NOW).source == "search https://example.org/stac"
+    assert record_source(store, "job-1", source="search https://example.org/stac", now=NOW).source == "search https://example.org/stac"
     unsent = record_unsent(store, "job-1", collection="tiles", item_count=5, batch_count=1, code="AuthenticationFailed",
                            reason="refused", now=NOW)
     assert unsent is not None and (unsent.planned, unsent.state, unsent.error_code) == (True, JobState.ACCEPTED, "AuthenticationFailed")

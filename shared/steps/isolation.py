@@ -79,9 +79,10 @@ def resolve_failed_batch(row: BatchRow, operation: Operation, *, services: Servi
             enqueue_batches(row.job_id, row.collection, replacements, action="replace", **common)
         note = (f"{message}; {len(unresolved)} item(s) resubmitted, {len(existing)} replaced, as "
                 f"{', '.join(c.batch_id for c in children + replacements)}")
-        return Outcome(BatchState.SPLIT, len(landed), failed, operation.error_code, note)
+        return Outcome(BatchState.SPLIT, succeeded=len(landed), failed=failed, code=operation.error_code, message=note)
     state = BatchState.FAILED if failed else BatchState.SUCCEEDED
-    return Outcome(state, len(landed), failed, operation.error_code if failed else "", message if failed else "")
+    return Outcome(state, succeeded=len(landed), failed=failed, code=operation.error_code if failed else "",
+                   message=message if failed else "")
 
 
 def created_by_batch(row: BatchRow, ids: list[str], *, services: Services) -> set[str]:

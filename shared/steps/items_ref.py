@@ -102,7 +102,7 @@ def _staged_url(url: str, *, job_id: str, services: Services, now: datetime) -> 
         first = next(chunks, b"")
         blob, etag = services.payloads.put_stream(name, itertools.chain([first], chunks))
     if url_without_query(answered) != url_without_query(url):  # the row shows the host actually used
-        record_source(services.status, job_id, url_without_query(answered), now)
+        record_source(services.status, job_id, source=url_without_query(answered), now=now)
     _, size = services.payloads.properties(blob)
     return blob, etag, size, answered
 

@@ -129,8 +129,8 @@ def end_without_verdict(row: BatchRow, code: str, reason: str, *, services: Serv
     state = BatchState.TIMED_OUT if failed else BatchState.SUCCEEDED
     log.warning("batch %s/%s ended without a verdict (%s): %d of %d items found settled in the catalog",
                 row.job_id, row.batch_id, code, len(settled), len(ids))
-    return finish_batch(row, Outcome(state, len(ids) - len(failed), failed, code if failed else "", reason),
-                        services=services, now=now)
+    outcome = Outcome(state, succeeded=len(ids) - len(failed), failed=failed, code=code if failed else "", message=reason)
+    return finish_batch(row, outcome, services=services, now=now)
 
 
 def _settled_in_catalog(row: BatchRow, ids: list[str], *, services: Services) -> set[str]:
@@ -143,14 +143,15 @@ def _settled_in_catalog(row: BatchRow, ids: list[str], *, services: Services) ->
 def _outcome(row: BatchRow, operation: Operation, *, services: Services, now: datetime) -> Outcome:
     clean_success = operation.status == "Succeeded" and not operation.failed_items
     if clean_success:
-        return Outcome(BatchState.SUCCEEDED, row.item_count, {}, "", "")
+        return Outcome(BatchState.SUCCEEDED, succeeded=row.item_count)
     message = f"{operation.error_code}: {operation.error_message}".strip(": ")
     if operation.status == "Canceled":
         failed = dict.fromkeys(row_item_ids(services, row), "OperationCanceled")
-        return Outcome(BatchState.CANCELED, 0, failed, "OperationCanceled", f"operation {operation.id} was canceled")
+        return Outcome(BatchState.CANCELED, failed=failed, code="OperationCanceled",
+                       message=f"operation {operation.id} was canceled")
     if row.action != "create":  # one item, one PUT or DELETE: its failure is that item's, recorded, not retried
         code = operation.error_code or "OperationFailed"
-        return Outcome(BatchState.FAILED, 0, dict.fromkeys(row_item_ids(services, row), code), code, message)
+        return Outcome(BatchState.FAILED, failed=dict.fromkeys(row_item_ids(services, row), code), code=code, message=message)
     return resolve_failed_batch(row, operation, services=services, now=now)
 
 

@@ -173,4 +173,4 @@ def _record_source(job_id: str, search: Search, bounded: BoundedSearch, request:
     """The row shows the hosts actually used, when redirects took the search elsewhere."""
     if bounded.source and search.url and bounded.source != url_without_query(search.url):
         source = f"{'delete ' if request.is_delete else ''}search {bounded.source}"
-        record_source(services.status, job_id, source, now)
+        record_source(services.status, job_id, source=source, now=now)

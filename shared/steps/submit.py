@@ -169,8 +169,8 @@ def upload_gone(row: BatchRow, message: BatchMessage, reason: str, *, services: 
     except RetryableError as error:
         return retry_later(row, message, error, services=services, now=now)
     failed = {item_id: "UploadChanged" for item_id in ids if item_id not in landed}
-    outcome = Outcome(BatchState.FAILED if failed else BatchState.SUCCEEDED, len(landed), failed,
-                      "UploadChanged" if failed else "", reason if failed else "")
+    outcome = Outcome(BatchState.FAILED if failed else BatchState.SUCCEEDED, succeeded=len(landed), failed=failed,
+                      code="UploadChanged" if failed else "", message=reason if failed else "")
     return finish_batch(row, outcome, services=services, now=now)
 
 

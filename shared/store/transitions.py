@@ -54,7 +54,7 @@ Long text goes through `shared.store.spill`: `end_batch` spills the failed items
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -181,7 +181,7 @@ def note_on_job(status: StatusStore, job_id: str, *, code: str, note: str, now: 
     return status.update_job(job_id, lambda row: replace(row, error_code=code, error_message=brief(note)), now)
 
 
-def record_source(status: StatusStore, job_id: str, source: str, now: datetime) -> JobRow | None:
+def record_source(status: StatusStore, job_id: str, *, source: str, now: datetime) -> JobRow | None:
     """Where the items actually came from (a redirect took the request elsewhere)."""
     return status.update_job(job_id, lambda row: replace(row, source=source), now)
 
@@ -318,6 +318,7 @@ class Outcome:
     operation is gone), so every item of the row failed or was rejected."""
 
     state: BatchState
+    _: KW_ONLY
     succeeded: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     code: str = ""
