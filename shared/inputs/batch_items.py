@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import orjson
 
 from shared.inputs.upload_items import is_byte_range, range_items
-from shared.store import BatchRow, PayloadStore
+from shared.store import BatchRow, PayloadStore, read_spilled_json
 
 
 class HoldsPayloads(Protocol):
@@ -38,5 +38,4 @@ def batch_items(services: HoldsPayloads, row: BatchRow) -> list[dict[str, Any]]:
 
 def row_item_ids(services: HoldsPayloads, row: BatchRow) -> list[str]:
     """The item ids a batch row stands for (inline, or from its blob)."""
-    text = row.item_ids if row.item_ids else services.payloads.read(row.item_ids_blob).decode()
-    return orjson.loads(text)
+    return read_spilled_json(row, "item_ids", services.payloads.read, [])

@@ -21,17 +21,14 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from datetime import datetime, timedelta
 
 from shared.messages import PollMessage
 from shared.services import Services
 from shared.steps.backoff import MIN_DELAY, PollSchedule, first_poll_delay
-from shared.store import BatchRow, BatchState, seconds_per_item
+from shared.store import SCOUT, WAITING, BatchRow, BatchState, mark_woken, seconds_per_item
 
 log = logging.getLogger(__name__)
-
-SCOUT, WAITING = "scout", "waiting"
 
 
 def first_poll(row: BatchRow, *, services: Services) -> tuple[float, str]:
@@ -59,7 +56,7 @@ def recheck_waiting(row: BatchRow, delay: float, role: str, *, services: Service
     per_item = services.timings.seconds_per_item(row.collection, row.action, fresh=True)
     if per_item is None:
         return delay, role
-    if services.status.update_batch(row.job_id, row.batch_id, _woken, now, current=row) is None:
+    if mark_woken(services.status, row, now=now) is None:
         return None
     return first_poll_delay(row.item_count, per_item, PollSchedule.from_settings(services.settings)), ""
 
@@ -90,7 +87,7 @@ def wake_waiting(scout: BatchRow, *, services: Services, now: datetime,
         if (wait := offset - (clock() - started)) > 0:
             sleep(wait)
         sent_at = now + timedelta(seconds=clock() - started)
-        marked = services.status.update_batch(row.job_id, row.batch_id, _woken, sent_at, current=row)
+        marked = mark_woken(services.status, row, now=sent_at)
         if marked is None:
             continue
         deadline = (row.submitted or now) + timedelta(seconds=settings.poll_deadline_seconds)
@@ -134,9 +131,3 @@ def _woken_delay(until_predicted_end: float) -> float:
     if until_predicted_end <= 0:
         return 0.0
     return max(MIN_DELAY, math.ceil(until_predicted_end))
-
-
-def _woken(current: BatchRow) -> BatchRow | None:
-    if current.state != BatchState.SUBMITTED or current.poll_role != WAITING:
-        return None
-    return replace(current, poll_role="")

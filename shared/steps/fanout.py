@@ -16,18 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from shared.batching import feature_collection
 from shared.items import item_id_of
 from shared.messages import BatchMessage
 from shared.services import Services
-from shared.store import BatchRow, BatchState
+from shared.store import BatchRow, BatchState, spill_json
 
 log = logging.getLogger(__name__)
-
-MAX_INLINE_IDS_CHARS = 30_000  # a table string property holds 32K UTF-16 characters
-
 
 @dataclass(frozen=True)
 class PlannedBatch:
@@ -60,11 +55,11 @@ def enqueue_batches(
     for batch in batches:
         body = batch.body if batch.body is not None else feature_collection(batch.items)
         payload = "" if action == "delete" else services.payloads.put(payload_name(job_id, batch.batch_id), body)
-        ids, ids_blob = ids_field(services, job_id, batch.batch_id, [item_id_of(i) for i in batch.items])
+        ids = spill_json(services.payloads, job_id, batch.batch_id, "item_ids", [item_id_of(i) for i in batch.items])
         rows.append(
             BatchRow(
                 job_id=job_id, batch_id=batch.batch_id, state=BatchState.QUEUED, collection=collection,
-                item_count=len(batch.items), item_ids=ids, item_ids_blob=ids_blob, payload_blob=payload,
+                item_count=len(batch.items), **ids.columns(), payload_blob=payload,
                 parent=parent, depth=depth, mode=mode, action=action, sign=sign, sign_collection=sign_collection,
                 items_repaired=batch.repaired,
             )
@@ -78,9 +73,3 @@ def batch_message(job_id: str, batch_id: str, attempt: int = 0) -> str:
     return BatchMessage(job_id, batch_id, attempt=attempt).to_json()
 
 
-def ids_field(services: Services, job_id: str, batch_id: str, ids: list[str]) -> tuple[str, str]:
-    """(inline JSON, "") when the id list fits in a table property, else ("", blob reference)."""
-    text = orjson.dumps(ids).decode()
-    if len(text) <= MAX_INLINE_IDS_CHARS:
-        return text, ""
-    return "", services.payloads.put(f"{job_id}/{batch_id}.ids.json", text.encode())

@@ -40,11 +40,11 @@ from shared.messages import BATCH_ID, BatchMessage, JobRequest, PlanMessage, Pol
 from shared.services import Services
 from shared.steps.job_claims import CLAIM_KEY, JobClaim
 from shared.steps.planning import give_up_job, plan_job, reject_job
-from shared.steps.poll import end_batch, poll_batch
+from shared.steps.poll import finish_batch, poll_batch
 from shared.steps.submit import retry_delay, submit_batch
 from shared.steps.sweeper import SweepReport, sweep
 from shared.steps.uploads import plan_upload_segment, start_upload_job, upload_claim, upload_job_id
-from shared.store import BatchState, JobRow, SourceKind, SourceRef, fits_in_message
+from shared.store import BatchState, JobRow, Outcome, SourceKind, SourceRef, fits_in_message
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +215,9 @@ def give_up_batch(job_id: str, batch_id: str, reason: str, *, services: Services
         log.error("message for unknown batch %s/%s dropped: %s", job_id, batch_id, reason)
     elif not row.state.is_terminal:
         log.error("batch %s/%s failed for good: %s", row.job_id, row.batch_id, reason)
-        end_batch(row, BatchState.FAILED, services=services, now=now, code=row.error_code or "GaveUp",
-                  message=f"{row.error_message} | {reason}".strip(" |"), failed_items=row.item_count)
+        outcome = Outcome.every_item_failed(BatchState.FAILED, row.error_code or "GaveUp",
+                                            f"{row.error_message} | {reason}".strip(" |"))
+        finish_batch(row, outcome, services=services, now=now)
 
 
 def _submit(message: BatchMessage, message_id: str, *, dequeue_count: int, services: Services, now: datetime) -> None:

@@ -18,7 +18,6 @@ The parent row ends `Split` with its own settled counts; children carry the rest
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shared.batching import child_batch_id
@@ -28,20 +27,9 @@ from shared.inputs.batch_items import batch_items, row_item_ids
 from shared.items import item_id_of
 from shared.services import Services
 from shared.steps.fanout import PlannedBatch, enqueue_batches
-from shared.store import BatchRow, BatchState
+from shared.store import BatchRow, BatchState, Outcome
 
 ALREADY_EXISTS = "ItemAlreadyExistsInCollection"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a batch ended: its state, items that succeeded (count), items that failed (id -> code)."""
-
-    state: BatchState
-    succeeded: int
-    failed: dict[str, str]
-    code: str
-    message: str
 
 
 def resolve_failed_batch(row: BatchRow, operation: Operation, *, services: Services, now: datetime) -> Outcome:
@@ -92,9 +80,10 @@ def resolve_failed_batch(row: BatchRow, operation: Operation, *, services: Servi
             enqueue_batches(row.job_id, row.collection, replacements, action="replace", **common)
         note = (f"{message}; {len(unresolved)} item(s) resubmitted, {len(existing)} replaced, as "
                 f"{', '.join(c.batch_id for c in children + replacements)}")
-        return Outcome(BatchState.SPLIT, len(landed), failed, operation.error_code, note)
+        return Outcome(BatchState.SPLIT, succeeded=len(landed), failed=failed, code=operation.error_code, message=note)
     state = BatchState.FAILED if failed else BatchState.SUCCEEDED
-    return Outcome(state, len(landed), failed, operation.error_code if failed else "", message if failed else "")
+    return Outcome(state, succeeded=len(landed), failed=failed, code=operation.error_code if failed else "",
+                   message=message if failed else "")
 
 
 def created_by_batch(row: BatchRow, ids: list[str], *, services: Services) -> set[str]:

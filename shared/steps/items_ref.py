@@ -10,7 +10,6 @@ into a blob of the payload container first, so both are then read the same way a
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
 from datetime import datetime
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -21,7 +20,7 @@ from shared.inputs.documents import file_kind
 from shared.messages import ItemsRef, JobRequest, PlanMessage
 from shared.redact import url_without_query
 from shared.services import Services
-from shared.store import JobRow, SourceKind, SourceRef
+from shared.store import SourceKind, SourceRef, record_source
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -52,7 +51,7 @@ def plan_message_for(request: JobRequest, *, job_id: str, services: Services, no
     document = ("ndjson" if ndjson else "json") + (".gz" if gzipped else "")
     read = SourceRef(SourceKind.URL if ref.url else SourceKind.BLOB, blob=blob, etag=etag, start=ref.start, end=ref.end,
                      url=url_without_query(name) if ref.url else "", format=document)
-    services.status.update_job(job_id, lambda row: _with_source_ref(row, read), now)
+    record_source(services.status, job_id, source_ref=read, now=now)
     return PlanMessage(
         job_id, blob, etag, request.collection or "", offset=ref.start or 0, end=ref.end, format=document, mode=request.mode,
         sign=request.sign or "", sign_collection=request.sign_collection or "", batch_size=request.batch_size or 0,
@@ -106,18 +105,9 @@ def _staged_url(url: str, *, job_id: str, services: Services, now: datetime) -> 
         first = next(chunks, b"")
         blob, etag = services.payloads.put_stream(name, itertools.chain([first], chunks))
     if url_without_query(answered) != url_without_query(url):  # the row shows the host actually used
-        services.status.update_job(job_id, lambda row: _with_source(row, answered), now)
+        record_source(services.status, job_id, source=url_without_query(answered), now=now)
     _, size = services.payloads.properties(blob)
     return blob, etag, size, answered
-
-
-def _with_source(row: JobRow, url: str) -> JobRow:
-    return replace(row, source=url_without_query(url))
-
-
-def _with_source_ref(row: JobRow, read: SourceRef) -> JobRow | None:
-    text = read.to_json()
-    return None if row.source_ref == text else replace(row, source_ref=text)
 
 
 def _shown(ref: ItemsRef) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from shared.ids import is_job_id
-from shared.store import JobRow
+from shared.store import JobRow, holds
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,6 @@ def fingerprint(decoded: Any) -> str:
     except (TypeError, orjson.JSONEncodeError):  # e.g. nested too deep: the repr still tells contents apart
         text = repr(content).encode()
     return hashlib.sha256(text).hexdigest()[:32]
-
-
-def holds(job: JobRow, claimed_by: str) -> bool:
-    """Whether `claimed_by` is the job's claimer (a row without one is held by no message)."""
-    return bool(claimed_by) and job.claimed_by == claimed_by
 
 
 def owns(job: JobRow, claim: JobClaim) -> bool:

@@ -23,15 +23,31 @@ from shared.items import RejectedItem, item_id_of, validate_job
 from shared.messages import JobRequest
 from shared.redact import url_without_query
 from shared.services import Services
-from shared.steps.fanout import PlannedBatch, batch_message, enqueue_batches, ids_field, payload_name
+from shared.steps.fanout import PlannedBatch, batch_message, enqueue_batches, payload_name
 from shared.steps.items_ref import plan_message_for
-from shared.steps.job_claims import JobClaim, conflict_job_id, describe_refusal, holds, owns
+from shared.steps.job_claims import JobClaim, conflict_job_id, describe_refusal, owns
 from shared.steps.rollup import settle_job
-from shared.store import BatchRow, BatchState, JobRow, JobState, SourceKind, SourceRef, record_batches
+from shared.store import (
+    MAX_INLINE_CHARS,
+    BatchRow,
+    BatchState,
+    JobRow,
+    JobState,
+    SourceKind,
+    SourceRef,
+    brief,
+    finish_empty,
+    give_up_claimed,
+    mark_planned,
+    mark_rejected,
+    record_batches,
+    record_unsent,
+    spill_json,
+)
 
 log = logging.getLogger(__name__)
 
-MAX_REASONS_CHARS = 30_000
+MAX_REASONS_CHARS = MAX_INLINE_CHARS  # a rejected row's reasons stay inline: rows are cut to fit
 AUTH_FAILED = "AuthenticationFailed"
 
 
@@ -50,7 +66,7 @@ def plan_job(request: JobRequest, *, job_id: str, claim: JobClaim, services: Ser
     claimed_by = claim.message_id
     if job.planned and not job.state.is_terminal:
         resend_queued_batches(job, services=services, now=now)
-        return settle_job(job_id, status=status, now=now) or job
+        return settle_job(job_id, status=status, now=now, read=services.payloads.read) or job
     if job.state.is_terminal:
         return job
     if request.items_ref is not None:
@@ -99,12 +115,9 @@ def plan_job(request: JobRequest, *, job_id: str, claim: JobClaim, services: Ser
     enqueue_batches(job_id, collection, batches, services=services, now=now, mode=request.mode, action=action,
                     sign=request.sign or "", sign_collection=sign_collection)
 
-    def mark_planned(row: JobRow) -> JobRow:
-        return replace(row, planned=True, state=JobState.RUNNING, collection=collection, item_count=len(items), batch_count=len(batches))
-
-    status.update_job(job_id, mark_planned, now)
+    mark_planned(status, job_id, collection=collection, item_count=len(items), batch_count=len(batches), now=now)
     log.info("planned job %s: %d items, %d batches, %d rejected", job_id, len(items), len(batches), len(rejected))
-    return settle_job(job_id, status=status, now=now) or job
+    return settle_job(job_id, status=status, now=now, read=services.payloads.read) or job
 
 
 def refuse_message(job: JobRow, claim: JobClaim, request: JobRequest, *, services: Services, now: datetime) -> JobRow:
@@ -128,24 +141,18 @@ def fail_unsent(job_id: str, request: JobRequest, collection: str, items: list[A
     for number, group in enumerate(groups, start=1):
         ids = [item_id_of(item) for item in group]
         payload = services.payloads.put(payload_name(job_id, batch_id(number)), feature_collection(group))
-        ids_text, ids_blob = ids_field(services, job_id, batch_id(number), ids)
+        ids_field = spill_json(services.payloads, job_id, batch_id(number), "item_ids", ids)
         rows.append(BatchRow(job_id=job_id, batch_id=batch_id(number), state=BatchState.FAILED, collection=collection,
-                             item_count=len(group), item_ids=ids_text, item_ids_blob=ids_blob, payload_blob=payload,
-                             items_failed=len(group), error_code=AUTH_FAILED, error_message=reason[:2000],
+                             item_count=len(group), **ids_field.columns(), payload_blob=payload,
+                             items_failed=len(group), error_code=AUTH_FAILED, error_message=brief(reason),
                              mode=request.mode, sign=request.sign or ""))
     services.status.create_batches(rows, now)
     log.error("job %s: %s; %d item(s) recorded as failed", job_id, reason, len(items))
-
-    def mark_failed(row: JobRow) -> JobRow | None:
-        if row.state.is_terminal:
-            return None
-        return replace(row, planned=True, collection=collection, item_count=len(items), batch_count=len(rows),
-                       error_code=AUTH_FAILED, error_message=reason[:2000])
-
-    services.status.update_job(job_id, mark_failed, now)
+    record_unsent(services.status, job_id, collection=collection, item_count=len(items), batch_count=len(rows),
+                  code=AUTH_FAILED, reason=reason, now=now)
     if not rows:
         return reject_job(job_id, reason, 0, claimed_by=claimed_by, services=services, now=now, code=AUTH_FAILED)
-    return settle_job(job_id, status=services.status, now=now) or services.status.get_job(job_id)  # type: ignore[return-value]
+    return settle_job(job_id, status=services.status, now=now, read=services.payloads.read) or services.status.get_job(job_id)  # type: ignore[return-value]
 
 
 def _hand_to_segment_planner(request: JobRequest, job: JobRow, *, services: Services, now: datetime) -> JobRow:
@@ -240,14 +247,9 @@ def reject_job(job_id: str, reason: str, item_count: int, *, claimed_by: str, se
     Only its claimer may (`claimed_by`, checked against the row); anyone else leaves it as it is.
     """
     log.warning("job %s rejected: %s", job_id, reason)
-
-    def reject(row: JobRow) -> JobRow | None:
-        if row.state.is_terminal or not holds(row, claimed_by):
-            return None
-        return replace(row, state=JobState.REJECTED, planned=True, item_count=item_count, items_rejected=item_count,
-                       error_code=code, error_message=reason[:2000])
-
-    return services.status.update_job(job_id, reject, now) or services.status.get_job(job_id)  # type: ignore[return-value]
+    rejected = mark_rejected(services.status, job_id, claimed_by=claimed_by, item_count=item_count, code=code,
+                             reason=reason, now=now)
+    return rejected or services.status.get_job(job_id)  # type: ignore[return-value]
 
 
 def give_up_job(job_id: str, reason: str, *, claimed_by: str, services: Services, now: datetime,
@@ -258,37 +260,19 @@ def give_up_job(job_id: str, reason: str, *, claimed_by: str, services: Services
     """
     reason = reason[:1500]
     services.status.create_job(JobRow(job_id=job_id, claimed_by=claimed_by, fingerprint=fingerprint), now)
-
-    def fail(row: JobRow) -> JobRow | None:
-        if row.state.is_terminal or not holds(row, claimed_by):
-            return None
-        return given_up(row, reason)
-
     log.error("job %s could not be processed: %s", job_id, reason)
-    services.status.update_job(job_id, fail, now)
-    return settle_job(job_id, status=services.status, now=now)
-
-
-def given_up(row: JobRow, reason: str) -> JobRow:
-    """The job row once its planning has stopped for good: Failed, or, when batches exist (they carry the
-    items), planned with the reason, so that their roll-up ends it."""
-    if row.planned or row.batch_count:
-        return replace(row, planned=True, error_code="GaveUp", error_message=reason)
-    return replace(row, state=JobState.FAILED, planned=True, error_code="GaveUp", error_message=reason)
+    give_up_claimed(services.status, job_id, claimed_by=claimed_by, reason=reason, now=now)
+    return settle_job(job_id, status=services.status, now=now, read=services.payloads.read)
 
 
 def finish_empty_search(job_id: str, *, services: Services, now: datetime, stopped: str = "") -> JobRow:
     """A search that matched nothing: nothing to do is not an error, so the job succeeds with 0 items and
     says so (and, when a bound ended it early, which one: `stopped`)."""
     log.info("job %s: the search matched no items %s", job_id, stopped)
-
-    def finish(row: JobRow) -> JobRow | None:
-        if row.state.is_terminal:
-            return None
-        return replace(row, state=JobState.SUCCEEDED, planned=True, item_count=0, error_code="SearchStopped" if stopped else "",
-                       error_message=f"the search brought no item: {stopped}" if stopped else "the search matched no items")
-
-    return services.status.update_job(job_id, finish, now) or services.status.get_job(job_id)  # type: ignore[return-value]
+    finished = finish_empty(services.status, job_id, code="SearchStopped" if stopped else "",
+                            message=f"the search brought no item: {stopped}" if stopped else "the search matched no items",
+                            now=now)
+    return finished or services.status.get_job(job_id)  # type: ignore[return-value]
 
 
 def superseded_rows(job_id: str, collection: str, superseded: list[RejectedItem]) -> list[BatchRow]:

@@ -17,8 +17,6 @@ import logging
 from dataclasses import replace
 from datetime import datetime
 
-import orjson
-
 from shared.catalog import Operation, OperationRef, learnt_seconds
 from shared.errors import AuthenticationError, NotFoundError, RetryableError
 from shared.inputs.batch_items import row_item_ids
@@ -27,9 +25,18 @@ from shared.redact import urls_without_queries
 from shared.services import Services
 from shared.steps.backoff import PollSchedule, next_poll_delay
 from shared.steps.cold_start import SCOUT, superseded_fallback, wake_waiting
-from shared.steps.isolation import Outcome, created_by_batch, resolve_failed_batch
+from shared.steps.isolation import created_by_batch, resolve_failed_batch
 from shared.steps.rollup import settle_after_batch, settle_job
-from shared.store import BatchRow, BatchState, record_batch, record_timing, seconds_per_item
+from shared.store import (
+    BatchRow,
+    BatchState,
+    Outcome,
+    end_batch,
+    mark_running,
+    record_batch,
+    record_timing,
+    seconds_per_item,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +60,17 @@ def _poll_once(message: PollMessage, *, services: Services, now: datetime) -> Ba
     if superseded_fallback(message, row):
         return row
     if row.state.is_terminal:
-        record_batch(row, services=services)  # ... or before indexing it (upserts: harmless twice)
-        settle_job(row.job_id, status=status, now=now)  # the delivery that ended it may have died before this
+        # The delivery that ended it may have died before settling the job or indexing it (upserts: harmless twice).
+        record_batch(row, services=services)
+        settle_job(row.job_id, status=status, now=now, read=services.payloads.read)
         return row
     try:
         operation = services.catalog.get_operation(OperationRef(row.operation_id, message.operation_url))
     except (RetryableError, AuthenticationError) as error:
         return poll_failed(row, message, error, services=services, now=now)
     except NotFoundError as error:
-        return end_batch(row, BatchState.FAILED, services=services, now=now, code="OperationNotFound",
-                         message=error.message, failed_items=row.item_count)
+        return finish_batch(row, Outcome.every_item_failed(BatchState.FAILED, "OperationNotFound", error.message),
+                            services=services, now=now)
 
     if not operation.is_terminal:
         if past_deadline(message, now):
@@ -77,11 +85,7 @@ def _poll_once(message: PollMessage, *, services: Services, now: datetime) -> Ba
     except (RetryableError, AuthenticationError) as error:
         return poll_failed(row, message, error, services=services, now=now)
     logs = urls_without_queries(logs)  # service logs may echo signed asset hrefs
-    limit = services.settings.log_truncate_chars
-    logs_blob = services.payloads.put(f"{row.job_id}/{row.batch_id}.logs.txt", logs.encode()) if len(logs) > limit else ""
-    return end_batch(row, outcome.state, services=services, now=now, code=outcome.code, message=outcome.message,
-                     succeeded_items=outcome.succeeded, failed_items=len(outcome.failed),
-                     failed_map=outcome.failed, logs=logs[:limit], logs_blob=logs_blob)
+    return finish_batch(row, replace(outcome, logs=logs), services=services, now=now)
 
 
 def past_deadline(message: PollMessage, now: datetime) -> bool:
@@ -125,8 +129,8 @@ def end_without_verdict(row: BatchRow, code: str, reason: str, *, services: Serv
     state = BatchState.TIMED_OUT if failed else BatchState.SUCCEEDED
     log.warning("batch %s/%s ended without a verdict (%s): %d of %d items found settled in the catalog",
                 row.job_id, row.batch_id, code, len(settled), len(ids))
-    return end_batch(row, state, services=services, now=now, code=code if failed else "", message=reason,
-                     succeeded_items=len(ids) - len(failed), failed_items=len(failed), failed_map=failed)
+    outcome = Outcome(state, succeeded=len(ids) - len(failed), failed=failed, code=code if failed else "", message=reason)
+    return finish_batch(row, outcome, services=services, now=now)
 
 
 def _settled_in_catalog(row: BatchRow, ids: list[str], *, services: Services) -> set[str]:
@@ -139,14 +143,15 @@ def _settled_in_catalog(row: BatchRow, ids: list[str], *, services: Services) ->
 def _outcome(row: BatchRow, operation: Operation, *, services: Services, now: datetime) -> Outcome:
     clean_success = operation.status == "Succeeded" and not operation.failed_items
     if clean_success:
-        return Outcome(BatchState.SUCCEEDED, row.item_count, {}, "", "")
+        return Outcome(BatchState.SUCCEEDED, succeeded=row.item_count)
     message = f"{operation.error_code}: {operation.error_message}".strip(": ")
     if operation.status == "Canceled":
         failed = dict.fromkeys(row_item_ids(services, row), "OperationCanceled")
-        return Outcome(BatchState.CANCELED, 0, failed, "OperationCanceled", f"operation {operation.id} was canceled")
+        return Outcome(BatchState.CANCELED, failed=failed, code="OperationCanceled",
+                       message=f"operation {operation.id} was canceled")
     if row.action != "create":  # one item, one PUT or DELETE: its failure is that item's, recorded, not retried
         code = operation.error_code or "OperationFailed"
-        return Outcome(BatchState.FAILED, 0, dict.fromkeys(row_item_ids(services, row), code), code, message)
+        return Outcome(BatchState.FAILED, failed=dict.fromkeys(row_item_ids(services, row), code), code=code, message=message)
     return resolve_failed_batch(row, operation, services=services, now=now)
 
 
@@ -167,44 +172,18 @@ def poll_again(
                             elapsed_seconds=elapsed, items=row.item_count, retry_after=retry_after, now=now,
                             seconds_per_item=seconds_per_item(services.timings, row), scout=scout)
     if operation is not None and operation.status == "Running" and row.state == BatchState.SUBMITTED:
-        row = services.status.update_batch(
-            row.job_id, row.batch_id, lambda r: replace(r, state=BatchState.RUNNING) if r.state == BatchState.SUBMITTED else None, now,
-            current=row) or row
+        row = mark_running(services.status, row, now=now) or row
     # A waiting batch's fallback poll that goes on is this batch's poll from now on: it must not look like a fallback.
     again = replace(message, attempt=message.attempt + 1, role=SCOUT if scout else "")
     services.queues.send(settings.poll_queue, again.to_json(), delay_seconds=delay)
     return row
 
 
-def end_batch(
-    row: BatchRow,
-    state: BatchState,
-    *,
-    services: Services,
-    now: datetime,
-    code: str = "",
-    message: str = "",
-    succeeded_items: int = 0,
-    failed_items: int = 0,
-    failed_map: dict[str, str] | None = None,
-    logs: str = "",
-    logs_blob: str = "",
-) -> BatchRow | None:
-    """Write the batch's terminal row (unless another delivery already did) and roll the job up."""
-    failed_text = orjson.dumps(failed_map or {}).decode()
-    failed_blob = ""
-    if len(failed_text) > 30_000:
-        failed_blob = services.payloads.put(f"{row.job_id}/{row.batch_id}.failed.json", failed_text.encode())
-        failed_text = ""
-
-    def end(current: BatchRow) -> BatchRow | None:
-        if current.state.is_terminal:
-            return None
-        return replace(current, state=state, finished=now, error_code=code, error_message=message[:2000],
-                       items_succeeded=succeeded_items, items_failed=failed_items, failed_items=failed_text,
-                       failed_items_blob=failed_blob, logs=logs, logs_blob=logs_blob)
-
-    ended = services.status.update_batch(row.job_id, row.batch_id, end, now, current=row)
+def finish_batch(row: BatchRow, outcome: Outcome, *, services: Services, now: datetime) -> BatchRow | None:
+    """End the batch as `outcome` says (unless another delivery already did: then None), index its items and
+    roll the job up. The one way a step ends a batch (`shared.store.end_batch`)."""
+    ended = end_batch(services.status, row, outcome, payloads=services.payloads, now=now,
+                      logs_inline_chars=services.settings.log_truncate_chars)
     record_batch(ended, services=services)
-    settle_after_batch(ended, row.job_id, status=services.status, now=now)
+    settle_after_batch(ended, row.job_id, status=services.status, now=now, read=services.payloads.read)
     return ended

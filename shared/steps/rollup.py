@@ -1,6 +1,6 @@
 """Settling a job: once it is planned and none of its batches is still open, give it its final state.
 
-The counters themselves move with each batch change (`status.StatusStore.update_batch`), so settling
+The counters themselves move with each batch change (`shared.store.transitions`), so settling
 reads one job (its row plus its counter rows: O(1) in the number of batches) and, only at the very
 end, writes the final state under the job row's ETag. A batch's end skips even that read while its
 own counter row still counts active batches (`settle_after_batch`). Running it twice, concurrently,
@@ -12,18 +12,24 @@ checked against.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
 import orjson
 
-from shared.store import BatchRow, JobRow, JobState, StatusStore, state_group
+from shared.errors import InvalidInputError
+from shared.store import BatchRow, JobRow, JobState, StatusStore, end_job, read_spilled, state_group
 
+Read = Callable[[str], bytes]  # reads a payload blob (`container/path`)
 SUMMARY_CODES = 5  # most frequent error codes named in a finished job's error_message
 
 
-def settle_job(job_id: str, *, status: StatusStore, now: datetime) -> JobRow | None:
+def settle_job(job_id: str, *, status: StatusStore, now: datetime, read: Read | None = None) -> JobRow | None:
     """Finish the job when it is planned and every batch is terminal; otherwise leave it as it is.
+
+    `read` reads payload blobs: the failed items of a batch that spilled them (`shared.store.spill`) are
+    summed up by their own codes (without it, by their batch's code).
 
     Returns the finished row, or (when there is nothing to finish yet) the job's progress as read:
     its state and counters (`StatusStore.job_progress`, a narrow read, as this runs for every batch).
@@ -39,17 +45,12 @@ def settle_job(job_id: str, *, status: StatusStore, now: datetime) -> JobRow | N
     state = final_state(job.items_succeeded, job.items_failed, job.items_rejected)
     code, message = job.error_code, job.error_message
     if job.items_failed or job.items_rejected:
-        code, message = error_summary(status.batches(job_id, select=_SUMMARY_COLUMNS, where=_HAS_PROBLEMS), job)
-
-    def finish(current: JobRow) -> JobRow | None:
-        if current.state.is_terminal or current.batches_open:
-            return None
-        return replace(current, state=state, error_code=code, error_message=message[:2000])
-
-    return status.update_job(job_id, finish, now) or status.get_job(job_id)
+        code, message = error_summary(status.batches(job_id, select=_SUMMARY_COLUMNS, where=_HAS_PROBLEMS), job, read=read)
+    return end_job(status, job_id, state=state, code=code, message=message, now=now) or status.get_job(job_id)
 
 
-def settle_after_batch(ended: BatchRow | None, job_id: str, *, status: StatusStore, now: datetime) -> JobRow | None:
+def settle_after_batch(ended: BatchRow | None, job_id: str, *, status: StatusStore, now: datetime,
+                       read: Read | None = None) -> JobRow | None:
     """`settle_job` after a write that ended a batch (`ended`; None when another delivery ended it).
 
     Skipped while the batch's counter row, as this write left it, still counts an active batch: then
@@ -61,21 +62,22 @@ def settle_after_batch(ended: BatchRow | None, job_id: str, *, status: StatusSto
         active = status.active_batches_in_shard(ended.job_id, ended.batch_id)
         if active is not None and active > 0:
             return None
-    return settle_job(job_id, status=status, now=now)
+    return settle_job(job_id, status=status, now=now, read=read)
 
 
-_SUMMARY_COLUMNS = ["state", "error_code", "items_failed", "items_rejected", "failed_items", "rejected_items"]
+_SUMMARY_COLUMNS = ["state", "error_code", "items_failed", "items_rejected", "failed_items", "failed_items_blob",
+                    "rejected_items"]
 _HAS_PROBLEMS = "items_failed gt 0 or items_rejected gt 0"
 
 
-def error_summary(batches: list[BatchRow], job: JobRow) -> tuple[str, str]:
+def error_summary(batches: list[BatchRow], job: JobRow, *, read: Read | None = None) -> tuple[str, str]:
     """(most frequent error code, "CodeA x2, CodeB x1") over the job's failed and rejected items.
 
     Read once, when the job ends: the only place that looks at every troubled batch row.
     """
     codes: Counter[str] = Counter()
     for row in batches:
-        failed = _json_map(row.failed_items)
+        failed = _json_map(_failed_items_text(row, read))
         codes.update(failed.values())
         codes[row.error_code or "OperationFailed"] += max(row.items_failed - len(failed), 0)
         codes[row.error_code or "InvalidItem"] += row.items_rejected
@@ -88,6 +90,16 @@ def error_summary(batches: list[BatchRow], job: JobRow) -> tuple[str, str]:
     if job.error_message:  # what the planner (or the last delivery) said about the whole job
         text = f"{text}; {job.error_message}"
     return (top[0][0] if top else job.error_code), text
+
+
+def _failed_items_text(row: BatchRow, read: Read | None) -> str:
+    """The row's failed items (from their blob when they spilled); a blob gone counts them under the batch's code."""
+    if read is None:
+        return row.failed_items
+    try:
+        return read_spilled(row, "failed_items", read)
+    except InvalidInputError:
+        return ""
 
 
 def _json_map(text: str) -> dict[str, str]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -41,8 +40,8 @@ from shared.redact import url_without_query
 from shared.services import Services
 from shared.steps.planning import fail_unsent, finish_empty_search, is_catalog_search, reject_job, resolve_sign_collection
 from shared.steps.rollup import settle_job
-from shared.steps.segments import LIMIT_EXCEEDED, StreamStopped, TooLarge, note_on_job, plan_item_stream
-from shared.store import JobRow, JobState, SourceKind, SourceRef
+from shared.steps.segments import LIMIT_EXCEEDED, StreamStopped, TooLarge, plan_item_stream
+from shared.store import JobRow, SourceKind, SourceRef, mark_planned, note_on_job, record_source
 
 log = logging.getLogger(__name__)
 
@@ -96,16 +95,11 @@ def plan_search(request: JobRequest, job: JobRow, *, services: Services, now: da
     if bounded.repeated:
         note = "; ".join(filter(None, [note, f"{bounded.repeated} results repeated an id already read and were skipped"]))
     if note:
-        note_on_job(job_id, note, code=code, services=services, now=now)
+        note_on_job(services.status, job_id, code=code, note=note, now=now)
     _record_source(job_id, search, bounded, request, services=services, now=now)
-
-    def mark_planned(row: JobRow) -> JobRow:
-        return replace(row, planned=True, state=JobState.RUNNING, collection=collection, item_count=count,
-                       batch_count=next_batch - 1)
-
-    services.status.update_job(job_id, mark_planned, now)
+    mark_planned(services.status, job_id, collection=collection, item_count=count, batch_count=next_batch - 1, now=now)
     log.info("planned search job %s: %d items, %d batches%s", job_id, count, next_batch - 1, f" ({note})" if note else "")
-    return settle_job(job_id, status=services.status, now=now) or job
+    return settle_job(job_id, status=services.status, now=now, read=services.payloads.read) or job
 
 
 def page_source(search: Search, request: JobRequest, services: Services):
@@ -141,7 +135,7 @@ def ids_found(request: JobRequest, *, job_id: str, services: Services, now: date
     bounded = BoundedSearch(page_source(search, request, services), SearchBounds.of(settings, search.max_items))
     ids = [item_id_of(item) for item in bounded]
     if bounded.stopped:
-        note_on_job(job_id, bounded.stopped, code=SEARCH_STOPPED, services=services, now=now)
+        note_on_job(services.status, job_id, code=SEARCH_STOPPED, note=bounded.stopped, now=now)
     _record_source(job_id, search, bounded, request, services=services, now=now)
     return ids
 
@@ -180,5 +174,4 @@ def _record_source(job_id: str, search: Search, bounded: BoundedSearch, request:
     """The row shows the hosts actually used, when redirects took the search elsewhere."""
     if bounded.source and search.url and bounded.source != url_without_query(search.url):
         source = f"{'delete ' if request.is_delete else ''}search {bounded.source}"
-        source_ref = SourceRef(SourceKind.SEARCH, url=bounded.source).to_json()
-        services.status.update_job(job_id, lambda row: replace(row, source=source, source_ref=source_ref), now)
+        record_source(services.status, job_id, source=source, source_ref=SourceRef(SourceKind.SEARCH, url=bounded.source), now=now)

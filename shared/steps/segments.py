@@ -42,10 +42,9 @@ from shared.items import MAX_DEPTH
 from shared.limits import LimitExceeded
 from shared.messages import BatchMessage, PlanMessage
 from shared.services import Services
-from shared.steps.job_claims import holds
 from shared.steps.planning import reject_job
 from shared.steps.rollup import settle_job
-from shared.store import BatchRow, BatchState, JobRow, JobState
+from shared.store import BatchRow, BatchState, JobRow, holds, mark_planned, note_on_job, note_progress
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +114,9 @@ def plan_segment(message: PlanMessage, *, services: Services, now: datetime) -> 
     if next_message.items_before == 0:
         return reject_job(message.job_id, f"{message.blob}: the file has no items", 0, claimed_by=claimed_by,
                           services=services, now=now)
-
-    def mark_planned(row: JobRow) -> JobRow:
-        return replace(row, planned=True, state=JobState.RUNNING, collection=collection,
-                       item_count=next_message.items_before, batch_count=next_message.next_batch - 1)
-
-    status.update_job(message.job_id, mark_planned, now)
-    return settle_job(message.job_id, status=status, now=now)
+    mark_planned(status, message.job_id, collection=collection, item_count=next_message.items_before,
+                 batch_count=next_message.next_batch - 1, now=now)
+    return settle_job(message.job_id, status=status, now=now, read=services.payloads.read)
 
 
 def _first_segment(message: PlanMessage, services: Services, kind: FileKind) -> PlanMessage:
@@ -206,8 +201,8 @@ def _plan_stream(message: PlanMessage, collection: str, *, services: Services, n
         # Batches already went out: keep them, and say where the file stopped making sense.
         items, number = stopped.items, stopped.next_batch
         code = LIMIT_EXCEEDED if isinstance(stopped.error, LimitExceeded) else "UnreadableFile"
-        note_on_job(message.job_id, f"the file is unreadable after item {items}: {stopped.error}", code=code,
-                    services=services, now=now)
+        note_on_job(services.status, message.job_id, code=code,
+                    note=f"the file is unreadable after item {items}: {stopped.error}", now=now)
     return True, replace(message, next_batch=number, items_before=items)
 
 
@@ -353,15 +348,4 @@ def _flush(pending: _Pending, *, services: Services, now: datetime, job_id: str,
     pending.messages.clear()
     if written_before and written_before // PROGRESS_EVERY == batches // PROGRESS_EVERY and not force:
         return  # the counters show the items planned so far; the job row itself is updated now and then
-
-    def progress(row: JobRow) -> JobRow | None:
-        if row.planned or row.state.is_terminal:
-            return None
-        return replace(row, state=JobState.RUNNING, item_count=max(row.item_count, items), batch_count=max(row.batch_count, batches))
-
-    services.status.update_job(job_id, progress, now)
-
-
-def note_on_job(job_id: str, note: str, *, code: str, services: Services, now: datetime) -> None:
-    """Say on the job row why its input ended early (its batches go on)."""
-    services.status.update_job(job_id, lambda row: replace(row, error_code=code, error_message=note[:2000]), now)
+    note_progress(services.status, job_id, items=items, batches=batches, now=now)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from datetime import datetime, timedelta
 
 from shared.batching import feature_collection
@@ -36,10 +35,20 @@ from shared.steps.backoff import PollSchedule, exponential, first_poll_delay
 from shared.steps.cold_start import first_poll, recheck_waiting
 from shared.steps.fanout import batch_message
 from shared.steps.isolation import created_by_batch
-from shared.steps.poll import end_batch
+from shared.steps.poll import finish_batch
 from shared.steps.rollup import settle_after_batch, settle_job
 from shared.steps.uploads import CheckedUpload, check_upload_batch
-from shared.store import BatchRow, BatchState, BlobChangedError, record_batch, seconds_per_item
+from shared.store import (
+    BatchRow,
+    BatchState,
+    BlobChangedError,
+    Outcome,
+    claim_batch,
+    mark_submitted,
+    record_batch,
+    requeue,
+    seconds_per_item,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,31 +69,32 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
         send_poll(row, services=services, submitted=row.submitted or now, operation_url=_poll_url(row, services))
         return row
     if row.state.is_terminal:
-        record_batch(row, services=services)  # ... or before indexing it (upserts: harmless twice)
-        settle_job(row.job_id, status=status, now=now)  # the delivery that ended it may have died before this
+        # The delivery that ended it may have died before settling the job or indexing it (upserts: harmless twice).
+        record_batch(row, services=services)
+        settle_job(row.job_id, status=status, now=now, read=services.payloads.read)
         return row
-    upload = check_upload_batch(row, services=services, now=now) if not row.validated else None
+    upload = check_upload_batch(row, services=services) if not row.validated else None
 
-    claimed = status.update_batch(row.job_id, row.batch_id, _claim(now, message_id, upload), now, current=row)
+    claimed = claim_batch(status, row, message_id=message_id, check=upload.check if upload is not None else None, now=now)
     if claimed is None:
         log.info("batch %s/%s is %s; this copy of its message leaves it alone", row.job_id, row.batch_id, row.state)
         return status.get_batch(row.job_id, row.batch_id)
     if claimed.state == BatchState.REJECTED:  # an upload batch with no valid item
         record_batch(claimed, services=services)
-        settle_after_batch(claimed, row.job_id, status=status, now=now)
+        settle_after_batch(claimed, row.job_id, status=status, now=now, read=services.payloads.read)
         return claimed
     try:
         operation = send(claimed, services=services, upload=upload)
     except RetryableError as error:
         return retry_later(claimed, message, error, services=services, now=now)
     except RejectedByServiceError as error:
-        return finish(claimed, BatchState.REJECTED, error.code, error.message, services=services, now=now, failed=False)
+        return finish_batch(claimed, Outcome.every_item_rejected(error.code, error.message), services=services, now=now)
     except BlobChangedError as error:  # a byte-range batch to send again, whose upload was overwritten since
         return upload_gone(claimed, message, str(error), services=services, now=now)
     except InvalidInputError as error:  # e.g. an asset href refused for signing, or the SAS API refuses its container
-        return finish(claimed, BatchState.REJECTED, "InvalidInput", str(error), services=services, now=now, failed=False)
+        return finish_batch(claimed, Outcome.every_item_rejected("InvalidInput", str(error)), services=services, now=now)
     except AuthenticationError as error:
-        status.update_batch(row.job_id, row.batch_id, _back_to_queued(error.code, str(error)), now, current=claimed)
+        requeue(status, claimed, code=error.code, message=str(error), now=now)
         log.error("GeoCatalog refused our credential for batch %s/%s: %s", row.job_id, row.batch_id, error)
         raise
 
@@ -93,13 +103,8 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
     posted = now + timedelta(seconds=time.monotonic() - started)
     delay, role = first_poll(claimed, services=services)
 
-    def mark_submitted(current: BatchRow) -> BatchRow | None:
-        if current.state != BatchState.SUBMITTING:
-            return None
-        return replace(current, state=BatchState.SUBMITTED, operation_id=operation.id, poll_role=role,
-                       operation_url=url_without_query(operation.url), submitted=posted, error_code="", error_message="")
-
-    submitted = status.update_batch(row.job_id, row.batch_id, mark_submitted, now, current=claimed)
+    submitted = mark_submitted(status, claimed, operation_id=operation.id, operation_url=url_without_query(operation.url),
+                               poll_role=role, submitted=posted, now=now)
     first = recheck_waiting(submitted, delay, role, services=services, now=now) if submitted is not None else None
     if submitted is not None and first is not None:
         send_poll(submitted, services=services, submitted=posted, operation_url=operation.url, delay=first[0], role=first[1])
@@ -129,70 +134,22 @@ def send(row: BatchRow, *, services: Services, upload: CheckedUpload | None = No
     return services.catalog.create_items(row.collection, feature_collection(items))
 
 
-def _claim(now: datetime, message_id: str, upload: CheckedUpload | None = None):
-    """Queued -> Submitting; a Submitting batch only for a redelivery of the message that claimed it.
-
-    An upload batch not yet validated is recorded as checked in the same write (or ends Rejected
-    there when none of its items is valid).
-    """
-
-    def claim(current: BatchRow) -> BatchRow | None:
-        if upload is not None and not current.validated:
-            checked = upload.change(current)
-            if checked is None or checked.state.is_terminal:
-                return checked
-            current = checked
-        redelivered = current.state == BatchState.SUBMITTING and message_id and current.claimed_by == message_id
-        if current.state != BatchState.QUEUED and not redelivered:
-            return None
-        return replace(current, state=BatchState.SUBMITTING, attempts=current.attempts + 1, claimed_by=message_id,
-                       submit_started=current.submit_started or now)
-
-    return claim
-
-
-def _back_to_queued(code: str, message: str):
-    def back(current: BatchRow) -> BatchRow | None:
-        if current.state != BatchState.SUBMITTING:
-            return None
-        return replace(current, state=BatchState.QUEUED, error_code=code, error_message=message[:2000])
-
-    return back
-
-
 def retry_later(row: BatchRow, message: BatchMessage, error: RetryableError, *, services: Services, now: datetime) -> BatchRow | None:
     """Put the batch back to Queued and re-send its message with a delay, or fail it when its retry time is up."""
     settings = services.settings
     started = row.submit_started or now
     if (now - started).total_seconds() >= settings.submit_retry_seconds:
         reason = f"gave up after {row.attempts} attempts over {settings.submit_retry_seconds} s: {error}"
-        return finish(row, BatchState.FAILED, "RetriesExhausted", reason, services=services, now=now, failed=True)
+        return finish_batch(row, Outcome.every_item_failed(BatchState.FAILED, "RetriesExhausted", reason), services=services,
+                            now=now)
     delay = retry_delay(error, row.attempts - 1, settings)
     code = f"Http{error.status}" if error.status else "Transient"
-    requeued = services.status.update_batch(row.job_id, row.batch_id, _back_to_queued(code, str(error)), now, current=row)
+    requeued = requeue(services.status, row, code=code, message=str(error), now=now)
     if requeued is not None:
         body = batch_message(row.job_id, row.batch_id, attempt=message.attempt + 1)
         services.queues.send(settings.work_queue, body, delay_seconds=delay)
         log.warning("batch %s/%s: %s; retrying in %.0f s", row.job_id, row.batch_id, error, delay)
     return requeued
-
-
-def finish(
-    row: BatchRow, state: BatchState, code: str, message: str, *, services: Services, now: datetime, failed: bool
-) -> BatchRow | None:
-    """End a batch that never got an operation: every item failed (or was rejected) with one reason."""
-
-    def end(current: BatchRow) -> BatchRow | None:
-        if current.state.is_terminal:
-            return None
-        counts = ({"items_failed": current.item_count} if failed
-                  else {"items_rejected": current.items_rejected + current.item_count})
-        return replace(current, state=state, error_code=code, error_message=message[:2000], finished=now, **counts)
-
-    ended = services.status.update_batch(row.job_id, row.batch_id, end, now, current=row)
-    record_batch(ended, services=services)
-    settle_after_batch(ended, row.job_id, status=services.status, now=now)
-    return ended
 
 
 def upload_gone(row: BatchRow, message: BatchMessage, reason: str, *, services: Services, now: datetime) -> BatchRow | None:
@@ -206,16 +163,16 @@ def upload_gone(row: BatchRow, message: BatchMessage, reason: str, *, services: 
     """
     reason = f"{reason}: the file was overwritten after this batch was planned; an upload's new version has a job of its own"
     if row.attempts <= 1:
-        return finish(row, BatchState.REJECTED, "UploadChanged", reason, services=services, now=now, failed=False)
+        return finish_batch(row, Outcome.every_item_rejected("UploadChanged", reason), services=services, now=now)
     ids = row_item_ids(services, row)
     try:
         landed = created_by_batch(row, ids, services=services)
     except RetryableError as error:
         return retry_later(row, message, error, services=services, now=now)
     failed = {item_id: "UploadChanged" for item_id in ids if item_id not in landed}
-    return end_batch(row, BatchState.FAILED if failed else BatchState.SUCCEEDED, services=services, now=now,
-                     code="UploadChanged" if failed else "", message=reason if failed else "",
-                     succeeded_items=len(landed), failed_items=len(failed), failed_map=failed)
+    outcome = Outcome(BatchState.FAILED if failed else BatchState.SUCCEEDED, succeeded=len(landed), failed=failed,
+                      code="UploadChanged" if failed else "", message=reason if failed else "")
+    return finish_batch(row, outcome, services=services, now=now)
 
 
 def retry_delay(error: RetryableError, attempt: int, settings: Settings) -> float:

@@ -17,15 +17,14 @@ Cost: one query for the open jobs, and per open job one query for its open batch
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from shared.services import Services
 from shared.steps.fanout import batch_message
-from shared.steps.planning import given_up
 from shared.steps.poll import end_without_verdict
 from shared.steps.rollup import settle_job
-from shared.store import BatchRow, BatchState, JobRow
+from shared.store import BatchRow, BatchState, JobRow, give_up_stalled, requeue_stale
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +46,13 @@ def sweep(*, services: Services, now: datetime) -> SweepReport:
     report = SweepReport()
     for job in services.status.open_jobs():
         report.jobs_checked += 1
-        settled = settle_job(job.job_id, status=services.status, now=now)
+        settled = settle_job(job.job_id, status=services.status, now=now, read=services.payloads.read)
         if settled is not None and settled.state.is_terminal:
             report.jobs_finished += 1
             continue
         if _give_up_stopped_planning(job, services=services, now=now):
             report.plannings_given_up += 1
-            settled = settle_job(job.job_id, status=services.status, now=now)
+            settled = settle_job(job.job_id, status=services.status, now=now, read=services.payloads.read)
             if settled is not None and settled.state.is_terminal:
                 report.jobs_finished += 1
                 continue
@@ -77,7 +76,7 @@ def _sweep_batch(row: BatchRow, report: SweepReport, *, services: Services, now:
     if row.updated is None or now < row.updated + stale:
         return
     if row.state == BatchState.SUBMITTING:
-        back = services.status.update_batch(row.job_id, row.batch_id, _requeue_stale(now - stale), now)
+        back = requeue_stale(services.status, row.job_id, row.batch_id, older_than=now - stale, now=now)
         if back is None:
             return
         row = back
@@ -92,23 +91,4 @@ def _give_up_stopped_planning(job: JobRow, *, services: Services, now: datetime)
     if job.planned or job.updated is None or job.updated > older_than:
         return False
     reason = f"swept: its planning stopped (no change for {settings.submit_retry_seconds + settings.sweep_stale_seconds} s)"
-
-    def stop(current: JobRow) -> JobRow | None:
-        if current.planned or current.state.is_terminal or current.updated is None or current.updated > older_than:
-            return None
-        return given_up(current, reason)
-
-    return services.status.update_job(job.job_id, stop, now) is not None
-
-
-def _requeue_stale(older_than: datetime):
-    def requeue(current: BatchRow) -> BatchRow | None:
-        if current.state != BatchState.SUBMITTING or current.updated is None or current.updated > older_than:
-            return None
-        return replace(current, state=BatchState.QUEUED, claimed_by="", error_code="Requeued",
-                       error_message="swept: its submitter stopped while it was Submitting")
-
-    return requeue
-
-
-
+    return give_up_stalled(services.status, job.job_id, older_than=older_than, reason=reason, now=now) is not None

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -36,10 +35,20 @@ from shared.items import item_id_of
 from shared.messages import PlanMessage
 from shared.redact import redacted
 from shared.services import Services
-from shared.steps.fanout import MAX_INLINE_IDS_CHARS, ids_field
 from shared.steps.planning import reject_job, rejection_key
 from shared.steps.segments import plan_segment
-from shared.store import BatchRow, BatchState, BlobChangedError, JobRow, SourceKind, SourceRef
+from shared.store import (
+    BatchRow,
+    BlobChangedError,
+    ItemsChecked,
+    JobRow,
+    SourceKind,
+    SourceRef,
+    UploadChanged,
+    UploadCheck,
+    spill_json,
+    spill_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,66 +132,47 @@ def reject_event(blob: BlobCreated, job_id: str, claim: str, *, services: Servic
 
 @dataclass(frozen=True)
 class CheckedUpload:
-    """An upload batch's items, validated: the row change that records it, and the FeatureCollection to send."""
+    """An upload batch's items, validated: what its claim records on the row, and the FeatureCollection to send."""
 
-    change: Callable[[BatchRow], BatchRow | None]
+    check: UploadCheck  # what the claim records on the row (`shared.store.claim_batch`)
     payload: bytes  # the valid items as a FeatureCollection, the body to POST (b"" when none is valid)
     items: list[dict[str, Any]] = field(default_factory=list)  # the same items, for a batch that signs them first
 
 
-def check_upload_batch(row: BatchRow, *, services: Services, now: datetime) -> CheckedUpload:
-    """Validate an upload batch's items; returns the row change that records it and the body to POST.
+def check_upload_batch(row: BatchRow, *, services: Services) -> CheckedUpload:
+    """Validate an upload batch's items; returns what the claim records and the body to POST.
 
     A byte-range batch writes no copy of its items: anything that needs them again reads and validates
     its range again (`shared.inputs.upload_items`). A chunk batch writes its valid items as a payload blob
-    (named after the batch: a redelivery writes the same bytes again). The row change is left to the
-    caller, who makes it together with the claim (`submit._claim`), so validating costs no row write
+    (named after the batch: a redelivery writes the same bytes again). What it found is recorded by
+    the caller together with the claim (`shared.store.claim_batch`), so validating costs no row write
     of its own. Bad lines are recorded with their line numbers; a batch with no valid item ends Rejected.
     """
     try:
         checked_items = validate_lines(row, read_lines(row, services.payloads))
     except BlobChangedError:
-        return _changed_upload(row, now)
+        return _changed_upload(row)
     valid, rejected, superseded = checked_items.valid, checked_items.rejected, checked_items.superseded
     reasons: dict[str, str] = {}
     for item in rejected + superseded:
         key = rejection_key(item)
         reasons[f"{key}#{item.position}" if key in reasons else key] = item.reason
-    name = f"{row.job_id}/{row.batch_id}.json"
     body = feature_collection(valid) if valid else b""
     payload = row.payload_blob
     if valid and not is_byte_range(row):
-        payload = services.payloads.put(name, body)
-    ids, ids_blob = ids_field(services, row.job_id, row.batch_id, [item_id_of(i) for i in valid])
-    rejected_text, rejected_blob = redacted(orjson.dumps(reasons).decode()), ""
-    if len(rejected_text) > MAX_INLINE_IDS_CHARS:
-        rejected_text, rejected_blob = "", services.payloads.put(f"{name}.rejected.json", rejected_text.encode())
-
-    def checked(current: BatchRow) -> BatchRow | None:
-        if current.validated or current.state != BatchState.QUEUED:
-            return None
-        common = {"validated": True, "item_ids": ids, "item_ids_blob": ids_blob, "item_count": len(valid),
-                  "items_rejected": len(rejected), "items_superseded": len(superseded),
-                  "items_repaired": len(checked_items.repaired_ids),
-                  "rejected_items": rejected_text, "rejected_items_blob": rejected_blob}
-        if not valid:
-            return replace(current, state=BatchState.REJECTED, finished=now, error_code="InvalidItem",
-                           error_message=f"all {len(rejected)} item(s) failed validation", payload_blob="", **common)
-        return replace(current, payload_blob=payload, **common)
-
-    return CheckedUpload(checked, body, valid)
+        payload = services.payloads.put(f"{row.job_id}/{row.batch_id}.json", body)
+    check = ItemsChecked(
+        valid=len(valid), rejected=len(rejected), superseded=len(superseded), repaired=len(checked_items.repaired_ids),
+        item_ids=spill_json(services.payloads, row.job_id, row.batch_id, "item_ids", [item_id_of(i) for i in valid]),
+        rejected_items=spill_text(services.payloads, row.job_id, row.batch_id, "rejected_items",
+                             redacted(orjson.dumps(reasons).decode())),
+        payload_blob=payload)
+    return CheckedUpload(check, body, valid)
 
 
-def _changed_upload(row: BatchRow, now: datetime) -> CheckedUpload:
+def _changed_upload(row: BatchRow) -> CheckedUpload:
     """The upload was overwritten before this batch was read: its items are gone with the old version
     (the new version has a job of its own), so the batch ends Rejected rather than send the new bytes."""
     reason = (f"{row.payload_blob[:200]} was overwritten after this job's version {row.payload_etag} was planned; "
               "an upload's new version has a job of its own")
-
-    def rejected(current: BatchRow) -> BatchRow | None:
-        if current.validated or current.state != BatchState.QUEUED:
-            return None
-        return replace(current, state=BatchState.REJECTED, finished=now, validated=True, error_code="UploadChanged",
-                       error_message=reason, items_rejected=current.item_count, item_count=0, payload_blob="")
-
-    return CheckedUpload(rejected, b"")
+    return CheckedUpload(UploadChanged(reason), b"")

@@ -29,21 +29,20 @@ from datetime import datetime
 from enum import StrEnum, unique
 from typing import TYPE_CHECKING, Any, Protocol
 
-import orjson
 from azure.core.exceptions import AzureError
 from azure.data.tables import UpdateMode
 
 from shared.errors import InvalidInputError
 from shared.ids import ITEM_ID
+from shared.store.spill import read_spilled_json
 from shared.store.status import BatchRow, BatchState, JobRow, JobState, StatusStore
-from shared.store.table_batch import TableClient
+from shared.store.table_batch import MAX_TRANSACTION_OPS, TableClient
 
 if TYPE_CHECKING:
     from shared.store.payloads import PayloadStore
 
 log = logging.getLogger(__name__)
 
-MAX_TRANSACTION_OPS = 100
 MESSAGE_CHARS = 1000
 COLLECTIONS_PARTITION = "~collections"  # not a collection id ([A-Za-z0-9._-]{3,32}): the marker rows
 MAX_MARKED = 1024
@@ -104,14 +103,14 @@ def batch_outcomes(row: BatchRow, *, read: Callable[[str], bytes], children: dic
         return []
     common = {"job_id": row.job_id, "batch_id": row.batch_id, "collection": row.collection,
               "operation_id": row.operation_id, "submitted": row.submitted, "finished": row.finished or row.updated}
-    rejected = _json_field(row.rejected_items, row.rejected_items_blob, read)
-    failed = _json_field(row.failed_items, row.failed_items_blob, read)
+    rejected = read_spilled_json(row, "rejected_items", read, {})
+    failed = read_spilled_json(row, "failed_items", read, {})
     if row.state == BatchState.SUPERSEDED:  # its `rejected_items` map says which later copy replaced each
         return [ItemOutcome(str(key), state=ItemState.SUPERSEDED, message=str(reason)[:MESSAGE_CHARS], **common)
                 for key, reason in rejected.items()]
     outcomes = [ItemOutcome(str(key), state=ItemState.REJECTED, code=INVALID_ITEM, message=str(reason)[:MESSAGE_CHARS], **common)
                 for key, reason in rejected.items()]
-    ids = [i for i in _json_list(row.item_ids, row.item_ids_blob, read) if i not in rejected]
+    ids = [i for i in read_spilled_json(row, "item_ids", read, []) if i not in rejected]
     whole = _whole_batch_state(row, failed, rejected)
     message = row.error_message[:MESSAGE_CHARS]
     for item_id in ids:
@@ -133,18 +132,6 @@ def _whole_batch_state(row: BatchRow, failed: dict[str, Any], rejected: dict[str
     if row.state == BatchState.REJECTED and row.items_rejected > len(rejected):
         return ItemState.REJECTED
     return None
-
-
-def _json_field(text: str, blob: str, read: Callable[[str], bytes]) -> dict[str, Any]:
-    if text:
-        return orjson.loads(text)
-    return orjson.loads(read(blob)) if blob else {}
-
-
-def _json_list(text: str, blob: str, read: Callable[[str], bytes]) -> list[str]:
-    if text:
-        return orjson.loads(text)
-    return orjson.loads(read(blob)) if blob else []
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -228,7 +215,7 @@ def record_batch(row: BatchRow | None, *, services: IndexedStore) -> None:
         children: dict[str, str] = {}
         if row.state == BatchState.SPLIT:
             for child in services.status.child_batches(row.job_id, row.batch_id):
-                children.update(dict.fromkeys(_json_list(child.item_ids, child.item_ids_blob, services.payloads.read), child.batch_id))
+                children.update(dict.fromkeys(read_spilled_json(child, "item_ids", services.payloads.read, []), child.batch_id))
         services.items.record(row.collection, batch_outcomes(row, read=services.payloads.read, children=children))
     except (AzureError, InvalidInputError) as error:
         log.warning("item index not written for batch %s/%s: %s", row.job_id, row.batch_id, error)

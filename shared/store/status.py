@@ -35,13 +35,13 @@ from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 from shared.errors import RetryableError
 from shared.redact import redacted
 from shared.store.source_ref import SourceRef
+from shared.store.table_batch import MAX_TRANSACTION_OPS
 
 log = logging.getLogger(__name__)
 
 JOB_ROW = "job"
 COUNTER_ROW_PREFIX = "counts-"
 COUNTER_SHARDS = 16  # concurrent batches of one job rarely touch the same counter row
-MAX_TRANSACTION_OPS = 100  # the real service's limit (Azurite does not enforce it)
 ETAG_RETRIES = 12
 # Item counters a batch row carries and its job row sums up.
 # Free text a row may hold, and how much of it is kept: every write redacts it (shared.redact) and cuts

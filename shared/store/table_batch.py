@@ -39,6 +39,7 @@ _NEWLINE = re.compile(rb"\r?\n")
 _STATUS_LINE = re.compile(rb"^HTTP/1\.1 (\d{3})", re.MULTILINE)
 _ETAG_HEADER = re.compile(rb"^ETag: ?([^\r\n]+)", re.MULTILINE | re.IGNORECASE)
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+MAX_TRANSACTION_OPS = 100  # operations in one entity-group transaction: the real service's limit (Azurite does not enforce it)
 
 
 class TableClient(SdkTableClient):

@@ -1,0 +1,367 @@
+"""The state machine of job and batch rows: every change of a row after its creation is one verb here.
+
+Each verb reads the row (or starts from the row in hand, with its ETag), checks that the change
+applies, and writes it under the ETag (`StatusStore.update_job` / `update_batch`); a batch's counter
+row moves in the same transaction. A verb returns the new row, or None when the change does not
+apply (the row is not in a state it moves from, or a claim does not hold): then it wrote nothing.
+So a redelivery or a late copy of a message never regresses a row and never counts twice. Steps
+call these verbs and never `update_job` / `update_batch` themselves (a guard test checks it).
+
+Jobs (`JobState`; `planned`: every batch row exists, so the roll-up may end the job):
+
+    born Accepted (`create_job`: a message's first delivery, an upload, a conflict or poison job), or Running (planning)
+    from             verb                to                                   called by
+    any              mark_planned        Running, planned                     planning, segments, search_jobs
+    not planned,     note_progress       Running (item and batch counts)      segments, while a file is planned
+      not terminal
+    not terminal     record_unsent       planned, AuthenticationFailed        planning.fail_unsent (its batches are
+                                                                              born Failed; their roll-up ends it)
+    not terminal,    mark_rejected       Rejected, planned                    planning.reject_job (for planning,
+      its claimer's                                                           segments, uploads, search_jobs, handlers)
+    not terminal,    give_up_claimed     Failed, or planned with GaveUp       planning.give_up_job (handlers: poison,
+      its claimer's                      when it has batches                  last delivery)
+    not planned, not give_up_stalled     the same                             sweeper
+      terminal, unchanged since the cut-off
+    not terminal     finish_empty        Succeeded, 0 items                   planning.finish_empty_search
+    not terminal,    end_job             Succeeded | PartiallySucceeded |     rollup.settle_job
+      no open batch                      Failed | Rejected
+    any              note_on_job         (error code and message)             segments, search_jobs
+    any              record_source       (source)                             search_jobs, items_ref
+
+Batches (`BatchState`; Submitting, Submitted and Running share one counter, "Active"):
+
+    born Queued (fanout: planning, isolation's children; segments), or Rejected, Superseded or Failed
+      (planning: `rejected_rows`, `superseded_rows`, `fail_unsent`; segments: `reject_input`)
+    from             verb                to                                   called by
+    Queued           claim_batch         Submitting (also Submitting -> Submitting for a redelivery of the
+                                         message that claimed it); an upload batch not yet validated records
+                                         `ItemsChecked` in the same write, or ends Rejected (no valid item,
+                                         or `UploadChanged`)                  submit
+    Submitting       mark_submitted      Submitted (its operation)            submit, once the POST answered
+    Submitting       requeue             Queued (why, in error_*)             submit: a retryable error, our
+                                                                              credential refused
+    Submitting,      requeue_stale       Queued, unclaimed                    sweeper
+      unchanged since the cut-off
+    Submitted        mark_running        Running                              poll
+    Submitted,       mark_woken          Submitted, no longer waiting         cold_start (exactly one of the
+      waiting                                                                 scout and the submitter wakes it)
+    not terminal     end_batch           `Outcome.state`: Succeeded | Failed  poll.finish_batch (for poll, submit,
+                                         | Canceled | TimedOut | Rejected     sweeper, handlers)
+                                         | Split
+
+Long text goes through `shared.store.spill`: `end_batch` spills the failed items and the logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import KW_ONLY, dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+
+from shared.store.payloads import PayloadStore
+from shared.store.source_ref import SourceRef
+from shared.store.spill import MAX_INLINE_CHARS, Spilled, brief, spill_json, spill_text
+from shared.store.status import BatchRow, BatchState, JobRow, JobState, StatusStore
+
+SCOUT, WAITING = "scout", "waiting"  # a batch's `poll_role` while its collection's timing is learnt (steps.cold_start)
+
+
+def holds(job: JobRow, claimed_by: str) -> bool:
+    """Whether `claimed_by` is the job's claimer (a row without one is held by no message)."""
+    return bool(claimed_by) and job.claimed_by == claimed_by
+
+
+# ----- jobs -------------------------------------------------------------------------------------
+
+
+def mark_planned(status: StatusStore, job_id: str, *, collection: str, item_count: int, batch_count: int,
+                 now: datetime) -> JobRow | None:
+    """Every batch row of the job exists: Running and planned, with its item and batch counts."""
+
+    def planned(row: JobRow) -> JobRow:
+        return replace(row, planned=True, state=JobState.RUNNING, collection=collection, item_count=item_count,
+                       batch_count=batch_count)
+
+    return status.update_job(job_id, planned, now)
+
+
+def note_progress(status: StatusStore, job_id: str, *, items: int, batches: int, now: datetime) -> JobRow | None:
+    """A job still being planned shows how far it got (counts never go back)."""
+
+    def progress(row: JobRow) -> JobRow | None:
+        if row.planned or row.state.is_terminal:
+            return None
+        return replace(row, state=JobState.RUNNING, item_count=max(row.item_count, items),
+                       batch_count=max(row.batch_count, batches))
+
+    return status.update_job(job_id, progress, now)
+
+
+def record_unsent(status: StatusStore, job_id: str, *, collection: str, item_count: int, batch_count: int,
+                  code: str, reason: str, now: datetime) -> JobRow | None:
+    """Planned without sending: its items are in batch rows born Failed, whose roll-up ends the job."""
+
+    def unsent(row: JobRow) -> JobRow | None:
+        if row.state.is_terminal:
+            return None
+        return replace(row, planned=True, collection=collection, item_count=item_count, batch_count=batch_count,
+                       error_code=code, error_message=brief(reason))
+
+    return status.update_job(job_id, unsent, now)
+
+
+def mark_rejected(status: StatusStore, job_id: str, *, claimed_by: str, item_count: int, code: str, reason: str,
+               now: datetime) -> JobRow | None:
+    """Rejected before any batch was made (its items count as rejected); only by the job's claimer."""
+
+    def reject(row: JobRow) -> JobRow | None:
+        if row.state.is_terminal or not holds(row, claimed_by):
+            return None
+        return replace(row, state=JobState.REJECTED, planned=True, item_count=item_count, items_rejected=item_count,
+                       error_code=code, error_message=brief(reason))
+
+    return status.update_job(job_id, reject, now)
+
+
+def give_up_claimed(status: StatusStore, job_id: str, *, claimed_by: str, reason: str, now: datetime) -> JobRow | None:
+    """Its claimer cannot plan the job (`GaveUp`): see `_given_up`."""
+
+    def give_up(row: JobRow) -> JobRow | None:
+        if row.state.is_terminal or not holds(row, claimed_by):
+            return None
+        return _given_up(row, reason)
+
+    return status.update_job(job_id, give_up, now)
+
+
+def give_up_stalled(status: StatusStore, job_id: str, *, older_than: datetime, reason: str,
+                    now: datetime) -> JobRow | None:
+    """A job whose planning stopped (not planned, unchanged since before `older_than`) is given up."""
+
+    def give_up(row: JobRow) -> JobRow | None:
+        if row.planned or row.state.is_terminal or row.updated is None or row.updated > older_than:
+            return None
+        return _given_up(row, reason)
+
+    return status.update_job(job_id, give_up, now)
+
+
+def _given_up(row: JobRow, reason: str) -> JobRow:
+    """The job row once its planning has stopped for good: Failed, or, when batches exist (they carry the
+    items), planned with the reason, so that their roll-up ends it."""
+    if row.planned or row.batch_count:
+        return replace(row, planned=True, error_code="GaveUp", error_message=reason)
+    return replace(row, state=JobState.FAILED, planned=True, error_code="GaveUp", error_message=reason)
+
+
+def finish_empty(status: StatusStore, job_id: str, *, code: str, message: str, now: datetime) -> JobRow | None:
+    """Nothing to do is not an error: Succeeded with 0 items, saying why (`code` when a bound stopped it)."""
+
+    def finish(row: JobRow) -> JobRow | None:
+        if row.state.is_terminal:
+            return None
+        return replace(row, state=JobState.SUCCEEDED, planned=True, item_count=0, error_code=code, error_message=message)
+
+    return status.update_job(job_id, finish, now)
+
+
+def end_job(status: StatusStore, job_id: str, *, state: JobState, code: str, message: str,
+            now: datetime) -> JobRow | None:
+    """The job's final state, once no batch of it is open (a terminal job row never changes again)."""
+
+    def end(row: JobRow) -> JobRow | None:
+        if row.state.is_terminal or row.batches_open:
+            return None
+        return replace(row, state=state, error_code=code, error_message=brief(message))
+
+    return status.update_job(job_id, end, now)
+
+
+def note_on_job(status: StatusStore, job_id: str, *, code: str, note: str, now: datetime) -> JobRow | None:
+    """Say on the job row why its input ended early (its batches go on)."""
+    return status.update_job(job_id, lambda row: replace(row, error_code=code, error_message=brief(note)), now)
+
+
+def record_source(status: StatusStore, job_id: str, *, source: str | None = None, source_ref: SourceRef | None = None,
+                  now: datetime) -> JobRow | None:
+    """Where the items actually came from (a redirect took the request elsewhere; the blob and version read);
+    None, and nothing written, when the row already says so."""
+
+    def recorded(row: JobRow) -> JobRow | None:
+        changed = replace(row, source=row.source if source is None else source,
+                          source_ref=row.source_ref if source_ref is None else source_ref.to_json())
+        return None if changed == row else changed
+
+    return status.update_job(job_id, recorded, now)
+
+
+# ----- batches ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ItemsChecked:
+    """What validating an upload batch found, recorded with its claim: ends it Rejected when nothing is valid."""
+
+    valid: int
+    rejected: int
+    superseded: int
+    repaired: int
+    item_ids: Spilled
+    rejected_items: Spilled  # {line or id: reason}, redacted
+    payload_blob: str  # where the valid items are (the byte range's upload, or a chunk's own blob)
+
+
+@dataclass(frozen=True)
+class UploadChanged:
+    """The upload was overwritten before the batch was read: it ends Rejected, its items gone with that version."""
+
+    reason: str
+
+
+UploadCheck = ItemsChecked | UploadChanged
+
+
+def claim_batch(status: StatusStore, row: BatchRow, *, message_id: str, check: UploadCheck | None = None,
+                now: datetime) -> BatchRow | None:
+    """Queued -> Submitting (a Submitting batch only for a redelivery of the message that claimed it).
+
+    An upload batch not yet validated records `check` in the same write, or ends Rejected there.
+    """
+
+    def claim(current: BatchRow) -> BatchRow | None:
+        if check is not None and not current.validated:
+            checked = _record_check(current, check, now)
+            if checked is None or checked.state.is_terminal:
+                return checked
+            current = checked
+        redelivered = current.state == BatchState.SUBMITTING and message_id and current.claimed_by == message_id
+        if current.state != BatchState.QUEUED and not redelivered:
+            return None
+        return replace(current, state=BatchState.SUBMITTING, attempts=current.attempts + 1, claimed_by=message_id,
+                       submit_started=current.submit_started or now)
+
+    return status.update_batch(row.job_id, row.batch_id, claim, now, current=row)
+
+
+def _record_check(current: BatchRow, check: UploadCheck, now: datetime) -> BatchRow | None:
+    if current.validated or current.state != BatchState.QUEUED:
+        return None
+    if isinstance(check, UploadChanged):
+        return replace(current, state=BatchState.REJECTED, finished=now, validated=True, error_code="UploadChanged",
+                       error_message=check.reason, items_rejected=current.item_count, item_count=0, payload_blob="")
+    common = {"validated": True, **check.item_ids.columns(), "item_count": check.valid, "items_rejected": check.rejected,
+              "items_superseded": check.superseded, "items_repaired": check.repaired, **check.rejected_items.columns()}
+    if not check.valid:
+        return replace(current, state=BatchState.REJECTED, finished=now, error_code="InvalidItem",
+                       error_message=f"all {check.rejected} item(s) failed validation", payload_blob="", **common)
+    return replace(current, payload_blob=check.payload_blob, **common)
+
+
+def mark_submitted(status: StatusStore, row: BatchRow, *, operation_id: str, operation_url: str, poll_role: str,
+                   submitted: datetime, now: datetime) -> BatchRow | None:
+    """Submitting -> Submitted: the POST answered with its operation (`operation_url` without its query)."""
+
+    def mark(current: BatchRow) -> BatchRow | None:
+        if current.state != BatchState.SUBMITTING:
+            return None
+        return replace(current, state=BatchState.SUBMITTED, operation_id=operation_id, poll_role=poll_role,
+                       operation_url=operation_url, submitted=submitted, error_code="", error_message="")
+
+    return status.update_batch(row.job_id, row.batch_id, mark, now, current=row)
+
+
+def requeue(status: StatusStore, row: BatchRow, *, code: str, message: str, now: datetime) -> BatchRow | None:
+    """Submitting -> Queued, saying why: its message comes again (a retryable error, our credential refused)."""
+
+    def back(current: BatchRow) -> BatchRow | None:
+        if current.state != BatchState.SUBMITTING:
+            return None
+        return replace(current, state=BatchState.QUEUED, error_code=code, error_message=brief(message))
+
+    return status.update_batch(row.job_id, row.batch_id, back, now, current=row)
+
+
+def requeue_stale(status: StatusStore, job_id: str, batch_id: str, *, older_than: datetime,
+                  now: datetime) -> BatchRow | None:
+    """Submitting and unchanged since before `older_than` (its submitter is long gone) -> Queued, unclaimed."""
+
+    def back(current: BatchRow) -> BatchRow | None:
+        if current.state != BatchState.SUBMITTING or current.updated is None or current.updated > older_than:
+            return None
+        return replace(current, state=BatchState.QUEUED, claimed_by="", error_code="Requeued",
+                       error_message="swept: its submitter stopped while it was Submitting")
+
+    return status.update_batch(job_id, batch_id, back, now)
+
+
+def mark_running(status: StatusStore, row: BatchRow, *, now: datetime) -> BatchRow | None:
+    """Submitted -> Running: its operation was seen running."""
+    return status.update_batch(row.job_id, row.batch_id,
+                               lambda r: replace(r, state=BatchState.RUNNING) if r.state == BatchState.SUBMITTED else None,
+                               now, current=row)
+
+
+def mark_woken(status: StatusStore, row: BatchRow, *, now: datetime) -> BatchRow | None:
+    """A Submitted batch waiting for its collection's timing (`poll_role` WAITING) is no longer waiting:
+    whoever makes this change sends its poll."""
+
+    def woken(current: BatchRow) -> BatchRow | None:
+        if current.state != BatchState.SUBMITTED or current.poll_role != WAITING:
+            return None
+        return replace(current, poll_role="")
+
+    return status.update_batch(row.job_id, row.batch_id, woken, now, current=row)
+
+
+class EveryItem(StrEnum):
+    """A batch that ended as a whole: every one of its items failed, or was rejected, with the batch's code."""
+
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a batch ended: its state, items that succeeded (count), items that failed (id -> code), its
+    code and message, and the operation's logs. `every_item`: no item told apart (none was sent, or the
+    operation is gone), so every item of the row failed or was rejected."""
+
+    state: BatchState
+    _: KW_ONLY
+    succeeded: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    code: str = ""
+    message: str = ""
+    every_item: EveryItem | None = None
+    logs: str = ""
+
+    @classmethod
+    def every_item_failed(cls, state: BatchState, code: str, message: str) -> Outcome:
+        return cls(state, code=code, message=message, every_item=EveryItem.FAILED)
+
+    @classmethod
+    def every_item_rejected(cls, code: str, message: str) -> Outcome:
+        return cls(BatchState.REJECTED, code=code, message=message, every_item=EveryItem.REJECTED)
+
+
+def end_batch(status: StatusStore, row: BatchRow, outcome: Outcome, *, payloads: PayloadStore, now: datetime,
+              logs_inline_chars: int = MAX_INLINE_CHARS) -> BatchRow | None:
+    """Any state not terminal -> `outcome.state`, with its counts; None when the batch had already ended.
+
+    The failed items and the logs spill to blobs (`shared.store.spill`; the row keeps the logs' first
+    `logs_inline_chars` characters) before the row is written.
+    """
+    failed = spill_json(payloads, row.job_id, row.batch_id, "failed_items", outcome.failed)
+    logs = spill_text(payloads, row.job_id, row.batch_id, "logs", outcome.logs, limit=logs_inline_chars, keep_head=True)
+
+    def end(current: BatchRow) -> BatchRow | None:
+        if current.state.is_terminal:
+            return None
+        ended = replace(current, state=outcome.state, finished=now, error_code=outcome.code,
+                        error_message=brief(outcome.message), **failed.columns(), **logs.columns())
+        if outcome.every_item == EveryItem.REJECTED:
+            return replace(ended, items_rejected=current.items_rejected + current.item_count)
+        failed_count = current.item_count if outcome.every_item == EveryItem.FAILED else len(outcome.failed)
+        return replace(ended, items_succeeded=outcome.succeeded, items_failed=failed_count)
+
+    return status.update_batch(row.job_id, row.batch_id, end, now, current=row)
