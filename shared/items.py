@@ -120,7 +120,7 @@ def _item_validator() -> Any:
 
     date_time, iri = re.compile(RFC3339), re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
     formats = {"date-time": lambda v: bool(date_time.match(v)), "iri": lambda v: bool(iri.match(v)),
-               "iri-reference": lambda v: True}
+               "iri-reference": lambda _: True}
     return jsonschema_rs.validator_for(store[SCHEMA_ROOT], retriever=resolve, validate_formats=True, formats=formats)
 
 

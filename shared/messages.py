@@ -18,7 +18,6 @@ from shared.ids import JOB_ID, check_collection_id, check_row_keys, is_job_id, j
 
 VERSION = 1
 MODES = ("create", "upsert")
-ACTIONS = ("create", "replace", "delete")  # what a batch does: POST items, PUT one item, DELETE one item
 SIGNERS = ("planetary-computer",)
 REPAIRS = ("bbox",)  # opt-in fixes of real-world items (see shared/items.py)
 # Fields only the app writes (on its work queue): a job message on the submit queue carrying one is refused.

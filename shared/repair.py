@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-REPAIRABLE = ("bbox",)
-
 
 class GeometryError(ValueError):
     """The geometry has no coordinates a box can be computed from."""

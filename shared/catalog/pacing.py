@@ -83,7 +83,6 @@ class Pacer:
     def __init__(self, calls_per_second: float, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.ceiling = calls_per_second
-        self._rate = calls_per_second
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()

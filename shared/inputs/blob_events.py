@@ -71,7 +71,7 @@ def blob_created_from_event(event: Any) -> BlobCreated | None:
     etag = _ETAG.match(raw_etag)
     size = data.get("contentLength")
     size = size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
-    problem = _path_problem(container, raw_path, path)
+    problem = _path_problem(raw_path, path)
     if not problem and etag is None:
         problem = f"its eTag {raw_etag[:40]!r} is not a storage ETag ('0x' and hex digits)"
     return BlobCreated(container, path, etag.group(1) if etag else "", size, account, problem)
@@ -89,7 +89,7 @@ def account_of_topic(topic: Any) -> str:
     return match.group(1).lower()
 
 
-def _path_problem(container: str, raw_path: str, path: str) -> str:
+def _path_problem(raw_path: str, path: str) -> str:
     for name in (raw_path, path):  # as written, and as the SDK will send it
         problem = blob_path_problem(name)
         if problem:

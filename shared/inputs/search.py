@@ -158,7 +158,7 @@ class SourceFetcher:
             if not isinstance(features, list):
                 raise InvalidInputError(f"page {number} of the search at {shown}: 'features' is "
                                         f"{_json_type(features)}, not a list of items")
-            request = next_request(page, verb, body)
+            request = next_request(page, body)
             yield SearchPage(features, shown, has_next=request is not None)
 
     @contextmanager
@@ -179,7 +179,7 @@ def _query(params: dict[str, Any] | None) -> dict[str, str]:
     return {k: ",".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in (params or {}).items()}
 
 
-def next_request(page: dict[str, Any], method: str, body: dict[str, Any] | None) -> Any:
+def next_request(page: dict[str, Any], body: dict[str, Any] | None) -> Any:
     """The STAC API `next` link as (method, url, body), or None on the last page."""
     links = page.get("links")
     link = next((ln for ln in links if isinstance(ln, dict) and ln.get("rel") == "next"), None) if isinstance(links, list) else None

@@ -29,7 +29,6 @@ from shared.errors import InvalidInputError
 from shared.inputs.egress import GuardedSession
 from shared.items import href_problem
 
-SIGN_PLANETARY_COMPUTER = "planetary-computer"
 MAX_REFRESH_MARGIN_SECONDS = 300.0
 BLOB_HOST_SUFFIX = ".blob.core.windows.net"
 _ACCOUNT = re.compile(r"\A[a-z0-9]{3,24}\Z")
@@ -58,7 +57,6 @@ class SasTokenSigner:
         self._clock = clock
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str], tuple[str, float, float]] = {}  # (account, container) -> (token, expires, fetched)
-        self.fetches = 0
 
     def token(self, account: str, container: str) -> str:
         """A token for `container` of storage `account` that is valid for a while yet.
@@ -110,5 +108,4 @@ class SasTokenSigner:
             token = str(body["token"])
         except (KeyError, TypeError, ValueError):
             raise InvalidInputError(f"the SAS API's answer for {account}/{container} has no token and expiry") from None
-        self.fetches += 1
         return token, expires

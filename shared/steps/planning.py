@@ -65,7 +65,7 @@ def plan_job(request: JobRequest, *, job_id: str, claim: JobClaim, services: Ser
         return refuse_message(job, claim, request, services=services, now=now)
     claimed_by = claim.message_id
     if job.planned and not job.state.is_terminal:
-        resend_queued_batches(job, services=services, now=now)
+        resend_queued_batches(job, services=services)
         return settle_job(job_id, status=status, now=now, read=services.payloads.read) or job
     if job.state.is_terminal:
         return job
@@ -319,7 +319,7 @@ def rejection_key(item: RejectedItem) -> str:
     return item.label or item.item_id or f"#{item.position}"
 
 
-def resend_queued_batches(job: JobRow, *, services: Services, now: datetime) -> None:
+def resend_queued_batches(job: JobRow, *, services: Services) -> None:
     """Re-send the messages of batches still Queued (a crash may have lost them; duplicates are harmless)."""
     queued = [row for row in services.status.batches(job.job_id) if row.state == BatchState.QUEUED]
     services.queues.send_many(services.settings.work_queue, [batch_message(job.job_id, row.batch_id) for row in queued])

@@ -105,7 +105,7 @@ def plan_search(request: JobRequest, job: JobRow, *, services: Services, now: da
 def page_source(search: Search, request: JobRequest, services: Services):
     """The search's pages: the target catalog's own search (with its token), else a guarded source."""
     if is_catalog_search(search.url, services.catalog):
-        def catalog_pages(deadline: Deadline) -> Iterator[SearchPage]:
+        def catalog_pages(_deadline: Deadline) -> Iterator[SearchPage]:  # the client's own timeout bounds each page
             params = search.params
             if request.is_delete and request.collection and "collections" not in params:
                 params = {**params, "collections": [request.collection]}  # delete only from the job's collection
