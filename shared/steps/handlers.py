@@ -44,7 +44,7 @@ from shared.steps.poll import finish_batch, poll_batch
 from shared.steps.submit import retry_delay, submit_batch
 from shared.steps.sweeper import SweepReport, sweep
 from shared.steps.uploads import plan_upload_segment, start_upload_job, upload_claim, upload_job_id
-from shared.store import BatchState, JobRow, Outcome, SourceKind, SourceRef, fits_in_message
+from shared.store import BatchState, JobRow, Outcome, SourceKind, SourceRef, brief, fits_in_message
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def handle_poison_message(body: bytes, *, queue: str, services: Services, now: d
 
 def give_up_batch(job_id: str, batch_id: str, reason: str, *, services: Services, now: datetime) -> None:
     """End a batch (Failed) whose message failed for good, unless it already ended."""
-    reason = reason[:1500]
+    reason = brief(reason)
     row = services.status.get_batch(job_id, batch_id)
     if row is None:
         log.error("message for unknown batch %s/%s dropped: %s", job_id, batch_id, reason)

@@ -258,7 +258,7 @@ def give_up_job(job_id: str, reason: str, *, claimed_by: str, services: Services
 
     A row that `claimed_by` does not hold is left as it is: only the delivery that claimed a job ends it.
     """
-    reason = reason[:1500]
+    reason = brief(reason)
     services.status.create_job(JobRow(job_id=job_id, claimed_by=claimed_by, fingerprint=fingerprint), now)
     log.error("job %s could not be processed: %s", job_id, reason)
     give_up_claimed(services.status, job_id, claimed_by=claimed_by, reason=reason, now=now)

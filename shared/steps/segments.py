@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from shared.batching import ENVELOPE_BYTES, batch_id
+from shared.batching import ENVELOPE_BYTES, REJECTED_ROW_PREFIX, batch_id
 from shared.errors import InvalidInputError, NotFoundError
 from shared.ids import check_collection_id
 from shared.inputs.documents import FileKind, OverlongLine, bounded_lines, file_kind, open_chunks, parse_line, stream_json_items
@@ -55,7 +55,6 @@ ROWS_PER_FLUSH = 16
 PROGRESS_EVERY = 10 * ROWS_PER_FLUSH  # batches between two progress updates of the job row while planning
 UNREADABLE = (InvalidInputError, gzip.BadGzipFile, zlib.error, EOFError)  # what a broken file raises mid-stream
 LIMIT_EXCEEDED = "LimitExceeded"
-REJECTED_INPUT_PREFIX = "rejected-"
 
 
 @dataclass(frozen=True)
@@ -319,7 +318,7 @@ def _add_chunk(pending: _Pending, message: PlanMessage, collection: str, number:
 
 def reject_input(message: PlanMessage, collection: str, label: str, reason: str, *, services: Services, now: datetime) -> None:
     """Record one input item refused unread (over a cap) as a Rejected row of its own, named by `label`."""
-    row_id = f"{REJECTED_INPUT_PREFIX}{label.replace(' ', '-')}"
+    row_id = f"{REJECTED_ROW_PREFIX}{label.replace(' ', '-')}"
     services.status.create_batches([BatchRow(
         job_id=message.job_id, batch_id=row_id, state=BatchState.REJECTED, collection=collection, item_count=1,
         item_ids=orjson.dumps([label]).decode(), items_rejected=1, rejected_items=orjson.dumps({label: reason}).decode(),

@@ -29,7 +29,7 @@ import orjson
 from shared.batching import feature_collection
 from shared.catalog import COLLECTION_ID
 from shared.inputs.blob_events import BlobCreated
-from shared.inputs.documents import file_kind
+from shared.inputs.documents import SUPPORTED_FILES, file_kind
 from shared.inputs.upload_items import is_byte_range, read_lines, validate_lines
 from shared.items import item_id_of
 from shared.messages import PlanMessage
@@ -98,7 +98,7 @@ def start_upload_job(blob: BlobCreated, *, services: Services, now: datetime) ->
     kind = file_kind(blob.path)
     if kind is None:
         name = blob.path.rsplit("/", 1)[-1]
-        reason = f"unsupported file type {name!r}: use .json, .ndjson or .jsonl (optionally .gz)"
+        reason = f"unsupported file type {name!r}: use {SUPPORTED_FILES}"
         reject_job(job_id, reason, 0, claimed_by=claim, services=services, now=now)
         return None
     size = blob.size if blob.size is not None else services.payloads.properties(blob.ref)[1]
