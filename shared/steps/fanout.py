@@ -32,40 +32,41 @@ class PlannedBatch:
     body: bytes | None = None  # the items as a FeatureCollection, when already serialized
 
 
+@dataclass(frozen=True)
+class BatchGroup:
+    """What the batches planned together share: their job, collection and how they are sent."""
+
+    job_id: str
+    collection: str
+    mode: str = "create"
+    action: str = "create"
+    sign: str = ""
+    sign_collection: str = ""
+    parent: str = ""  # the failed batch these were split from (isolation), and how deep in its splits
+    depth: int = 0
+
+
 def payload_name(job_id: str, batch_id: str) -> str:
     return f"{job_id}/{batch_id}.json"
 
 
-def enqueue_batches(
-    job_id: str,
-    collection: str,
-    batches: list[PlannedBatch],
-    *,
-    services: Services,
-    now: datetime,
-    mode: str = "create",
-    parent: str = "",
-    depth: int = 0,
-    action: str = "create",
-    sign: str = "",
-    sign_collection: str = "",
-) -> None:
+def enqueue_batches(group: BatchGroup, batches: list[PlannedBatch], *, services: Services, now: datetime) -> None:
     """Write each batch's payload and row, then send its message."""
     rows: list[BatchRow] = []
     for batch in batches:
         body = batch.body if batch.body is not None else feature_collection(batch.items)
-        payload = "" if action == "delete" else services.payloads.put(payload_name(job_id, batch.batch_id), body)
-        ids = spill_json(services.payloads, job_id, batch.batch_id, "item_ids", [item_id_of(i) for i in batch.items])
+        payload = "" if group.action == "delete" else services.payloads.put(payload_name(group.job_id, batch.batch_id), body)
+        ids = spill_json(services.payloads, group.job_id, batch.batch_id, "item_ids", [item_id_of(i) for i in batch.items])
         rows.append(
             BatchRow(
-                job_id=job_id, batch_id=batch.batch_id, state=BatchState.QUEUED, collection=collection,
-                item_count=len(batch.items), **ids.columns(), payload_blob=payload,
-                parent=parent, depth=depth, mode=mode, action=action, sign=sign, sign_collection=sign_collection,
-                items_repaired=batch.repaired,
+                job_id=group.job_id, batch_id=batch.batch_id, state=BatchState.QUEUED, collection=group.collection,
+                item_count=len(batch.items), **ids.columns(), payload_blob=payload, parent=group.parent,
+                depth=group.depth, mode=group.mode, action=group.action, sign=group.sign,
+                sign_collection=group.sign_collection, items_repaired=batch.repaired,
             )
         )
     services.status.create_batches(rows, now)
-    services.queues.send_many(services.settings.work_queue, [batch_message(job_id, row.batch_id) for row in rows])
+    services.queues.send_many(services.settings.work_queue, [batch_message(group.job_id, row.batch_id) for row in rows])
 
 
 def batch_message(job_id: str, batch_id: str, attempt: int = 0) -> str:

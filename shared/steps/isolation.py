@@ -18,6 +18,7 @@ The parent row ends `Split` with its own settled counts; children carry the rest
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from shared.batching import child_batch_id
@@ -26,7 +27,7 @@ from shared.errors import InvalidInputError
 from shared.inputs.batch_items import batch_items, row_item_ids
 from shared.items import item_id_of
 from shared.services import Services
-from shared.steps.fanout import PlannedBatch, enqueue_batches
+from shared.steps.fanout import BatchGroup, PlannedBatch, enqueue_batches
 from shared.store import BatchRow, BatchState, Outcome
 
 ALREADY_EXISTS = "ItemAlreadyExistsInCollection"
@@ -72,12 +73,12 @@ def resolve_failed_batch(row: BatchRow, operation: Operation, *, services: Servi
         children = [PlannedBatch(child_batch_id(row.batch_id, n), group) for n, group in enumerate(groups, start=1)]
         replacements = [PlannedBatch(child_batch_id(row.batch_id, n), [item])
                         for n, item in enumerate(existing, start=len(children) + 1)]
-        common = {"services": services, "now": now, "mode": row.mode, "parent": row.batch_id, "depth": row.depth + 1,
-                  "sign": row.sign, "sign_collection": row.sign_collection}
+        group = BatchGroup(row.job_id, row.collection, mode=row.mode, sign=row.sign, sign_collection=row.sign_collection,
+                           parent=row.batch_id, depth=row.depth + 1)
         if children:
-            enqueue_batches(row.job_id, row.collection, children, **common)
+            enqueue_batches(group, children, services=services, now=now)
         if replacements:
-            enqueue_batches(row.job_id, row.collection, replacements, action="replace", **common)
+            enqueue_batches(replace(group, action="replace"), replacements, services=services, now=now)
         note = (f"{message}; {len(unresolved)} item(s) resubmitted, {len(existing)} replaced, as "
                 f"{', '.join(c.batch_id for c in children + replacements)}")
         return Outcome(BatchState.SPLIT, succeeded=len(landed), failed=failed, code=operation.error_code, message=note)

@@ -23,7 +23,7 @@ from shared.items import RejectedItem, item_id_of, validate_job
 from shared.messages import JobRequest
 from shared.redact import url_without_query
 from shared.services import Services
-from shared.steps.fanout import PlannedBatch, batch_message, enqueue_batches, payload_name
+from shared.steps.fanout import BatchGroup, PlannedBatch, batch_message, enqueue_batches, payload_name
 from shared.steps.items_ref import plan_message_for
 from shared.steps.job_claims import JobClaim, conflict_job_id, describe_refusal, owns
 from shared.steps.rollup import settle_job
@@ -112,8 +112,9 @@ def plan_job(request: JobRequest, *, job_id: str, claim: JobClaim, services: Ser
     settled = rejected_rows(job_id, collection, rejected) + superseded_rows(job_id, collection, superseded)
     status.create_batches(settled, now)
     record_batches(settled, services=services, now=now)
-    enqueue_batches(job_id, collection, batches, services=services, now=now, mode=request.mode, action=action,
-                    sign=request.sign or "", sign_collection=sign_collection)
+    group = BatchGroup(job_id, collection, mode=request.mode, action=action, sign=request.sign or "",
+                       sign_collection=sign_collection)
+    enqueue_batches(group, batches, services=services, now=now)
 
     mark_planned(status, job_id, collection=collection, item_count=len(items), batch_count=len(batches), now=now)
     log.info("planned job %s: %d items, %d batches, %d rejected", job_id, len(items), len(batches), len(rejected))
