@@ -87,6 +87,7 @@ def gzip_bomb(head: bytes, size: int, tail: bytes) -> bytes:
 
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
+    from bench.hand_on import HandOnInProcess
     from shared.inputs.search import BoundedSearch, SearchBounds
     from shared.messages import JobRequest, PlanMessage
     from shared.services import build_services
@@ -94,19 +95,6 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     from shared.steps.job_claims import JobClaim
     from shared.steps.planning import plan_job
     from shared.steps.segments import plan_segment
-    from shared.store import QueueSender
-
-    class HandOnInProcess(QueueSender):
-        """Plan messages stay here (the next invocation's input); batch messages go to Azurite."""
-
-        def __init__(self, inner: QueueSender) -> None:
-            self.inner, self.plans = inner, []
-
-        def send(self, queue_name: str, body: str, *, delay_seconds: float = 0) -> None:
-            if '"kind":"plan"' in body:
-                self.plans.append(body)
-            else:
-                self.inner.send(queue_name, body, delay_seconds=delay_seconds)
 
     services = build_services(Settings.from_env(spec["env"]))
     started = time.perf_counter()

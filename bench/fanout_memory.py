@@ -79,25 +79,13 @@ def child_planner(env: dict[str, str], blob: str, etag: str) -> dict[str, float]
 
 
 def child_items_ref(env: dict[str, str], blob: str, etag: str) -> dict[str, float]:
+    from bench.hand_on import HandOnInProcess
     from shared.messages import JobRequest, PlanMessage
     from shared.services import build_services
     from shared.settings import Settings
     from shared.steps.job_claims import JobClaim
     from shared.steps.planning import plan_job
     from shared.steps.segments import plan_segment
-    from shared.store import QueueSender
-
-    class HandOnInProcess(QueueSender):
-        """Plan messages stay here (the next invocation's input); batch messages go to Azurite."""
-
-        def __init__(self, inner: QueueSender) -> None:
-            self.inner, self.plans = inner, []
-
-        def send(self, queue_name: str, body: str, *, delay_seconds: float = 0) -> None:
-            if '"kind":"plan"' in body:
-                self.plans.append(body)
-            else:
-                self.inner.send(queue_name, body, delay_seconds=delay_seconds)
 
     services = build_services(Settings.from_env(env))
     sender = services.queues = HandOnInProcess(services.queues)
