@@ -9,7 +9,7 @@ import pytest
 from emulator import EmulatorOptions, EmulatorServer, Faults
 from shared.catalog.auth import StaticToken
 from shared.catalog.client import GeoCatalogClient
-from shared.catalog.pacing import POLL, SUBMIT, GroupPacer, Pacer, calling_group
+from shared.catalog.pacing import POLL, SUBMIT, WORK, GroupPacer, Pacer, calling_group
 from shared.errors import RetryableError
 from shared.settings import Settings
 from tests.helpers import make_collection
@@ -48,10 +48,11 @@ def test_idle_time_is_not_banked_into_a_burst() -> None:
     assert clock.slept == pytest.approx([0.1])
 
 
-def test_share_is_the_limit_divided_by_the_instances_of_both_calling_groups() -> None:
-    settings = Settings("http://127.0.0.1:1", geocatalog_max_calls_per_second=40, geocatalog_max_instances=4)
+def test_share_is_the_limit_divided_by_the_instances_of_every_calling_group() -> None:
+    settings = Settings("http://127.0.0.1:1", geocatalog_max_calls_per_second=60, geocatalog_max_instances=4)
     pacers = GroupPacer.from_settings(settings)
-    assert {g: p.ceiling for g, p in pacers.pacers.items()} == {SUBMIT: 5, POLL: 5}  # up to 4 submit and 4 poll instances
+    # up to 4 submit, 4 work and 4 poll instances: 12 shares of 60 calls/s
+    assert {g: p.ceiling for g, p in pacers.pacers.items()} == {SUBMIT: 5, WORK: 5, POLL: 5}
     unpaced = GroupPacer.from_settings(Settings("http://127.0.0.1:1", geocatalog_max_calls_per_second=0))
     assert not unpaced.current.paced and unpaced.acquire() == 0
 
