@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.steps.rollup import final_state, summarize
+from shared.steps.rollup import error_summary, final_state, summarize
 from shared.store.status import BatchRow, BatchState, JobRow, JobState
 
 
@@ -46,3 +46,12 @@ def test_final_state_table() -> None:
 def test_terminal_states() -> None:
     assert BatchState.SPLIT.is_terminal and not BatchState.SUBMITTING.is_terminal
     assert JobState.REJECTED.is_terminal and not JobState.ACCEPTED.is_terminal
+
+
+def test_the_error_summary_names_only_codes_that_items_ended_with() -> None:
+    """A batch whose failed items all carry their own code adds no `x0` entry for the batch's code."""
+    failed = BatchRow("j", "batch-000001", state=BatchState.FAILED, items_failed=2, error_code="OperationFailed",
+                      failed_items='{"a": "InvalidGeometry", "b": "InvalidGeometry"}')
+    rejected = BatchRow("j", "rejected-000001", state=BatchState.REJECTED, items_rejected=1)
+    code, text = error_summary([failed, rejected], JobRow("j"))
+    assert (code, text) == ("InvalidGeometry", "InvalidGeometry x2, InvalidItem x1")

@@ -81,9 +81,9 @@ def error_summary(batches: list[BatchRow], job: JobRow, *, read: Read | None = N
         codes.update(failed.values())
         codes[row.error_code or "OperationFailed"] += max(row.items_failed - len(failed), 0)
         codes[row.error_code or "InvalidItem"] += row.items_rejected
-    if job.error_code and not codes:
+    top = [(code, n) for code, n in codes.most_common() if n > 0]
+    if job.error_code and not top:
         return job.error_code, job.error_message
-    top = codes.most_common()
     text = ", ".join(f"{code} x{n}" for code, n in top[:SUMMARY_CODES])
     if len(top) > SUMMARY_CODES:
         text += f", {len(top) - SUMMARY_CODES} more code(s)"
