@@ -107,7 +107,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     sender = services.queues = HandOnInProcess(services.queues)
     now = datetime.now(UTC)
     job_id = body["job_id"]
-    plan_job(JobRequest.from_json(body), job_id=job_id, claim=JobClaim.of(body, "bench-message"), services=services, now=now)
+    plan_job(JobRequest.from_json(body), job_id=job_id, claim=JobClaim.of_delivery(body, "bench-message"), services=services, now=now)
     while sender.plans:
         plan_segment(PlanMessage.from_json(orjson.loads(sender.plans.pop())), services=services, now=now)
     job = services.status.get_job(job_id)

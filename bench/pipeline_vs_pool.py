@@ -6,7 +6,7 @@ unique per run), against the same emulator process:
   settings, fed one NDJSON upload; wall time from the upload to the moment the job's row turned
   terminal (the storage service's own timestamp of that write, not when this watcher, which looks
   every 0.2 s, happened to see it: the pool's figure has no such sampling delay either). Twice: with
-  submit and poll each on a local instance (a process) of its own, as Flex Consumption scales them
+  submit, work and poll each on a local instance (a process) of its own, as Flex Consumption scales them
   (`devhost.instance`), and with every function in one process;
 - the pool: 8 threads, each POSTing a 100-item batch and then polling it with `sleep(1)`;
 - the notebook loop: POST, `sleep(5)`-poll, one batch after another; measured on 3 batches and
@@ -157,7 +157,7 @@ class CpuMeter:
 
 
 def run_pipeline(emulator: Emulator, azurite: Azurite, items: list[dict], collection: str, *, flex: bool) -> float:
-    """`flex`: submit and poll each on an instance (a process) of its own, as Flex Consumption scales them;
+    """`flex`: submit, work and poll each on an instance (a process) of its own, as Flex Consumption scales them;
     else every function in one local process. Prints the CPU time every process used meanwhile."""
     production_polling = {"GEOCATALOG_ENDPOINT": emulator.url, "POLL_INITIAL_DELAY_SECONDS": "5",
                           "POLL_MAX_DELAY_SECONDS": "60", "RETRY_BASE_DELAY_SECONDS": "2"}
@@ -165,7 +165,7 @@ def run_pipeline(emulator: Emulator, azurite: Azurite, items: list[dict], collec
         pids = {"Azurite": azurite.pid, "emulator": emulator.process.pid}
         if flex:
             stack.pause_functions()
-            for group in ("submit", "poll"):
+            for group in FUNCTION_GROUPS:
                 pids[f"{group} instance"] = instances.enter_context(InstanceProcess(os.environ, FUNCTION_GROUPS[group])).pid
         meter = CpuMeter(pids)
         path = f"{collection}/items.ndjson"
@@ -194,7 +194,7 @@ def one_process(emulator: Emulator, azurite: Azurite, items: list[dict], collect
     return run_pipeline(emulator, azurite, items, collection, flex=False)
 
 
-PIPELINES = [("pipeline: a submit and a poll instance, as Flex scales them", flex_instances),
+PIPELINES = [("pipeline: a submit, a work and a poll instance, as Flex scales them", flex_instances),
              ("pipeline: every function in one local process", one_process)]
 BASELINES = [("pool: 8 threads, sleep(1) poll", run_pool),
              ("notebook: sequential, sleep(5) poll (extrapolated from 3 batches)", run_notebook)]
