@@ -6,7 +6,7 @@ with its own clients and pacer) share one Azurite and one emulator that answers 
 `--batches` one-item batches goes through twice: unpaced (`GEOCATALOG_MAX_CALLS_PER_SECOND=0`) and
 paced at 80 % of the service's limit (production: 40 against ~50) with GEOCATALOG_MAX_INSTANCES=3.
 Each process hosts submit, work and poll, which Flex would run on separate instances; each of its
-three calling groups paces at its own share (limit / (3 x 3)), so the three together pace at the limit.
+three calling groups paces at its part of limit / 3, so the three together pace at the limit.
 Printed: 429s served, calls accepted, calls/s achieved over the job, and the job's wall time.
 
 Part 2, the alternative: a token bucket in one table row, taken with a read and an ETag-conditional

@@ -60,7 +60,7 @@ DEFAULTS: dict[str, tuple[str | None, str]] = {
     "GEOCATALOG_MAX_CALLS_PER_SECOND": ("40", "GeoCatalog calls per second of all instances together "
                                         "(the service allows ~50 per subscription); 0 = unpaced"),
     "GEOCATALOG_MAX_INSTANCES": ("2", "must equal the Flex plan's maximumInstanceCount: submit and poll scale apart, "
-                                 "so each instance paces each calling group at the limit / (3 x this)"),
+                                 "so each instance paces each calling group at its part of the limit / this"),
     "HTTP_TIMEOUT_SECONDS": ("30", "connect+read timeout of each GeoCatalog request"),
     "SOURCE_URL_ALLOWLIST": ("planetarycomputer.microsoft.com",
                              "comma-separated hosts that `items_ref.url` and `search.url` may point at (https, public addresses "

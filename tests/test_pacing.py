@@ -49,10 +49,10 @@ def test_idle_time_is_not_banked_into_a_burst() -> None:
 
 
 def test_share_is_the_limit_divided_by_the_instances_of_every_calling_group() -> None:
-    settings = Settings("http://127.0.0.1:1", geocatalog_max_calls_per_second=60, geocatalog_max_instances=4)
+    settings = Settings("http://127.0.0.1:1", geocatalog_max_calls_per_second=40, geocatalog_max_instances=4)
     pacers = GroupPacer.from_settings(settings)
-    # up to 4 submit, 4 work and 4 poll instances: 12 shares of 60 calls/s
-    assert {g: p.ceiling for g, p in pacers.pacers.items()} == {SUBMIT: 5, WORK: 5, POLL: 5}
+    # up to 4 submit, 4 work and 4 poll instances: 4 x (1 + 4.5 + 4.5) = 40 calls/s together
+    assert {g: p.ceiling for g, p in pacers.pacers.items()} == pytest.approx({SUBMIT: 1, WORK: 4.5, POLL: 4.5})
     unpaced = GroupPacer.from_settings(Settings("http://127.0.0.1:1", geocatalog_max_calls_per_second=0))
     assert not unpaced.current.paced and unpaced.acquire() == 0
 
@@ -60,7 +60,7 @@ def test_share_is_the_limit_divided_by_the_instances_of_every_calling_group() ->
 def test_each_calling_group_takes_slots_from_its_own_share() -> None:
     """A process hosting both functions gets both shares: the poll group's calls do not queue behind submit's."""
     clock = Clock()
-    pacers = GroupPacer(10, clock=clock, sleep=clock.sleep)
+    pacers = GroupPacer(dict.fromkeys((SUBMIT, WORK, POLL), 10.0), clock=clock, sleep=clock.sleep)
     for _ in range(11):
         pacers.acquire()  # submit, the default group
     with calling_group(POLL):

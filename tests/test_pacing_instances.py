@@ -19,7 +19,7 @@ from tests.helpers import make_collection, make_item
 SERVICE_LIMIT = 5
 APP_LIMIT = 4  # headroom under the service's limit, as in production (40 against about 50)
 # Each process hosts submit, work and poll (which Flex runs on separate instances) and paces each
-# group's calls at its share, APP_LIMIT / (3 x 3): the three together pace at APP_LIMIT.
+# group's calls at its part of APP_LIMIT / 3: the three together pace at APP_LIMIT.
 
 
 def test_three_paced_instances_stay_under_the_service_limit(make_stack) -> None:

@@ -2,10 +2,10 @@
 
 The GeoCatalog allows about 50 calls/s per subscription; beyond that it answers 429, and every 429
 is a wasted call. `GEOCATALOG_MAX_CALLS_PER_SECOND` is the limit of the whole app. Each instance
-takes an equal share of it per calling group: `limit / (3 x GEOCATALOG_MAX_INSTANCES)`, where the
+takes a share of it per calling group: `limit x part / GEOCATALOG_MAX_INSTANCES`, where the
 setting is the Flex plan's `maximumInstanceCount` (the infrastructure writes one from the other).
-The 3 is because Flex scales `submit` (planning jobs), `work` (POSTing batches, planning segments)
-and `poll`, the functions that call the GeoCatalog, in groups of their own, each up to that count
+The parts (`SHARES`) are because Flex scales `submit` (planning jobs), `work` (POSTing batches,
+planning segments) and `poll`, the functions that call the GeoCatalog, in groups of their own, each up to that count
 (`blob_created` makes one call per upload and counts with submit). So each process keeps one pacer
 per group (`GroupPacer`), and a call takes its slot from the pacer of the function making it
 (`calling_group`). However many instances run, their sum stays under the limit; and a process that
@@ -53,6 +53,10 @@ from shared.settings import Settings
 
 SUBMIT, WORK, POLL = "submit", "work", "poll"  # the calling groups: Flex scales each function in its own group
 CALLING_GROUPS = (SUBMIT, WORK, POLL)
+# Each group's part of the limit, by the calls it makes: a job's planning reads its collection once, while
+# every batch is one POST (work) and at least one GET (poll). The parts add up to 1, so however many
+# instances each group scales to, all of them together stay under the limit.
+SHARES = {SUBMIT: 0.1, WORK: 0.45, POLL: 0.45}
 DECREASE = 0.5  # multiplicative decrease on a 429
 RECOVERY = 0.1  # additive increase: this fraction of the share per second without a 429
 FLOOR = 0.05  # never below this fraction of the share
@@ -132,14 +136,14 @@ class Pacer:
 class GroupPacer:
     """One `Pacer` per calling group, each with the group's share; a call uses its group's (`calling_group`)."""
 
-    def __init__(self, calls_per_second: float, **pacer_options: Callable[..., float]) -> None:
-        self.pacers = {group: Pacer(calls_per_second, **pacer_options) for group in CALLING_GROUPS}
+    def __init__(self, calls_per_second: dict[str, float], **pacer_options: Callable[..., float]) -> None:
+        self.pacers = {group: Pacer(calls_per_second[group], **pacer_options) for group in CALLING_GROUPS}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GroupPacer:
-        """Each group's share: the limit over the instances that group may scale to, in both groups."""
-        instances = len(CALLING_GROUPS) * max(1, settings.geocatalog_max_instances)
-        return cls(max(0.0, settings.geocatalog_max_calls_per_second) / instances)
+        """Each instance's share in each group: the group's part of the limit over the instances it may scale to."""
+        per_instance = max(0.0, settings.geocatalog_max_calls_per_second) / max(1, settings.geocatalog_max_instances)
+        return cls({group: per_instance * SHARES[group] for group in CALLING_GROUPS})
 
     @property
     def current(self) -> Pacer:
