@@ -49,8 +49,8 @@ DEFAULTS: dict[str, tuple[str | None, str]] = {
                       "`backoff`: doubling from POLL_INITIAL_DELAY_SECONDS"),
     "POLL_STEP_FRACTION": ("0.1", "after the predicted end, poll again after this fraction of the time since submission"),
     "POLL_MIN_STEP_SECONDS": ("2", "shortest wait between two polls after the predicted end"),
-    "POLL_DEADLINE_SECONDS": ("21600", "an operation still running this long after submission is TimedOut"),
-    "POLL_MAX_FAILURES": ("20", "consecutive unreadable polls (5xx, 429, timeouts) before a batch is reconciled and ended"),
+    "POLL_DEADLINE_SECONDS": ("21600", "a batch whose operation is still running or unreadable this long after submission ends "
+                                       "TimedOut (Unconfirmed if the catalog is unreadable too)"),
     "SUBMIT_RETRY_SECONDS": ("1800", "how long a batch's POST (or a job's planning) is retried on 429/5xx/timeouts before it is Failed"),
     "SWEEP_SCHEDULE": ("0 */5 * * * *", "NCRONTAB schedule of the sweeper that settles stuck jobs and batches"),
     "SWEEP_STALE_SECONDS": ("900", "a batch Queued or Submitting with no change for this long is re-sent by the sweeper"),
@@ -108,7 +108,6 @@ class Settings:
     poll_step_fraction: float = 0.1
     poll_min_step_seconds: float = 2.0
     poll_deadline_seconds: int = 21_600
-    poll_max_failures: int = 20
     submit_retry_seconds: int = 1800
     sweep_schedule: str = "0 */5 * * * *"
     sweep_stale_seconds: int = 900

@@ -11,6 +11,7 @@ from shared.store.status import JOB_ROW, BatchRow, BatchState, JobRow, JobState,
 from shared.store.table_batch import TableClient
 from shared.store.timing import OperationTimings, record_timing, seconds_per_item
 from shared.store.transitions import (
+    NOT_IN_CATALOG,
     SCOUT,
     WAITING,
     EveryItem,
@@ -19,6 +20,7 @@ from shared.store.transitions import (
     UploadChanged,
     UploadCheck,
     claim_batch,
+    confirm_batch,
     end_batch,
     end_job,
     finish_empty,
@@ -45,6 +47,7 @@ __all__ = [
     "BlobChangedError",
     "brief",
     "claim_batch",
+    "confirm_batch",
     "end_batch",
     "end_job",
     "EveryItem",
@@ -67,6 +70,7 @@ __all__ = [
     "mark_woken",
     "MAX_INLINE_CHARS",
     "MAX_MESSAGE_BYTES",
+    "NOT_IN_CATALOG",
     "note_on_job",
     "note_progress",
     "OperationTimings",

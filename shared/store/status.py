@@ -49,7 +49,8 @@ ETAG_RETRIES = 12
 TEXT_LIMITS = {"source": 2_000, "error_code": 200, "error_message": 8_000, "logs": 30_000}
 REDACTED_JSON = ("rejected_items", "failed_items", "source_ref")  # JSON: redacted, never cut (that would break the JSON)
 TRUNCATED = " ...[truncated]"
-ITEM_COUNTERS = ("items_succeeded", "items_failed", "items_rejected", "items_superseded", "items_repaired")
+ITEM_COUNTERS = ("items_succeeded", "items_failed", "items_rejected", "items_superseded", "items_repaired",
+                 "items_unconfirmed")
 PLANNED_ITEMS = "items_planned"  # items of top-level batches (not isolation children): the job's item count so far
 
 
@@ -65,6 +66,9 @@ class BatchState(StrEnum):
     REJECTED = "Rejected"
     SPLIT = "Split"  # failed as a whole; its unresolved items went on in child batches
     SUPERSEDED = "Superseded"  # earlier copies of ids repeated under mode upsert: a later copy was sent instead
+    # Ended without a verdict: neither its operation nor the catalog could be read by its deadline. The sweeper
+    # asks the catalog again and moves it to Succeeded or Failed (`transitions.confirm_batch`).
+    UNCONFIRMED = "Unconfirmed"
 
     @property
     def is_terminal(self) -> bool:
@@ -80,6 +84,7 @@ TERMINAL_BATCH_STATES = frozenset(
         BatchState.REJECTED,
         BatchState.SPLIT,
         BatchState.SUPERSEDED,
+        BatchState.UNCONFIRMED,
     }
 )
 ACTIVE_BATCH_STATES = (BatchState.SUBMITTING, BatchState.SUBMITTED, BatchState.RUNNING)  # claimed, not ended
@@ -95,10 +100,18 @@ class JobState(StrEnum):
     PARTIALLY_SUCCEEDED = "PartiallySucceeded"
     FAILED = "Failed"
     REJECTED = "Rejected"
+    # Every batch ended, but some items' outcome could not be read: the sweeper settles them, then the job
+    # moves to its true state (the one terminal state that changes again).
+    UNCONFIRMED = "Unconfirmed"
 
     @property
     def is_terminal(self) -> bool:
         return self not in (JobState.ACCEPTED, JobState.RUNNING)
+
+    @property
+    def is_final(self) -> bool:
+        """Terminal and never changing again (an Unconfirmed job still moves once its items are confirmed)."""
+        return self.is_terminal and self != JobState.UNCONFIRMED
 
 
 @dataclass
@@ -118,6 +131,7 @@ class JobRow:
     items_rejected: int = 0
     items_superseded: int = 0  # earlier copies of a repeated id under mode upsert (not errors)
     items_repaired: int = 0  # items sent with a bbox computed from their geometry (repair: ["bbox"])
+    items_unconfirmed: int = 0  # sent, but whether they were ingested could not be read yet (batches Unconfirmed)
     batches_by_state: str = "{}"
     batches_open: int = 0  # batches not yet in a terminal state
     error_code: str = ""
@@ -130,7 +144,8 @@ class JobRow:
 
     @property
     def items_done(self) -> int:
-        return self.items_succeeded + self.items_failed + self.items_rejected + self.items_superseded
+        return (self.items_succeeded + self.items_failed + self.items_rejected + self.items_superseded
+                + self.items_unconfirmed)
 
     @property
     def source_reference(self) -> SourceRef | None:
@@ -168,6 +183,7 @@ class BatchRow:
     items_rejected: int = 0
     items_superseded: int = 0
     items_repaired: int = 0  # of this batch's items, how many got a bbox computed from their geometry
+    items_unconfirmed: int = 0  # Unconfirmed: every item, until the sweeper confirms them
     failed_items: str = "{}"  # JSON {item id: error code}; "" when it lives in `failed_items_blob`
     failed_items_blob: str = ""
     rejected_items: str = "{}"  # JSON {item id, line or #position: reason}: input that was never sent
@@ -267,7 +283,7 @@ class StatusStore:
         """Every job row (for the demo and operators; a full-table scan), with counters."""
         entities = self._table.query_entities("RowKey eq @job", parameters={"job": JOB_ROW})
         rows = [_from_entity(JobRow, e) for e in entities]
-        return [row if row.state.is_terminal else (self.get_job(row.job_id) or row) for row in rows]
+        return [row if row.state.is_final else (self.get_job(row.job_id) or row) for row in rows]
 
     def list_jobs(self, *, state: JobState | None = None, since: datetime | None = None) -> list[JobRow]:
         """Job rows with counters, newest first, optionally only in `state` and/or created at or after `since` (operators)."""
@@ -277,7 +293,7 @@ class StatusStore:
         if since is not None:
             query, parameters["since"] = query + " and created ge @since", since
         rows = [_from_entity(JobRow, e) for e in self._table.query_entities(query, parameters=parameters)]
-        rows = [row if row.state.is_terminal else (self.get_job(row.job_id) or row) for row in rows]
+        rows = [row if row.state.is_final else (self.get_job(row.job_id) or row) for row in rows]
         return sorted(rows, key=lambda r: r.created.timestamp() if r.created else 0.0, reverse=True)
 
     def open_jobs(self) -> list[JobRow]:
@@ -285,6 +301,12 @@ class StatusStore:
         query = "RowKey eq @job and ( state eq @accepted or state eq @running )"
         entities = self._table.query_entities(query, parameters={"job": JOB_ROW, "accepted": str(JobState.ACCEPTED),
                                                                  "running": str(JobState.RUNNING)})
+        return [_from_entity(JobRow, e) for e in entities]
+
+    def unconfirmed_jobs(self) -> list[JobRow]:
+        """Job rows in state Unconfirmed (without their counters): the sweeper confirms their items."""
+        entities = self._table.query_entities("RowKey eq @job and state eq @state",
+                                              parameters={"job": JOB_ROW, "state": str(JobState.UNCONFIRMED)})
         return [_from_entity(JobRow, e) for e in entities]
 
     # ----- batches ------------------------------------------------------------------------------

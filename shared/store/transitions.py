@@ -23,8 +23,9 @@ Jobs (`JobState`; `planned`: every batch row exists, so the roll-up may end the 
     not planned, not give_up_stalled     the same                             sweeper
       terminal, unchanged since the cut-off
     not terminal     finish_empty        Succeeded, 0 items                   planning.finish_empty_search
-    not terminal,    end_job             Succeeded | PartiallySucceeded |     rollup.settle_job
-      no open batch                      Failed | Rejected
+    not terminal     end_job             Succeeded | PartiallySucceeded |     rollup.settle_job (the sweeper
+      or Unconfirmed,                    Failed | Rejected | Unconfirmed      settles an Unconfirmed job again
+      no open batch                      (Unconfirmed while any item is)      once its batches are confirmed)
     any              note_on_job         (error code and message)             segments, search_jobs
     any              record_source       (source)                             search_jobs, items_ref
 
@@ -47,7 +48,11 @@ Batches (`BatchState`; Submitting, Submitted and Running share one counter, "Act
       waiting                                                                 scout and the submitter wakes it)
     not terminal     end_batch           `Outcome.state`: Succeeded | Failed  poll.finish_batch (for poll, submit,
                                          | Canceled | TimedOut | Rejected     sweeper, handlers)
-                                         | Split
+                                         | Split | Unconfirmed (neither the
+                                         operation nor the catalog answered)
+    Unconfirmed      confirm_batch       Succeeded (every item in the         verdicts.confirm_unconfirmed
+                                         catalog) | Failed (the absent ones,  (sweeper)
+                                         `NotInCatalog`)
 
 Long text goes through `shared.store.spill`: `end_batch` spills the failed items and the logs.
 """
@@ -167,12 +172,14 @@ def finish_empty(status: StatusStore, job_id: str, *, code: str, message: str, n
 
 def end_job(status: StatusStore, job_id: str, *, state: JobState, code: str, message: str,
             now: datetime) -> JobRow | None:
-    """The job's final state, once no batch of it is open (a terminal job row never changes again)."""
+    """The job's state once no batch of it is open: final (a final job row never changes again), or
+    Unconfirmed while some items' outcome is unknown, settled again when they are confirmed."""
 
     def end(row: JobRow) -> JobRow | None:
-        if row.state.is_terminal or row.batches_open:
+        if row.state.is_final or row.batches_open:
             return None
-        return replace(row, state=state, error_code=code, error_message=brief(message))
+        ended = replace(row, state=state, error_code=code, error_message=brief(message))
+        return None if ended == row else ended
 
     return status.update_job(job_id, end, now)
 
@@ -314,10 +321,12 @@ def mark_woken(status: StatusStore, row: BatchRow, *, now: datetime) -> BatchRow
 
 
 class EveryItem(StrEnum):
-    """A batch that ended as a whole: every one of its items failed, or was rejected, with the batch's code."""
+    """A batch that ended as a whole: every one of its items failed, was rejected, or is unconfirmed, with
+    the batch's code."""
 
     FAILED = "failed"
     REJECTED = "rejected"
+    UNCONFIRMED = "unconfirmed"
 
 
 @dataclass(frozen=True)
@@ -343,6 +352,11 @@ class Outcome:
     def every_item_rejected(cls, code: str, message: str) -> Outcome:
         return cls(BatchState.REJECTED, code=code, message=message, every_item=EveryItem.REJECTED)
 
+    @classmethod
+    def every_item_unconfirmed(cls, code: str, message: str) -> Outcome:
+        """No verdict could be read (`code` says why: e.g. TimedOut): nothing is claimed about any item."""
+        return cls(BatchState.UNCONFIRMED, code=code, message=message, every_item=EveryItem.UNCONFIRMED)
+
 
 def end_batch(status: StatusStore, row: BatchRow, outcome: Outcome, *, payloads: PayloadStore, now: datetime,
               logs_inline_chars: int = MAX_INLINE_CHARS) -> BatchRow | None:
@@ -361,7 +375,34 @@ def end_batch(status: StatusStore, row: BatchRow, outcome: Outcome, *, payloads:
                         error_message=brief(outcome.message), **failed.columns(), **logs.columns())
         if outcome.every_item == EveryItem.REJECTED:
             return replace(ended, items_rejected=current.items_rejected + current.item_count)
+        if outcome.every_item == EveryItem.UNCONFIRMED:
+            return replace(ended, items_succeeded=0, items_failed=0, items_unconfirmed=current.item_count)
         failed_count = current.item_count if outcome.every_item == EveryItem.FAILED else len(outcome.failed)
         return replace(ended, items_succeeded=outcome.succeeded, items_failed=failed_count)
 
     return status.update_batch(row.job_id, row.batch_id, end, now, current=row)
+
+
+NOT_IN_CATALOG = "NotInCatalog"  # an Unconfirmed batch's item that the catalog does not hold once it answers
+
+
+def confirm_batch(status: StatusStore, row: BatchRow, *, landed: set[str], ids: list[str], payloads: PayloadStore,
+                  now: datetime) -> BatchRow | None:
+    """Unconfirmed -> Succeeded, or Failed with the items not `landed` (`NotInCatalog`), as the catalog now says;
+    None when the batch is no longer Unconfirmed (another sweep confirmed it)."""
+    failed = {item_id: NOT_IN_CATALOG for item_id in ids if item_id not in landed}
+    spilled = spill_json(payloads, row.job_id, row.batch_id, "failed_items", failed)
+    was = f"{row.error_code}: {row.error_message}".strip(": ")
+
+    def confirm(current: BatchRow) -> BatchRow | None:
+        if current.state != BatchState.UNCONFIRMED:
+            return None
+        if not failed:
+            return replace(current, state=BatchState.SUCCEEDED, items_unconfirmed=0, items_succeeded=current.item_count,
+                           items_failed=0, error_code="", error_message=brief(f"confirmed in the catalog after: {was}"))
+        message = f"{len(failed)} item(s) not in the catalog once it answered again, after: {was}"
+        return replace(current, state=BatchState.FAILED, items_unconfirmed=0, items_succeeded=current.item_count - len(failed),
+                       items_failed=len(failed), error_code=NOT_IN_CATALOG, error_message=brief(message), finished=now,
+                       **spilled.columns())
+
+    return status.update_batch(row.job_id, row.batch_id, confirm, now, current=row)
