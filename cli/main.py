@@ -127,12 +127,14 @@ def watch(obj: CliContext, job_ids: tuple[str, ...], timeout: float | None) -> N
 @click.option("--include-rejected", is_flag=True, help="also the items that were rejected")
 @pass_cli
 def retry(obj: CliContext, job_id: str, codes: tuple[str, ...], include_rejected: bool) -> None:
-    """Start JOB-retry-N with exactly JOB's failed items; while it runs, print its id and create nothing."""
+    """Start JOB-retry-N with exactly JOB's failed items; while it runs, print its id and create nothing.
+
+    Unconfirmed items are first looked up in the GeoCatalog: the ones it holds are not sent again."""
     from cli.render import say
     from shared.retry import RetryRequest, plan_retry
 
     request = RetryRequest(job_id, codes=frozenset(codes), include_rejected=include_rejected)
-    result = plan_retry(request, storage=obj.storage, settings=obj.settings)
+    result = plan_retry(request, storage=obj.storage, settings=obj.settings, catalog=obj.catalog_lookup)
     for reason in result.skipped:
         say(f"skipped {reason}")
     if not result.job_id:
@@ -223,7 +225,7 @@ def logs(obj: CliContext, job_id: str, batch_id: str | None, as_json: bool) -> N
 @json_option
 @pass_cli
 def failures(obj: CliContext, job_id: str, code: str, as_json: bool) -> None:
-    """Every failed or rejected item of a job: id (or line), batch, code, message."""
+    """Every failed, rejected or unconfirmed item of a job: id (or line), batch, state, code, message."""
     from cli import render
     from shared.store import job_problems
 
@@ -232,7 +234,8 @@ def failures(obj: CliContext, job_id: str, code: str, as_json: bool) -> None:
     if as_json:
         render.emit_json([p.to_json() for p in problems])
     else:
-        render.console().print(render.outcomes_table(problems, title=f"{len(problems)} failed or rejected item(s) of {job_id}"))
+        title = f"{len(problems)} failed, rejected or unconfirmed item(s) of {job_id}"
+        render.console().print(render.outcomes_table(problems, title=title))
 
 
 @cli.command()

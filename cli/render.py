@@ -79,7 +79,8 @@ def duration(job: JobRow, now: datetime | None = None) -> str:
 
 
 def counts(job: JobRow | BatchRow) -> str:
-    return f"{job.items_succeeded} / {job.items_failed} / {job.items_rejected} / {job.item_count}"
+    unconfirmed = f" ({job.items_unconfirmed} unconfirmed)" if job.items_unconfirmed else ""
+    return f"{job.items_succeeded} / {job.items_failed} / {job.items_rejected} / {job.item_count}{unconfirmed}"
 
 
 def jobs_table(jobs: Iterable[JobRow]) -> Table:
@@ -95,13 +96,21 @@ def job_summary(job: JobRow) -> Table:
     table = Table.grid(padding=(0, 2))
     for name, value in (("job", job.job_id), ("state", str(job.state)), ("collection", job.collection),
                         ("source", job.source), ("items", f"{job.item_count} ({job.items_succeeded} succeeded, "
-                                                             f"{job.items_failed} failed, {job.items_rejected} rejected)"),
+                                                             f"{job.items_failed} failed, {job.items_rejected} rejected"
+                                                             f"{unconfirmed(job)})"),
                         ("batches", f"{job.batch_count} {job.batches_by_state}"), ("started", when(job.created)),
                         ("updated", when(job.updated)), ("duration", duration(job))):
         table.add_row(name, literal(value))
     if job.error_code or job.error_message:
         table.add_row("error", literal(f"{job.error_code}: {job.error_message}".strip(": ")))
     return table
+
+
+def unconfirmed(job: JobRow) -> str:
+    """", N unconfirmed (the sweeper confirms them once the catalog answers)" when there are any."""
+    if not job.items_unconfirmed:
+        return ""
+    return f", {job.items_unconfirmed} unconfirmed: their outcome could not be read; the sweeper confirms them once the catalog answers"
 
 
 def batches_table(batches: Iterable[BatchRow]) -> Table:
