@@ -32,6 +32,7 @@ from shared.errors import AuthenticationError, InvalidInputError, RetryableError
 from shared.ids import suffixed_job_id
 from shared.inputs.batch_items import batch_items
 from shared.inputs.documents import FileKind, OverlongLine, bounded_lines, file_kind, open_chunks, parse_line, stream_json_items
+from shared.inputs.upload_items import read_lines, validate_lines
 from shared.items import item_id_of
 from shared.messages import JobOptions, job_envelope
 from shared.services import Storage
@@ -197,6 +198,9 @@ def _items_of(storage: Storage, settings: Settings, job: JobRow, problems: list[
         if row is None:
             continue
         try:
+            if not row.validated and row.payload_blob:  # never read (refused before sending): every item of its range
+                found.extend((outcomes[0], item) for item in validate_lines(row, read_lines(row, storage.payloads)).valid)
+                continue
             sent = {item_id_of(i): i for i in batch_items(storage, row)} if (row.payload_blob or row.action == "delete") else {}
         except InvalidInputError as error:  # a byte range of an upload overwritten or deleted since: those items are gone
             skipped.extend(f"{outcome.item} ({batch_id}): {error}" for outcome in outcomes)

@@ -115,6 +115,8 @@ def batch_outcomes(row: BatchRow, *, read: Callable[[str], bytes], children: dic
     ids = [i for i in read_spilled_json(row, "item_ids", read, []) if i not in rejected]
     whole = _whole_batch_state(row, failed, rejected)
     message = row.error_message[:MESSAGE_CHARS]
+    if whole is not None and not ids and not row.validated:  # never read (e.g. refused before sending): its items by range
+        return [*outcomes, ItemOutcome(unread_label(row), state=whole, code=row.error_code, message=message, **common)]
     for item_id in ids:
         if whole is not None:
             outcomes.append(ItemOutcome(item_id, state=whole, code=row.error_code, message=message, **common))
@@ -125,6 +127,11 @@ def batch_outcomes(row: BatchRow, *, read: Callable[[str], bytes], children: dic
         else:
             outcomes.append(ItemOutcome(item_id, state=ItemState.SUCCEEDED, **common))
     return outcomes
+
+
+def unread_label(row: BatchRow) -> str:
+    """How a batch whose items were never read is named: `100 lines from line 1` (its range or chunk)."""
+    return f"{row.item_count} {row.item_label}s from {row.item_label} {row.first_line}"
 
 
 def _whole_batch_state(row: BatchRow, failed: dict[str, Any], rejected: dict[str, Any]) -> ItemState | None:
