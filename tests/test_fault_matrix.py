@@ -27,9 +27,12 @@ from shared.steps.rollup import summarize
 from shared.steps.sweeper import sweep
 from shared.store import ItemState, job_problems
 from shared.store.status import BatchRow, BatchState, JobRow, JobState
+from tests.conftest import ROOT
 from tests.helpers import make_item, wait_until
 from tests.test_pipeline_e2e import catalog, item_posts, stored, with_collection
 from tests.test_uploads_e2e import upload
+
+SAMPLES = ROOT / "examples" / "landcover-items.json"
 
 
 def assert_invariant(stack: LocalStack, job_id: str, sent: list[dict], collection: str = "landcover") -> JobRow:
@@ -398,3 +401,23 @@ def test_a_401_while_planning_an_upload_leaves_every_item_retryable(make_stack, 
     retried = wait_for_jobs(stack.services, [result.job_id], timeout=90)[result.job_id]
     assert (retried.state, retried.items_succeeded) == (JobState.SUCCEEDED, 10)
     assert set(stored(stack, "landcover")) == {i["id"] for i in items}
+
+
+def test_a_401_while_planning_a_search_records_the_results_read_for_retry(make_stack) -> None:
+    stack = make_stack(settings={"SOURCE_URL_ALLOWLIST": "127.0.0.1", "BATCH_MAX_ITEMS": "2"},
+                       emulator_options=EmulatorOptions(timings=Timings(0.05, 0.05), source_items=str(SAMPLES),
+                                                        token="someone-else"))
+    search = {"url": f"{stack.emulator.url}/source/search", "params": {"collections": ["io-lulc-annual-v02"], "limit": 2},
+              "max_items": 3}
+    send_job(stack.services, {"v": 1, "job_id": "search-401", "collection": "landcover", "search": search})
+    job = wait_for_jobs(stack.services, ["search-401"], timeout=90)["search-401"]
+    assert (job.state, job.item_count, job.items_failed, job.error_code) == (JobState.FAILED, 3, 3, "AuthenticationFailed")
+    assert item_posts(stack) == 0
+
+    stack.emulator.app.token = None
+    with_collection(stack)
+    storage = Storage(stack.services.status, stack.services.queues, stack.services.payloads, stack.services.items)
+    result = plan_retry(RetryRequest("search-401"), storage=storage, settings=stack.services.settings)
+    assert (result.items, result.skipped) == (3, [])
+    retried = wait_for_jobs(stack.services, [result.job_id], timeout=90)[result.job_id]
+    assert (retried.state, retried.items_succeeded) == (JobState.SUCCEEDED, 3)
