@@ -23,9 +23,9 @@ from shared.services import Storage
 from shared.steps.fanout import batch_message
 from shared.steps.job_claims import JobClaim, fingerprint
 from shared.steps.planning import plan_job
-from shared.steps.rollup import summarize
+from shared.steps.rollup import settle_job, summarize
 from shared.steps.sweeper import sweep
-from shared.store import ItemState, job_problems
+from shared.store import ItemState, Outcome, confirm_batch, end_batch, job_problems
 from shared.store.status import BatchRow, BatchState, JobRow, JobState
 from tests.conftest import ROOT
 from tests.helpers import make_item, wait_until
@@ -421,3 +421,22 @@ def test_a_401_while_planning_a_search_records_the_results_read_for_retry(make_s
     assert (result.items, result.skipped) == (3, [])
     retried = wait_for_jobs(stack.services, [result.job_id], timeout=90)[result.job_id]
     assert (retried.state, retried.items_succeeded) == (JobState.SUCCEEDED, 3)
+
+
+def test_a_sweep_settles_an_unconfirmed_job_whose_batch_was_confirmed_just_before_a_crash(make_stack) -> None:
+    stack = make_stack()
+    status, payloads = stack.services.status, stack.services.payloads
+    now = datetime.now(UTC)
+    status.create_job(JobRow("crash-c", state=JobState.RUNNING, planned=True, collection="landcover"), now)
+    status.create_batches([BatchRow("crash-c", "batch-000001", state=BatchState.RUNNING, collection="landcover", item_count=2,
+                                    item_ids='["a", "b"]')], now)
+    row = status.get_batch("crash-c", "batch-000001")
+    row = end_batch(status, row, Outcome.every_item_unconfirmed("TimedOut", "unreadable"), payloads=payloads, now=now)
+    assert settle_job("crash-c", status=status, now=now).state == JobState.UNCONFIRMED
+    confirm_batch(status, row, landed={"a", "b"}, ids=["a", "b"], payloads=payloads, now=now)  # ...and the process dies
+    assert status.get_job("crash-c").state == JobState.UNCONFIRMED
+    report = sweep(services=stack.services, now=now)
+    job = status.get_job("crash-c")
+    assert (report.jobs_finished, report.batches_confirmed) == (1, 0)
+    assert (job.state, job.items_succeeded, job.items_unconfirmed) == (JobState.SUCCEEDED, 2, 0)
+    assert status.counters("crash-c") == status.recount("crash-c")
