@@ -69,6 +69,10 @@ DEFAULTS: dict[str, tuple[str | None, str]] = {
     "ITEMS_REF_CONTAINERS": ("", "comma-separated containers that `items_ref.blob` may read; empty = PAYLOAD_CONTAINER and DROP_CONTAINER"),
     "SAS_API_URL": ("https://planetarycomputer.microsoft.com/api/sas/v1", "Planetary Computer SAS API used by `sign: planetary-computer`"),
     "LOG_TRUNCATE_CHARS": ("8000", "characters of operation logs kept in the status row (all of it goes to a blob)"),
+    "JOB_EVENTS_TOPIC_ENDPOINT": ("", "Event Grid topic (CloudEvents 1.0) that gets one GeoCatalogIngest.JobFinished event per "
+                                  "job, sent as the app's identity; empty = JOB_EVENTS_QUEUE, if set (docs/events.md)"),
+    "JOB_EVENTS_QUEUE": ("", "local runs: storage queue that gets the job-finished events when no topic is set "
+                         "(`make up`: job-events); both empty = no events, job rows say Unsent"),
 }
 
 
@@ -123,6 +127,8 @@ class Settings:
     items_ref_containers: tuple[str, ...] = ()
     sas_api_url: str = "https://planetarycomputer.microsoft.com/api/sas/v1"
     log_truncate_chars: int = 8000
+    job_events_topic_endpoint: str = ""
+    job_events_queue: str = ""
     storage: StorageAccess | None = None
 
     @classmethod

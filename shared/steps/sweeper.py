@@ -11,7 +11,10 @@ a message that was lost or whose last delivery died at the wrong moment:
   (longer than its planning may be retried) is given up (`GaveUp`): the deliveries that claimed it died
   without ending it (e.g. the last one timed out, and its message went to a poison queue, whose
   handler may not change a job it cannot prove it claimed).
-Cost: one query for the open jobs, and per open job one query for its open batches.
+- a job-finished event still Pending and not held by a live claim (its publish failed, or its
+  publisher died between sending and marking it) is published again, with the same event id.
+Cost: one query for the open jobs, per open job one query for its open batches, and one query for the
+Pending events (at most 1000 a pass).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class SweepReport:
     batches_timed_out: int = 0
     batches_resent: int = 0
     plannings_given_up: int = 0
+    events_published: int = 0
 
 
 def sweep(*, services: Services, now: datetime) -> SweepReport:
@@ -58,6 +62,8 @@ def sweep(*, services: Services, now: datetime) -> SweepReport:
                 continue
         for row in services.status.batches(job.job_id, where=OPEN_BATCH_FILTER):
             _sweep_batch(row, report, services=services, now=now)
+    if services.events is not None:
+        report.events_published = services.events.publish_pending(now)
     if report.jobs_finished or report.batches_timed_out or report.batches_resent or report.plannings_given_up:
         log.warning("sweeper: %s", report)
     return report
