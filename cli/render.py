@@ -78,8 +78,23 @@ def duration(job: JobRow, now: datetime | None = None) -> str:
     return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.1f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
 
 
-def counts(job: JobRow | BatchRow) -> str:
-    return f"{job.items_succeeded} / {job.items_failed} / {job.items_rejected} / {job.item_count}"
+def counts(row: JobRow | BatchRow) -> str:
+    """ok / failed / rejected / items, where the first three (with any superseded, named after) add up to the
+    items once the row has ended."""
+    text = f"{row.items_succeeded} / {row.items_failed} / {row.items_rejected} / {items_total(row)}"
+    return f"{text} ({row.items_superseded} superseded)" if row.items_superseded else text
+
+
+def items_total(row: JobRow | BatchRow) -> int:
+    """Every item the row stands for. A job's `item_count` is all of them. A batch's is the items it sends:
+    the lines of an upload batch rejected (or superseded) when it was checked are counted apart, so they are
+    added while it is open; once it ended each of its items is in exactly one of its counts."""
+    if isinstance(row, JobRow):
+        return row.item_count
+    done = row.items_succeeded + row.items_failed + row.items_rejected + row.items_superseded
+    if row.state.is_terminal:
+        return max(row.item_count, done)
+    return row.item_count + row.items_rejected + row.items_superseded
 
 
 def jobs_table(jobs: Iterable[JobRow]) -> Table:

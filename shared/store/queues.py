@@ -69,6 +69,10 @@ class QueueSender:
             except ResourceExistsError:
                 pass
 
+    def client(self, queue_name: str) -> QueueClient:
+        """The queue's own client (an operator tool reads a queue with it)."""
+        return self._client(queue_name)
+
     def _client(self, queue_name: str) -> QueueClient:
         if queue_name not in self._clients:
             self._clients[queue_name] = self._client_for(queue_name)

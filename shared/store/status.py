@@ -313,6 +313,24 @@ class StatusStore:
         rows = [_from_entity(JobRow, e) for e in itertools.islice(entities, limit)]
         return [self.get_job(row.job_id) or row for row in rows]
 
+    def jobs_updated_since(self, since: datetime, *, max_rows: int) -> tuple[list[JobRow], bool]:
+        """Job rows (without counters) changed at or after `since`: at most `max_rows`, and whether more matched."""
+        query = "RowKey eq @job and updated ge @since"
+        return self._bounded(JobRow, query, {"job": JOB_ROW, "since": since}, _RECENT_JOB_COLUMNS, max_rows)
+
+    def batches_updated_since(self, since: datetime, *, max_rows: int) -> tuple[list[BatchRow], bool]:
+        """Batch rows changed at or after `since` (counter rows have no `updated`): at most `max_rows`, and
+        whether more matched. The figures' columns only (`failed_items` for the codes of failed items)."""
+        query = "RowKey ne @job and updated ge @since"
+        return self._bounded(BatchRow, query, {"job": JOB_ROW, "since": since}, _RECENT_BATCH_COLUMNS, max_rows)
+
+    def _bounded(self, kind: type[Any], query: str, parameters: dict[str, Any], select: list[str],
+                 max_rows: int) -> tuple[list[Any], bool]:
+        pages = self._table.query_entities(query, parameters=parameters, select=["PartitionKey", "RowKey", *select],
+                                           results_per_page=min(max(max_rows, 1), 1000))
+        entities = list(itertools.islice(pages, max_rows + 1))
+        return [_from_entity(kind, e) for e in entities[:max_rows]], len(entities) > max_rows
+
     # ----- batches ------------------------------------------------------------------------------
 
     def get_batch(self, job_id: str, batch_id: str) -> BatchRow | None:
@@ -559,6 +577,10 @@ _ACTIVE_COUNTER = f"n_{ACTIVE}"
 _STATE_COUNTERS = sorted({_state_counter(s) for s in BatchState})
 # Counter rows written before the active states shared a counter: read into it (the next write drops them).
 _LEGACY_ACTIVE_COUNTERS = frozenset(f"n_{s}" for s in ACTIVE_BATCH_STATES)
+_RECENT_JOB_COLUMNS = ["state", "collection", "item_count", *ITEM_COUNTERS, "error_code", "created", "updated", "finished",
+                       "event_state"]
+_RECENT_BATCH_COLUMNS = ["state", "collection", "parent", "item_count", *ITEM_COUNTERS, "error_code", "failed_items",
+                         "created", "updated", "submit_started", "submitted", "finished"]
 _PROGRESS_COLUMNS = ["RowKey", "state", "planned", "item_count", PLANNED_ITEMS, *ITEM_COUNTERS, *_STATE_COUNTERS,
                      *sorted(_LEGACY_ACTIVE_COUNTERS)]
 
