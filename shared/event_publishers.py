@@ -9,8 +9,6 @@ from typing import Any
 
 import orjson
 
-EVENT_GRID_SCOPE = "https://eventgrid.azure.net/.default"
-
 
 class EventGridPublisher:
     """Sends each event to an Event Grid topic that takes CloudEvents 1.0 (azure-eventgrid), as the app's identity."""

@@ -154,6 +154,9 @@ class Settings:
                 problems.append(f"{name}={raw!r} is not a valid {types[key]}")
         if values.get("poll_schedule") not in (None, *POLL_SCHEDULES):
             problems.append(f"POLL_SCHEDULE={values['poll_schedule']!r} is not one of {', '.join(POLL_SCHEDULES)}")
+        topic = values.get("job_events_topic_endpoint", "")
+        if topic and urlsplit(topic).scheme != "https":
+            problems.append("JOB_EVENTS_TOPIC_ENDPOINT must be an https URL (the topic's endpoint)")
         try:
             values["storage"] = StorageAccess.from_env(env, STORAGE_CONNECTION)
         except ConfigurationError as error:

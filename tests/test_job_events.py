@@ -16,6 +16,7 @@ from azure.core.credentials import AzureKeyCredential
 from azure.storage.queue import QueueClient
 
 from devhost.azurite import Azurite
+from shared.errors import ConfigurationError
 from shared.event_publishers import EventGridPublisher, QueueEventSink
 from shared.services import Storage, connect_storage, ensure_storage, job_events
 from shared.settings import Settings
@@ -228,3 +229,11 @@ def test_event_grid_publisher_sends_a_cloudevent_with_the_sdk() -> None:
     assert {k: sent[k] for k in ("specversion", "type", "source", "id", "subject", "datacontenttype")} == {
         k: event[k] for k in ("specversion", "type", "source", "id", "subject", "datacontenttype")}
     assert sent["data"]["duration_seconds"] == 42.0 and sent["data"]["counts"]["succeeded"] == 2
+
+
+def test_the_topic_endpoint_must_be_https(azurite: Azurite) -> None:
+    env = {"AzureWebJobsStorage": azurite.connection_string, "GEOCATALOG_ENDPOINT": "https://x.invalid"}
+    with pytest.raises(ConfigurationError, match="JOB_EVENTS_TOPIC_ENDPOINT must be an https URL"):
+        Settings.from_env({**env, "JOB_EVENTS_TOPIC_ENDPOINT": "http://topic.example/api/events"})
+    topic = "https://t.westeurope-1.eventgrid.azure.net/api/events"
+    assert Settings.from_env({**env, "JOB_EVENTS_TOPIC_ENDPOINT": topic}).job_events_topic_endpoint == topic
