@@ -15,15 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from azure.storage.queue import QueueClient
 from rich.table import Table
 
 from cli.render import literal, plain
 from shared.errors import InvalidInputError
 from shared.messages import decode_body
-from shared.store import JOB_FINISHED
+from shared.store import JOB_FINISHED, QueueSender
 
-PEEK_LIMIT = 32  # the queue service's most per peek or receive
+PAGE = 32  # the queue service's most per peek or receive
 RECEIVE_VISIBILITY_SECONDS = 30  # a received event that is not deleted (the command died) comes back after this
 
 
@@ -33,29 +32,21 @@ class Received:
     problem: str = ""
 
 
-def peek(queue: QueueClient) -> list[Received]:
-    return [parse(m.content) for m in queue.peek_messages(max_messages=PEEK_LIMIT)]
+def peek(queues: QueueSender, name: str) -> list[Received]:
+    return [parse(body) for body in queues.peek(name, max_messages=PAGE)]
 
 
-def consume(queue: QueueClient, *, max_events: int) -> Iterator[Received]:
-    """Receive and delete up to `max_events` messages, a page at a time, until the queue is empty."""
-    taken = 0
-    while taken < max_events:
-        page = list(queue.receive_messages(max_messages=min(PEEK_LIMIT, max_events - taken),
-                                           visibility_timeout=RECEIVE_VISIBILITY_SECONDS))
-        if not page:
-            return
-        for message in page:
-            yield parse(message.content)
-            queue.delete_message(message)
-            taken += 1
+def consume(queues: QueueSender, name: str, *, max_events: int) -> Iterator[Received]:
+    """Receive and delete up to `max_events` messages until the queue is empty."""
+    for body in queues.take(name, max_messages=max_events, visibility_timeout=RECEIVE_VISIBILITY_SECONDS):
+        yield parse(body)
 
 
-def follow(queue: QueueClient, *, every: float, stop: Callable[[], bool]) -> Iterator[Received]:
+def follow(queues: QueueSender, name: str, *, every: float, stop: Callable[[], bool]) -> Iterator[Received]:
     """Consume events as they arrive until `stop()` says so."""
     while not stop():
         got = False
-        for received in consume(queue, max_events=PEEK_LIMIT):
+        for received in consume(queues, name, max_events=PAGE):
             got = True
             yield received
         if not got:

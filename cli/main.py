@@ -268,12 +268,12 @@ def events(obj: CliContext, consume: bool, follow: bool, max_events: int, timeou
     name = obj.settings.job_events_queue
     if not name:
         raise CliError("JOB_EVENTS_QUEUE is not set: events go to the Event Grid topic, or nowhere (docs/events.md)")
-    queue = obj.storage.queues.client(name)
+    queues = obj.storage.queues
     if follow:
         deadline = None if timeout is None else time.monotonic() + timeout
-        found = impl.follow(queue, every=0.5, stop=lambda: deadline is not None and time.monotonic() >= deadline)
+        found = impl.follow(queues, name, every=0.5, stop=lambda: deadline is not None and time.monotonic() >= deadline)
     else:
-        found = iter(impl.consume(queue, max_events=max_events) if consume else impl.peek(queue))
+        found = iter(impl.consume(queues, name, max_events=max_events) if consume else impl.peek(queues, name))
     shown: list[dict[str, Any]] = []
     try:
         for received in found:
