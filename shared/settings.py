@@ -155,7 +155,7 @@ class Settings:
         if values.get("poll_schedule") not in (None, *POLL_SCHEDULES):
             problems.append(f"POLL_SCHEDULE={values['poll_schedule']!r} is not one of {', '.join(POLL_SCHEDULES)}")
         topic = values.get("job_events_topic_endpoint", "")
-        if topic and urlsplit(topic).scheme != "https":
+        if urlsplit(topic).scheme.lower() == "http":  # the app's token would go in clear text
             problems.append("JOB_EVENTS_TOPIC_ENDPOINT must be an https URL (the topic's endpoint)")
         try:
             values["storage"] = StorageAccess.from_env(env, STORAGE_CONNECTION)
