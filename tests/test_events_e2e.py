@@ -15,7 +15,8 @@ from devhost.jobs import wait_for_jobs
 from devhost.stack import LocalStack
 from shared.steps.fanout import batch_message
 from shared.steps.rollup import settle_job
-from shared.store import EventState, JobState
+from shared.steps.sweeper import sweep
+from shared.store import EventState, JobRow, JobState, end_job, mark_planned
 from tests.helpers import make_item, wait_until
 from tests.test_pipeline_e2e import with_collection
 from tests.test_uploads_e2e import upload
@@ -95,3 +96,18 @@ def test_events_skips_what_is_not_an_event_shows_control_characters_escaped_and_
     followed = CliRunner().invoke(cli, ["events", "--follow", "--timeout", "1.5", "--json"], catch_exceptions=False)
     assert followed.exit_code == 0 and json_lines(followed) == [hostile]
     assert queue.get_queue_properties().approximate_message_count == 0  # --follow consumes
+
+
+def test_the_sweeper_publishes_an_event_left_pending(make_stack) -> None:
+    stack = make_stack()
+    stack.pause_functions()  # no timer of the host's sweeps meanwhile
+    status, now = stack.services.status, datetime.now(UTC)
+    status.on_job_ended = None  # as if the worker died right after the ending write
+    status.create_job(JobRow("left-1", state=JobState.RUNNING, collection="c-1"), now)
+    mark_planned(status, "left-1", collection="c-1", item_count=0, batch_count=0, now=now)
+    end_job(status, "left-1", state=JobState.SUCCEEDED, code="", message="", now=now)
+    assert status.get_job("left-1").event_state == EventState.PENDING
+    report = sweep(services=stack.services, now=now)
+    assert report.events_published == 1 and status.get_job("left-1").event_state == EventState.PUBLISHED
+    assert [e["subject"] for e in json_lines(invoke("events", "--json"))] == ["left-1"]
+    assert sweep(services=stack.services, now=now).events_published == 0
