@@ -73,7 +73,8 @@ def when(value: datetime | None) -> str:
 def duration(job: JobRow, now: datetime | None = None) -> str:
     if job.created is None:
         return ""
-    end = job.updated if job.state.is_terminal and job.updated else (now or datetime.now(UTC))
+    ended = job.finished or job.updated  # `updated` moves again when the job's event is published
+    end = ended if job.state.is_terminal and ended else (now or datetime.now(UTC))
     seconds = max((end - job.created).total_seconds(), 0.0)
     return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.1f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
 
@@ -116,6 +117,8 @@ def job_summary(job: JobRow) -> Table:
         table.add_row(name, literal(value))
     if job.error_code or job.error_message:
         table.add_row("error", literal(f"{job.error_code}: {job.error_message}".strip(": ")))
+    if job.event_state:  # its job-finished event (docs/events.md)
+        table.add_row("event", literal(f"{job.event_state} {job.event_error}".strip()))
     return table
 
 

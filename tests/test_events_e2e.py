@@ -66,6 +66,7 @@ def test_one_event_per_job_and_what_events_stats_and_status_show(make_stack) -> 
     assert (batch.item_count, batch.items_succeeded, batch.items_rejected) == (1, 1, 1)  # the row as the wart saw it
     shown = invoke("status", job_id).stdout
     assert "1 / 0 / 1 / 2" in shown and "1 / 0 / 1 / 1" not in shown
+    assert "Published" in shown  # its event
 
     stats = orjson.loads(invoke("stats", "--since", "1h", "--json").stdout)
     assert stats["truncated"] is False
