@@ -69,6 +69,10 @@ DEFAULTS: dict[str, tuple[str | None, str]] = {
     "ITEMS_REF_CONTAINERS": ("", "comma-separated containers that `items_ref.blob` may read; empty = PAYLOAD_CONTAINER and DROP_CONTAINER"),
     "SAS_API_URL": ("https://planetarycomputer.microsoft.com/api/sas/v1", "Planetary Computer SAS API used by `sign: planetary-computer`"),
     "LOG_TRUNCATE_CHARS": ("8000", "characters of operation logs kept in the status row (all of it goes to a blob)"),
+    "JOB_EVENTS_TOPIC_ENDPOINT": ("", "Event Grid topic (CloudEvents 1.0) that gets one GeoCatalogIngest.JobFinished event per "
+                                  "job, sent as the app's identity; empty = JOB_EVENTS_QUEUE, if set (docs/events.md)"),
+    "JOB_EVENTS_QUEUE": ("", "local runs: storage queue that gets the job-finished events when no topic is set "
+                         "(`make up`: job-events); both empty = no events, job rows say Unsent"),
 }
 
 
@@ -122,6 +126,8 @@ class Settings:
     items_ref_containers: tuple[str, ...] = ()
     sas_api_url: str = "https://planetarycomputer.microsoft.com/api/sas/v1"
     log_truncate_chars: int = 8000
+    job_events_topic_endpoint: str = ""
+    job_events_queue: str = ""
     storage: StorageAccess | None = None
 
     @classmethod
@@ -147,6 +153,9 @@ class Settings:
                 problems.append(f"{name}={raw!r} is not a valid {types[key]}")
         if values.get("poll_schedule") not in (None, *POLL_SCHEDULES):
             problems.append(f"POLL_SCHEDULE={values['poll_schedule']!r} is not one of {', '.join(POLL_SCHEDULES)}")
+        topic = values.get("job_events_topic_endpoint", "")
+        if urlsplit(topic).scheme.lower() == "http":  # the app's token would go in clear text
+            problems.append("JOB_EVENTS_TOPIC_ENDPOINT must be an https URL (the topic's endpoint)")
         try:
             values["storage"] = StorageAccess.from_env(env, STORAGE_CONNECTION)
         except ConfigurationError as error:

@@ -13,8 +13,11 @@ a message that was lost or whose last delivery died at the wrong moment:
   (longer than its planning may be retried) is given up (`GaveUp`): the deliveries that claimed it died
   without ending it (e.g. the last one timed out, and its message went to a poison queue, whose
   handler may not change a job it cannot prove it claimed).
+- a job-finished event still Pending and not held by a live claim (its publish failed, or its
+  publisher died between sending and marking it) is published again, with the same event id.
 Cost: one query for the open jobs, and per open job one query for its open batches; one query for the
-Unconfirmed jobs, and per such job one for its Unconfirmed batches (their catalog checks are bounded per pass).
+Unconfirmed jobs, and per such job one for its Unconfirmed batches (their catalog checks are bounded per pass);
+one query for the Pending events (at most 1000 a pass).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class SweepReport:
     plannings_given_up: int = 0
     batches_confirmed: int = 0
     confirm: ConfirmPass = field(default_factory=ConfirmPass, repr=False)
+    events_published: int = 0
 
 
 def sweep(*, services: Services, now: datetime) -> SweepReport:
@@ -67,6 +71,8 @@ def sweep(*, services: Services, now: datetime) -> SweepReport:
             _sweep_batch(row, report, services=services, now=now)
     report.jobs_finished += len(confirm_unconfirmed_jobs(report.confirm, services=services, now=now))
     report.batches_confirmed = report.confirm.confirmed
+    if services.events is not None:
+        report.events_published = services.events.publish_pending(now)
     if (report.jobs_finished or report.batches_timed_out or report.batches_resent or report.plannings_given_up
             or report.batches_confirmed):
         log.warning("sweeper: %s", report)

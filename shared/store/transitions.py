@@ -29,6 +29,20 @@ Jobs (`JobState`; `planned`: every batch row exists, so the roll-up may end the 
     any              note_on_job         (error code and message)             segments, search_jobs
     any              record_source       (source)                             search_jobs, items_ref
 
+Every write above that makes a job terminal also sets `finished`, and the write that makes its verdict
+final marks its job-finished event Pending (the outbox, in the same write; for a job that was Unconfirmed
+first, the write that confirms it), then tells `StatusStore.on_job_ended`. The event's own verbs
+(`shared.store.job_events` calls them; they never change the job's state or counts):
+
+    event            verb                to                                   called by
+    Pending, free    claim_event         Pending, held by a publisher until   job_events (after the ending
+      or lease over                      a lease ends                         write; the sweeper)
+    Pending, held    mark_published      Published                            job_events, once the sink took it
+      by the caller
+    Pending, held    release_event       Pending, free (why, in event_error)  job_events: the publish failed
+      by the caller
+    Pending          mark_unsent         Unsent                               job_events: no sink configured
+
 Batches (`BatchState`; Submitting, Submitted and Running share one counter, "Active"):
 
     born Queued (fanout: planning, isolation's children; segments), or Rejected, Superseded or Failed
@@ -59,6 +73,7 @@ Long text goes through `shared.store.spill`: `end_batch` spills the failed items
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -66,7 +81,7 @@ from enum import StrEnum
 from shared.store.payloads import PayloadStore
 from shared.store.source_ref import SourceRef
 from shared.store.spill import MAX_INLINE_CHARS, Spilled, brief, spill_json, spill_text
-from shared.store.status import BatchRow, BatchState, JobRow, JobState, StatusStore
+from shared.store.status import BatchRow, BatchState, EventState, JobRow, JobState, StatusStore
 
 SCOUT, WAITING = "scout", "waiting"  # a batch's `poll_role` while its collection's timing is learnt (steps.cold_start)
 
@@ -79,6 +94,29 @@ def holds(job: JobRow, claimed_by: str) -> bool:
 # ----- jobs -------------------------------------------------------------------------------------
 
 
+def _update_job(status: StatusStore, job_id: str, change: Callable[[JobRow], JobRow | None],
+                now: datetime) -> JobRow | None:
+    """`status.update_job`, and the job-finished outbox: the write that makes the job terminal sets
+    `finished`; the write that makes its verdict final marks its event Pending (the same write, unless the job
+    was Unconfirmed first: its event waits for the truth); once written, `status.on_job_ended` is told."""
+    ended = False
+
+    def outboxed(row: JobRow) -> JobRow | None:
+        nonlocal ended
+        changed = change(row)
+        if changed is None:
+            return None
+        if changed.state.is_terminal and not row.state.is_terminal:
+            changed = replace(changed, finished=now)
+        ended = changed.state.is_final and not row.state.is_final
+        return replace(changed, event_state=EventState.PENDING) if ended else changed
+
+    written = status.update_job(job_id, outboxed, now)
+    if written is not None and ended and status.on_job_ended is not None:
+        status.on_job_ended(written, now)
+    return written
+
+
 def mark_planned(status: StatusStore, job_id: str, *, collection: str, item_count: int, batch_count: int,
                  now: datetime) -> JobRow | None:
     """Every batch row of the job exists: Running and planned, with its item and batch counts."""
@@ -87,7 +125,7 @@ def mark_planned(status: StatusStore, job_id: str, *, collection: str, item_coun
         return replace(row, planned=True, state=JobState.RUNNING, collection=collection, item_count=item_count,
                        batch_count=batch_count)
 
-    return status.update_job(job_id, planned, now)
+    return _update_job(status, job_id, planned, now)
 
 
 def note_progress(status: StatusStore, job_id: str, *, items: int, batches: int, now: datetime) -> JobRow | None:
@@ -99,7 +137,7 @@ def note_progress(status: StatusStore, job_id: str, *, items: int, batches: int,
         return replace(row, state=JobState.RUNNING, item_count=max(row.item_count, items),
                        batch_count=max(row.batch_count, batches))
 
-    return status.update_job(job_id, progress, now)
+    return _update_job(status, job_id, progress, now)
 
 
 def record_unsent(status: StatusStore, job_id: str, *, collection: str, item_count: int, batch_count: int,
@@ -112,7 +150,7 @@ def record_unsent(status: StatusStore, job_id: str, *, collection: str, item_cou
         return replace(row, planned=True, collection=collection, item_count=item_count, batch_count=batch_count,
                        error_code=code, error_message=brief(reason))
 
-    return status.update_job(job_id, unsent, now)
+    return _update_job(status, job_id, unsent, now)
 
 
 def mark_rejected(status: StatusStore, job_id: str, *, claimed_by: str, item_count: int, code: str, reason: str,
@@ -125,7 +163,7 @@ def mark_rejected(status: StatusStore, job_id: str, *, claimed_by: str, item_cou
         return replace(row, state=JobState.REJECTED, planned=True, item_count=item_count, items_rejected=item_count,
                        error_code=code, error_message=brief(reason))
 
-    return status.update_job(job_id, reject, now)
+    return _update_job(status, job_id, reject, now)
 
 
 def give_up_claimed(status: StatusStore, job_id: str, *, claimed_by: str, reason: str, now: datetime) -> JobRow | None:
@@ -136,7 +174,7 @@ def give_up_claimed(status: StatusStore, job_id: str, *, claimed_by: str, reason
             return None
         return _given_up(row, reason)
 
-    return status.update_job(job_id, give_up, now)
+    return _update_job(status, job_id, give_up, now)
 
 
 def give_up_stalled(status: StatusStore, job_id: str, *, older_than: datetime, reason: str,
@@ -148,7 +186,7 @@ def give_up_stalled(status: StatusStore, job_id: str, *, older_than: datetime, r
             return None
         return _given_up(row, reason)
 
-    return status.update_job(job_id, give_up, now)
+    return _update_job(status, job_id, give_up, now)
 
 
 def _given_up(row: JobRow, reason: str) -> JobRow:
@@ -167,7 +205,7 @@ def finish_empty(status: StatusStore, job_id: str, *, code: str, message: str, n
             return None
         return replace(row, state=JobState.SUCCEEDED, planned=True, item_count=0, error_code=code, error_message=message)
 
-    return status.update_job(job_id, finish, now)
+    return _update_job(status, job_id, finish, now)
 
 
 def end_job(status: StatusStore, job_id: str, *, state: JobState, code: str, message: str,
@@ -181,12 +219,12 @@ def end_job(status: StatusStore, job_id: str, *, state: JobState, code: str, mes
         ended = replace(row, state=state, error_code=code, error_message=brief(message))
         return None if ended == row else ended
 
-    return status.update_job(job_id, end, now)
+    return _update_job(status, job_id, end, now)
 
 
 def note_on_job(status: StatusStore, job_id: str, *, code: str, note: str, now: datetime) -> JobRow | None:
     """Say on the job row why its input ended early (its batches go on)."""
-    return status.update_job(job_id, lambda row: replace(row, error_code=code, error_message=brief(note)), now)
+    return _update_job(status, job_id, lambda row: replace(row, error_code=code, error_message=brief(note)), now)
 
 
 def record_source(status: StatusStore, job_id: str, *, source: str | None = None, source_ref: SourceRef | None = None,
@@ -199,7 +237,57 @@ def record_source(status: StatusStore, job_id: str, *, source: str | None = None
                           source_ref=row.source_ref if source_ref is None else source_ref.to_json())
         return None if changed == row else changed
 
-    return status.update_job(job_id, recorded, now)
+    return _update_job(status, job_id, recorded, now)
+
+
+# ----- job-finished events (the outbox on the job row) -------------------------------------------
+
+
+def claim_event(status: StatusStore, job_id: str, *, claimed_by: str, until: datetime, now: datetime) -> JobRow | None:
+    """Hold the job's Pending event for `claimed_by` until `until` (free, or its last holder's lease is over)."""
+
+    def claim(row: JobRow) -> JobRow | None:
+        if row.event_state != EventState.PENDING:
+            return None
+        if row.event_claimed_by and row.event_claimed_until is not None and row.event_claimed_until > now:
+            return None
+        return replace(row, event_claimed_by=claimed_by, event_claimed_until=until, event_attempts=row.event_attempts + 1)
+
+    return status.update_job(job_id, claim, now)
+
+
+def mark_published(status: StatusStore, job_id: str, *, claimed_by: str, now: datetime) -> JobRow | None:
+    """The sink took the event that `claimed_by` holds: Published."""
+
+    def published(row: JobRow) -> JobRow | None:
+        if row.event_state != EventState.PENDING or row.event_claimed_by != claimed_by:
+            return None
+        return replace(row, event_state=EventState.PUBLISHED, event_claimed_by="", event_claimed_until=None,
+                       event_error="")
+
+    return status.update_job(job_id, published, now)
+
+
+def release_event(status: StatusStore, job_id: str, *, claimed_by: str, reason: str, now: datetime) -> JobRow | None:
+    """Publishing failed: the event stays Pending, free for the next try, saying why."""
+
+    def release(row: JobRow) -> JobRow | None:
+        if row.event_state != EventState.PENDING or row.event_claimed_by != claimed_by:
+            return None
+        return replace(row, event_claimed_by="", event_claimed_until=None, event_error=brief(reason))
+
+    return status.update_job(job_id, release, now)
+
+
+def mark_unsent(status: StatusStore, job_id: str, *, now: datetime) -> JobRow | None:
+    """No sink is configured: the event is not published, and the row says so."""
+
+    def unsent(row: JobRow) -> JobRow | None:
+        if row.event_state != EventState.PENDING:
+            return None
+        return replace(row, event_state=EventState.UNSENT, event_claimed_by="", event_claimed_until=None)
+
+    return status.update_job(job_id, unsent, now)
 
 
 # ----- batches ----------------------------------------------------------------------------------
