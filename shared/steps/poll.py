@@ -24,7 +24,18 @@ from shared.messages import PollMessage
 from shared.redact import urls_without_queries
 from shared.services import Services
 from shared.steps.backoff import PollSchedule, next_poll_delay
-from shared.steps.cold_start import SCOUT, superseded_fallback, wake_waiting
+from shared.steps.cold_start import (
+    LOOKOUT,
+    SCOUT,
+    WAITING,
+    defers_to_scout,
+    hold_scout,
+    learn,
+    next_role,
+    superseded_fallback,
+    wait_for_scout,
+    wake_waiting,
+)
 from shared.steps.isolation import created_by_batch, resolve_failed_batch
 from shared.steps.rollup import settle_after_batch, settle_job
 from shared.store import (
@@ -33,9 +44,8 @@ from shared.store import (
     Outcome,
     end_batch,
     mark_running,
+    predicted_seconds,
     record_batch,
-    record_timing,
-    seconds_per_item,
 )
 
 log = logging.getLogger(__name__)
@@ -64,6 +74,10 @@ def _poll_once(message: PollMessage, *, services: Services, now: datetime) -> Ba
         record_batch(row, services=services)
         settle_job(row.job_id, status=status, now=now, read=services.payloads.read)
         return row
+    if defers_to_scout(message, row, services=services):
+        waiting = wait_for_scout(row, message, services=services, now=now)
+        if waiting is not None:
+            return waiting
     try:
         operation = services.catalog.get_operation(OperationRef(row.operation_id, message.operation_url))
     except (RetryableError, AuthenticationError) as error:
@@ -78,14 +92,17 @@ def _poll_once(message: PollMessage, *, services: Services, now: datetime) -> Ba
             return end_without_verdict(row, "TimedOut", reason, services=services, now=now)
         return poll_again(row, replace(message, failures=0), operation, services=services, now=now)
 
-    record_timing(services.timings, row, learnt_seconds(operation))
+    sooner = learn(row, message.role, learnt_seconds(operation), services=services)
     try:
         logs = services.catalog.get_logs(row.collection, operation)
         outcome = _outcome(row, operation, services=services, now=now)
     except (RetryableError, AuthenticationError) as error:
         return poll_failed(row, message, error, services=services, now=now)
     logs = urls_without_queries(logs)  # service logs may echo signed asset hrefs
-    return finish_batch(row, replace(outcome, logs=logs), services=services, now=now)
+    ended = finish_batch(row, replace(outcome, logs=logs), services=services, now=now)
+    if sooner and message.role == LOOKOUT:  # the service sped up: the batches waiting on their old ends are due now
+        wake_waiting(row, services=services, now=now)
+    return ended
 
 
 def past_deadline(message: PollMessage, now: datetime) -> bool:
@@ -164,17 +181,25 @@ def poll_again(
     now: datetime,
     retry_after: float | None = None,
 ) -> BatchRow | None:
-    """Mark the batch Running (once) and re-send the poll message with the next delay."""
+    """Mark the batch Running (once) and re-send the poll message with the next delay (or let it wait for its
+    job's scout: `shared.steps.cold_start`)."""
     settings = services.settings
     elapsed = (now - row.submitted).total_seconds() if row.submitted else 0.0
-    scout = message.role == SCOUT
+    role = next_role(row, message, operation, services=services, elapsed_seconds=elapsed)
+    if role == WAITING:
+        waiting = wait_for_scout(row, message, services=services, now=now)
+        if waiting is not None:
+            return waiting
+        role = ""
     delay = next_poll_delay(message.attempt, operation, schedule=PollSchedule.from_settings(settings),
-                            elapsed_seconds=elapsed, items=row.item_count, retry_after=retry_after, now=now,
-                            seconds_per_item=seconds_per_item(services.timings, row), scout=scout)
+                            elapsed_seconds=elapsed, retry_after=retry_after, now=now,
+                            predicted_seconds=predicted_seconds(services.timings, row), scout=role == SCOUT)
+    if role == SCOUT:
+        hold_scout(row, services=services, next_poll_seconds=delay)
     if operation is not None and operation.status == "Running" and row.state == BatchState.SUBMITTED:
         row = mark_running(services.status, row, now=now) or row
     # A waiting batch's fallback poll that goes on is this batch's poll from now on: it must not look like a fallback.
-    again = replace(message, attempt=message.attempt + 1, role=SCOUT if scout else "")
+    again = replace(message, attempt=message.attempt + 1, role=role)
     services.queues.send(settings.poll_queue, again.to_json(), delay_seconds=delay)
     return row
 

@@ -9,8 +9,9 @@ from shared.store.source_ref import SourceKind, SourceRef
 from shared.store.spill import MAX_INLINE_CHARS, Spilled, brief, read_spilled, read_spilled_json, spill_json, spill_text
 from shared.store.status import JOB_ROW, BatchRow, BatchState, JobRow, JobState, StatusStore, state_group
 from shared.store.table_batch import TableClient
-from shared.store.timing import OperationTimings, record_timing, seconds_per_item
+from shared.store.timing import OperationTimings, predicted_seconds, record_timing, seconds_per_item
 from shared.store.transitions import (
+    LOOKOUT,
     SCOUT,
     WAITING,
     EveryItem,
@@ -29,6 +30,7 @@ from shared.store.transitions import (
     mark_rejected,
     mark_running,
     mark_submitted,
+    mark_waiting,
     mark_woken,
     note_on_job,
     note_progress,
@@ -91,6 +93,9 @@ __all__ = [
     "mark_rejected",
     "requeue",
     "requeue_stale",
+    "LOOKOUT",
+    "mark_waiting",
+    "predicted_seconds",
     "SCOUT",
     "seconds_per_item",
     "spill_text",

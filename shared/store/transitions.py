@@ -45,6 +45,8 @@ Batches (`BatchState`; Submitting, Submitted and Running share one counter, "Act
     Submitted        mark_running        Running                              poll
     Submitted,       mark_woken          Submitted, no longer waiting         cold_start (exactly one of the
       waiting                                                                 scout and the submitter wakes it)
+    Submitted,       mark_waiting        Submitted, waiting                   cold_start (its poll waits for a
+      not waiting                                                             scout of its job)
     not terminal     end_batch           `Outcome.state`: Succeeded | Failed  poll.finish_batch (for poll, submit,
                                          | Canceled | TimedOut | Rejected     sweeper, handlers)
                                          | Split
@@ -63,7 +65,8 @@ from shared.store.source_ref import SourceRef
 from shared.store.spill import MAX_INLINE_CHARS, Spilled, brief, spill_json, spill_text
 from shared.store.status import BatchRow, BatchState, JobRow, JobState, StatusStore
 
-SCOUT, WAITING = "scout", "waiting"  # a batch's `poll_role` while its collection's timing is learnt (steps.cold_start)
+# A batch's `poll_role` while its collection's timing is learnt or checked (steps.cold_start)
+SCOUT, WAITING, LOOKOUT = "scout", "waiting", "lookout"
 
 
 def holds(job: JobRow, claimed_by: str) -> bool:
@@ -311,6 +314,17 @@ def mark_woken(status: StatusStore, row: BatchRow, *, now: datetime) -> BatchRow
         return replace(current, poll_role="")
 
     return status.update_batch(row.job_id, row.batch_id, woken, now, current=row)
+
+
+def mark_waiting(status: StatusStore, row: BatchRow, *, now: datetime) -> BatchRow | None:
+    """A Submitted batch waits for a scout of its job (`poll_role` WAITING): the scout's wake polls it."""
+
+    def waiting(current: BatchRow) -> BatchRow | None:
+        if current.state != BatchState.SUBMITTED or current.poll_role == WAITING:
+            return None
+        return replace(current, poll_role=WAITING)
+
+    return status.update_batch(row.job_id, row.batch_id, waiting, now, current=row)
 
 
 class EveryItem(StrEnum):
