@@ -89,7 +89,8 @@ def recheck_waiting(row: BatchRow, delay: float, role: str, *, services: Service
     timing, and one that ends after it finds this row when it wakes its job's waiting batches. The
     row is then taken out of waiting under its ETag, so that it is polled by exactly one of the two:
     None means the scout woke it first (and sent its poll). A batch that waits with its own predicted
-    end as the fallback (a lookout's job) needs no such check.
+    end as the fallback (a lookout's job) needs no such check, nor one whose predicted end is the
+    fallback delay anyway: it stays waiting, for its lookout to wake it sooner.
     """
     schedule = PollSchedule.from_settings(services.settings)
     if role != WAITING or services.timings is None or delay < schedule.cap:
@@ -97,9 +98,12 @@ def recheck_waiting(row: BatchRow, delay: float, role: str, *, services: Service
     predicted = predicted_seconds(services.timings, row, fresh=True)
     if predicted is None:
         return delay, role
+    aimed = first_poll_delay(predicted, schedule)
+    if aimed >= delay - MIN_DELAY:  # a long operation: the fallback is its predicted end; a lookout may wake it sooner
+        return delay, role
     if mark_woken(services.status, row, now=now) is None:
         return None
-    return first_poll_delay(predicted, schedule), ""
+    return aimed, ""
 
 
 def superseded_fallback(message: PollMessage, row: BatchRow) -> bool:
