@@ -25,7 +25,7 @@ from shared.steps.cold_start import (
     wake_waiting,
 )
 from shared.steps.poll import poll_batch
-from shared.store import BatchRow, BatchState, JobState
+from shared.store import BatchRow, BatchState, JobState, mark_running
 from shared.store.timing import CollectionTiming
 from tests.helpers import make_collection, make_item
 
@@ -148,7 +148,7 @@ def test_a_warm_jobs_first_batch_looks_early_and_its_other_batches_wait_at_their
     assert first_poll(rows[0], services=services) == (7.0, LOOKOUT)  # a sixteenth of 100 s, rounded up
     assert first_poll(rows[1], services=services) == (100.0, WAITING)  # its fallback is its own predicted end
     assert first_poll(BatchRow("k", "batch-000001", collection="tiles", item_count=10), services=services)[1] == LOOKOUT
-    assert lookout_first_delay(3.0, PollSchedule()) is None  # a short prediction: no early look worth a GET
+    assert lookout_first_delay(20.0, PollSchedule()) is None  # a sixteenth is under the 2 s step: no early look
 
 
 def test_a_lookout_that_finds_the_service_faster_wakes_its_job_long_before_the_old_predicted_end(make_stack) -> None:
@@ -216,3 +216,37 @@ def test_a_batch_whose_predicted_end_is_the_fallback_delay_stays_waiting_for_its
     stored = services.status.get_batch("j", row.batch_id)
     assert recheck_waiting(stored, 60.0, WAITING, services=services, now=datetime.now(UTC)) == (60.0, WAITING)
     assert services.status.get_batch("j", row.batch_id).poll_role == WAITING  # a lookout's wake still finds it
+
+
+def test_a_running_batch_that_finds_another_scout_waits_and_exactly_one_poll_goes_on(slow_service) -> None:
+    stack, services = slow_service, slow_service.services
+    now = datetime.now(UTC)
+    _, scout_poll = submitted_batch(stack, "batch-000001", submitted=now - timedelta(seconds=4), role=SCOUT)
+    lookout, lookout_poll = submitted_batch(stack, "batch-000002", submitted=now - timedelta(seconds=4), role=LOOKOUT)
+    sent = recorded_polls(services)
+    poll_batch(scout_poll, services=services, now=now)  # overdue: holds the job's scouting
+    mark_running(services.status, lookout, now=now)  # its early look saw it running
+    poll_batch(lookout_poll, services=services, now=now)
+    fallback, delay = sent[-1]
+    assert (fallback.role, delay) == (WAITING, CAP)
+    row = services.status.get_batch(JOB, lookout.batch_id)
+    assert (row.state, row.poll_role) == (BatchState.RUNNING, WAITING)  # running, and found by the scout's wake
+
+    scout = services.status.get_batch(JOB, "batch-000001")
+    assert wake_waiting(scout, services=services, now=now) == 1
+    before = gets(stack, lookout)
+    assert poll_batch(fallback, services=services, now=now).poll_role == ""  # the fallback: dropped, no GET
+    assert gets(stack, lookout) == before and len(sent) == 3  # the scout's, the fallback, the woken poll
+
+
+def test_a_fallback_poll_that_goes_on_takes_its_batch_so_a_later_wake_sends_nothing(slow_service) -> None:
+    stack, services = slow_service, slow_service.services
+    now = datetime.now(UTC)
+    waiting, first = submitted_batch(stack, "batch-000002", submitted=now - timedelta(seconds=2))  # not overdue yet
+    sent = recorded_polls(services)
+    poll_batch(first, services=services, now=now)
+    (message, _), = sent
+    assert message.role == ""  # its poll goes on as the batch's own
+    row = services.status.get_batch(JOB, waiting.batch_id)
+    assert (row.state, row.poll_role) == (BatchState.RUNNING, "")  # taken out of waiting in the same write
+    assert wake_waiting(BatchRow(JOB, "batch-000001", collection="tiles"), services=services, now=now) == 0

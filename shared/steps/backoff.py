@@ -72,10 +72,11 @@ def first_poll_delay(predicted_seconds: float | None, schedule: PollSchedule) ->
 
 
 def lookout_first_delay(predicted_seconds: float, schedule: PollSchedule) -> float | None:
-    """When a lookout (`shared.steps.cold_start`) looks early: a sixteenth of the predicted length, at least
-    `min_step`; None when that is not well before the end (a short prediction: its end comes soon anyway)."""
-    early = max(schedule.min_step, LOOKOUT_FRACTION * predicted_seconds)
-    return _bounded(early, schedule) if early <= predicted_seconds / 2 else None
+    """When a lookout (`shared.steps.cold_start`) looks early: at a sixteenth of the predicted length, which
+    sees a service 16 times faster at once; None when that is shorter than `min_step` (32 s predicted at
+    the production settings): a speed-up then costs at most the predicted length, and no GET."""
+    early = LOOKOUT_FRACTION * predicted_seconds
+    return _bounded(early, schedule) if early >= schedule.min_step else None
 
 
 def next_poll_delay(

@@ -24,10 +24,11 @@ A known figure can be wrong: the service slows down or speeds up, items grow. Tw
   fallback. A lookout whose operation ended well before the prediction makes the timing jump and wakes
   them at once; one that ends about on time wakes nobody (their own polls come at the right moment).
 
-The fallback poll still comes. It is dropped when the batch was woken or polled meanwhile (its row no
-longer Submitted and waiting), and it is what polls a waiting batch whose scout died or was on another
-instance. A batch waits at most once without a GET, so no batch waits for a scout forever. Every wake
-takes the row out of waiting under its ETag, so each batch is woken once however many scouts or
+The fallback poll still comes. It is dropped when the batch was woken meanwhile (its row no longer
+waiting), and it is what polls a waiting batch whose scout died or was on another instance. A batch
+waits at most once without a GET, so no batch waits for a scout forever. Whoever polls a waiting batch
+from then on (a scout's wake, the submitter's check, or the batch's own fallback poll going on) first
+takes its row out of waiting under its ETag, so exactly one of them does, however many scouts or
 redeliveries try.
 """
 
@@ -50,6 +51,7 @@ from shared.store import (
     WAITING,
     BatchRow,
     BatchState,
+    mark_running,
     mark_waiting,
     mark_woken,
     predicted_seconds,
@@ -107,8 +109,16 @@ def recheck_waiting(row: BatchRow, delay: float, role: str, *, services: Service
 
 
 def superseded_fallback(message: PollMessage, row: BatchRow) -> bool:
-    """A waiting batch's fallback poll, after the batch was woken or a woken poll has already polled it."""
-    return message.role == WAITING and (row.state != BatchState.SUBMITTED or row.poll_role != WAITING)
+    """A waiting batch's fallback poll, after the batch was taken out of waiting (woken: its woken poll polls it)."""
+    return message.role == WAITING and row.poll_role != WAITING
+
+
+def take_over(row: BatchRow, operation: Operation | None, *, services: Services, now: datetime) -> BatchRow | None:
+    """A waiting batch's fallback poll found its operation still running and polls it from now on: it takes the
+    batch out of waiting under its ETag (marking it Running in the same write); None when a wake took it first."""
+    if operation is not None and operation.status == "Running" and row.state == BatchState.SUBMITTED:
+        return mark_running(services.status, row, now=now, waiting=True)
+    return mark_woken(services.status, row, now=now)
 
 
 def defers_to_scout(message: PollMessage, row: BatchRow, *, services: Services) -> bool:
@@ -138,7 +148,7 @@ def next_role(row: BatchRow, message: PollMessage, operation: Operation | None, 
         log.info("batch %s/%s still runs %.0f s after its predicted %.1f s: it scouts for its job",
                  row.job_id, row.batch_id, elapsed_seconds - predicted, predicted)
         return SCOUT
-    return WAITING if row.state == BatchState.SUBMITTED else ""
+    return WAITING
 
 
 def hold_scout(row: BatchRow, *, services: Services, next_poll_seconds: float) -> None:
@@ -190,7 +200,7 @@ def wake_waiting(scout: BatchRow, *, services: Services, now: datetime,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> int:
     """The scout's (or an early lookout's) operation has ended: poll each waiting batch of its job at its predicted end.
 
-    Reads the job's batch rows that are still Submitted and waiting (once per scout). A poll's delay
+    Reads the job's batch rows that still wait (Submitted or Running; once per scout). A poll's delay
     is whole seconds, so each one is sent at the moment that makes its delay end at its batch's
     predicted end (`_send_offset`, within the next second: this waits at most a second in all, once
     per scout); sent at once with whole-second delays, the polls of a second's ends would all come at
@@ -201,7 +211,7 @@ def wake_waiting(scout: BatchRow, *, services: Services, now: datetime,
         held = services.timings.rescout_of(scout.job_id)
         if held is not None and held.batch_id == scout.batch_id:
             services.timings.end_rescout(scout.job_id)  # before the read: a batch deferring after it polls itself
-    where = f"state eq '{BatchState.SUBMITTED}' and poll_role eq '{WAITING}'"
+    where = f"(state eq '{BatchState.SUBMITTED}' or state eq '{BatchState.RUNNING}') and poll_role eq '{WAITING}'"
     rows = services.status.batches(scout.job_id, where=where)
     started = clock()
     woken = 0

@@ -33,6 +33,7 @@ from shared.steps.cold_start import (
     learn,
     next_role,
     superseded_fallback,
+    take_over,
     wait_for_scout,
     wake_waiting,
 )
@@ -191,13 +192,18 @@ def poll_again(
         if waiting is not None:
             return waiting
         role = ""
+    if message.role == WAITING:  # a waiting batch's fallback poll goes on only if it takes the batch out of waiting
+        taken = take_over(row, operation, services=services, now=now)
+        if taken is None:
+            return None  # woken meanwhile: the woken poll polls it
+        row = taken
+    elif operation is not None and operation.status == "Running" and row.state == BatchState.SUBMITTED:
+        row = mark_running(services.status, row, now=now) or row
     delay = next_poll_delay(message.attempt, operation, schedule=PollSchedule.from_settings(settings),
                             elapsed_seconds=elapsed, retry_after=retry_after, now=now,
                             predicted_seconds=predicted_seconds(services.timings, row), scout=role == SCOUT)
     if role == SCOUT:
         hold_scout(row, services=services, next_poll_seconds=delay)
-    if operation is not None and operation.status == "Running" and row.state == BatchState.SUBMITTED:
-        row = mark_running(services.status, row, now=now) or row
     # A waiting batch's fallback poll that goes on is this batch's poll from now on: it must not look like a fallback.
     again = replace(message, attempt=message.attempt + 1, role=role)
     services.queues.send(settings.poll_queue, again.to_json(), delay_seconds=delay)
