@@ -55,7 +55,9 @@ log = logging.getLogger(__name__)
 def poll_batch(message: PollMessage, *, services: Services, now: datetime) -> BatchRow | None:
     """Check the batch's operation once (or settle its job, when a redelivery finds the batch ended).
 
-    A scout whose batch has ended wakes the batches that waited for it (`shared.steps.cold_start`).
+    A scout whose batch has ended wakes the batches that waited for it (`shared.steps.cold_start`): before
+    its own end is written when it sees the operation end, and again (a no-op unless a crash came between)
+    whenever its row is found ended. So does a lookout whose operation ended well before its prediction.
     """
     row = _poll_once(message, services=services, now=now)
     if message.role == SCOUT and row is not None and row.state.is_terminal:
@@ -94,16 +96,15 @@ def _poll_once(message: PollMessage, *, services: Services, now: datetime) -> Ba
         return poll_again(row, replace(message, failures=0), operation, services=services, now=now)
 
     sooner = learn(row, message.role, learnt_seconds(operation), services=services)
+    if message.role == SCOUT or (sooner and message.role == LOOKOUT):
+        wake_waiting(row, services=services, now=now)  # before this batch's own end: the others' polls go out now
     try:
         logs = services.catalog.get_logs(row.collection, operation)
         outcome = _outcome(row, operation, services=services, now=now)
     except (RetryableError, AuthenticationError) as error:
         return poll_failed(row, message, error, services=services, now=now)
     logs = urls_without_queries(logs)  # service logs may echo signed asset hrefs
-    ended = finish_batch(row, replace(outcome, logs=logs), services=services, now=now)
-    if sooner and message.role == LOOKOUT:  # the service sped up: the batches waiting on their old ends are due now
-        wake_waiting(row, services=services, now=now)
-    return ended
+    return finish_batch(row, replace(outcome, logs=logs), services=services, now=now)
 
 
 def past_deadline(message: PollMessage, now: datetime) -> bool:
