@@ -89,6 +89,8 @@ def test_a_batch_running_past_its_prediction_scouts_and_the_batches_after_it_wai
     assert services.status.get_batch(JOB, later.batch_id).poll_role == WAITING
 
     assert not defers_to_scout(message, later, services=services)  # its fallback poll GETs: nobody waits forever
+    poll_batch(message, services=services, now=now + timedelta(seconds=CAP))  # the scout never woke it
+    assert gets(stack, later) == 1 and sent[-1][0].batch_id == later.batch_id  # looked itself, and polls on
     early_poll = PollMessage(JOB, early.batch_id, "tiles", later_poll.operation_url, attempt=0,
                              deadline=later_poll.deadline, role="")
     assert not defers_to_scout(early_poll, early, services=services)  # submitted before the scout: it looks itself
