@@ -27,7 +27,19 @@ from shared.messages import PollMessage
 from shared.redact import urls_without_queries
 from shared.services import Services
 from shared.steps.backoff import PollSchedule, next_poll_delay
-from shared.steps.cold_start import SCOUT, superseded_fallback, wake_waiting
+from shared.steps.cold_start import (
+    LOOKOUT,
+    SCOUT,
+    WAITING,
+    defers_to_scout,
+    hold_scout,
+    learn,
+    next_role,
+    superseded_fallback,
+    take_over,
+    wait_for_scout,
+    wake_waiting,
+)
 from shared.steps.isolation import created_by_batch, resolve_failed_batch
 from shared.steps.rollup import settle_after_batch, settle_job
 from shared.store import (
@@ -36,9 +48,8 @@ from shared.store import (
     Outcome,
     end_batch,
     mark_running,
+    predicted_seconds,
     record_batch,
-    record_timing,
-    seconds_per_item,
 )
 
 log = logging.getLogger(__name__)
@@ -47,7 +58,9 @@ log = logging.getLogger(__name__)
 def poll_batch(message: PollMessage, *, services: Services, now: datetime) -> BatchRow | None:
     """Check the batch's operation once (or settle its job, when a redelivery finds the batch ended).
 
-    A scout whose batch has ended wakes the batches that waited for it (`shared.steps.cold_start`).
+    A scout whose batch has ended wakes the batches that waited for it (`shared.steps.cold_start`): before
+    its own end is written when it sees the operation end, and again (a no-op unless a crash came between)
+    whenever its row is found ended. So does a lookout whose operation ended well before its prediction.
     """
     row = _poll_once(message, services=services, now=now)
     if message.role == SCOUT and row is not None and row.state.is_terminal:
@@ -67,6 +80,10 @@ def _poll_once(message: PollMessage, *, services: Services, now: datetime) -> Ba
         record_batch(row, services=services)
         settle_job(row.job_id, status=status, now=now, read=services.payloads.read)
         return row
+    if defers_to_scout(message, row, services=services):
+        waiting = wait_for_scout(row, message, services=services, now=now)
+        if waiting is not None:
+            return waiting
     try:
         operation = services.catalog.get_operation(OperationRef(row.operation_id, message.operation_url))
     except (RetryableError, AuthenticationError) as error:
@@ -81,7 +98,9 @@ def _poll_once(message: PollMessage, *, services: Services, now: datetime) -> Ba
             return end_without_verdict(row, "TimedOut", reason, services=services, now=now)
         return poll_again(row, replace(message, failures=0), operation, services=services, now=now)
 
-    record_timing(services.timings, row, learnt_seconds(operation))
+    sooner = learn(row, message.role, learnt_seconds(operation), services=services)
+    if message.role == SCOUT or (sooner and message.role == LOOKOUT):
+        wake_waiting(row, services=services, now=now)  # before this batch's own end: the others' polls go out now
     try:
         logs = services.catalog.get_logs(row.collection, operation)
         outcome = _outcome(row, operation, services=services, now=now)
@@ -171,17 +190,30 @@ def poll_again(
     now: datetime,
     retry_after: float | None = None,
 ) -> BatchRow | None:
-    """Mark the batch Running (once) and re-send the poll message with the next delay."""
+    """Mark the batch Running (once) and re-send the poll message with the next delay (or let it wait for its
+    job's scout: `shared.steps.cold_start`)."""
     settings = services.settings
     elapsed = (now - row.submitted).total_seconds() if row.submitted else 0.0
-    scout = message.role == SCOUT
-    delay = next_poll_delay(message.attempt, operation, schedule=PollSchedule.from_settings(settings),
-                            elapsed_seconds=elapsed, items=row.item_count, retry_after=retry_after, now=now,
-                            seconds_per_item=seconds_per_item(services.timings, row), scout=scout)
-    if operation is not None and operation.status == "Running" and row.state == BatchState.SUBMITTED:
+    role = next_role(row, message, operation, services=services, elapsed_seconds=elapsed)
+    if role == WAITING:
+        waiting = wait_for_scout(row, message, services=services, now=now)
+        if waiting is not None:
+            return waiting
+        role = ""
+    if message.role == WAITING:  # a waiting batch's fallback poll goes on only if it takes the batch out of waiting
+        taken = take_over(row, operation, services=services, now=now)
+        if taken is None:
+            return None  # woken meanwhile: the woken poll polls it
+        row = taken
+    elif operation is not None and operation.status == "Running" and row.state == BatchState.SUBMITTED:
         row = mark_running(services.status, row, now=now) or row
+    delay = next_poll_delay(message.attempt, operation, schedule=PollSchedule.from_settings(settings),
+                            elapsed_seconds=elapsed, retry_after=retry_after, now=now,
+                            predicted_seconds=predicted_seconds(services.timings, row), scout=role == SCOUT)
+    if role == SCOUT:
+        hold_scout(row, services=services, next_poll_seconds=delay)
     # A waiting batch's fallback poll that goes on is this batch's poll from now on: it must not look like a fallback.
-    again = replace(message, attempt=message.attempt + 1, role=SCOUT if scout else "")
+    again = replace(message, attempt=message.attempt + 1, role=role)
     services.queues.send(settings.poll_queue, again.to_json(), delay_seconds=delay)
     return row
 

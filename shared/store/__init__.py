@@ -11,8 +11,9 @@ from shared.store.source_ref import SourceKind, SourceRef
 from shared.store.spill import MAX_INLINE_CHARS, Spilled, brief, read_spilled, read_spilled_json, spill_json, spill_text
 from shared.store.status import JOB_ROW, BatchRow, BatchState, EventState, JobRow, JobState, StatusStore, state_group
 from shared.store.table_batch import TableClient
-from shared.store.timing import OperationTimings, record_timing, seconds_per_item
+from shared.store.timing import OperationTimings, predicted_seconds, record_timing, seconds_per_item
 from shared.store.transitions import (
+    LOOKOUT,
     NOT_IN_CATALOG,
     SCOUT,
     WAITING,
@@ -36,6 +37,7 @@ from shared.store.transitions import (
     mark_running,
     mark_submitted,
     mark_unsent,
+    mark_waiting,
     mark_woken,
     note_on_job,
     note_progress,
@@ -112,6 +114,9 @@ __all__ = [
     "mark_rejected",
     "requeue",
     "requeue_stale",
+    "LOOKOUT",
+    "mark_waiting",
+    "predicted_seconds",
     "SCOUT",
     "seconds_per_item",
     "spill_text",

@@ -57,9 +57,16 @@ Batches (`BatchState`; Submitting, Submitted and Running share one counter, "Act
                                                                               credential refused
     Submitting,      requeue_stale       Queued, unclaimed                    sweeper
       unchanged since the cut-off
-    Submitted        mark_running        Running                              poll
-    Submitted,       mark_woken          Submitted, no longer waiting         cold_start (exactly one of the
-      waiting                                                                 scout and the submitter wakes it)
+    Submitted        mark_running        Running (a waiting batch's own       poll
+                                         fallback poll: only while waiting,
+                                         and no longer waiting)
+    Submitted or     mark_woken          the same, no longer waiting          cold_start, poll (exactly one of a
+      Running,                                                                scout's wake, the submitter's check
+      waiting                                                                 and the batch's fallback poll
+                                                                              takes it: that one polls it)
+    Submitted or     mark_waiting        the same, waiting                    cold_start (its poll waits for a
+      Running, not                                                            scout of its job)
+      waiting
     not terminal     end_batch           `Outcome.state`: Succeeded | Failed  poll.finish_batch (for poll, submit,
                                          | Canceled | TimedOut | Rejected     sweeper, handlers)
                                          | Split | Unconfirmed (neither the
@@ -83,7 +90,9 @@ from shared.store.source_ref import SourceRef
 from shared.store.spill import MAX_INLINE_CHARS, Spilled, brief, spill_json, spill_text
 from shared.store.status import BatchRow, BatchState, EventState, JobRow, JobState, StatusStore
 
-SCOUT, WAITING = "scout", "waiting"  # a batch's `poll_role` while its collection's timing is learnt (steps.cold_start)
+# A batch's `poll_role` while its collection's timing is learnt or checked (steps.cold_start)
+SCOUT, WAITING, LOOKOUT = "scout", "waiting", "lookout"
+WAITING_STATES = (BatchState.SUBMITTED, BatchState.RUNNING)  # a batch may wait for a scout while its operation runs
 
 
 def holds(job: JobRow, claimed_by: str) -> bool:
@@ -389,23 +398,39 @@ def requeue_stale(status: StatusStore, job_id: str, batch_id: str, *, older_than
     return status.update_batch(job_id, batch_id, back, now)
 
 
-def mark_running(status: StatusStore, row: BatchRow, *, now: datetime) -> BatchRow | None:
-    """Submitted -> Running: its operation was seen running."""
-    return status.update_batch(row.job_id, row.batch_id,
-                               lambda r: replace(r, state=BatchState.RUNNING) if r.state == BatchState.SUBMITTED else None,
-                               now, current=row)
+def mark_running(status: StatusStore, row: BatchRow, *, now: datetime, waiting: bool = False) -> BatchRow | None:
+    """Submitted -> Running: its operation was seen running. `waiting`: seen by a waiting batch's fallback
+    poll, which goes on only if the batch still waits, and takes it out of waiting in the same write."""
+
+    def running(current: BatchRow) -> BatchRow | None:
+        if current.state != BatchState.SUBMITTED or (waiting and current.poll_role != WAITING):
+            return None
+        return replace(current, state=BatchState.RUNNING, poll_role="" if waiting else current.poll_role)
+
+    return status.update_batch(row.job_id, row.batch_id, running, now, current=row)
 
 
 def mark_woken(status: StatusStore, row: BatchRow, *, now: datetime) -> BatchRow | None:
-    """A Submitted batch waiting for its collection's timing (`poll_role` WAITING) is no longer waiting:
-    whoever makes this change sends its poll."""
+    """A batch waiting for a scout (`poll_role` WAITING, Submitted or Running) is no longer waiting: whoever
+    makes this change (a scout's wake, or the batch's own fallback poll) polls it from now on."""
 
     def woken(current: BatchRow) -> BatchRow | None:
-        if current.state != BatchState.SUBMITTED or current.poll_role != WAITING:
+        if current.state not in WAITING_STATES or current.poll_role != WAITING:
             return None
         return replace(current, poll_role="")
 
     return status.update_batch(row.job_id, row.batch_id, woken, now, current=row)
+
+
+def mark_waiting(status: StatusStore, row: BatchRow, *, now: datetime) -> BatchRow | None:
+    """A Submitted or Running batch waits for a scout of its job (`poll_role` WAITING): the scout's wake polls it."""
+
+    def waiting(current: BatchRow) -> BatchRow | None:
+        if current.state not in WAITING_STATES or current.poll_role == WAITING:
+            return None
+        return replace(current, poll_role=WAITING)
+
+    return status.update_batch(row.job_id, row.batch_id, waiting, now, current=row)
 
 
 class EveryItem(StrEnum):
