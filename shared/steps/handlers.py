@@ -41,6 +41,7 @@ from shared.services import Services
 from shared.steps.job_claims import CLAIM_KEY, JobClaim
 from shared.steps.planning import give_up_job, plan_job, reject_job
 from shared.steps.poll import finish_batch, poll_batch
+from shared.steps.prune import PRUNE, prune_job
 from shared.steps.submit import retry_delay, submit_batch
 from shared.steps.sweeper import SweepReport, sweep
 from shared.steps.uploads import plan_upload_segment, start_upload_job, upload_claim, upload_job_id
@@ -81,13 +82,16 @@ def handle_work_message(body: bytes, *, message_id: str, dequeue_count: int, ser
         elif kind == "plan":
             message = PlanMessage.from_json(decoded)
         claim = JobClaim.carried(decoded) if kind == JOB_RESEND else None
-        if message is None and (claim is None or not is_job_id(decoded.get("job_id"))):
-            raise InvalidInputError(f"not a batch, plan or job re-send with its job_id and claim (kind {str(kind)[:40]!r})")
+        prune = kind == PRUNE and is_job_id(decoded.get("job_id"))
+        if message is None and not prune and (claim is None or not is_job_id(decoded.get("job_id"))):
+            raise InvalidInputError(f"not a batch, plan, prune or job re-send with its job_id and claim (kind {str(kind)[:40]!r})")
     except InvalidInputError as error:
         log.error("unreadable work message dropped: %s", error)  # only this app writes the work queue
         return
     with calling_group(WORK):
-        if isinstance(message, BatchMessage):
+        if prune:  # the job row says whether its delete phase is due: the message only names the job
+            prune_job(decoded["job_id"], services=services, now=now)
+        elif isinstance(message, BatchMessage):
             _submit(message, message_id, dequeue_count=dequeue_count, services=services, now=now)
         elif isinstance(message, PlanMessage):
             _plan_segment(message, dequeue_count=dequeue_count, services=services, now=now)

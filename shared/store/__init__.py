@@ -8,6 +8,7 @@ from shared.store.queues import MAX_MESSAGE_BYTES, QueueSender, fits_in_message
 from shared.store.source_ref import SourceKind, SourceRef
 from shared.store.spill import MAX_INLINE_CHARS, Spilled, brief, read_spilled, read_spilled_json, spill_json, spill_text
 from shared.store.status import JOB_ROW, BatchRow, BatchState, JobRow, JobState, StatusStore, state_group
+from shared.store.sync_state import SyncEntry, SyncStates
 from shared.store.table_batch import TableClient
 from shared.store.timing import OperationTimings, record_timing, seconds_per_item
 from shared.store.transitions import (
@@ -16,6 +17,7 @@ from shared.store.transitions import (
     EveryItem,
     ItemsChecked,
     Outcome,
+    Planned,
     UploadChanged,
     UploadCheck,
     claim_batch,
@@ -26,12 +28,14 @@ from shared.store.transitions import (
     give_up_stalled,
     holds,
     mark_planned,
+    mark_prune,
     mark_rejected,
     mark_running,
     mark_submitted,
     mark_woken,
     note_on_job,
     note_progress,
+    record_diff,
     record_source,
     record_unsent,
     requeue,
@@ -39,6 +43,11 @@ from shared.store.transitions import (
 )
 
 __all__ = [
+    "mark_prune",
+    "Planned",
+    "record_diff",
+    "SyncEntry",
+    "SyncStates",
     "batch_outcomes",
     "BatchRow",
     "BatchState",
