@@ -352,6 +352,16 @@ class EveryItem(StrEnum):
 
 
 @dataclass(frozen=True)
+class Planned:
+    """What a batch's items would need: created, replaced, left unchanged, deleted."""
+
+    created: int = 0
+    replaced: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+
+
+@dataclass(frozen=True)
 class Outcome:
     """How a batch ended: its state, items that succeeded (count), items that failed (id -> code), its
     code and message, and the operation's logs. `every_item`: no item told apart (none was sent, or the
@@ -367,16 +377,6 @@ class Outcome:
     logs: str = ""
     unchanged: int = 0  # of `succeeded`: items a sync left alone (no call)
     planned: Planned | None = None  # a dry run's batch (state DryRun): what a real run would do
-
-
-@dataclass(frozen=True)
-class Planned:
-    """What a batch's items would need: created, replaced, left unchanged, deleted."""
-
-    created: int = 0
-    replaced: int = 0
-    unchanged: int = 0
-    deleted: int = 0
 
     @classmethod
     def every_item_failed(cls, state: BatchState, code: str, message: str) -> Outcome:
