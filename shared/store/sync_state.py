@@ -13,7 +13,9 @@ scan of the partition. Writes are merges of up to 100 entities per transaction (
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,12 @@ from shared.store.table_batch import MAX_TRANSACTION_OPS, TableClient
 PARTITION_PREFIX = "sync~"  # "~" is not in a collection id: no clash with the index's own partitions
 IDS_PER_QUERY = 14  # + the PartitionKey comparison: the 15 a Table filter allows
 _COLUMNS = ["RowKey", "hash", "seen", "dry_seen"]
+READERS = 8  # queries of one read in flight at once (a batch of 100 ids is 8 queries)
+
+
+@functools.cache
+def _readers() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="sync-state")
 
 
 @dataclass(frozen=True)
@@ -47,19 +55,20 @@ class SyncStates:
         self.operations = 0
 
     def read(self, collection: str, ids: Iterable[str]) -> dict[str, SyncEntry]:
-        """The entries of `ids` that exist, one bounded query per IDS_PER_QUERY ids."""
+        """The entries of `ids` that exist: one bounded query per IDS_PER_QUERY ids, up to READERS at a time."""
         wanted = sorted(set(ids))
+        chunks = [wanted[start : start + IDS_PER_QUERY] for start in range(0, len(wanted), IDS_PER_QUERY)]
         found: dict[str, SyncEntry] = {}
-        for start in range(0, len(wanted), IDS_PER_QUERY):
-            chunk = wanted[start : start + IDS_PER_QUERY]
-            keys = " or ".join(f"RowKey eq @k{n}" for n in range(len(chunk)))
-            parameters: dict[str, Any] = {"pk": partition(collection), **{f"k{n}": key for n, key in enumerate(chunk)}}
-            entities = self._table.query_entities(f"PartitionKey eq @pk and ( {keys} )", parameters=parameters, select=_COLUMNS)
-            self.operations += 1
-            for entity in entities:
-                found[entity["RowKey"]] = SyncEntry(entity.get("hash") or "", entity.get("seen") or "",
-                                                    entity.get("dry_seen") or "")
+        for entries in _readers().map(lambda chunk: self._read_chunk(collection, chunk), chunks):
+            found.update(entries)
+        self.operations += len(chunks)
         return found
+
+    def _read_chunk(self, collection: str, chunk: list[str]) -> dict[str, SyncEntry]:
+        keys = " or ".join(f"RowKey eq @k{n}" for n in range(len(chunk)))
+        parameters: dict[str, Any] = {"pk": partition(collection), **{f"k{n}": key for n, key in enumerate(chunk)}}
+        entities = self._table.query_entities(f"PartitionKey eq @pk and ( {keys} )", parameters=parameters, select=_COLUMNS)
+        return {e["RowKey"]: SyncEntry(e.get("hash") or "", e.get("seen") or "", e.get("dry_seen") or "") for e in entities}
 
     def confirm(self, collection: str, hashes: dict[str, str], *, job_id: str) -> None:
         """Items the catalog now holds as sent with these hashes, by a source of `job_id`."""
