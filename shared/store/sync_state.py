@@ -77,7 +77,7 @@ class SyncStates:
     def mark_seen(self, collection: str, ids: Iterable[str], *, job_id: str, dry_run: bool) -> None:
         """Items the source of `job_id` has (whatever became of them)."""
         column = "dry_seen" if dry_run else "seen"
-        self._merge(collection, [{"RowKey": item_id, column: job_id} for item_id in ids])
+        self._merge(collection, [{"RowKey": item_id, column: job_id} for item_id in dict.fromkeys(ids)])
 
     def forget(self, collection: str, ids: Iterable[str]) -> None:
         """Items deleted from the catalog (an entity already gone is no error)."""
