@@ -7,7 +7,8 @@ whatever became of them (a rejected item is still in the source). The catalog is
 per 14 ids): those are the candidates, written to a blob per page so that memory holds one page. Then:
 
 - above `max_delete_fraction` of the items listed, nothing is deleted: the job records `DeleteRefused`
-  (and ends Rejected, or DryRun);
+  (and ends Rejected, or DryRun); so too when planning noted that it stopped early (the job row's
+  `error_code`: GaveUp, a bound reached): items never read must not be deleted;
 - a dry run records each page of candidates as one `DryRun` row (`pruned-NNNNNN`, items_deleted);
 - else each candidate becomes a delete batch `prune-<item id>` (one DELETE each, as any delete job).
 
@@ -55,6 +56,10 @@ def prune_job(job_id: str, *, services: Services, now: datetime) -> JobRow | Non
     if not awaits_prune(job):
         return settle_job(job_id, status=status, now=now, read=services.payloads.read)
     assert job is not None
+    if job.error_code:  # planning stopped early (GaveUp, a bound, a refused credential): the source was not read whole
+        reason = f"the source was not read to its end ({job.error_code}: {job.error_message}): nothing deleted"
+        mark_prune(status, job_id, prune=PRUNE_REFUSED, code=REFUSED, reason=reason, now=now)
+        return settle_job(job_id, status=status, now=now, read=services.payloads.read)
     listed, pages = 0, []
     for number, ids in enumerate(_catalog_pages(job.collection, services=services), start=1):
         listed += len(ids)

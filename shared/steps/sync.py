@@ -30,6 +30,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from azure.core.exceptions import ResourceNotFoundError
 
 from shared.batching import child_batch_id
 from shared.ids import is_item_id
@@ -76,7 +77,10 @@ class _FlagCache:
         with self._lock:
             if key in self._flags:
                 return self._flags[key]
-        entity = status.table.get_entity(job_id, JOB_ROW, select=["dry_run"])
+        try:
+            entity = status.table.get_entity(job_id, JOB_ROW, select=["dry_run"])
+        except ResourceNotFoundError:
+            return JobFlags()  # not cached: a batch row without its job row is not expected to stay so
         flags = JobFlags(dry_run=bool(entity.get("dry_run")))
         with self._lock:
             self._flags[key] = flags
