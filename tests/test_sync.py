@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from devhost.jobs import send_job, wait_for_jobs
@@ -209,3 +210,25 @@ def test_sync_options_are_checked(body: dict[str, Any], problem: str) -> None:
 
     with pytest.raises(InvalidInputError, match=problem):
         JobRequest.from_json({"v": 1, "items": [make_item("a")], **body})
+
+
+def test_a_sync_of_an_ndjson_file_diffs_its_items_and_keeps_an_item_whose_new_copy_is_rejected(make_stack) -> None:
+    stack = make_stack()
+    collection = with_collection(stack)
+    items = source(20)
+
+    def sync_file(job_id: str, lines: list[dict[str, Any]]) -> JobRow:
+        data = b"".join(orjson.dumps(item) + b"\n" for item in lines)
+        blob = stack.services.payloads.put(f"inbox/{job_id}/items.ndjson", data)
+        send_job(stack.services, {"v": 1, "job_id": job_id, "collection": collection, "mode": "sync", "batch_size": 6,
+                                  "delete_missing": True, "items_ref": {"blob": blob}})
+        return wait_for_jobs(stack.services, [job_id], timeout=90)[job_id]
+
+    first = sync_file("file-1", items)
+    assert (first.state, changes(first)) == (JobState.SUCCEEDED, (20, 0, 0, 0))
+    broken = {k: v for k, v in items[5].items() if k != "geometry"}
+    before = item_calls(stack)
+    second = sync_file("file-2", [edited(items[0]), *items[1:5], broken, *items[6:19]])  # s019 removed
+    assert (changes(second), second.items_rejected) == ((0, 1, 17, 1), 1)
+    assert calls_since(stack, before) == {"PUT": 1, "DELETE": 1}
+    assert held_ids(stack, collection) == {item["id"] for item in items[:19]}  # s005 kept: the source still has it

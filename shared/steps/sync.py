@@ -6,7 +6,7 @@ there, per batch, on the items exactly as they would be sent (before signing):
 - `content_hash`: a hash of the item's canonical JSON (sorted keys);
 - the catalog is asked which of the batch's ids it holds (one ids search), so an item deleted by hand
   is created again and one added by hand is seen;
-- its items (and the ids its check rejected) are marked seen by the job before anything else, so
+- its items (and, before the claim, the ids an upload batch's check rejected) are marked seen by the job before anything else, so
   `delete_missing` (`shared.steps.prune`, once every batch has ended) never deletes what the source has;
 - for those it holds, the hash recorded when the catalog last confirmed the item (`SyncStates`, one
   bounded query per 14 ids) says whether it changed. The catalog's own copy is never compared: the
@@ -33,7 +33,6 @@ import orjson
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.batching import child_batch_id
-from shared.ids import is_item_id
 from shared.inputs.batch_items import batch_items
 from shared.items import item_id_of
 from shared.services import Services
@@ -150,8 +149,7 @@ def diff_batch(row: BatchRow, *, dry_run: bool, services: Services, upload: Chec
         items = upload.items if upload is not None else batch_items(services, row)
         diff = diff_items(row, items, services=services)
         if row.mode == "sync":  # before the batch can end: delete_missing must never miss an item its source has
-            SyncStates(services.items.table).mark_seen(row.collection, [*diff, *_rejected_ids(row, services)],
-                                                       job_id=row.job_id, dry_run=dry_run)
+            SyncStates(services.items.table).mark_seen(row.collection, diff, job_id=row.job_id, dry_run=dry_run)
         recorded = record_diff(services.status, row, now=now,
                                sync_items=spill_json(services.payloads, row.job_id, row.batch_id, "sync_items", diff))
         if recorded is None:  # another delivery took the batch on
@@ -177,10 +175,12 @@ def diff_batch(row: BatchRow, *, dry_run: bool, services: Services, upload: Chec
 _DRY = "dry run: nothing sent"
 
 
-def _rejected_ids(row: BatchRow, services: Services) -> list[str]:
-    """The ids of the batch's items that its check rejected: still the source's (keys "id" or "id#position")."""
-    keys = read_spilled_json(row, "rejected_items", services.payloads.read, {})
-    return list(dict.fromkeys(key.split("#", 1)[0] for key in keys if is_item_id(key.split("#", 1)[0])))
+def mark_rejected_seen(row: BatchRow, upload: CheckedUpload, *, services: Services) -> None:
+    """A sync's upload batch: the ids its check rejected are still the source's. Marked before the claim
+    records the check (which may end the batch), so delete_missing never deletes them."""
+    if row.mode == "sync" and upload.rejected_ids:
+        dry_run = job_flags(services.status, row.job_id).dry_run
+        SyncStates(services.items.table).mark_seen(row.collection, upload.rejected_ids, job_id=row.job_id, dry_run=dry_run)
 
 
 def _children(row: BatchRow, items: list[dict[str, Any]], diff: dict[str, str], *, services: Services,
