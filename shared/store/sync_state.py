@@ -14,11 +14,13 @@ scan of the partition. Writes are merges of up to 100 entities per transaction (
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.data.tables import UpdateMode
 
 from shared.store.table_batch import MAX_TRANSACTION_OPS, TableClient
@@ -26,6 +28,7 @@ from shared.store.table_batch import MAX_TRANSACTION_OPS, TableClient
 PARTITION_PREFIX = "sync~"  # "~" is not in a collection id: no clash with the index's own partitions
 IDS_PER_QUERY = 14  # + the PartitionKey comparison: the 15 a Table filter allows
 _COLUMNS = ["RowKey", "hash", "seen", "dry_seen"]
+CONFIRM_ATTEMPTS = 3
 READERS = 8  # queries of one read in flight at once (a batch of 100 ids is 8 queries)
 
 
@@ -71,8 +74,20 @@ class SyncStates:
         return {e["RowKey"]: SyncEntry(e.get("hash") or "", e.get("seen") or "", e.get("dry_seen") or "") for e in entities}
 
     def confirm(self, collection: str, hashes: dict[str, str], *, job_id: str) -> None:
-        """Items the catalog now holds as sent with these hashes, by a source of `job_id`."""
-        self._merge(collection, [{"RowKey": item_id, "hash": digest, "seen": job_id} for item_id, digest in hashes.items()])
+        """Items the catalog now holds as sent with these hashes, by a source of `job_id`.
+
+        Written after its batch ended (the job may end meanwhile), so a transient storage error is retried
+        here at once: a hash lost until the message's redelivery costs the next sync a needless PUT.
+        """
+        entities = [{"RowKey": item_id, "hash": digest, "seen": job_id} for item_id, digest in hashes.items()]
+        for attempt in range(CONFIRM_ATTEMPTS):
+            try:
+                self._merge(collection, entities)
+                return
+            except (ServiceRequestError, ServiceResponseError):
+                if attempt == CONFIRM_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def mark_seen(self, collection: str, ids: Iterable[str], *, job_id: str, dry_run: bool) -> None:
         """Items the source of `job_id` has (whatever became of them)."""
