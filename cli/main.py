@@ -82,6 +82,11 @@ def up(obj: CliContext, endpoint: str, atomic_batches: bool) -> None:
 @click.option("--mode", type=click.Choice(["create", "upsert"]), default="create", show_default=True)
 @click.option("--sign", type=click.Choice(["planetary-computer"]), default=None, help="sign asset hrefs when sending")
 @click.option("--watch", "then_watch", is_flag=True, help="then follow the jobs (exit code as `watch`)")
+@click.option("--sync", is_flag=True, help="make the collection match the source: create new, replace changed, skip unchanged")
+@click.option("--delete-missing", is_flag=True, help="with --sync: delete the collection's items the source no longer has")
+@click.option("--max-delete-fraction", type=float, default=None, help="with --delete-missing: refuse above this fraction (default 0.1)")
+@click.option("--dry-run", is_flag=True, help="check, batch and diff as a real run, send nothing; print the plan")
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="--dry-run: how long to wait for the plan")
 @pass_cli
 def submit(obj: CliContext, **given: Any) -> None:
     """Send files, a STAC API search or a URL as jobs; prints one job id per input.
@@ -91,6 +96,7 @@ def submit(obj: CliContext, **given: Any) -> None:
     from cli import submit as impl
     from cli.emulator import ensure_collection
 
+    timeout = given.pop("timeout")
     request = impl.SubmitRequest(**given)
     if problem := request.usage_problem():
         raise click.UsageError(problem)
@@ -104,6 +110,9 @@ def submit(obj: CliContext, **given: Any) -> None:
             click.echo(f"created collection {job.collection} in the local emulator", err=True)
         impl.send(storage, settings, job)
         click.echo(job.job_id)
+    if request.dry_run:
+        _print_plans(obj, [job.job_id for job in prepared], timeout=timeout)
+        return
     if request.then_watch:
         from cli.watch import watch as follow
 
@@ -309,6 +318,22 @@ def stats(obj: CliContext, since: str, max_rows: int, as_json: bool) -> None:
         click.echo(impl.to_json(figures))
     else:
         render.console().print(impl.render(figures))
+
+
+def _print_plans(obj: CliContext, job_ids: list[str], *, timeout: float) -> None:
+    """Wait for dry runs to end and print each one's plan (counts and rejected items)."""
+    from cli import submit as impl
+    from cli.render import plain
+    from shared.store import job_problems
+
+    try:
+        rows = impl.wait_for_jobs(obj.storage.status, job_ids, timeout=timeout)
+    except TimeoutError as error:
+        raise CliError(f"{error} (is the pipeline running? `geocatalog-ingest up`)") from None
+    for job in rows.values():
+        problems = job_problems(job, status=obj.storage.status, read=obj.storage.payloads.read)
+        for text in impl.plan_lines(job, problems):
+            click.echo(plain(text))
 
 
 def _job(obj: CliContext, job_id: str):

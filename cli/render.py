@@ -119,6 +119,9 @@ def job_summary(job: JobRow) -> Table:
                         ("batches", f"{job.batch_count} {job.batches_by_state}"), ("started", when(job.created)),
                         ("updated", when(job.updated)), ("duration", duration(job))):
         table.add_row(name, literal(value))
+    if job.items_created or job.items_replaced or job.items_unchanged or job.items_deleted:
+        table.add_row("changes", literal(f"{job.items_created} created, {job.items_replaced} replaced, "
+                                         f"{job.items_unchanged} unchanged, {job.items_deleted} deleted"))
     if job.error_code or job.error_message:
         table.add_row("error", literal(f"{job.error_code}: {job.error_message}".strip(": ")))
     if job.event_state:  # its job-finished event (docs/events.md)

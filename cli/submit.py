@@ -8,6 +8,7 @@ referenced with `items_ref.blob`. gzip files are decompressed first. One job per
 from __future__ import annotations
 
 import gzip
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from shared.messages import JobOptions as Options
 from shared.messages import job_envelope
 from shared.services import Storage
 from shared.settings import Settings
-from shared.store import fits_in_message
+from shared.store import ItemOutcome, JobRow, StatusStore, fits_in_message
 
 INBOX = "inbox"
 
@@ -51,6 +52,10 @@ class SubmitRequest:
     mode: str = "create"
     sign: str | None = None
     then_watch: bool = False
+    sync: bool = False
+    delete_missing: bool = False
+    max_delete_fraction: float | None = None
+    dry_run: bool = False
 
     def usage_problem(self) -> str | None:
         """What is wrong with the combination of inputs and options given, or None."""
@@ -61,11 +66,19 @@ class SubmitRequest:
             return "--job-id names one job: give one input"
         if self.params and not self.search_url:
             return "--param goes with --search"
+        if (self.delete_missing or self.max_delete_fraction is not None) and not self.sync:
+            return "--delete-missing and --max-delete-fraction go with --sync"
+        if self.sync and self.mode != "create":
+            return "--sync is a mode of its own: leave out --mode"
+        if self.max_delete_fraction is not None and not 0 <= self.max_delete_fraction <= 1:
+            return "--max-delete-fraction is a fraction from 0 to 1"
         return None
 
     @property
     def options(self) -> Options:
-        return Options(collection=self.collection, mode=self.mode, sign=self.sign or "")
+        return Options(collection=self.collection, mode="sync" if self.sync else self.mode, sign=self.sign or "",
+                       dry_run=self.dry_run, delete_missing=self.delete_missing,
+                       max_delete_fraction=self.max_delete_fraction)
 
     def inputs(self) -> Inputs:
         """Raises InvalidInputError when a `--param` does not parse."""
@@ -169,3 +182,33 @@ def send(storage: Storage, settings: Settings, prepared: Prepared) -> None:
 def common_collection(items: list[Any]) -> str:
     named = {i.get("collection") for i in items if isinstance(i, dict) and isinstance(i.get("collection"), str)}
     return named.pop() if len(named) == 1 else ""
+
+
+def plan_lines(job: JobRow, problems: list[ItemOutcome], *, limit: int = 20) -> list[str]:
+    """What a dry run found: its counts, then the rejected (or refused) items with their reasons."""
+    lines = [f"{job.job_id}: {job.state}, {job.item_count} item(s): {job.items_created} to create, "
+             f"{job.items_replaced} to replace, {job.items_unchanged} unchanged, {job.items_deleted} to delete, "
+             f"{job.items_rejected} rejected, {job.items_superseded} superseded, {job.items_repaired} repaired"]
+    if job.error_code:
+        lines.append(f"  {job.error_code}: {job.error_message}")
+    lines += [f"  {p.item} ({p.batch_id}): {p.code}: {p.message}".rstrip(": ") for p in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"  ... and {len(problems) - limit} more (geocatalog-ingest failures {job.job_id})")
+    return lines
+
+
+def wait_for_jobs(status: StatusStore, job_ids: list[str], *, timeout: float, every: float = 0.5) -> dict[str, JobRow]:
+    """The jobs' rows once all are terminal.
+
+    Raises:
+        TimeoutError: some job is not terminal after `timeout` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = {job_id: status.get_job(job_id) for job_id in job_ids}
+        if all(row is not None and row.state.is_terminal for row in rows.values()):
+            return rows  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            waiting = [job_id for job_id, row in rows.items() if row is None or not row.state.is_terminal]
+            raise TimeoutError(f"not finished after {timeout:.0f} s: {', '.join(waiting)}")
+        time.sleep(every)

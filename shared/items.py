@@ -353,7 +353,7 @@ def validate_job(
     sent: set[str] = set()
     for position, item, fixed in checked:
         item_id, label = item["id"], labels[position] if labels else ""
-        if mode == "upsert" and position != last[item_id]:
+        if mode in ("upsert", "sync") and position != last[item_id]:
             reason = f"superseded by a later copy ({labels[last[item_id]] if labels else f'#{last[item_id]}'}) under mode upsert"
             result.superseded.append(RejectedItem(item_id, f"{label}: {reason}" if label else reason, position, label, superseded=True))
             continue

@@ -17,7 +17,8 @@ from shared.errors import InvalidInputError
 from shared.ids import JOB_ID, check_collection_id, check_row_keys, is_job_id, job_id_problem  # noqa: F401 - JOB_ID re-exported
 
 VERSION = 1
-MODES = ("create", "upsert")
+MODES = ("create", "upsert", "sync")
+DEFAULT_MAX_DELETE_FRACTION = 0.1  # sync with delete_missing: refused when it would delete more of the catalog
 SIGNERS = ("planetary-computer",)
 REPAIRS = ("bbox",)  # opt-in fixes of real-world items (see shared/items.py)
 # Fields only the app writes (on its work queue): a job message on the submit queue carrying one is refused.
@@ -83,6 +84,9 @@ class JobRequest:
     batch_size: int | None = None
     mode: str = "create"
     repair: frozenset[str] = frozenset()
+    dry_run: bool = False  # read, check, batch and diff as a real run would; send nothing to the GeoCatalog
+    delete_missing: bool = False  # mode sync: delete catalog items the source no longer has
+    max_delete_fraction: float = DEFAULT_MAX_DELETE_FRACTION
 
     @property
     def is_delete(self) -> bool:
@@ -123,7 +127,8 @@ class JobRequest:
         if sign is not None and sign not in SIGNERS:
             raise InvalidInputError(f"sign must be one of {', '.join(SIGNERS)}")
         common = {"job_id": job_id, "collection": collection, "batch_size": batch_size, "mode": mode, "sign": sign,
-                  "sign_collection": _optional_str(body, "sign_collection"), "repair": _repair_of(body.get("repair", []))}
+                  "sign_collection": _optional_str(body, "sign_collection"), "repair": _repair_of(body.get("repair", [])),
+                  **_sync_options(body, mode)}
         if "items" in body:
             return cls(items=_items_of(body["items"]), **common)
         if "items_ref" in body:
@@ -141,14 +146,19 @@ class JobOptions:
     mode: str = "create"
     sign: str = ""
     sign_collection: str = ""
+    dry_run: bool = False
+    delete_missing: bool = False
+    max_delete_fraction: float | None = None  # None: the default (DEFAULT_MAX_DELETE_FRACTION)
 
 
 def job_envelope(job_id: str, options: JobOptions) -> dict[str, Any]:
     """A `v: 1` job message without its items (the sender adds `items`, `items_ref`, `search` or `delete`)."""
     body: dict[str, Any] = {"v": VERSION, "job_id": job_id, "mode": options.mode}
-    for name in ("collection", "sign", "sign_collection"):
+    for name in ("collection", "sign", "sign_collection", "dry_run", "delete_missing"):
         if value := getattr(options, name):
             body[name] = value
+    if options.max_delete_fraction is not None:
+        body["max_delete_fraction"] = options.max_delete_fraction
     return body
 
 
@@ -182,6 +192,24 @@ def _items_of(value: Any) -> list[Any]:
     if isinstance(value, dict):
         return [value]
     raise InvalidInputError("'items' must be an Item, a FeatureCollection or a list of Items")
+
+
+def _sync_options(body: dict[str, Any], mode: str) -> dict[str, Any]:
+    """`dry_run` (any job), and `delete_missing` / `max_delete_fraction` (mode sync only)."""
+    options: dict[str, Any] = {}
+    for name in ("dry_run", "delete_missing"):
+        if name in body and not isinstance(body[name], bool):
+            raise InvalidInputError(f"{name} must be true or false")
+        options[name] = bool(body.get(name, False))
+    fraction = body.get("max_delete_fraction", DEFAULT_MAX_DELETE_FRACTION)
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction <= 1:
+        raise InvalidInputError("max_delete_fraction must be a number from 0 to 1")
+    options["max_delete_fraction"] = float(fraction)
+    if (options["delete_missing"] or "max_delete_fraction" in body) and mode != "sync":
+        raise InvalidInputError("delete_missing and max_delete_fraction go with mode \"sync\"")
+    if mode == "sync" and "delete" in body:
+        raise InvalidInputError("mode \"sync\" needs a source of items, not 'delete'")
+    return options
 
 
 def _repair_of(value: Any) -> frozenset[str]:

@@ -30,6 +30,7 @@ class PlannedBatch:
     items: list[dict[str, Any]]
     repaired: int = 0  # items whose bbox was computed from their geometry (`repair: ["bbox"]`)
     body: bytes | None = None  # the items as a FeatureCollection, when already serialized
+    sync_items: dict[str, str] | None = None  # a sync's diff of these items (`shared.steps.sync`), when known
 
 
 @dataclass(frozen=True)
@@ -57,12 +58,15 @@ def enqueue_batches(group: BatchGroup, batches: list[PlannedBatch], *, services:
         body = batch.body if batch.body is not None else feature_collection(batch.items)
         payload = "" if group.action == "delete" else services.payloads.put(payload_name(group.job_id, batch.batch_id), body)
         ids = spill_json(services.payloads, group.job_id, batch.batch_id, "item_ids", [item_id_of(i) for i in batch.items])
+        diff = spill_json(services.payloads, group.job_id, batch.batch_id, "sync_items", batch.sync_items) \
+            if batch.sync_items else None
         rows.append(
             BatchRow(
                 job_id=group.job_id, batch_id=batch.batch_id, state=BatchState.QUEUED, collection=group.collection,
                 item_count=len(batch.items), **ids.columns(), payload_blob=payload, parent=group.parent,
                 depth=group.depth, mode=group.mode, action=group.action, sign=group.sign,
                 sign_collection=group.sign_collection, items_repaired=batch.repaired,
+                **(diff.columns() if diff is not None else {}),
             )
         )
     services.status.create_batches(rows, now)

@@ -41,6 +41,8 @@ from shared.services import Services
 from shared.steps.job_claims import CLAIM_KEY, JobClaim
 from shared.steps.planning import give_up_job, plan_job, reject_job
 from shared.steps.poll import finish_batch, poll_batch
+from shared.steps.prune import PRUNE, prune_job, start_prune_if_due
+from shared.steps.rollup import settle_job
 from shared.steps.submit import retry_delay, submit_batch
 from shared.steps.sweeper import SweepReport, sweep
 from shared.steps.uploads import plan_upload_segment, start_upload_job, upload_claim, upload_job_id
@@ -81,13 +83,16 @@ def handle_work_message(body: bytes, *, message_id: str, dequeue_count: int, ser
         elif kind == "plan":
             message = PlanMessage.from_json(decoded)
         claim = JobClaim.carried(decoded) if kind == JOB_RESEND else None
-        if message is None and (claim is None or not is_job_id(decoded.get("job_id"))):
-            raise InvalidInputError(f"not a batch, plan or job re-send with its job_id and claim (kind {str(kind)[:40]!r})")
+        prune = kind == PRUNE and is_job_id(decoded.get("job_id"))
+        if message is None and not prune and (claim is None or not is_job_id(decoded.get("job_id"))):
+            raise InvalidInputError(f"not a batch, plan, prune or job re-send with its job_id and claim (kind {str(kind)[:40]!r})")
     except InvalidInputError as error:
         log.error("unreadable work message dropped: %s", error)  # only this app writes the work queue
         return
     with calling_group(WORK):
-        if isinstance(message, BatchMessage):
+        if prune:  # the job row says whether its delete phase is due: the message only names the job
+            prune_job(decoded["job_id"], services=services, now=now)
+        elif isinstance(message, BatchMessage):
             _submit(message, message_id, dequeue_count=dequeue_count, services=services, now=now)
         elif isinstance(message, PlanMessage):
             _plan_segment(message, dequeue_count=dequeue_count, services=services, now=now)
@@ -100,7 +105,7 @@ def plan_or_retry(decoded: Any, request: JobRequest, job_id: str, claim: JobClai
     """Plan the job as `claim`; after a transient error, send it again later (`retry_job_later`)."""
     try:
         try:
-            plan_job(request, job_id=job_id, claim=claim, services=services, now=now)
+            start_prune_if_due(plan_job(request, job_id=job_id, claim=claim, services=services, now=now), services=services)
         except RetryableError as error:
             retry_job_later(decoded, job_id, claim, error, services=services, now=now)
     except Exception as error:  # noqa: BLE001 - record it on the last delivery, then let the host retry/poison
@@ -158,6 +163,9 @@ def plan_upload(plan: PlanMessage, *, services: Services, now: datetime) -> None
     """Plan one segment of a stored file; on a transient error, send it as a plan message for later."""
     try:
         plan_upload_segment(plan, services=services, now=now)
+        # Its batches may all have settled before the file was planned: then its delete phase starts here.
+        start_prune_if_due(settle_job(plan.job_id, status=services.status, now=now, read=services.payloads.read),
+                           services=services)
     except RetryableError as error:  # the segment is planned again from its start: rows are idempotent
         delay = retry_delay(error, 0, services.settings)
         log.warning("upload job %s: %s; planning the segment again in %.0f s", plan.job_id, error, delay)

@@ -7,7 +7,7 @@
    clocks to agree; skew errs towards reporting an item as failed, never a failed one as ingested.
 2. Items the service named in the error (`error.error.details`, or the single item of a one-item
    batch) failed with their own code.
-3. In upsert mode, items that already existed are replaced, each by its own PUT (a child batch).
+3. In upsert (and sync) mode, items that already existed are replaced, each by its own PUT (a child batch).
 4. The rest are unresolved. If the service told nothing apart, the batch is halved and each half
    resubmitted (bounded by ISOLATION_MAX_DEPTH); if it named the bad ones, the unresolved rest went
    down with them (an all-or-nothing batch) and is resubmitted as one child batch. A byte-range batch
@@ -53,7 +53,8 @@ def resolve_failed_batch(row: BatchRow, operation: Operation, *, services: Servi
     landed -= {i for i, code in named.items() if not (code == ALREADY_EXISTS and row.attempts > 1)}
     failed = {item_id: code for item_id, code in named.items() if item_id not in landed}
     # In upsert mode an item that already exists is replaced (PUT), not failed.
-    existing = [i for i in items if failed.get(item_id_of(i)) == ALREADY_EXISTS] if row.mode == "upsert" and not unreadable else []
+    replaces = row.mode in ("upsert", "sync") and not unreadable
+    existing = [i for i in items if failed.get(item_id_of(i)) == ALREADY_EXISTS] if replaces else []
     for item in existing:
         del failed[item_id_of(item)]
     unresolved = [item for item in items

@@ -60,7 +60,9 @@ def plan_job(request: JobRequest, *, job_id: str, claim: JobClaim, services: Ser
     status = services.status
     job = status.get_job(job_id) or status.create_job(JobRow(
         job_id=job_id, state=JobState.RUNNING, source=describe_source(request), source_ref=source_ref_of(request).to_json(),
-        collection=request.collection or "", fingerprint=claim.fingerprint, claimed_by=claim.message_id), now)
+        collection=request.collection or "", fingerprint=claim.fingerprint, claimed_by=claim.message_id,
+        mode=request.mode, dry_run=request.dry_run, delete_missing=request.delete_missing,
+        max_delete_fraction=request.max_delete_fraction), now)
     if not owns(job, claim):
         return refuse_message(job, claim, request, services=services, now=now)
     claimed_by = claim.message_id
@@ -109,7 +111,8 @@ def plan_job(request: JobRequest, *, job_id: str, claim: JobClaim, services: Ser
                                 repaired=sum(item["id"] in checked.repaired_ids for item in group.items))
                    for n, group in enumerate(groups, start=1)]
         action = "create"
-    settled = rejected_rows(job_id, collection, rejected) + superseded_rows(job_id, collection, superseded)
+    settled = [replace(row, mode=request.mode)
+               for row in rejected_rows(job_id, collection, rejected) + superseded_rows(job_id, collection, superseded)]
     status.create_batches(settled, now)
     record_batches(settled, services=services, now=now)
     group = BatchGroup(job_id, collection, mode=request.mode, action=action, sign=request.sign or "",

@@ -41,6 +41,7 @@ from shared.steps.cold_start import (
     wake_waiting,
 )
 from shared.steps.isolation import created_by_batch, resolve_failed_batch
+from shared.steps.prune import start_prune_if_due
 from shared.steps.rollup import settle_after_batch, settle_job
 from shared.store import (
     BatchRow,
@@ -224,5 +225,6 @@ def finish_batch(row: BatchRow, outcome: Outcome, *, services: Services, now: da
     ended = end_batch(services.status, row, outcome, payloads=services.payloads, now=now,
                       logs_inline_chars=services.settings.log_truncate_chars)
     record_batch(ended, services=services)
-    settle_after_batch(ended, row.job_id, status=services.status, now=now, read=services.payloads.read)
+    settled = settle_after_batch(ended, row.job_id, status=services.status, now=now, read=services.payloads.read)
+    start_prune_if_due(settled, services=services)
     return ended

@@ -44,11 +44,26 @@ def settle_job(job_id: str, *, status: StatusStore, now: datetime, read: Read | 
         return job
     if job.batches_by_state == "{}" and not job.items_done:
         return job  # planned with no batch rows at all: the planner ends such a job itself
+    if awaits_prune(job):
+        return job  # delete_missing's phase comes first (`shared.steps.prune`)
     state = final_state(job.items_succeeded, job.items_failed, job.items_rejected, job.items_unconfirmed)
     code, message = job.error_code, job.error_message
     if job.items_failed or job.items_rejected or job.items_unconfirmed:
         code, message = error_summary(status.batches(job_id, select=_SUMMARY_COLUMNS, where=_HAS_PROBLEMS), job, read=read)
+    if job.prune == PRUNE_REFUSED:
+        state, code = JobState.REJECTED, job.error_code
+    if job.dry_run:
+        state = JobState.DRY_RUN
     return end_job(status, job_id, state=state, code=code, message=message, now=now) or status.get_job(job_id)
+
+
+PRUNE_LISTED, PRUNE_REFUSED = "listed", "refused"  # a job row's `prune` once delete_missing's phase is over
+
+
+def awaits_prune(job: JobRow | None) -> bool:
+    """A sync job with delete_missing whose batches have all settled, and whose delete phase has not run."""
+    return (job is not None and job.delete_missing and not job.prune and job.planned and not job.batches_open
+            and not job.state.is_terminal)
 
 
 def settle_after_batch(ended: BatchRow | None, job_id: str, *, status: StatusStore, now: datetime,

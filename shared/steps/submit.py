@@ -37,6 +37,7 @@ from shared.steps.fanout import batch_message
 from shared.steps.isolation import created_by_batch
 from shared.steps.poll import finish_batch
 from shared.steps.rollup import settle_after_batch, settle_job
+from shared.steps.sync import diff_batch, job_flags, mark_rejected_seen, needs_diff
 from shared.steps.uploads import CheckedUpload, check_upload_batch
 from shared.store import (
     BatchRow,
@@ -74,6 +75,8 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
         settle_job(row.job_id, status=status, now=now, read=services.payloads.read)
         return row
     upload = check_upload_batch(row, services=services) if not row.validated else None
+    if upload is not None:
+        mark_rejected_seen(row, upload, services=services)
 
     claimed = claim_batch(status, row, message_id=message_id, check=upload.check if upload is not None else None, now=now)
     if claimed is None:
@@ -84,6 +87,11 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
         settle_after_batch(claimed, row.job_id, status=status, now=now, read=services.payloads.read)
         return claimed
     try:
+        if needs_diff(claimed, flags := job_flags(status, row.job_id)):
+            diffed = diff_batch(claimed, dry_run=flags.dry_run, services=services, upload=upload, now=now)
+            if not diffed.send:
+                return diffed.row
+            claimed = diffed.row or claimed
         operation = send(claimed, services=services, upload=upload)
     except RetryableError as error:
         return retry_later(claimed, message, error, services=services, now=now)

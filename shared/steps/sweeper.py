@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from shared.services import Services
 from shared.steps.fanout import batch_message
 from shared.steps.poll import end_without_verdict
+from shared.steps.prune import start_prune_if_due
 from shared.steps.rollup import settle_job
 from shared.steps.verdicts import ConfirmPass, confirm_in_catalog, confirm_unconfirmed_jobs
 from shared.store import BatchRow, BatchState, JobRow, give_up_stalled, requeue_stale
@@ -61,6 +62,7 @@ def sweep(*, services: Services, now: datetime) -> SweepReport:
         if settled is not None and settled.state.is_terminal:
             report.jobs_finished += 1
             continue
+        start_prune_if_due(settled, services=services)  # a prune message lost with its sender's process
         if _give_up_stopped_planning(job, services=services, now=now):
             report.plannings_given_up += 1
             settled = settle_job(job.job_id, status=services.status, now=now, read=services.payloads.read)

@@ -137,6 +137,7 @@ class CheckedUpload:
     check: UploadCheck  # what the claim records on the row (`shared.store.claim_batch`)
     payload: bytes  # the valid items as a FeatureCollection, the body to POST (b"" when none is valid)
     items: list[dict[str, Any]] = field(default_factory=list)  # the same items, for a batch that signs them first
+    rejected_ids: tuple[str, ...] = ()  # ids of the items the check rejected (those that have one): a sync still has them
 
 
 def check_upload_batch(row: BatchRow, *, services: Services) -> CheckedUpload:
@@ -167,7 +168,7 @@ def check_upload_batch(row: BatchRow, *, services: Services) -> CheckedUpload:
         rejected_items=spill_text(services.payloads, row.job_id, row.batch_id, "rejected_items",
                              redacted(orjson.dumps(reasons).decode())),
         payload_blob=payload)
-    return CheckedUpload(check, body, valid)
+    return CheckedUpload(check, body, valid, tuple(item.item_id for item in rejected if item.item_id))
 
 
 def _changed_upload(row: BatchRow) -> CheckedUpload:

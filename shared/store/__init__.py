@@ -10,6 +10,7 @@ from shared.store.queues import MAX_MESSAGE_BYTES, QueueSender, fits_in_message
 from shared.store.source_ref import SourceKind, SourceRef
 from shared.store.spill import MAX_INLINE_CHARS, Spilled, brief, read_spilled, read_spilled_json, spill_json, spill_text
 from shared.store.status import JOB_ROW, BatchRow, BatchState, EventState, JobRow, JobState, StatusStore, state_group
+from shared.store.sync_state import SyncEntry, SyncStates
 from shared.store.table_batch import TableClient
 from shared.store.timing import OperationTimings, predicted_seconds, record_timing, seconds_per_item
 from shared.store.transitions import (
@@ -20,6 +21,7 @@ from shared.store.transitions import (
     EveryItem,
     ItemsChecked,
     Outcome,
+    Planned,
     UploadChanged,
     UploadCheck,
     claim_batch,
@@ -32,6 +34,7 @@ from shared.store.transitions import (
     give_up_stalled,
     holds,
     mark_planned,
+    mark_prune,
     mark_published,
     mark_rejected,
     mark_running,
@@ -41,6 +44,7 @@ from shared.store.transitions import (
     mark_woken,
     note_on_job,
     note_progress,
+    record_diff,
     record_source,
     record_unsent,
     release_event,
@@ -60,6 +64,11 @@ __all__ = [
     "mark_published",
     "mark_unsent",
     "release_event",
+    "mark_prune",
+    "Planned",
+    "record_diff",
+    "SyncEntry",
+    "SyncStates",
     "batch_outcomes",
     "BatchRow",
     "BatchState",

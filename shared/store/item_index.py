@@ -37,6 +37,7 @@ from shared.errors import InvalidInputError
 from shared.ids import ITEM_ID
 from shared.store.spill import read_spilled_json
 from shared.store.status import BatchRow, BatchState, JobRow, JobState, StatusStore
+from shared.store.sync_state import SyncStates
 from shared.store.table_batch import MAX_TRANSACTION_OPS, TableClient
 
 if TYPE_CHECKING:
@@ -60,6 +61,15 @@ class ItemState(StrEnum):
     RESUBMITTED = "Resubmitted"  # a Split row's item that a child batch settles
     SUPERSEDED = "Superseded"  # an earlier copy of an id repeated under mode upsert: a later copy was sent
     UNCONFIRMED = "Unconfirmed"  # sent, but its outcome could not be read yet (the sweeper confirms it)
+    CREATED = "Created"  # the succeeded items of a sync job, by what happened to them
+    REPLACED = "Replaced"
+    UNCHANGED = "Unchanged"  # its content had not changed since the last sync: no call
+    DELETED = "Deleted"  # delete_missing: the source no longer has it
+    PLANNED = "Planned"  # a dry run's item: its code says what a real run would do (Create, Replace, Unchanged, Delete)
+
+
+SYNC_ACTIONS = {"c": "Create", "r": "Replace", "u": "Unchanged"}  # the letters of a batch's `sync_items`
+_SYNC_STATES = {"create": ItemState.CREATED, "replace": ItemState.REPLACED, "delete": ItemState.DELETED}
 
 
 @dataclass(frozen=True)
@@ -113,7 +123,10 @@ def batch_outcomes(row: BatchRow, *, read: Callable[[str], bytes], children: dic
     outcomes = [ItemOutcome(str(key), state=ItemState.REJECTED, code=INVALID_ITEM, message=str(reason)[:MESSAGE_CHARS], **common)
                 for key, reason in rejected.items()]
     ids = [i for i in read_spilled_json(row, "item_ids", read, []) if i not in rejected]
+    if row.state == BatchState.DRY_RUN:
+        return outcomes + _planned_outcomes(row, ids, read=read, common=common)
     whole = _whole_batch_state(row, failed, rejected)
+    diff = read_spilled_json(row, "sync_items", read, {}) if row.mode == "sync" else {}
     message = row.error_message[:MESSAGE_CHARS]
     if whole is not None and not ids and not row.validated:  # never read (e.g. refused before sending): its items by range
         return [*outcomes, ItemOutcome(unread_label(row), state=whole, code=row.error_code, message=message, **common)]
@@ -125,7 +138,26 @@ def batch_outcomes(row: BatchRow, *, read: Callable[[str], bytes], children: dic
         elif children and item_id in children:
             outcomes.append(ItemOutcome(item_id, state=ItemState.RESUBMITTED, message=f"resubmitted in {children[item_id]}", **common))
         else:
-            outcomes.append(ItemOutcome(item_id, state=ItemState.SUCCEEDED, **common))
+            outcomes.append(ItemOutcome(item_id, state=_success(row, str(diff.get(item_id, ""))), **common))
+    return outcomes
+
+
+def _success(row: BatchRow, diff: str) -> ItemState:
+    """How a succeeded item is listed: a sync's by what happened to it, any other job's as Succeeded."""
+    if row.mode != "sync":
+        return ItemState.SUCCEEDED
+    if diff.startswith("u:"):
+        return ItemState.UNCHANGED
+    return _SYNC_STATES.get(row.action, ItemState.SUCCEEDED)
+
+
+def _planned_outcomes(row: BatchRow, ids: list[str], *, read: Callable[[str], bytes], common: dict[str, Any]) -> list[ItemOutcome]:
+    """A dry run's items: what a real run would do with each (`code`)."""
+    diff = read_spilled_json(row, "sync_items", read, {})
+    outcomes = []
+    for item_id in ids:
+        code = "Delete" if row.action == "delete" else SYNC_ACTIONS.get(str(diff.get(item_id, "c:"))[:1], "Create")
+        outcomes.append(ItemOutcome(item_id, state=ItemState.PLANNED, code=code, message="dry run: nothing sent", **common))
     return outcomes
 
 
@@ -222,6 +254,8 @@ def record_batch(row: BatchRow | None, *, services: IndexedStore) -> None:
     """Index the items of a batch that just reached a terminal state (a None or non-terminal row: nothing)."""
     if row is None or not row.state.is_terminal:
         return
+    if row.mode == "sync":  # raises: a lost `seen` mark would let delete_missing delete an item the source has
+        record_sync_state(row, batch_outcomes(row, read=services.payloads.read), services=services)
     try:
         children: dict[str, str] = {}
         if row.state == BatchState.SPLIT:
@@ -230,6 +264,25 @@ def record_batch(row: BatchRow | None, *, services: IndexedStore) -> None:
         services.items.record(row.collection, batch_outcomes(row, read=services.payloads.read, children=children))
     except (AzureError, InvalidInputError) as error:
         log.warning("item index not written for batch %s/%s: %s", row.job_id, row.batch_id, error)
+
+
+def record_sync_state(row: BatchRow, outcomes: list[ItemOutcome], *, services: IndexedStore) -> None:
+    """What a settled batch of a sync job tells the next sync (`shared.store.sync_state`): the hashes of
+    the items the catalog confirmed, which items its source had, and which items were deleted."""
+    states = SyncStates(services.items.table)
+    if row.state == BatchState.DRY_RUN:
+        if row.action != "delete":
+            states.mark_seen(row.collection, {o.item_id: None for o in outcomes if o.item_id}, job_id=row.job_id, dry_run=True)
+        return
+    diff = read_spilled_json(row, "sync_items", services.payloads.read, {})
+    confirmed = {o.item_id: str(diff[o.item_id])[2:] for o in outcomes
+                 if o.state in (ItemState.CREATED, ItemState.REPLACED) and o.item_id in diff}
+    deleted = [o.item_id for o in outcomes if o.state == ItemState.DELETED]
+    others = {o.item_id: None for o in outcomes
+              if o.item_id and o.item_id not in confirmed and row.action != "delete"}
+    states.confirm(row.collection, confirmed, job_id=row.job_id)
+    states.mark_seen(row.collection, others, job_id=row.job_id, dry_run=False)
+    states.forget(row.collection, deleted)
 
 
 def record_batches(rows: Iterable[BatchRow], *, services: IndexedStore, now: datetime) -> None:

@@ -29,6 +29,7 @@ SPILL_SUFFIXES = {
     "failed_items": ".failed.json",
     "rejected_items": ".json.rejected.json",
     "logs": ".logs.txt",
+    "sync_items": ".sync.json",
 }
 
 

@@ -51,7 +51,8 @@ TEXT_LIMITS = {"source": 2_000, "error_code": 200, "error_message": 8_000, "logs
 REDACTED_JSON = ("rejected_items", "failed_items", "source_ref")  # JSON: redacted, never cut (that would break the JSON)
 TRUNCATED = " ...[truncated]"
 ITEM_COUNTERS = ("items_succeeded", "items_failed", "items_rejected", "items_superseded", "items_repaired",
-                 "items_unconfirmed")
+                 "items_unconfirmed",
+                 "items_created", "items_replaced", "items_unchanged", "items_deleted")
 PLANNED_ITEMS = "items_planned"  # items of top-level batches (not isolation children): the job's item count so far
 
 
@@ -70,6 +71,7 @@ class BatchState(StrEnum):
     # Ended without a verdict: neither its operation nor the catalog could be read by its deadline. The sweeper
     # asks the catalog again and moves it to Succeeded or Failed (`transitions.confirm_batch`).
     UNCONFIRMED = "Unconfirmed"
+    DRY_RUN = "DryRun"  # a dry run's batch: checked (and diffed) as a real run would, never sent
 
     @property
     def is_terminal(self) -> bool:
@@ -86,6 +88,7 @@ TERMINAL_BATCH_STATES = frozenset(
         BatchState.SPLIT,
         BatchState.SUPERSEDED,
         BatchState.UNCONFIRMED,
+        BatchState.DRY_RUN,
     }
 )
 ACTIVE_BATCH_STATES = (BatchState.SUBMITTING, BatchState.SUBMITTED, BatchState.RUNNING)  # claimed, not ended
@@ -104,6 +107,7 @@ class JobState(StrEnum):
     # Every batch ended, but some items' outcome could not be read: the sweeper settles them, then the job
     # moves to its true state (the one terminal state that changes again).
     UNCONFIRMED = "Unconfirmed"
+    DRY_RUN = "DryRun"  # a dry run's end: its counts say what a real run would do
 
     @property
     def is_terminal(self) -> bool:
@@ -141,6 +145,15 @@ class JobRow:
     items_superseded: int = 0  # earlier copies of a repeated id under mode upsert (not errors)
     items_repaired: int = 0  # items sent with a bbox computed from their geometry (repair: ["bbox"])
     items_unconfirmed: int = 0  # sent, but whether they were ingested could not be read yet (batches Unconfirmed)
+    items_created: int = 0  # of the succeeded items: created (POST), replaced (PUT), left unchanged (mode sync), deleted;
+    items_replaced: int = 0  # in a dry run, what a real run would do
+    items_unchanged: int = 0
+    items_deleted: int = 0
+    mode: str = "create"
+    dry_run: bool = False
+    delete_missing: bool = False  # mode sync: once every batch settled, delete what the source no longer has
+    max_delete_fraction: float = 0.1
+    prune: str = ""  # delete_missing's phase: "" (not yet), "listed" (delete batches made), "refused"
     batches_by_state: str = "{}"
     batches_open: int = 0  # batches not yet in a terminal state
     error_code: str = ""
@@ -199,6 +212,12 @@ class BatchRow:
     items_superseded: int = 0
     items_repaired: int = 0  # of this batch's items, how many got a bbox computed from their geometry
     items_unconfirmed: int = 0  # Unconfirmed: every item, until the sweeper confirms them
+    items_created: int = 0  # of its succeeded items (or, in a dry run, planned): by what happened to them
+    items_replaced: int = 0
+    items_unchanged: int = 0
+    items_deleted: int = 0
+    sync_items: str = ""  # JSON {item id: "<c|r|u>:<content hash>"}: the diff (create, replace, unchanged); "" = not diffed
+    sync_items_blob: str = ""
     failed_items: str = "{}"  # JSON {item id: error code}; "" when it lives in `failed_items_blob`
     failed_items_blob: str = ""
     rejected_items: str = "{}"  # JSON {item id, line or #position: reason}: input that was never sent

@@ -28,6 +28,8 @@ Jobs (`JobState`; `planned`: every batch row exists, so the roll-up may end the 
       no open batch                      (Unconfirmed while any item is)      once its batches are confirmed)
     any              note_on_job         (error code and message)             segments, search_jobs
     any              record_source       (source)                             search_jobs, items_ref
+    planned, not     mark_prune          prune "listed" (delete batches made) prune (delete_missing, once every
+      terminal, no prune yet             | "refused" (DeleteRefused)          batch settled: `steps.prune`)
 
 Every write above that makes a job terminal also sets `finished`, and the write that makes its verdict
 final marks its job-finished event Pending (the outbox, in the same write; for a job that was Unconfirmed
@@ -52,6 +54,8 @@ Batches (`BatchState`; Submitting, Submitted and Running share one counter, "Act
                                          message that claimed it); an upload batch not yet validated records
                                          `ItemsChecked` in the same write, or ends Rejected (no valid item,
                                          or `UploadChanged`)                  submit
+    Submitting,      record_diff         Submitting, with its diff            sync (mode sync and dry runs: what
+      not diffed                         (`sync_items`)                       each item needs, before acting on it)
     Submitting       mark_submitted      Submitted (its operation)            submit, once the POST answered
     Submitting       requeue             Queued (why, in error_*)             submit: a retryable error, our
                                                                               credential refused
@@ -68,8 +72,8 @@ Batches (`BatchState`; Submitting, Submitted and Running share one counter, "Act
       Running, not                                                            scout of its job)
       waiting
     not terminal     end_batch           `Outcome.state`: Succeeded | Failed  poll.finish_batch (for poll, submit,
-                                         | Canceled | TimedOut | Rejected     sweeper, handlers)
-                                         | Split | Unconfirmed (neither the
+                                         | Canceled | TimedOut | Rejected     sweeper, handlers, sync)
+                                         | Split | DryRun | Unconfirmed (neither the
                                          operation nor the catalog answered)
     Unconfirmed      confirm_batch       Succeeded (every item in the         verdicts.confirm_unconfirmed
                                          catalog) | Failed (the absent ones,  (sweeper)
@@ -236,6 +240,21 @@ def note_on_job(status: StatusStore, job_id: str, *, code: str, note: str, now: 
     return _update_job(status, job_id, lambda row: replace(row, error_code=code, error_message=brief(note)), now)
 
 
+def mark_prune(status: StatusStore, job_id: str, *, prune: str, code: str = "", reason: str = "",
+               now: datetime) -> JobRow | None:
+    """delete_missing's phase is over: its delete batches exist ("listed"), or the deletes were refused
+    ("refused", saying why); None when a phase was already recorded."""
+
+    def pruned(row: JobRow) -> JobRow | None:
+        if row.state.is_terminal or not row.planned or row.prune:
+            return None
+        if code:
+            return replace(row, prune=prune, error_code=code, error_message=brief(reason))
+        return replace(row, prune=prune)
+
+    return _update_job(status, job_id, pruned, now)
+
+
 def record_source(status: StatusStore, job_id: str, *, source: str | None = None, source_ref: SourceRef | None = None,
                   now: datetime) -> JobRow | None:
     """Where the items actually came from (a redirect took the request elsewhere; the blob and version read);
@@ -398,6 +417,18 @@ def requeue_stale(status: StatusStore, job_id: str, batch_id: str, *, older_than
     return status.update_batch(job_id, batch_id, back, now)
 
 
+def record_diff(status: StatusStore, row: BatchRow, *, sync_items: Spilled, now: datetime) -> BatchRow | None:
+    """Submitting, not yet diffed -> the same, with its diff (`sync_items`: what each item needs); a
+    redelivery acts on the diff recorded, never on a new one."""
+
+    def record(current: BatchRow) -> BatchRow | None:
+        if current.state != BatchState.SUBMITTING or current.sync_items or current.sync_items_blob:
+            return None
+        return replace(current, **sync_items.columns())
+
+    return status.update_batch(row.job_id, row.batch_id, record, now, current=row)
+
+
 def mark_running(status: StatusStore, row: BatchRow, *, now: datetime, waiting: bool = False) -> BatchRow | None:
     """Submitted -> Running: its operation was seen running. `waiting`: seen by a waiting batch's fallback
     poll, which goes on only if the batch still waits, and takes it out of waiting in the same write."""
@@ -443,6 +474,16 @@ class EveryItem(StrEnum):
 
 
 @dataclass(frozen=True)
+class Planned:
+    """What a batch's items would need: created, replaced, left unchanged, deleted."""
+
+    created: int = 0
+    replaced: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+
+
+@dataclass(frozen=True)
 class Outcome:
     """How a batch ended: its state, items that succeeded (count), items that failed (id -> code), its
     code and message, and the operation's logs. `every_item`: no item told apart (none was sent, or the
@@ -456,6 +497,8 @@ class Outcome:
     message: str = ""
     every_item: EveryItem | None = None
     logs: str = ""
+    unchanged: int = 0  # of `succeeded`: items a sync left alone (no call)
+    planned: Planned | None = None  # a dry run's batch (state DryRun): what a real run would do
 
     @classmethod
     def every_item_failed(cls, state: BatchState, code: str, message: str) -> Outcome:
@@ -490,8 +533,12 @@ def end_batch(status: StatusStore, row: BatchRow, outcome: Outcome, *, payloads:
             return replace(ended, items_rejected=current.items_rejected + current.item_count)
         if outcome.every_item == EveryItem.UNCONFIRMED:
             return replace(ended, items_succeeded=0, items_failed=0, items_unconfirmed=current.item_count)
+        if outcome.planned is not None:
+            planned = outcome.planned
+            return replace(ended, items_created=planned.created, items_replaced=planned.replaced,
+                           items_unchanged=planned.unchanged, items_deleted=planned.deleted)
         failed_count = current.item_count if outcome.every_item == EveryItem.FAILED else len(outcome.failed)
-        return replace(ended, items_succeeded=outcome.succeeded, items_failed=failed_count)
+        return _by_action(replace(ended, items_succeeded=outcome.succeeded, items_failed=failed_count), outcome.unchanged)
 
     return status.update_batch(row.job_id, row.batch_id, end, now, current=row)
 
@@ -519,3 +566,10 @@ def confirm_batch(status: StatusStore, row: BatchRow, *, landed: set[str], ids: 
                        **spilled.columns())
 
     return status.update_batch(row.job_id, row.batch_id, confirm, now, current=row)
+
+
+def _by_action(row: BatchRow, unchanged: int) -> BatchRow:
+    """The succeeded items by what happened to them: its action's (created, replaced, deleted) or unchanged."""
+    done = row.items_succeeded - unchanged
+    return replace(row, items_unchanged=unchanged, items_created=done if row.action == "create" else 0,
+                   items_replaced=done if row.action == "replace" else 0, items_deleted=done if row.action == "delete" else 0)
