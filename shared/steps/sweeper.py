@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from shared import telemetry
 from shared.services import Services
 from shared.steps.fanout import batch_message
 from shared.steps.poll import end_without_verdict
@@ -44,23 +45,38 @@ class SweepReport:
 def sweep(*, services: Services, now: datetime) -> SweepReport:
     """One pass over every open job."""
     report = SweepReport()
+    report_queue_ages(services=services, now=now)
     for job in services.status.open_jobs():
         report.jobs_checked += 1
         settled = settle_job(job.job_id, status=services.status, now=now, read=services.payloads.read)
         if settled is not None and settled.state.is_terminal:
             report.jobs_finished += 1
+            telemetry.job_swept(settled)
             continue
         if _give_up_stopped_planning(job, services=services, now=now):
             report.plannings_given_up += 1
             settled = settle_job(job.job_id, status=services.status, now=now, read=services.payloads.read)
             if settled is not None and settled.state.is_terminal:
                 report.jobs_finished += 1
+                telemetry.job_swept(settled)
                 continue
         for row in services.status.batches(job.job_id, where=OPEN_BATCH_FILTER):
             _sweep_batch(row, report, services=services, now=now)
     if report.jobs_finished or report.batches_timed_out or report.batches_resent or report.plannings_given_up:
         log.warning("sweeper: %s", report)
     return report
+
+
+def report_queue_ages(*, services: Services, now: datetime) -> None:
+    """The age of each queue's oldest visible message (the queue.oldest_age gauge): is anything not being read?"""
+    settings = services.settings
+    for queue in (settings.submit_queue, settings.work_queue, settings.poll_queue, settings.drop_events_queue):
+        try:
+            inserted = services.queues.oldest_inserted(queue)
+        except Exception as error:  # noqa: BLE001 - a gauge must never stop the sweep
+            log.warning("sweeper: could not peek at queue %s: %s", queue, error)
+            continue
+        telemetry.queue_oldest_age(queue, (now - inserted).total_seconds() if inserted is not None else 0.0)
 
 
 def _sweep_batch(row: BatchRow, report: SweepReport, *, services: Services, now: datetime) -> None:

@@ -58,6 +58,7 @@ from dataclasses import KW_ONLY, dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
+from shared import telemetry
 from shared.store.payloads import PayloadStore
 from shared.store.source_ref import SourceRef
 from shared.store.spill import MAX_INLINE_CHARS, Spilled, brief, spill_json, spill_text
@@ -120,7 +121,7 @@ def mark_rejected(status: StatusStore, job_id: str, *, claimed_by: str, item_cou
         return replace(row, state=JobState.REJECTED, planned=True, item_count=item_count, items_rejected=item_count,
                        error_code=code, error_message=brief(reason))
 
-    return status.update_job(job_id, reject, now)
+    return _ended(status.update_job(job_id, reject, now))
 
 
 def give_up_claimed(status: StatusStore, job_id: str, *, claimed_by: str, reason: str, now: datetime) -> JobRow | None:
@@ -131,7 +132,7 @@ def give_up_claimed(status: StatusStore, job_id: str, *, claimed_by: str, reason
             return None
         return _given_up(row, reason)
 
-    return status.update_job(job_id, give_up, now)
+    return _ended(status.update_job(job_id, give_up, now))
 
 
 def give_up_stalled(status: StatusStore, job_id: str, *, older_than: datetime, reason: str,
@@ -143,7 +144,7 @@ def give_up_stalled(status: StatusStore, job_id: str, *, older_than: datetime, r
             return None
         return _given_up(row, reason)
 
-    return status.update_job(job_id, give_up, now)
+    return _ended(status.update_job(job_id, give_up, now))
 
 
 def _given_up(row: JobRow, reason: str) -> JobRow:
@@ -162,7 +163,7 @@ def finish_empty(status: StatusStore, job_id: str, *, code: str, message: str, n
             return None
         return replace(row, state=JobState.SUCCEEDED, planned=True, item_count=0, error_code=code, error_message=message)
 
-    return status.update_job(job_id, finish, now)
+    return _ended(status.update_job(job_id, finish, now))
 
 
 def end_job(status: StatusStore, job_id: str, *, state: JobState, code: str, message: str,
@@ -174,7 +175,14 @@ def end_job(status: StatusStore, job_id: str, *, state: JobState, code: str, mes
             return None
         return replace(row, state=state, error_code=code, error_message=brief(message))
 
-    return status.update_job(job_id, end, now)
+    return _ended(status.update_job(job_id, end, now))
+
+
+def _ended(row: JobRow | None) -> JobRow | None:
+    """Count a job's items by terminal status when this write ended it (`shared.telemetry`): once per job."""
+    if row is not None and row.state.is_terminal:
+        telemetry.job_ended(row)
+    return row
 
 
 def note_on_job(status: StatusStore, job_id: str, *, code: str, note: str, now: datetime) -> JobRow | None:
