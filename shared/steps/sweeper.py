@@ -51,14 +51,14 @@ def sweep(*, services: Services, now: datetime) -> SweepReport:
         settled = settle_job(job.job_id, status=services.status, now=now, read=services.payloads.read)
         if settled is not None and settled.state.is_terminal:
             report.jobs_finished += 1
-            telemetry.job_swept(settled)
+            telemetry.job_swept(job)
             continue
         if _give_up_stopped_planning(job, services=services, now=now):
             report.plannings_given_up += 1
             settled = settle_job(job.job_id, status=services.status, now=now, read=services.payloads.read)
             if settled is not None and settled.state.is_terminal:
                 report.jobs_finished += 1
-                telemetry.job_swept(settled)
+                telemetry.job_swept(job)
                 continue
         for row in services.status.batches(job.job_id, where=OPEN_BATCH_FILTER):
             _sweep_batch(row, report, services=services, now=now)
