@@ -27,11 +27,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from cli.main import cli
 from devhost.jobs import send_items, wait_for_jobs
 from devhost.otel import configure_from_env, exporter_names
+from emulator import EmulatorOptions, Faults, Timings
 from shared.catalog.client import call_kind
 from shared.errors import ConfigurationError
 from shared.steps.handlers import handle_poison_message, handle_sweep
 from shared.store.status import JobRow, JobState
-from tests.helpers import make_item
+from tests.helpers import make_item, wait_until
 from tests.test_cli_up import Up
 from tests.test_emulator_faults import set_faults
 from tests.test_pipeline_e2e import with_collection
@@ -171,6 +172,26 @@ def test_the_sweeper_reports_queue_ages_and_swept_jobs_and_poison_messages_are_c
     before = otel.sums("geocatalog_ingest.poison.messages", "queue").get("work-poison", 0)
     handle_poison_message(b"not json", queue="work-poison", services=services, now=datetime.now(UTC))
     assert otel.sums("geocatalog_ingest.poison.messages", "queue")["work-poison"] == before + 1
+
+
+def test_a_job_whose_last_batch_the_sweeper_times_out_counts_as_swept(make_stack, otel: Telemetry) -> None:
+    stack = make_stack(emulator_options=EmulatorOptions(timings=Timings(0.1, 0.2), faults=Faults(stuck_operations_fraction=1.0)))
+    services = stack.services
+    assert services is not None
+    collection = with_collection(stack, "otel-stuck")
+    send_items(services, [make_item("stuck-1", collection)], collection=collection, job_id="otel-stuck-job")
+    wait_until(lambda: [row for row in services.status.batches("otel-stuck-job") if row.operation_id])
+    stack.pause_functions()  # its polls stop: only the sweeper can end it now
+    settings = services.settings
+    later = datetime.now(UTC) + timedelta(seconds=settings.poll_deadline_seconds + 2 * settings.poll_max_delay_seconds + 60)
+
+    handle_sweep(services=services, now=later)
+
+    job = services.status.get_job("otel-stuck-job")
+    assert job.state == JobState.FAILED and job.items_failed == 1
+    assert otel.sums("geocatalog_ingest.jobs.swept", "collection", collection=collection) == {collection: 1}
+    assert otel.sums("geocatalog_ingest.items.settled", "outcome", collection=collection) == {"Failed": 1}
+    assert otel.histogram_count("geocatalog_ingest.batch.settle_time", collection=collection, outcome="TimedOut") == 1
 
 
 @pytest.mark.parametrize(("method", "url", "kind"), [

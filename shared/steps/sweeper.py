@@ -60,8 +60,11 @@ def sweep(*, services: Services, now: datetime) -> SweepReport:
                 report.jobs_finished += 1
                 telemetry.job_swept(job)
                 continue
+        timed_out = report.batches_timed_out
         for row in services.status.batches(job.job_id, where=OPEN_BATCH_FILTER):
             _sweep_batch(row, report, services=services, now=now)
+        if report.batches_timed_out > timed_out and _has_ended(job, services=services):
+            telemetry.job_swept(job)  # its last open batch, timed out here, ended it
     if report.jobs_finished or report.batches_timed_out or report.batches_resent or report.plannings_given_up:
         log.warning("sweeper: %s", report)
     return report
@@ -77,6 +80,11 @@ def report_queue_ages(*, services: Services, now: datetime) -> None:
             log.warning("sweeper: could not peek at queue %s: %s", queue, error)
             continue
         telemetry.queue_oldest_age(queue, (now - inserted).total_seconds() if inserted is not None else 0.0)
+
+
+def _has_ended(job: JobRow, *, services: Services) -> bool:
+    progress = services.status.job_progress(job.job_id)
+    return progress is not None and progress.state.is_terminal
 
 
 def _sweep_batch(row: BatchRow, report: SweepReport, *, services: Services, now: datetime) -> None:
