@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -95,7 +95,7 @@ def invocation(function: str, *, queue: str = "", inserted: datetime | None = No
     if queue and inserted is not None and now is not None:
         inserted = inserted if inserted.tzinfo is not None else inserted.replace(tzinfo=UTC)
         _message_age.record(max(0.0, (now - inserted).total_seconds()), {"queue": queue})
-    attributes = {"faas.trigger": "datasource" if queue else "timer", **({"messaging.destination.name": queue} if queue else {})}
+    attributes = {"faas.trigger": "pubsub" if queue else "timer", **({"messaging.destination.name": queue} if queue else {})}
     token = _current.set(_Invocation())
     try:
         with _tracer.start_as_current_span(f"{SCOPE}.{function}", kind=SpanKind.CONSUMER if queue else SpanKind.INTERNAL,
@@ -125,7 +125,6 @@ class CatalogCall:
 
     kind: str
     code: str = ""
-    attributes: dict[str, str] = field(default_factory=dict)
 
 
 @contextmanager
