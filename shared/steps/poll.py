@@ -5,10 +5,13 @@ visibility delay and returns. (The one wait is a scout's, under a second once pe
 time the polls it wakes: `shared.steps.cold_start`.) At a terminal state it stores the logs (truncated
 in the row, whole in the payload container), resolves partial failures, and settles the job.
 
-Every path ends: the deadline holds whether the operation is still running or cannot be read at all
-(5xx, 429, timeouts, 401/403), and consecutive read failures other than auth are capped as well. A
-batch that ends without a verdict from the service is reconciled against the catalog: its items that
-are there count as succeeded, the rest as failed with the reason.
+Every path ends, bounded by time alone: the deadline holds whether the operation is still running or
+cannot be read at all (5xx, 429, timeouts, 401/403). No count of failed reads gives up earlier: a 429
+is the service pacing us (its Retry-After is the next delay), and a 5xx or a timeout says nothing
+about the operation. A batch that ends without a verdict from the service is reconciled against the
+catalog: its items that are there count as succeeded, the rest as failed with the reason. When the
+catalog cannot be read either, nothing is guessed: the batch ends `Unconfirmed` (every item, with
+the reason), and the sweeper confirms it once the catalog answers (`shared.steps.verdicts`).
 """
 
 from __future__ import annotations
@@ -98,19 +101,15 @@ def past_deadline(message: PollMessage, now: datetime) -> bool:
 def poll_failed(
     row: BatchRow, message: PollMessage, error: RetryableError | AuthenticationError, *, services: Services, now: datetime
 ) -> BatchRow | None:
-    """The operation could not be read: poll again later, unless the deadline or the failure cap is reached.
-
-    A 401/403 is our identity's problem, not the operation's: it waits (with backoff) until the
-    deadline, and is never counted against the failure cap.
+    """The operation could not be read: poll again later (after the 429's Retry-After, else with backoff),
+    until the deadline. A 401/403 is our identity's problem, not the operation's: it waits the same way.
+    `failures` counts the reads that failed in a row, for the log only.
     """
     auth = isinstance(error, AuthenticationError)
-    failures = message.failures + (0 if auth else 1)
+    failures = message.failures + 1
     if past_deadline(message, now):
-        reason = f"operation could not be read before its deadline {message.deadline}: {error}"
+        reason = f"operation could not be read before its deadline {message.deadline} ({failures} reads in a row failed): {error}"
         return end_without_verdict(row, "TimedOut", reason, services=services, now=now)
-    if failures >= services.settings.poll_max_failures:
-        reason = f"operation could not be read {failures} times in a row: {error}"
-        return end_without_verdict(row, "PollFailed", reason, services=services, now=now)
     log.warning("batch %s/%s: reading its operation failed (%s); polling again", row.job_id, row.batch_id, error)
     retry_after = None if auth else error.retry_after
     return poll_again(row, replace(message, failures=failures), None, services=services, now=now, retry_after=retry_after)
@@ -120,14 +119,17 @@ def end_without_verdict(row: BatchRow, code: str, reason: str, *, services: Serv
     """End a batch whose operation gave no verdict: reconcile its items against the catalog.
 
     Items the batch created (or replaced) count as succeeded, deleted ones for a delete; the rest
-    fail with `code`. If the catalog cannot be asked either, every item fails with `code`.
+    fail with `code`. If the catalog cannot be asked either, the batch ends Unconfirmed (`code` and
+    the reasons kept), for the sweeper to confirm.
     """
     ids = row_item_ids(services, row)
     try:
-        settled = _settled_in_catalog(row, ids, services=services)
+        settled = settled_in_catalog(row, ids, services=services)
     except (RetryableError, AuthenticationError) as error:
-        settled = set()
         reason = f"{reason}; the catalog could not be checked either: {error}"
+        log.warning("batch %s/%s ended without a verdict (%s) and the catalog cannot be read: Unconfirmed",
+                    row.job_id, row.batch_id, code)
+        return finish_batch(row, Outcome.every_item_unconfirmed(code, reason), services=services, now=now)
     failed = {item_id: code for item_id in ids if item_id not in settled}
     state = BatchState.TIMED_OUT if failed else BatchState.SUCCEEDED
     log.warning("batch %s/%s ended without a verdict (%s): %d of %d items found settled in the catalog",
@@ -136,7 +138,12 @@ def end_without_verdict(row: BatchRow, code: str, reason: str, *, services: Serv
     return finish_batch(row, outcome, services=services, now=now)
 
 
-def _settled_in_catalog(row: BatchRow, ids: list[str], *, services: Services) -> set[str]:
+def settled_in_catalog(row: BatchRow, ids: list[str], *, services: Services) -> set[str]:
+    """Ids of `ids` the batch settled as the catalog shows: created (or replaced) by it, or gone for a delete.
+
+    Raises:
+        RetryableError, AuthenticationError: the catalog could not be read.
+    """
     if row.action == "delete":
         present = {str(item.get("id")) for item in services.catalog.search_ids(row.collection, ids)}
         return set(ids) - present
