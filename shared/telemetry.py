@@ -31,7 +31,7 @@ _meter = metrics.get_meter(SCOPE)
 _tracer = trace.get_tracer(SCOPE)
 
 _items_settled = _meter.create_counter(PREFIX + "items.settled", unit="{item}",
-                                       description="Items that reached a terminal status, counted when their job ends")
+                                       description="Items that reached a terminal status, counted when their job's verdict is final")
 _batches_submitted = _meter.create_counter(PREFIX + "batches.submitted", unit="{batch}",
                                            description="Batches the GeoCatalog accepted (one operation each)")
 _catalog_calls = _meter.create_counter(PREFIX + "catalog.calls", unit="{call}",
@@ -175,7 +175,7 @@ def batch_settled(row: BatchLike | None, now: datetime) -> None:
 
 
 def job_ended(row: JobLike | None) -> None:
-    """A job this write made terminal: its items by terminal status, exactly as its row counts them."""
+    """A job whose verdict this write made final: its items by terminal status, exactly as its row counts them."""
     if row is None:
         return
     for outcome, column in ITEM_OUTCOMES:
