@@ -3,7 +3,8 @@
 Each function hands its message to one handler in `shared.steps.handlers` with the worker's clients and
 the current time. Queue names come from app settings (`%SUBMIT_QUEUE%`: the users' inbox of job
 messages; `%WORK_QUEUE%`: the app's own batch and plan messages; `%POLL_QUEUE%`); the connection is the
-Functions storage account (`AzureWebJobsStorage`).
+Functions storage account (`AzureWebJobsStorage`). Each invocation runs in a span of its own, which also records
+the message's age at pickup (`shared.telemetry`, docs/observability.md).
 """
 
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from shared.steps.handlers import (
     handle_sweep,
     handle_work_message,
 )
+from shared.telemetry import invocation
 
 app = func.FunctionApp()
 
@@ -28,59 +30,76 @@ STORAGE = "AzureWebJobsStorage"
 @app.function_name("submit")
 @app.queue_trigger(arg_name="msg", queue_name="%SUBMIT_QUEUE%", connection=STORAGE)
 def submit(msg: func.QueueMessage) -> None:
-    handle_submit_message(msg.get_body(), message_id=msg.id or "", dequeue_count=msg.dequeue_count or 1,
-                          services=services_from_env(), now=datetime.now(UTC))
+    services, now = services_from_env(), datetime.now(UTC)
+    with invocation("submit", queue=services.settings.submit_queue, inserted=msg.insertion_time, now=now):
+        handle_submit_message(msg.get_body(), message_id=msg.id or "", dequeue_count=msg.dequeue_count or 1,
+                              services=services, now=now)
 
 
 @app.function_name("work")
 @app.queue_trigger(arg_name="msg", queue_name="%WORK_QUEUE%", connection=STORAGE)
 def work(msg: func.QueueMessage) -> None:
-    handle_work_message(msg.get_body(), message_id=msg.id or "", dequeue_count=msg.dequeue_count or 1,
-                        services=services_from_env(), now=datetime.now(UTC))
+    services, now = services_from_env(), datetime.now(UTC)
+    with invocation("work", queue=services.settings.work_queue, inserted=msg.insertion_time, now=now):
+        handle_work_message(msg.get_body(), message_id=msg.id or "", dequeue_count=msg.dequeue_count or 1,
+                            services=services, now=now)
 
 
 @app.function_name("poll")
 @app.queue_trigger(arg_name="msg", queue_name="%POLL_QUEUE%", connection=STORAGE)
 def poll(msg: func.QueueMessage) -> None:
-    handle_poll_message(msg.get_body(), dequeue_count=msg.dequeue_count or 1,
-                        services=services_from_env(), now=datetime.now(UTC))
+    services, now = services_from_env(), datetime.now(UTC)
+    with invocation("poll", queue=services.settings.poll_queue, inserted=msg.insertion_time, now=now):
+        handle_poll_message(msg.get_body(), dequeue_count=msg.dequeue_count or 1,
+                            services=services, now=now)
 
 
 @app.function_name("blob_created")
 @app.queue_trigger(arg_name="msg", queue_name="%DROP_EVENTS_QUEUE%", connection=STORAGE)
 def blob_created(msg: func.QueueMessage) -> None:
     """Event Grid delivers the drop container's BlobCreated events here (docs/uploads.md)."""
-    handle_blob_event(msg.get_body(), dequeue_count=msg.dequeue_count or 1,
-                      services=services_from_env(), now=datetime.now(UTC))
+    services, now = services_from_env(), datetime.now(UTC)
+    with invocation("blob_created", queue=services.settings.drop_events_queue, inserted=msg.insertion_time, now=now):
+        handle_blob_event(msg.get_body(), dequeue_count=msg.dequeue_count or 1,
+                          services=services, now=now)
 
 
 @app.function_name("sweep")
 @app.timer_trigger(arg_name="timer", schedule="%SWEEP_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def sweep(timer: func.TimerRequest) -> None:
     """Settles jobs and batches that no message will settle any more (docs/reliability.md)."""
-    handle_sweep(services=services_from_env(), now=datetime.now(UTC))
+    with invocation("sweep"):
+        handle_sweep(services=services_from_env(), now=datetime.now(UTC))
 
 
 @app.function_name("submit_poison")
 @app.queue_trigger(arg_name="msg", queue_name="%SUBMIT_QUEUE%-poison", connection=STORAGE)
 def submit_poison(msg: func.QueueMessage) -> None:
-    handle_poison_message(msg.get_body(), queue="submit-poison", services=services_from_env(), now=datetime.now(UTC))
+    services, now = services_from_env(), datetime.now(UTC)
+    with invocation("submit_poison", queue=services.settings.submit_queue + "-poison", inserted=msg.insertion_time, now=now):
+        handle_poison_message(msg.get_body(), queue="submit-poison", services=services, now=now)
 
 
 @app.function_name("work_poison")
 @app.queue_trigger(arg_name="msg", queue_name="%WORK_QUEUE%-poison", connection=STORAGE)
 def work_poison(msg: func.QueueMessage) -> None:
-    handle_poison_message(msg.get_body(), queue="work-poison", services=services_from_env(), now=datetime.now(UTC))
+    services, now = services_from_env(), datetime.now(UTC)
+    with invocation("work_poison", queue=services.settings.work_queue + "-poison", inserted=msg.insertion_time, now=now):
+        handle_poison_message(msg.get_body(), queue="work-poison", services=services, now=now)
 
 
 @app.function_name("poll_poison")
 @app.queue_trigger(arg_name="msg", queue_name="%POLL_QUEUE%-poison", connection=STORAGE)
 def poll_poison(msg: func.QueueMessage) -> None:
-    handle_poison_message(msg.get_body(), queue="poll-poison", services=services_from_env(), now=datetime.now(UTC))
+    services, now = services_from_env(), datetime.now(UTC)
+    with invocation("poll_poison", queue=services.settings.poll_queue + "-poison", inserted=msg.insertion_time, now=now):
+        handle_poison_message(msg.get_body(), queue="poll-poison", services=services, now=now)
 
 
 @app.function_name("blob_created_poison")
 @app.queue_trigger(arg_name="msg", queue_name="%DROP_EVENTS_QUEUE%-poison", connection=STORAGE)
 def blob_created_poison(msg: func.QueueMessage) -> None:
-    handle_poison_message(msg.get_body(), queue="drop-events-poison", services=services_from_env(),
-                          now=datetime.now(UTC))
+    services, now = services_from_env(), datetime.now(UTC)
+    with invocation("blob_created_poison", queue=services.settings.drop_events_queue + "-poison", inserted=msg.insertion_time, now=now):
+        handle_poison_message(msg.get_body(), queue="drop-events-poison", services=services,
+                              now=now)

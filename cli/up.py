@@ -8,6 +8,9 @@ host with the drop-container watcher, which remembers the blob versions it annou
 
 Once everything runs it writes `<run dir>/up.json` (the settings the other commands read) and prints
 one line starting `ready:`. On Ctrl-C or SIGTERM it stops what it started and removes that file.
+
+The standard `OTEL_*` variables export the app's metrics and spans to the console or an OTLP endpoint
+(`devhost.otel`; docs/observability.md); without them nothing is exported.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import orjson
 
 from cli.context import UP_FILE, UpInfo
 from devhost.azurite import Azurite
+from devhost.otel import configure_from_env
 from devhost.stack import LOCAL_SETTINGS, LocalStack
 from emulator import EmulatorOptions, Timings
 from shared.errors import ConfigurationError
@@ -82,6 +86,7 @@ def up(run_dir: Path, *, endpoint: str = "", atomic_batches: bool = False) -> in
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    stop_telemetry = configure_from_env()
     azurite, stack = start_stack(run_dir, endpoint=endpoint, atomic_batches=atomic_batches)
     try:
         emulator_url = stack.emulator.url if stack.emulator is not None else ""
@@ -97,5 +102,7 @@ def up(run_dir: Path, *, endpoint: str = "", atomic_batches: bool = False) -> in
         (run_dir / UP_FILE).unlink(missing_ok=True)
         stack.stop()
         azurite.stop()
+        if stop_telemetry is not None:
+            stop_telemetry()  # exports what is still buffered
     print("stopped", flush=True)
     return 0

@@ -12,6 +12,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
+from shared import telemetry
 from shared.catalog import GeoCatalogClient, quiet_sdk_request_logs, sdk_transport_options
 from shared.event_publishers import EventGridPublisher, QueueEventSink
 from shared.heap import settle_worker_heap
@@ -90,11 +91,13 @@ def build_services(settings: Settings) -> Services:
     """Real clients for the configured storage account and GeoCatalog; creates missing queues, tables, containers."""
     storage = connect_storage(settings)
     ensure_storage(settings, storage)
+    catalog = GeoCatalogClient.from_settings(settings)
+    telemetry.watch_pacer(catalog.pacer.rates)
     events = job_events(settings, storage)
     storage.status.on_job_ended = events.job_ended
     return Services(
         settings=settings,
-        catalog=GeoCatalogClient.from_settings(settings),
+        catalog=catalog,
         status=storage.status,
         queues=storage.queues,
         payloads=storage.payloads,

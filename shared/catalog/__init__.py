@@ -2,7 +2,16 @@
 imports from here."""
 
 from shared.catalog.auth import StaticToken
-from shared.catalog.client import COLLECTION_ID, GeoCatalogClient, Operation, OperationRef, check_collection_id, learnt_seconds
+from shared.catalog.client import (
+    COLLECTION_ID,
+    GeoCatalogClient,
+    Operation,
+    OperationRef,
+    check_collection_id,
+    learnt_seconds,
+    operation_end,
+    operation_seconds,
+)
 from shared.catalog.pacing import POLL, WORK, calling_group
 from shared.catalog.transport import quiet_sdk_request_logs, sdk_transport_options
 
@@ -17,6 +26,8 @@ __all__ = [
     "calling_group",
     "check_collection_id",
     "learnt_seconds",
+    "operation_end",
+    "operation_seconds",
     "quiet_sdk_request_logs",
     "sdk_transport_options",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -17,6 +17,7 @@ import orjson
 import requests
 from requests.adapters import HTTPAdapter
 
+from shared import telemetry
 from shared.catalog.auth import TokenProvider, default_token_provider
 from shared.catalog.pacing import GroupPacer, Pacer
 from shared.catalog.transport import configure_session
@@ -327,15 +328,19 @@ class GeoCatalogClient:
             data = body if isinstance(body, bytes) else orjson.dumps(body)
             headers["Content-Type"] = "application/json"
         self.pacer.acquire()
-        try:
-            response = self._session.request(
-                method, url, params=query, data=data, headers=headers, timeout=self._timeout, verify=self._verify,
-                allow_redirects=False,
-            )
-        except requests.Timeout:
-            raise RetryableError(f"{method} {url_without_query(url)} timed out") from None
-        except requests.ConnectionError:
-            raise RetryableError(f"{method} {url_without_query(url)}: connection failed") from None
+        with telemetry.catalog_call(call_kind(method, url)) as call:
+            try:
+                response = self._session.request(
+                    method, url, params=query, data=data, headers=headers, timeout=self._timeout, verify=self._verify,
+                    allow_redirects=False,
+                )
+            except requests.Timeout:
+                call.code = "Timeout"
+                raise RetryableError(f"{method} {url_without_query(url)} timed out") from None
+            except requests.ConnectionError:
+                call.code = "ConnectionError"
+                raise RetryableError(f"{method} {url_without_query(url)}: connection failed") from None
+            call.code = str(response.status_code)
         if response.status_code == 429:
             self.pacer.throttled()
         if response.status_code < 300:
@@ -344,6 +349,25 @@ class GeoCatalogClient:
             raise RejectedByServiceError(response.status_code, "UnexpectedRedirect",
                                          f"{method} {url_without_query(url)} answered with a redirect, which is not followed")
         raise _error_for(method, url, response)
+
+
+def call_kind(method: str, url: str) -> str:
+    """What a request does, for metrics and spans: the method and the resource, never an id ("GET operation")."""
+    parts = [part for part in urlsplit(url).path.split("/") if part]
+    tail = parts[1:]  # after the layout's root: stac, api or inma
+    resource = "other"
+    if tail[:1] == ["operations"]:
+        resource = "operation"
+    elif tail == ["search"]:
+        resource = "search"
+    elif tail[:1] == ["collections"]:
+        if len(tail) <= 2:
+            resource = "collections" if len(tail) == 1 else "collection"
+        elif tail[2] == "items":
+            resource = "items" if len(tail) == 3 else "item"
+        elif tail[2] == "operations":
+            resource = "logs"
+    return f"{method.upper()} {resource}"
 
 
 def _with_query(url: str, query: dict[str, str]) -> str:
@@ -410,3 +434,15 @@ def learnt_seconds(operation: Operation) -> float | None:
     """The length to learn a collection's speed from: that of an operation that ran to its end (Succeeded or
     Failed; a Canceled one stopped early), else None."""
     return operation_seconds(operation) if operation.status in ("Succeeded", "Failed") else None
+
+
+def operation_end(operation: Operation) -> datetime | None:
+    """When a terminal operation finished by the service's clock (UTC when the service gives no offset); None when unknown."""
+    raw = operation.raw
+    finished = raw.get("finishTime") or (operation.history[-1].get("timestamp") if operation.is_terminal and
+                                          operation.history else None)
+    try:
+        end = datetime.fromisoformat(finished) if isinstance(finished, str) else None
+    except ValueError:
+        return None
+    return end.replace(tzinfo=UTC) if end is not None and end.tzinfo is None else end

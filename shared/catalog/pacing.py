@@ -104,6 +104,10 @@ class Pacer:
         with self._lock:
             return self._current_rate(self._clock())
 
+    def rates(self) -> dict[str, float]:
+        """The current rate under the calling group's name ({} when unpaced), as `GroupPacer.rates` gives it."""
+        return {_group.get(): self.rate} if self.paced else {}
+
     def acquire(self) -> float:
         """Wait for this call's slot; returns the seconds waited."""
         if not self.paced:
@@ -151,6 +155,10 @@ class GroupPacer:
 
     def acquire(self) -> float:
         return self.current.acquire()
+
+    def rates(self) -> dict[str, float]:
+        """The current rate of each paced group (calls per second)."""
+        return {group: pacer.rate for group, pacer in self.pacers.items() if pacer.paced}
 
     def throttled(self) -> None:
         self.current.throttled()

@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from shared import telemetry
 from shared.catalog import POLL, WORK, calling_group
 from shared.errors import InvalidInputError, RetryableError
 from shared.ids import is_job_id
@@ -69,6 +70,7 @@ def handle_submit_message(body: bytes, *, message_id: str, dequeue_count: int, s
             give_up_job(own_id, f"{type(error).__name__}: {error}", claimed_by=message_id, services=services, now=now)
         raise
     claim = JobClaim.of_delivery(decoded, message_id)
+    telemetry.tag(job_id=request.job_id or own_id)
     plan_or_retry(decoded, request, request.job_id or own_id, claim, dequeue_count=dequeue_count, services=services, now=now)
 
 
@@ -148,6 +150,7 @@ def handle_blob_event(body: bytes, *, dequeue_count: int, services: Services, no
         return
     if blob is None:
         return
+    telemetry.tag(job_id=upload_job_id(blob))
     try:
         plan = start_upload_job(blob, services=services, now=now)
         if plan is not None:
@@ -179,6 +182,7 @@ def handle_poll_message(body: bytes, *, dequeue_count: int, services: Services, 
     except InvalidInputError as error:
         log.error("unreadable poll message dropped: %s", error)  # only this app writes poll messages
         return
+    telemetry.tag(job_id=message.job_id, batch_id=message.batch_id)
     try:
         with calling_group(POLL):
             poll_batch(message, services=services, now=now)
@@ -199,6 +203,7 @@ def handle_poison_message(body: bytes, *, queue: str, services: Services, now: d
     Never fails on the message's content (a failure here would move it to a poison-of-poison queue that
     nothing reads). Only storage itself being unavailable raises, so that the host retries.
     """
+    telemetry.poison_message(queue)
     reason = f"message moved to {queue} after repeated failures"
     try:
         decoded = decode_body(body)
@@ -229,6 +234,7 @@ def give_up_batch(job_id: str, batch_id: str, reason: str, *, services: Services
 
 
 def _submit(message: BatchMessage, message_id: str, *, dequeue_count: int, services: Services, now: datetime) -> None:
+    telemetry.tag(job_id=message.job_id, batch_id=message.batch_id)
     try:
         submit_batch(message, message_id=message_id, services=services, now=now)
     except Exception as error:  # noqa: BLE001 - record it on the last delivery, then let the host retry/poison
@@ -238,6 +244,7 @@ def _submit(message: BatchMessage, message_id: str, *, dequeue_count: int, servi
 
 
 def _plan_segment(plan: PlanMessage, *, dequeue_count: int, services: Services, now: datetime) -> None:
+    telemetry.tag(job_id=plan.job_id)
     try:
         plan_upload(plan, services=services, now=now)
     except Exception as error:  # noqa: BLE001 - record it on the last delivery, then let the host retry/poison
@@ -249,6 +256,7 @@ def _plan_segment(plan: PlanMessage, *, dequeue_count: int, services: Services, 
 def _plan_again(decoded: dict[str, Any], job_id: str, claim: JobClaim, *, dequeue_count: int, services: Services,
                 now: datetime) -> None:
     """A job message the app re-sent after a transient error: it acts only as the claim it carries."""
+    telemetry.tag(job_id=job_id)
     try:
         request = JobRequest.from_json(decoded)
     except InvalidInputError as error:

@@ -20,7 +20,8 @@ import logging
 from dataclasses import replace
 from datetime import datetime
 
-from shared.catalog import Operation, OperationRef, learnt_seconds
+from shared import telemetry
+from shared.catalog import Operation, OperationRef, learnt_seconds, operation_end, operation_seconds
 from shared.errors import AuthenticationError, NotFoundError, RetryableError
 from shared.inputs.batch_items import row_item_ids
 from shared.messages import PollMessage
@@ -99,6 +100,8 @@ def _poll_once(message: PollMessage, *, services: Services, now: datetime) -> Ba
             return end_without_verdict(row, "TimedOut", reason, services=services, now=now)
         return poll_again(row, replace(message, failures=0), operation, services=services, now=now)
 
+    telemetry.operation_finished(row.collection, operation.status, seconds=operation_seconds(operation),
+                                 ended=operation_end(operation), now=now)
     sooner = learn(row, message.role, learnt_seconds(operation), services=services)
     if message.role == SCOUT or (sooner and message.role == LOOKOUT):
         wake_waiting(row, services=services, now=now)  # before this batch's own end: the others' polls go out now
@@ -224,6 +227,7 @@ def finish_batch(row: BatchRow, outcome: Outcome, *, services: Services, now: da
     roll the job up. The one way a step ends a batch (`shared.store.end_batch`)."""
     ended = end_batch(services.status, row, outcome, payloads=services.payloads, now=now,
                       logs_inline_chars=services.settings.log_truncate_chars)
+    telemetry.batch_settled(ended, now)
     record_batch(ended, services=services)
     settled = settle_after_batch(ended, row.job_id, status=services.status, now=now, read=services.payloads.read)
     start_prune_if_due(settled, services=services)

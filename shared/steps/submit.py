@@ -22,6 +22,7 @@ import logging
 import time
 from datetime import datetime, timedelta
 
+from shared import telemetry
 from shared.batching import feature_collection
 from shared.catalog import OperationRef
 from shared.errors import AuthenticationError, InvalidInputError, RejectedByServiceError, RetryableError
@@ -113,6 +114,7 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
 
     submitted = mark_submitted(status, claimed, operation_id=operation.id, operation_url=url_without_query(operation.url),
                                poll_role=role, submitted=posted, now=now)
+    telemetry.batch_submitted(submitted)
     first = recheck_waiting(submitted, delay, role, services=services, now=now) if submitted is not None else None
     if submitted is not None and first is not None:
         send_poll(submitted, services=services, submitted=posted, operation_url=operation.url, delay=first[0], role=first[1])

@@ -26,6 +26,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from shared import telemetry
 from shared.services import Services
 from shared.steps.fanout import batch_message
 from shared.steps.poll import end_without_verdict
@@ -56,11 +57,13 @@ class SweepReport:
 def sweep(*, services: Services, now: datetime) -> SweepReport:
     """One pass over every open job."""
     report = SweepReport()
+    report_queue_ages(services=services, now=now)
     for job in services.status.open_jobs():
         report.jobs_checked += 1
         settled = settle_job(job.job_id, status=services.status, now=now, read=services.payloads.read)
         if settled is not None and settled.state.is_terminal:
             report.jobs_finished += 1
+            telemetry.job_swept(job)
             continue
         start_prune_if_due(settled, services=services)  # a prune message lost with its sender's process
         if _give_up_stopped_planning(job, services=services, now=now):
@@ -68,9 +71,13 @@ def sweep(*, services: Services, now: datetime) -> SweepReport:
             settled = settle_job(job.job_id, status=services.status, now=now, read=services.payloads.read)
             if settled is not None and settled.state.is_terminal:
                 report.jobs_finished += 1
+                telemetry.job_swept(job)
                 continue
+        timed_out = report.batches_timed_out
         for row in services.status.batches(job.job_id, where=OPEN_BATCH_FILTER):
             _sweep_batch(row, report, services=services, now=now)
+        if report.batches_timed_out > timed_out and _has_ended(job, services=services):
+            telemetry.job_swept(job)  # its last open batch, timed out here, ended it
     report.jobs_finished += len(confirm_unconfirmed_jobs(report.confirm, services=services, now=now))
     report.batches_confirmed = report.confirm.confirmed
     if services.events is not None:
@@ -79,6 +86,23 @@ def sweep(*, services: Services, now: datetime) -> SweepReport:
             or report.batches_confirmed):
         log.warning("sweeper: %s", report)
     return report
+
+
+def report_queue_ages(*, services: Services, now: datetime) -> None:
+    """The age of each queue's oldest visible message (the queue.oldest_age gauge): is anything not being read?"""
+    settings = services.settings
+    for queue in (settings.submit_queue, settings.work_queue, settings.poll_queue, settings.drop_events_queue):
+        try:
+            inserted = services.queues.oldest_inserted(queue)
+        except Exception as error:  # noqa: BLE001 - a gauge must never stop the sweep
+            log.warning("sweeper: could not peek at queue %s: %s", queue, error)
+            continue
+        telemetry.queue_oldest_age(queue, (now - inserted).total_seconds() if inserted is not None else 0.0)
+
+
+def _has_ended(job: JobRow, *, services: Services) -> bool:
+    progress = services.status.job_progress(job.job_id)
+    return progress is not None and progress.state.is_terminal
 
 
 def _sweep_batch(row: BatchRow, report: SweepReport, *, services: Services, now: datetime) -> None:

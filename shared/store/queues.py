@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
+from datetime import datetime
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient
@@ -69,6 +70,14 @@ class QueueSender:
                 self._client(name).create_queue()
             except ResourceExistsError:
                 pass
+
+    def oldest_inserted(self, queue_name: str) -> datetime | None:
+        """When the message at the front of the queue (the oldest visible one) was inserted; None when none is visible.
+
+        A peek: one request, and the message stays where it is.
+        """
+        messages = self._client(queue_name).peek_messages(max_messages=1)
+        return messages[0].inserted_on if messages else None
 
     def peek(self, queue_name: str, *, max_messages: int = PEEK_LIMIT) -> list[str]:
         """The oldest messages' bodies, left as they are (an operator tool's look; at most 32)."""

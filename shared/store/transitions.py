@@ -89,6 +89,7 @@ from dataclasses import KW_ONLY, dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
+from shared import telemetry
 from shared.store.payloads import PayloadStore
 from shared.store.source_ref import SourceRef
 from shared.store.spill import MAX_INLINE_CHARS, Spilled, brief, spill_json, spill_text
@@ -125,6 +126,8 @@ def _update_job(status: StatusStore, job_id: str, change: Callable[[JobRow], Job
         return replace(changed, event_state=EventState.PENDING) if ended else changed
 
     written = status.update_job(job_id, outboxed, now)
+    if written is not None and ended:
+        telemetry.job_ended(written)  # its items by final status, counted once per job
     if written is not None and ended and status.on_job_ended is not None:
         status.on_job_ended(written, now)
     return written
