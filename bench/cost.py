@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -40,12 +41,14 @@ from azure.data.tables import TableClient
 from azure.storage.blob import BlobServiceClient
 
 from devhost.jobs import wait_for_jobs
-from devhost.queue_host import QueueOptions, functions_of
+from devhost.queue_host import BusyClock, QueueOptions, QueueTriggerListener, functions_of, timer_interval_seconds
 from devhost.stack import LocalStack
 from emulator import EmulatorOptions, Timings
 from shared.catalog import GeoCatalogClient, StaticToken
 from shared.inputs.blob_events import BlobCreated
 from shared.services import services_from_env
+from shared.settings import DEFAULTS
+from shared.steps.handlers import handle_sweep
 from shared.steps.uploads import upload_job_id
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,6 +151,7 @@ class StorageMeter:
     ports: dict[int, str]
     counts: Counter = field(default_factory=Counter)
     counting: bool = False
+    only_thread: str = ""  # count only threads whose name starts with this
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @contextmanager
@@ -169,7 +173,7 @@ class StorageMeter:
         if not self.counting:
             return
         thread = threading.current_thread()
-        if thread is threading.main_thread():
+        if thread is threading.main_thread() or not thread.name.startswith(self.only_thread):
             return
         service = self.ports.get(urlsplit(url).port or 0)
         if service is None:
@@ -212,13 +216,16 @@ class JobFigures:
     busy: dict[str, float]
     invocations: dict[str, int]
     payload_bytes: int
-    table_bytes: int
+    table_bytes: int  # the status table and the item index
     idle_seconds: float = 0.0
     idle_transactions: Counter = field(default_factory=Counter)
+    sweep_transactions: Counter = field(default_factory=Counter)  # per sweep run with no job open
+    sweep_busy_seconds: float = 0.0  # per sweep run with no job open
 
 
 def busy_figures(stack: LocalStack) -> tuple[dict[str, float], dict[str, int]]:
-    listeners = stack.host.listeners
+    """Busy seconds and invocations of each queue function so far (the sweep timer runs per time, not per item)."""
+    listeners = [listener for listener in stack.host.listeners if isinstance(listener, QueueTriggerListener)]
     return ({listener.name: listener.clock.busy_seconds for listener in listeners},
             {listener.name: listener.clock.invocations for listener in listeners})
 
@@ -258,15 +265,41 @@ def run(count: int, idle_seconds: float) -> JobFigures:
             time.sleep(idle_seconds)
             idle = meter.take()
             idle_elapsed = time.monotonic() - idle_started
+            meter.only_thread = "timer-"
+            sweep_busy = idle_sweep_seconds(SWEEP_RUNS)
+            sweeps = Counter({key: n / SWEEP_RUNS for key, n in meter.take().items()})
             meter.counting = False
         payload_bytes = sum(blob.size for blob in blobs.get_container_client(settings.payload_container).list_blobs())
-        table = TableClient.from_connection_string(stack.azurite.connection_string, settings.status_table)
-        table_bytes = sum(len(orjson.dumps(dict(entity), default=str)) for entity in table.list_entities())
+        table_bytes = sum(len(orjson.dumps(dict(entity), default=str))
+                          for name in (settings.status_table, settings.item_index_table)
+                          for entity in TableClient.from_connection_string(stack.azurite.connection_string, name).list_entities())
         return JobFigures(
             items=count, wall=wall, state=str(job.state), transactions=transactions,
             busy={name: busy_after[name] - busy_before[name] for name in busy_after},
             invocations={name: calls_after[name] - calls_before[name] for name in calls_after},
-            payload_bytes=payload_bytes, table_bytes=table_bytes, idle_seconds=idle_elapsed, idle_transactions=idle)
+            payload_bytes=payload_bytes, table_bytes=table_bytes, idle_seconds=idle_elapsed, idle_transactions=idle,
+            sweep_transactions=sweeps, sweep_busy_seconds=sweep_busy)
+
+
+SWEEP_RUNS = 5
+
+
+def idle_sweep_seconds(runs: int) -> float:
+    """Runs the sweeper `runs` times on a timer-named thread, as the host's timer does; its busy seconds per run."""
+    clock = BusyClock()
+
+    def sweeps() -> None:
+        for _ in range(runs):
+            clock.begin()
+            try:
+                handle_sweep(services=services_from_env(), now=datetime.now(UTC))
+            finally:
+                clock.end()
+
+    thread = threading.Thread(target=sweeps, name="timer-sweep-idle")
+    thread.start()
+    thread.join()
+    return clock.busy_seconds / runs
 
 
 def print_bill(figures: JobFigures) -> float:
@@ -293,7 +326,7 @@ def print_bill(figures: JobFigures) -> float:
     table_usd = table_gb * TABLE_GB_MONTH
     print("  bytes kept")
     print(f"    payload blobs {payload_gb:8.3f} GB for {days} days (lifecycle rule)  {payload_usd:9.4f}")
-    print(f"    status table  {table_gb:8.3f} GB per month kept (no expiry)      {table_usd:9.4f} per month")
+    print(f"    tables        {table_gb:8.3f} GB per month kept (no expiry)      {table_usd:9.4f} per month")
     print(f"  Flex Consumption, on demand, {memory_gb:g} GB instances (busy: at least one invocation running)")
     flex_usd = 0.0
     for name in sorted(figures.busy, key=lambda n: -figures.busy[n]):
@@ -324,11 +357,21 @@ def print_idle(figures: JobFigures) -> None:
     measured = sum(figures.idle_transactions.values()) / max(figures.idle_seconds, 1e-9)
     per_month = measured * SECONDS_PER_MONTH
     usd = per_month * QUEUE_CLASS2_PER_10K / 10_000
+    per_trigger = per_month / max(triggers, 1)
     kinds = ", ".join(f"{kind} {n}" for (_, kind), n in figures.idle_transactions.most_common())
     print(f"idle, no job open ({figures.idle_seconds:.0f} s measured: {kinds or 'nothing'}):")
-    print(f"  {measured:.2f} storage requests/s per live instance running every function "
-          f"({triggers} queue triggers / maxPollingInterval = {expected:.1f}/s): "
-          f"{per_month:,.0f} per month, {usd:.2f} USD per month per instance kept alive")
+    print(f"  queue polling: {measured:.2f} receives/s on one live instance running every function "
+          f"({triggers} queue triggers / maxPollingInterval = {expected:.1f}/s): {per_month:,.0f} per month, "
+          f"{usd:.2f} USD per month while it stays alive; on Flex each queue function scales on instances of its own, "
+          f"{per_trigger:,.0f} receives and {usd / max(triggers, 1):.2f} USD per month for each instance kept alive, "
+          f"none once it has scaled to zero")
+    interval = timer_interval_seconds(str(DEFAULTS["SWEEP_SCHEDULE"][0]))
+    runs = SECONDS_PER_MONTH / interval
+    sweep_usd = sum(n * runs * rate_of(service, kind) / 10_000 for (service, kind), n in figures.sweep_transactions.items())
+    flex_usd = runs * (figures.sweep_busy_seconds * instance_memory_gb() * FLEX_GB_SECOND + FLEX_PER_MILLION_EXECUTIONS / MILLION)
+    kinds = ", ".join(f"{kind} {n:g}" for (_, kind), n in figures.sweep_transactions.most_common())
+    print(f"  sweep timer every {interval:g} s: {runs:,.0f} runs per month, each {kinds or 'no storage request'} and "
+          f"{figures.sweep_busy_seconds * 1000:.0f} ms busy: {sweep_usd:.4f} USD storage + {flex_usd:.4f} USD Flex per month")
 
 
 def main() -> None:

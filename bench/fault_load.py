@@ -18,6 +18,8 @@ import logging
 import resource
 import threading
 import time
+from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 import orjson
@@ -52,9 +54,10 @@ def run(count: int, *, faults: bool) -> dict[str, float]:
                                    "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]}, "temporal": {"interval": [[None, None]]}},
                                    "links": [], "stac_version": "1.1.0"})
         stop = threading.Event()
+        bursts: list[datetime] = []
         if faults:
             stack.emulator.catalog.faults.update({"server_error_fraction": 0.05, "retry_after_seconds": 1, "seed": 7})
-            threading.Thread(target=_bursts, args=(stack, stop), daemon=True).start()
+            threading.Thread(target=_bursts, args=(stack, stop, bursts), daemon=True).start()
         blobs = BlobServiceClient.from_connection_string(stack.azurite.connection_string)
         path = f"{COLLECTION}/load.ndjson"
         started = time.monotonic()
@@ -71,22 +74,52 @@ def run(count: int, *, faults: bool) -> dict[str, float]:
                                stack.services.settings.poll_queue,
                                stack.services.settings.drop_events_queue))
         settled = job.items_succeeded + job.items_failed + job.items_rejected
-        early, late = _early_and_late(stack, job_id)
+        ends = _settle_times(stack, job_id)
+        early, late = _early_and_late(ends)
         return {"early_s_per_1k": early, "late_s_per_1k": late, "wall": wall, "items_per_s": count / wall,
+                "tenths": _tenths(ends), "bursts": _burst_tenths(ends, bursts),
                 "succeeded": job.items_succeeded, "failed": job.items_failed,
                 "lost": count - settled, "duplicates": max(settled - count, 0) + max(job.items_succeeded - len(held), 0),
                 "poison": poison, "state": str(job.state)}
 
 
-def _early_and_late(stack: LocalStack, job_id: str) -> tuple[float, float]:
-    """Seconds per 1,000 items settled in the first and in the last tenth of the job (batch `finished` times)."""
+def _settle_times(stack: LocalStack, job_id: str) -> list[tuple[int, datetime]]:
+    """(items settled so far, when) at each batch's `finished` time, in order."""
     rows = sorted((row for row in stack.services.status.batches(job_id, select=["finished", "items_succeeded", "items_failed"])
                    if row.finished is not None), key=lambda row: row.finished)
     ends, done = [], 0
     for row in rows:
         done += row.items_succeeded + row.items_failed
         ends.append((done, row.finished))
-    total = done
+    return ends
+
+
+def _tenths(ends: list[tuple[int, datetime]]) -> list[float]:
+    """Seconds per 1,000 items settled in each tenth of the job's items, first to last."""
+    if not ends or ends[-1][0] < 10:
+        return []
+    total, start = ends[-1][0], ends[0][1]
+    marks = [start] + [next(when for count, when in ends if count >= total * n / 10) for n in range(1, 11)]
+    return [(later - earlier).total_seconds() / (total / 10 / 1000) for earlier, later in pairwise(marks)]
+
+
+def _burst_tenths(ends: list[tuple[int, datetime]], bursts: list[datetime]) -> list[int]:
+    """In which tenth of the job's items (1-10) each 429 burst started (0: before the first settled batch)."""
+    if not ends:
+        return []
+    total = ends[-1][0]
+    tenth_of = []
+    for burst in bursts:
+        settled = max((count for count, when in ends if when <= burst), default=0)
+        if burst > ends[-1][1]:
+            continue
+        tenth_of.append(0 if burst < ends[0][1] else min(10, 1 + int(10 * settled / total)))
+    return tenth_of
+
+
+def _early_and_late(ends: list[tuple[int, datetime]]) -> tuple[float, float]:
+    """Seconds per 1,000 items settled in the first and in the last tenth of the job (batch `finished` times)."""
+    total = ends[-1][0] if ends else 0
     if total < 10:
         return 0.0, 0.0
 
@@ -99,8 +132,9 @@ def _early_and_late(stack: LocalStack, job_id: str) -> tuple[float, float]:
     return early, late
 
 
-def _bursts(stack: LocalStack, stop: threading.Event) -> None:
+def _bursts(stack: LocalStack, stop: threading.Event, started: list[datetime]) -> None:
     while not stop.wait(20.0):
+        started.append(datetime.now(UTC))
         stack.emulator.catalog.faults.update({"rate_limit_next": 40})
 
 
@@ -121,6 +155,8 @@ def main() -> None:
               f"duplicates {r['duplicates']:.0f} poison {r['poison']:.0f}")
         print(f"{'':45} seconds per 1,000 items settled: first tenth {r['early_s_per_1k']:.2f}, last tenth "
               f"{r['late_s_per_1k']:.2f} (late/early {r['late_s_per_1k'] / max(r['early_s_per_1k'], 1e-9):.2f}x)")
+        print(f"{'':45} by tenth: {' '.join(f'{t:.2f}' for t in r['tenths'])}"
+              + (f"; 429 bursts began in tenths {r['bursts']}" if r["bursts"] else ""))
 
 
 if __name__ == "__main__":
