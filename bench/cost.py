@@ -91,7 +91,7 @@ def rate_of(service: str, kind: str) -> float:
         return TABLE_PER_10K
     if service == "queue":
         return QUEUE_CLASS1_PER_10K if kind in {"PutMessage", "UpdateMessage", "DeleteMessage", "CreateQueue"} \
-            else QUEUE_CLASS2_PER_10K
+            else QUEUE_CLASS2_PER_10K  # GetMessages, PeekMessages, GetQueueMetadata
     if kind == "DeleteBlob":
         return 0.0
     if kind in {"PutBlob", "PutBlock", "PutBlockList", "ListBlobs", "CreateContainer", "SetBlobMetadata"}:
@@ -181,6 +181,8 @@ class StorageMeter:
         kind = kind_of(service, method, url)
         if thread.name.startswith("watch-") and kind != "PutMessage":
             return
+        if kind == "GetMessages":  # by queue: most are the polls of queues with nothing to hand out
+            kind = f"GetMessages {urlsplit(url).path.split('/')[2]}"
         with self._lock:
             self.counts[(service, kind)] += 1
 
