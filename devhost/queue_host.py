@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
@@ -80,6 +81,40 @@ def resolve_setting_names(text: str, env: Mapping[str, str]) -> str:
     return re.sub(r"%([^%]+)%", lookup, text)
 
 
+class BusyClock:
+    """Seconds during which at least one invocation of a function was running, and how many ran.
+
+    Flex Consumption bills an on-demand instance for the time it is executing at least one function
+    (concurrent invocations on it are billed once); each queue function scales on instances of its own.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._running = 0
+        self._since = 0.0
+        self._busy = 0.0
+        self.invocations = 0
+
+    def begin(self) -> None:
+        with self._lock:
+            if self._running == 0:
+                self._since = self._clock()
+            self._running += 1
+            self.invocations += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self._running -= 1
+            if self._running == 0:
+                self._busy += self._clock() - self._since
+
+    @property
+    def busy_seconds(self) -> float:
+        with self._lock:
+            return self._busy + (self._clock() - self._since if self._running else 0.0)
+
+
 class QueueTriggerListener:
     """Feeds one queue's messages to one function, like the host's queue listener."""
 
@@ -95,6 +130,7 @@ class QueueTriggerListener:
         self._thread = threading.Thread(target=self._run, name=f"listen-{name}", daemon=True)
         self.processed = 0
         self.failed = 0
+        self.clock = BusyClock()
 
     def start(self) -> None:
         for client in (self._queue, self._poison):
@@ -144,6 +180,13 @@ class QueueTriggerListener:
             return []
 
     def _process(self, message: StorageMessage) -> None:
+        self.clock.begin()
+        try:
+            self._invoke(message)
+        finally:
+            self.clock.end()
+
+    def _invoke(self, message: StorageMessage) -> None:
         if message.dequeue_count > self._options.max_dequeue_count:
             self._to_poison(message)
             return
@@ -207,6 +250,7 @@ class TimerTriggerListener:
         self._thread = threading.Thread(target=self._run, name=f"timer-{name}", daemon=True)
         self.processed = 0
         self.failed = 0
+        self.clock = BusyClock()
 
     def start(self) -> None:
         self._thread.start()
@@ -223,12 +267,15 @@ class TimerTriggerListener:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
+            self.clock.begin()
             try:
                 self._function(TimerRequest(past_due=False))
                 self.processed += 1
             except Exception:  # noqa: BLE001 - the host logs a failed timer run and keeps the schedule
                 self.failed += 1
                 log.exception("timer function %s failed", self.name)
+            finally:
+                self.clock.end()
 
 
 class LocalFunctionsHost:

@@ -9,7 +9,7 @@ import pytest
 from emulator import EmulatorOptions, EmulatorServer, Faults
 from shared.catalog.auth import StaticToken
 from shared.catalog.client import GeoCatalogClient
-from shared.catalog.pacing import POLL, SUBMIT, WORK, GroupPacer, Pacer, calling_group
+from shared.catalog.pacing import POLL, RECOVERY, SUBMIT, WORK, GroupPacer, Pacer, calling_group
 from shared.errors import RetryableError
 from shared.settings import Settings
 from tests.helpers import make_collection
@@ -78,21 +78,23 @@ def test_a_429_halves_the_rate_once_per_burst_and_calm_brings_it_back() -> None:
     assert pacer.rate == 5 and pacer.throttled_calls == 5
     clock.now += 1.0
     pacer.throttled()
-    assert pacer.rate == pytest.approx(3.0)  # 5 grew to 6 in that second, then halved
+    assert pacer.rate == pytest.approx(3.75)  # 5 grew to 7.5 in that second, then halved
     clock.now += 2.0
-    assert pacer.rate == pytest.approx(5.0)  # additive: +10 % of the share per second without a 429
+    assert pacer.rate == pytest.approx(8.75)  # additive: +25 % of the share per second without a 429
     clock.now += 60.0
     assert pacer.rate == 10  # never above the share
 
 
-def test_under_a_429_every_second_the_rate_settles_low_and_is_whole_again_ten_seconds_after() -> None:
+def test_under_a_429_every_second_the_rate_settles_low_and_is_whole_again_four_seconds_after() -> None:
     clock = Clock()
     pacer = Pacer(10, clock=clock, sleep=clock.sleep)
     for _ in range(30):
         clock.now += 1.0
         pacer.throttled()
-    assert pacer.rate == pytest.approx(1.0, abs=0.01)  # halved each second, a tenth of the share back in between
-    clock.now += 9.0
+    assert pacer.rate == pytest.approx(2.5, abs=0.01)  # halved each second, a quarter of the share back in between
+    clock.now += 2.0
+    assert pacer.rate < 10  # still coming back
+    clock.now += 1.0
     assert pacer.rate == pytest.approx(10, abs=0.01)
 
 
@@ -131,4 +133,4 @@ def test_the_client_paces_every_call_and_slows_down_on_429() -> None:
             client.get_collection("paced")
         assert server.app.stats.throttled == 1
         assert len(clock.slept) == 4  # the four calls after the first each waited for their slot
-        assert pacer.rate == pytest.approx(10 + 20 * 0.1 * (clock.now - throttled_at))  # recovering
+        assert pacer.rate == pytest.approx(min(20, 10 + 20 * RECOVERY * (clock.now - throttled_at)))  # recovering

@@ -10,7 +10,7 @@ import pytest
 from azure.storage.queue import QueueClient
 
 from devhost.azurite import Azurite
-from devhost.queue_host import QueueOptions, QueueTriggerListener
+from devhost.queue_host import BusyClock, QueueOptions, QueueTriggerListener
 from tests.conftest import unique_storage_names
 from tests.helpers import wait_until
 
@@ -74,3 +74,31 @@ def test_delayed_messages_wait_for_their_visibility(queues) -> None:
     wait_until(lambda: len(seen) == 2, timeout=30)
     listener.stop()
     assert seen == ["now", "later"]
+
+
+def test_busy_clock_counts_overlapping_invocations_once_as_a_flex_instance_is_billed() -> None:
+    now = [100.0]
+    clock = BusyClock(clock=lambda: now[0])
+    clock.begin()  # 100: one invocation
+    now[0] = 102.0
+    clock.begin()  # 102: a second one, overlapping
+    now[0] = 103.0
+    clock.end()
+    now[0] = 105.0
+    clock.end()  # 105: idle again after 5 busy seconds
+    now[0] = 150.0  # idle time is not billed
+    clock.begin()
+    now[0] = 151.5  # still running: counted so far
+    assert clock.busy_seconds == 6.5
+    assert clock.invocations == 3
+
+
+def test_busy_clock_of_a_listener_counts_each_processed_message(queues) -> None:
+    seen: list[bytes] = []
+    listener = listen(queues, lambda m: seen.append(m.get_body()), message_encoding="none")
+    for n in range(3):
+        queues[0].send_message(f'{{"n": {n}}}')
+    wait_until(lambda: len(seen) == 3)
+    listener.stop()
+    assert listener.clock.invocations == 3
+    assert listener.clock.busy_seconds > 0

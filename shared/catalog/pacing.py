@@ -32,10 +32,12 @@ instances in separate processes, one Azurite, an emulator allowing 5 calls/s, 12
 
 Within its share each instance adapts (AIMD): a 429 halves its rate (at most once a second,
 since the calls already in flight answer for the same overload), and every second without one adds
-back a tenth of the share. So a limit shared with other clients of the subscription, or a setting
-that is too high, costs a few 429s and not a storm, and a burst of 429s costs at most ten seconds
+back a quarter of the share. So a limit shared with other clients of the subscription, or a setting
+that is too high, costs a few 429s and not a storm, and a burst of 429s costs at most four seconds
 of slower calls. (Adding back per success instead, as this did first, is slowest exactly when the
-rate is lowest: at the 5 % floor a 10k-item job under a 429 burst every 20 s never recovered.)
+rate is lowest: at the 5 % floor a 10k-item job under a 429 burst every 20 s never recovered. A
+tenth of the share per second, as this did next, made each burst cost up to ten seconds: a burst
+in the last tenth of a 100,000-item job, about 8 s at full pace, slowed that tenth by half.)
 
 Calls wait their turn by sleeping briefly in the calling thread: slots are handed out at the
 current rate (one every `1/rate` seconds), never in bursts.
@@ -58,7 +60,7 @@ CALLING_GROUPS = (SUBMIT, WORK, POLL)
 # instances each group scales to, all of them together stay under the limit.
 SHARES = {SUBMIT: 0.1, WORK: 0.45, POLL: 0.45}
 DECREASE = 0.5  # multiplicative decrease on a 429
-RECOVERY = 0.1  # additive increase: this fraction of the share per second without a 429
+RECOVERY = 0.25  # additive increase: this fraction of the share per second without a 429
 FLOOR = 0.05  # never below this fraction of the share
 DECREASE_INTERVAL = 1.0  # seconds: one decrease per burst of 429s
 
