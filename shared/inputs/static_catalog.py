@@ -120,7 +120,7 @@ class _Scope:
             raise InvalidInputError("the link leaves the catalog's container")
         if self.blob and not parts.path.startswith(self._folder):
             raise InvalidInputError("the link leaves the catalog's folder")
-        return urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, ""))
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, "" if self.blob else parts.query, ""))  # a blob name has no query
 
     def outward(self, absolute: str) -> str:
         """What the fetch is given: the URL, or the blob name."""
