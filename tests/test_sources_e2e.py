@@ -14,16 +14,21 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import rustac
 
+from cli import submit as submit_impl
 from devhost.jobs import wait_for_jobs
 from devhost.stack import LocalStack
+from shared.messages import JobRequest
+from shared.services import Storage
 from shared.store import JobRow, JobState, batch_outcomes
 from tests.corpus import corpus_items
 from tests.static_files import served
+from tests.test_cli import invoke
 from tests.test_items_ref import ndjson, put_blob, ref_job, source_stack
 from tests.test_pipeline_e2e import run, sent_to_catalog, stored, with_collection
 from tests.test_uploads_e2e import upload
@@ -232,3 +237,31 @@ def test_a_catalog_blob_outside_the_allowed_containers_is_refused(make_stack) ->
     job = run(stack, {"v": 1, "job_id": "cat-secret", "collection": "naip",
                       "catalog": {"blob": "azure-webjobs-secrets/catalog.json"}}, "cat-secret")
     assert job.state == JobState.REJECTED and "catalog.blob" in job.error_message and "ITEMS_REF_CONTAINERS" in job.error_message
+
+
+# ----- the command line ----------------------------------------------------------------------------------
+
+
+def test_submit_a_geoparquet_file_and_a_catalog_on_disk(make_stack) -> None:
+    stack = make_stack()
+    collection = with_collection(stack, "naip")
+    validate = jsonschema_rs.validator_for(orjson.loads((ROOT / "schemas" / "messages.schema.json").read_bytes())).validate
+    for args, job_id in (((str(EXAMPLE_PARQUET),), "cli-parquet"), (("--catalog", str(EXAMPLE_CATALOG / "catalog.json")), "cli-cat")):
+        result = invoke("submit", *args, "--job-id", job_id, "--mode", "upsert", "--watch")
+        assert result.exit_code == 0, result.output
+        assert f"{job_id} Succeeded settled 5/5 succeeded 5" in result.stdout
+    assert set(stored(stack, collection)) == EXAMPLE_IDS
+    container = stack.services.settings.payload_container
+    uploaded = {blob.name for blob in stack.services.payloads._service.get_container_client(container)  # noqa: SLF001
+                .list_blobs(name_starts_with="inbox/cli-cat/catalog/")}
+    assert uploaded == {"inbox/cli-cat/catalog/catalog.json", "inbox/cli-cat/catalog/naip/collection.json"} | {
+        f"inbox/cli-cat/catalog/naip/{item_id}/{item_id}.json" for item_id in EXAMPLE_IDS}
+    options = submit_impl.Options(collection="naip")
+    storage = Storage(stack.services.status, stack.services.queues, stack.services.payloads, stack.services.items)
+    by_url = submit_impl.prepare_catalog("https://example.com/stac/catalog.json", job_id="u-1", options=options,
+                                         storage=storage)
+    parquet_job = submit_impl.prepare_parquet(EXAMPLE_PARQUET, job_id="p-1", options=submit_impl.Options(), storage=storage)
+    assert parquet_job.collection == "naip"
+    for prepared in (by_url, parquet_job):
+        validate(prepared.body)
+        JobRequest.from_json(prepared.body)
