@@ -23,11 +23,11 @@ import rustac
 from cli import submit as submit_impl
 from devhost.jobs import wait_for_jobs
 from devhost.stack import LocalStack
+from devhost.static_files import served
 from shared.messages import JobRequest
 from shared.services import Storage
 from shared.store import JobRow, JobState, batch_outcomes
 from tests.corpus import corpus_items
-from tests.static_files import served
 from tests.test_cli import invoke
 from tests.test_items_ref import ndjson, put_blob, ref_job, source_stack
 from tests.test_pipeline_e2e import run, sent_to_catalog, stored, with_collection

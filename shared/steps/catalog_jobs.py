@@ -123,10 +123,10 @@ def _fetch(ref: CatalogRef, services: Services):
 
     def fetch_blob(name: str) -> bytes:
         checked_blob(name, services.settings.readable_containers)
-        _, size = services.payloads.properties(name)
-        if size > max_bytes:
+        data = services.payloads.read(name, 0, max_bytes + 1)  # one request; a larger blob shows by its length
+        if len(data) > max_bytes:
             raise LimitExceeded(f"the document is larger than {byte_cap('MAX_ITEM_BYTES', max_bytes)}")
-        return services.payloads.read(name)
+        return data
     return fetch_blob
 
 
