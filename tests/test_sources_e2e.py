@@ -25,6 +25,7 @@ from devhost.jobs import wait_for_jobs
 from devhost.stack import LocalStack
 from devhost.static_files import served
 from shared.messages import JobRequest
+from shared.retry import source_items
 from shared.services import Storage
 from shared.store import JobRow, JobState, batch_outcomes
 from tests.corpus import corpus_items
@@ -107,6 +108,9 @@ def test_geoparquet_rows_get_the_verdicts_their_ndjson_lines_get(make_stack, tmp
     assert verdicts(stack, "same-parquet") == verdicts(stack, "same-ndjson")
     assert set(problems(stack, "same-parquet")) == {"row 4", "row 8", "row 16"}
     assert set(stored(stack, "naip-parquet")) == set(stored(stack, "naip-ndjson"))
+    storage = Storage(stack.services.status, stack.services.queues, stack.services.payloads, stack.services.items)
+    again = source_items(storage, stack.services.settings, parquet_job, {"row 4", "row 8"})  # what `retry` resends
+    assert {key: item["id"] for key, item in again.items()} == {"row 4": "bad id!", "row 8": items[7]["id"]}
 
 
 def test_a_geoparquet_upload_is_planned_in_segments_and_a_bad_row_is_one_rejected_item(make_stack, tmp_path: Path) -> None:

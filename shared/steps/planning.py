@@ -352,7 +352,7 @@ def source_ref_of(request: JobRequest) -> SourceRef:
     if search is not None:
         return SourceRef(SourceKind.SEARCH, url=url_without_query(search.url) if search.url else "")
     if request.catalog is not None:
-        return SourceRef(SourceKind.CATALOG, blob=request.catalog.blob[:1024], url=url_without_query(request.catalog.url))
+        return SourceRef(SourceKind.CATALOG, url=url_without_query(request.catalog.url) or request.catalog.blob[:1024])
     if request.items_ref is None:
         return SourceRef(SourceKind.INLINE)
     if request.items_ref.url:
