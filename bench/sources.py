@@ -16,8 +16,8 @@ Everything runs against Azurite and the GeoCatalog emulator, each measured run i
    document), and from `catalog.url` served by a local file server (through the guarded fetch path).
    Baseline: the NDJSON of the same items as an `items_ref` blob job.
 
-    .venv/bin/python -m bench.sources [--sizes 100000,1000000] [--template point|naip] [--catalog-items 10000]
-                                      [--only geoparquet|catalog]
+    .venv/bin/python -m bench.sources [--sizes 100000,1000000] [--baseline-sizes 100000] [--template point|naip]
+                                      [--catalog-items 10000] [--only geoparquet|catalog]
 """
 
 from __future__ import annotations
@@ -181,16 +181,17 @@ def upload_file(service: Any, path: Path, name: str) -> tuple[str, str]:
     return f"{CONTAINER}/{name}", str(result["etag"]).strip('"')
 
 
-def bench_geoparquet(sizes: list[int], template: str, env: dict[str, str], service: Any,
+def bench_geoparquet(sizes: list[int], baseline_sizes: list[int], template: str, env: dict[str, str], service: Any,
                      tmp: Path) -> list[tuple[str, int, float, dict]]:
     rows = []
     for size in sizes:
         parquet = tmp / f"items-{template}-{size}.parquet"
         parquet_bytes = write_geoparquet(parquet, size, templates(template))
         ndjson = tmp / f"items-{template}-{size}.ndjson"
-        ndjson_bytes = write_ndjson_of(parquet, ndjson)
-        for label, path, nbytes in (("GeoParquet upload planner", parquet, parquet_bytes),
-                                    ("NDJSON of the same items (baseline)", ndjson, ndjson_bytes)):
+        runs = [("GeoParquet upload planner", parquet, parquet_bytes)]
+        if size in baseline_sizes:
+            runs.append(("NDJSON of the same items (baseline)", ndjson, write_ndjson_of(parquet, ndjson)))
+        for label, path, nbytes in runs:
             blob, etag = upload_file(service, path, path.name)
             path.unlink()
             figures = run_child({"mode": "file", "env": env, "blob": blob, "etag": etag})
@@ -229,6 +230,7 @@ def bench_catalog(count: int, env: dict[str, str], service: Any, tmp: Path) -> N
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--baseline-sizes", default=None, help="sizes that also plan the NDJSON baseline (default: all)")
     parser.add_argument("--template", choices=["naip", "point"], default="point",
                         help="GeoParquet rows: small point items (default) or the corpus's NAIP items")
     parser.add_argument("--catalog-items", type=int, default=10_000)
@@ -259,7 +261,9 @@ def main() -> None:
             print(f"GeoParquet fan-out ({args.template} items, row groups of {ROW_GROUP:,}, PLAN_SEGMENT_ITEMS default, "
                   "BATCH_MAX_ITEMS 100)")
             print(f"  {'':<40}{'items':>10}{'file MB':>10}{'items/s':>10}{'peak RSS MB':>13}{'segments':>10}")
-            bench_geoparquet([int(size) for size in args.sizes.split(",")], args.template, env, service, tmp)
+            sizes = [int(size) for size in args.sizes.split(",")]
+            baseline_sizes = sizes if args.baseline_sizes is None else [int(s) for s in args.baseline_sizes.split(",") if s]
+            bench_geoparquet(sizes, baseline_sizes, args.template, env, service, tmp)
         if args.only in (None, "catalog"):
             print(f"static catalog of {args.catalog_items:,} items ({ITEMS_PER_COLLECTION:,} per collection), planned to batches")
             print(f"  {'':<44}{'items':>8}{'items/s':>10}{'peak RSS MB':>13}")
