@@ -14,13 +14,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from shared.errors import ConfigurationError
 from shared.services import Storage, connect_storage
 from shared.settings import DEFAULTS, STORAGE_CONNECTION, Settings
+
+if TYPE_CHECKING:
+    from shared.retry import CatalogLookup
 
 UP_FILE = "up.json"
 NO_ENDPOINT = "https://geocatalog.invalid"  # the CLI talks to storage only; the catalog setting is not needed
@@ -82,6 +85,16 @@ class CliContext:
     @functools.cached_property
     def storage(self) -> Storage:
         return connect_storage(self.settings)
+
+    @functools.cached_property
+    def catalog_lookup(self) -> CatalogLookup | None:
+        """Which ids the configured GeoCatalog holds (for `retry`'s unconfirmed items); None when none is configured."""
+        if self.settings.geocatalog_endpoint == NO_ENDPOINT:
+            return None
+        from shared.catalog import GeoCatalogClient
+        from shared.retry import catalog_lookup
+
+        return catalog_lookup(GeoCatalogClient.from_settings(self.settings).search_ids)
 
     @property
     def emulator_url(self) -> str:

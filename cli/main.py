@@ -129,12 +129,14 @@ def watch(obj: CliContext, job_ids: tuple[str, ...], timeout: float | None) -> N
 @click.option("--include-rejected", is_flag=True, help="also the items that were rejected")
 @pass_cli
 def retry(obj: CliContext, job_id: str, codes: tuple[str, ...], include_rejected: bool) -> None:
-    """Start JOB-retry-N with exactly JOB's failed items; while it runs, print its id and create nothing."""
+    """Start JOB-retry-N with exactly JOB's failed items; while it runs, print its id and create nothing.
+
+    Unconfirmed items are first looked up in the GeoCatalog: the ones it holds are not sent again."""
     from cli.render import say
     from shared.retry import RetryRequest, plan_retry
 
     request = RetryRequest(job_id, codes=frozenset(codes), include_rejected=include_rejected)
-    result = plan_retry(request, storage=obj.storage, settings=obj.settings)
+    result = plan_retry(request, storage=obj.storage, settings=obj.settings, catalog=obj.catalog_lookup)
     for reason in result.skipped:
         say(f"skipped {reason}")
     if not result.job_id:
@@ -225,7 +227,7 @@ def logs(obj: CliContext, job_id: str, batch_id: str | None, as_json: bool) -> N
 @json_option
 @pass_cli
 def failures(obj: CliContext, job_id: str, code: str, as_json: bool) -> None:
-    """Every failed or rejected item of a job: id (or line), batch, code, message."""
+    """Every failed, rejected or unconfirmed item of a job: id (or line), batch, state, code, message."""
     from cli import render
     from shared.store import job_problems
 
@@ -234,7 +236,8 @@ def failures(obj: CliContext, job_id: str, code: str, as_json: bool) -> None:
     if as_json:
         render.emit_json([p.to_json() for p in problems])
     else:
-        render.console().print(render.outcomes_table(problems, title=f"{len(problems)} failed or rejected item(s) of {job_id}"))
+        title = f"{len(problems)} failed, rejected or unconfirmed item(s) of {job_id}"
+        render.console().print(render.outcomes_table(problems, title=title))
 
 
 @cli.command()
@@ -251,6 +254,63 @@ def item(obj: CliContext, item_id: str, collection: str | None, as_json: bool) -
         render.emit_json([o.to_json() for o in found])
     else:
         render.console().print(render.outcomes_table(found, title=f"item {item_id}", with_job=True))
+
+
+@cli.command()
+@click.option("--consume", is_flag=True, help="receive and delete them, as a subscriber does (default: peek, the oldest 32)")
+@click.option("--follow", is_flag=True, help="keep consuming events as they arrive (implies --consume); Ctrl-C ends")
+@click.option("--max", "max_events", type=click.IntRange(1), default=1000, show_default=True, help="with --consume: at most")
+@click.option("--timeout", type=float, default=None, help="with --follow: stop after this many seconds")
+@json_option
+@pass_cli
+def events(obj: CliContext, consume: bool, follow: bool, max_events: int, timeout: float | None, as_json: bool) -> None:
+    """Job-finished events in the local sink queue (JOB_EVENTS_QUEUE; `up` sets job-events). `--json`: one per line."""
+    import time
+
+    from cli import events as impl
+    from cli import render
+
+    name = obj.settings.job_events_queue
+    if not name:
+        raise CliError("JOB_EVENTS_QUEUE is not set: events go to the Event Grid topic, or nowhere (docs/events.md)")
+    queues = obj.storage.queues
+    if follow:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        found = impl.follow(queues, name, every=0.5, stop=lambda: deadline is not None and time.monotonic() >= deadline)
+    else:
+        found = iter(impl.consume(queues, name, max_events=max_events) if consume else impl.peek(queues, name))
+    shown: list[dict[str, Any]] = []
+    try:
+        for received in found:
+            if received.event is None:
+                render.say(f"skipped a message: {received.problem}")
+            elif as_json or follow:
+                click.echo(impl.json_line(received.event) if as_json else impl.line(received.event))
+            else:
+                shown.append(received.event)
+    except KeyboardInterrupt:
+        pass
+    if shown:
+        render.console().print(impl.table(shown))
+
+
+@cli.command()
+@click.option("--since", default="1h", show_default=True, help="rows changed within, e.g. 30m, 2h, 1d (or an ISO 8601 time)")
+@click.option("--max-rows", type=click.IntRange(1), default=20_000, show_default=True,
+              help="most job rows, and most batch rows, read (the figures say when more matched)")
+@json_option
+@pass_cli
+def stats(obj: CliContext, since: str, max_rows: int, as_json: bool) -> None:
+    """Throughput, durations, failures by code and counts by state, from the status table alone."""
+    from cli import render
+    from cli import stats as impl
+
+    now = datetime.now(UTC)
+    figures = impl.collect(obj.storage.status, impl.Window(parse_since(since, now), now), max_rows=max_rows)
+    if as_json:
+        click.echo(impl.to_json(figures))
+    else:
+        render.console().print(impl.render(figures))
 
 
 def _job(obj: CliContext, job_id: str):

@@ -73,13 +73,32 @@ def when(value: datetime | None) -> str:
 def duration(job: JobRow, now: datetime | None = None) -> str:
     if job.created is None:
         return ""
-    end = job.updated if job.state.is_terminal and job.updated else (now or datetime.now(UTC))
+    ended = job.finished or job.updated  # `updated` moves again when the job's event is published
+    end = ended if job.state.is_terminal and ended else (now or datetime.now(UTC))
     seconds = max((end - job.created).total_seconds(), 0.0)
     return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.1f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
 
 
-def counts(job: JobRow | BatchRow) -> str:
-    return f"{job.items_succeeded} / {job.items_failed} / {job.items_rejected} / {job.item_count}"
+def counts(row: JobRow | BatchRow) -> str:
+    """ok / failed / rejected / items, where the first three (with any superseded or unconfirmed, named after)
+    add up to the items once the row has ended."""
+    text = f"{row.items_succeeded} / {row.items_failed} / {row.items_rejected} / {items_total(row)}"
+    named = [f"{count} {name}" for count, name in ((row.items_superseded, "superseded"),
+                                                   (row.items_unconfirmed, "unconfirmed")) if count]
+    return f"{text} ({', '.join(named)})" if named else text
+
+
+def items_total(row: JobRow | BatchRow) -> int:
+    """Every item the row stands for. A job's `item_count` is all of them. A batch's is the items it sends:
+    the lines of an upload batch rejected (or superseded) when it was checked are counted apart, so they are
+    added while it is open; once it ended each of its items is in exactly one of its counts."""
+    if isinstance(row, JobRow):
+        return row.item_count
+    done = (row.items_succeeded + row.items_failed + row.items_rejected + row.items_superseded
+            + row.items_unconfirmed)
+    if row.state.is_terminal:
+        return max(row.item_count, done)
+    return row.item_count + row.items_rejected + row.items_superseded
 
 
 def jobs_table(jobs: Iterable[JobRow]) -> Table:
@@ -95,13 +114,23 @@ def job_summary(job: JobRow) -> Table:
     table = Table.grid(padding=(0, 2))
     for name, value in (("job", job.job_id), ("state", str(job.state)), ("collection", job.collection),
                         ("source", job.source), ("items", f"{job.item_count} ({job.items_succeeded} succeeded, "
-                                                             f"{job.items_failed} failed, {job.items_rejected} rejected)"),
+                                                             f"{job.items_failed} failed, {job.items_rejected} rejected"
+                                                             f"{unconfirmed(job)})"),
                         ("batches", f"{job.batch_count} {job.batches_by_state}"), ("started", when(job.created)),
                         ("updated", when(job.updated)), ("duration", duration(job))):
         table.add_row(name, literal(value))
     if job.error_code or job.error_message:
         table.add_row("error", literal(f"{job.error_code}: {job.error_message}".strip(": ")))
+    if job.event_state:  # its job-finished event (docs/events.md)
+        table.add_row("event", literal(f"{job.event_state} {job.event_error}".strip()))
     return table
+
+
+def unconfirmed(job: JobRow) -> str:
+    """", N unconfirmed (the sweeper confirms them once the catalog answers)" when there are any."""
+    if not job.items_unconfirmed:
+        return ""
+    return f", {job.items_unconfirmed} unconfirmed: their outcome could not be read; the sweeper confirms them once the catalog answers"
 
 
 def batches_table(batches: Iterable[BatchRow]) -> Table:

@@ -1,7 +1,8 @@
 """`watch`: follow jobs until every one is terminal, as a live progress bar per job (or plain lines).
 
-Exit codes (`cli.exit_codes`): OK when every item of every job succeeded, ITEMS_FAILED when any item failed
-or was rejected (or a job ended without succeeding), OWN_ERROR when a job never appears or `timeout` passes.
+Exit codes (`cli.exit_codes`): OK when every item of every job succeeded, ITEMS_FAILED when any item failed,
+was rejected or is unconfirmed (or a job ended without succeeding; an `Unconfirmed` job counts as ended),
+OWN_ERROR when a job never appears or `timeout` passes.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def exit_code(rows: dict[str, JobRow]) -> ExitCode:
 def line(row: JobRow, rate: float) -> str:
     """One plain line per job (no control characters): what a pipe or a log gets on every change."""
     return (f"{row.job_id} {row.state} settled {row.items_done}/{row.item_count} succeeded {row.items_succeeded} "
-            f"failed {row.items_failed} rejected {row.items_rejected} {rate:.1f} items/s "
+            f"failed {row.items_failed} rejected {row.items_rejected} "
+            f"{f'unconfirmed {row.items_unconfirmed} ' if row.items_unconfirmed else ''}{rate:.1f} items/s "
             f"eta {eta(row, rate)}")
 
 
@@ -86,7 +88,8 @@ def watch(status: StatusStore, job_ids: list[str], *, every: float = 0.5, appear
                 if display is not None:
                     display.update(row, rate)
                 else:
-                    key = (row.state, row.item_count, row.items_succeeded, row.items_failed, row.items_rejected)
+                    key = (row.state, row.item_count, row.items_succeeded, row.items_failed, row.items_rejected,
+                           row.items_unconfirmed)
                     if last.get(job_id) != key:
                         last[job_id] = key
                         click.echo(line(row, rate))
@@ -106,6 +109,7 @@ class _Counts(ProgressColumn):
         f = task.fields
         return Text(f"{int(task.completed)}/{int(task.total or 0)} settled  ok {f.get('ok', 0)}  "
                     f"failed {f.get('failed', 0)}  rejected {f.get('rejected', 0)}  "
+                    f"{'unconfirmed ' + str(f['unconfirmed']) + '  ' if f.get('unconfirmed') else ''}"
                     f"{f.get('rate', 0.0):.1f} items/s  eta {f.get('eta', '?')}")
 
 
@@ -126,7 +130,7 @@ class _LiveDisplay:
     def update(self, row: JobRow, rate: float) -> None:
         self._progress.update(self._tasks[row.job_id], description=f"{plain_markup(row.job_id)} {row.state}", total=max(row.item_count, 1),
                               completed=row.items_done, ok=row.items_succeeded, failed=row.items_failed,
-                              rejected=row.items_rejected, rate=rate, eta=eta(row, rate))
+                              rejected=row.items_rejected, unconfirmed=row.items_unconfirmed, rate=rate, eta=eta(row, rate))
 
     def stop(self) -> None:
         self._progress.stop()

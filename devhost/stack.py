@@ -34,6 +34,7 @@ LOCAL_SETTINGS = {
     "DROP_CONTAINER": "stac-drop",
     "DROP_EVENTS_QUEUE": "stac-drop-events",
     "SOURCE_ALLOW_LOOPBACK": "true",  # the emulator's source side is on 127.0.0.1
+    "JOB_EVENTS_QUEUE": "job-events",  # the local sink of job-finished events (`geocatalog-ingest events`)
 }
 
 

@@ -12,24 +12,28 @@ retry job is unfinished, planning again returns its id and creates nothing. Once
 next retry is `-retry-N+1` with what is still failed (items a finished retry ingested are left out);
 when nothing is left, nothing is created.
 
+Items left `Unconfirmed` (their outcome could not be read) are retried only once the catalog has been
+asked about them (`catalog`): the ones it holds are not sent again; without an answer none is sent.
+
 The suffix is `-retry-N`, not `.retry-N`: job ids are `[A-Za-z0-9_-]{1,64}` (`shared/ids.py`).
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 import orjson
 
 from shared.batching import REJECTED_ROW_PREFIX, SUPERSEDED_ROW_PREFIX, feature_collection
-from shared.errors import InvalidInputError
+from shared.errors import AuthenticationError, InvalidInputError, RetryableError
 from shared.ids import suffixed_job_id
 from shared.inputs.batch_items import batch_items
 from shared.inputs.documents import FileKind, OverlongLine, bounded_lines, file_kind, open_chunks, parse_line, stream_json_items
 from shared.inputs.geoparquet import GeoParquetReader, RangedFile
+from shared.inputs.upload_items import read_lines, validate_lines
 from shared.items import item_id_of
 from shared.messages import JobOptions, job_envelope
 from shared.services import Storage
@@ -37,19 +41,24 @@ from shared.settings import Settings
 from shared.store import WHOLE_JOB, BatchRow, ItemOutcome, ItemState, JobRow, SourceKind, SourceRef, batch_outcomes, job_problems
 
 RETRIES = "retries"
+CatalogLookup = Callable[[str, list[str]], set[str]]  # (collection, ids) -> the ids the catalog holds
+LOOKUP_CHUNK = 500  # ids per catalog search
+
+
+RETRIED_STATES = (ItemState.FAILED, ItemState.UNCONFIRMED)
 
 
 @dataclass(frozen=True)
 class RetryRequest:
-    """Which items of a finished job to retry: the failed ones (of these codes, when any are given), and
-    the rejected ones too with `include_rejected`."""
+    """Which items of a finished job to retry: the failed and unconfirmed ones (of these codes, when any are
+    given), and the rejected ones too with `include_rejected`."""
 
     job_id: str
     codes: frozenset[str] = frozenset()
     include_rejected: bool = False
 
     def wants(self, problem: ItemOutcome) -> bool:
-        return (problem.state == ItemState.FAILED or self.include_rejected) and (not self.codes or problem.code in self.codes)
+        return (problem.state in RETRIED_STATES or self.include_rejected) and (not self.codes or problem.code in self.codes)
 
 
 @dataclass
@@ -66,8 +75,10 @@ def retry_job_id(job_id: str, n: int) -> str:
     return suffixed_job_id(job_id, f"-retry-{n}")
 
 
-def plan_retry(request: RetryRequest, *, storage: Storage, settings: Settings) -> RetryResult:
-    """Start (or find) the retry of `request.job_id`'s failed items.
+def plan_retry(request: RetryRequest, *, storage: Storage, settings: Settings,
+               catalog: CatalogLookup | None = None) -> RetryResult:
+    """Start (or find) the retry of `request.job_id`'s failed items (and of its unconfirmed ones that
+    `catalog` says are not in the catalog).
 
     Raises:
         InvalidInputError: there is no such job, or it has not finished yet.
@@ -84,6 +95,7 @@ def plan_retry(request: RetryRequest, *, storage: Storage, settings: Settings) -
     skipped = [f"{p.item}: the whole job was {p.state} ({p.code}); resubmit its input" for p in problems if p.item == WHOLE_JOB]
     done = _succeeded_in_retries(storage, job.job_id, created)
     problems = [p for p in problems if p.item != WHOLE_JOB and not (p.item_id and p.item_id in done)]
+    problems = _without_landed(problems, catalog, skipped)
     items = _items_of(storage, settings, job, problems, skipped)
     if not items:
         return RetryResult(skipped=skipped)
@@ -92,6 +104,42 @@ def plan_retry(request: RetryRequest, *, storage: Storage, settings: Settings) -
     storage.payloads.put(f"{RETRIES}/{new_id}.json", message.encode())  # the marker: this retry exists
     storage.queues.send(settings.submit_queue, message)
     return RetryResult(new_id, created=True, items=len(items), skipped=skipped)
+
+
+def _without_landed(problems: list[ItemOutcome], catalog: CatalogLookup | None, skipped: list[str]) -> list[ItemOutcome]:
+    """`problems` less the Unconfirmed items the catalog holds; Unconfirmed items it cannot be asked about are skipped."""
+    unconfirmed = [p for p in problems if p.state == ItemState.UNCONFIRMED]
+    if not unconfirmed:
+        return problems
+    try:
+        if catalog is None:
+            raise InvalidInputError("no GeoCatalog is configured for this command")
+        held = _held(catalog, unconfirmed)
+    except (InvalidInputError, RetryableError, AuthenticationError) as error:
+        skipped.extend(f"{p.item} ({p.batch_id}): Unconfirmed, and the catalog could not be checked ({error}); "
+                       "retry again once it answers" for p in unconfirmed)
+        return [p for p in problems if p.state != ItemState.UNCONFIRMED]
+    skipped.extend(f"{p.item} ({p.batch_id}): Unconfirmed, and the catalog holds it: not sent again"
+                   for p in unconfirmed if (p.collection, p.item_id) in held)
+    return [p for p in problems if p.state != ItemState.UNCONFIRMED or (p.collection, p.item_id) not in held]
+
+
+def _held(catalog: CatalogLookup, outcomes: Iterable[ItemOutcome]) -> set[tuple[str, str]]:
+    """(collection, id) of the outcomes' items that the catalog holds, asked LOOKUP_CHUNK ids at a time."""
+    by_collection: dict[str, list[str]] = {}
+    for outcome in outcomes:
+        if outcome.item_id:
+            by_collection.setdefault(outcome.collection, []).append(outcome.item_id)
+    held: set[tuple[str, str]] = set()
+    for collection, ids in by_collection.items():
+        for start in range(0, len(ids), LOOKUP_CHUNK):
+            held |= {(collection, i) for i in catalog(collection, ids[start : start + LOOKUP_CHUNK])}
+    return held
+
+
+def catalog_lookup(search_ids: Callable[[str, list[str]], Iterable[dict[str, Any]]]) -> CatalogLookup:
+    """A `CatalogLookup` over a client's `search_ids` (`GeoCatalogClient.search_ids`)."""
+    return lambda collection, ids: {str(item.get("id")) for item in search_ids(collection, ids)}
 
 
 def _unfinished_retry(storage: Storage, settings: Settings, job_id: str, created: int) -> str:
@@ -151,6 +199,9 @@ def _items_of(storage: Storage, settings: Settings, job: JobRow, problems: list[
         if row is None:
             continue
         try:
+            if not row.validated and row.payload_blob:  # never read (refused before sending): every item of its range
+                found.extend((outcomes[0], item) for item in validate_lines(row, read_lines(row, storage.payloads)).valid)
+                continue
             sent = {item_id_of(i): i for i in batch_items(storage, row)} if (row.payload_blob or row.action == "delete") else {}
         except InvalidInputError as error:  # a byte range of an upload overwritten or deleted since: those items are gone
             skipped.extend(f"{outcome.item} ({batch_id}): {error}" for outcome in outcomes)

@@ -13,12 +13,23 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
 from shared.catalog import GeoCatalogClient, quiet_sdk_request_logs, sdk_transport_options
+from shared.event_publishers import EventGridPublisher, QueueEventSink
 from shared.heap import settle_worker_heap
 from shared.inputs.egress import EgressPolicy, GuardedSession
 from shared.inputs.search import SourceFetcher
 from shared.inputs.signing import SasTokenSigner
 from shared.settings import Settings, StorageAccess
-from shared.store import ItemIndex, OperationTimings, PayloadStore, QueueSender, StatusStore, TableClient
+from shared.store import (
+    EventPublisher,
+    ItemIndex,
+    JobEvents,
+    OperationTimings,
+    PayloadStore,
+    QueueSender,
+    StatusStore,
+    TableClient,
+    event_source,
+)
 
 
 @dataclass
@@ -34,6 +45,7 @@ class Services:
     signer: SasTokenSigner
     items: ItemIndex
     timings: OperationTimings | None = None  # None: polls are scheduled without predictions
+    events: JobEvents | None = None  # None: job-finished events wait Pending in their rows (tests that need none)
 
 
 @dataclass
@@ -64,6 +76,8 @@ def ensure_storage(settings: Settings, storage: Storage) -> None:
     storage.queues.ensure(*(name for queue in (settings.submit_queue, settings.work_queue, settings.poll_queue,
                                                            settings.drop_events_queue)
                             for name in (queue, f"{queue}-poison")))
+    if settings.job_events_queue and not settings.job_events_topic_endpoint:
+        storage.queues.ensure(settings.job_events_queue)
     storage.payloads.ensure(settings.payload_container, settings.drop_container)
     for table in (storage.status.table, storage.items.table):
         try:
@@ -76,6 +90,8 @@ def build_services(settings: Settings) -> Services:
     """Real clients for the configured storage account and GeoCatalog; creates missing queues, tables, containers."""
     storage = connect_storage(settings)
     ensure_storage(settings, storage)
+    events = job_events(settings, storage)
+    storage.status.on_job_ended = events.job_ended
     return Services(
         settings=settings,
         catalog=GeoCatalogClient.from_settings(settings),
@@ -86,7 +102,19 @@ def build_services(settings: Settings) -> Services:
         signer=SasTokenSigner(settings.sas_api_url, GuardedSession(sas_api_policy(settings))),
         items=storage.items,
         timings=OperationTimings(storage.status.table),
+        events=events,
     )
+
+
+def job_events(settings: Settings, storage: Storage) -> JobEvents:
+    """The job-finished publisher: the Event Grid topic if set, else the local queue if set, else none."""
+    publisher: EventPublisher | None = None
+    if settings.job_events_topic_endpoint:
+        publisher = EventGridPublisher(settings.job_events_topic_endpoint, _identity(), **sdk_transport_options())
+    elif settings.job_events_queue:
+        publisher = QueueEventSink(functools.partial(storage.queues.send, settings.job_events_queue))
+    account = settings.storage.account_name if settings.storage is not None else ""
+    return JobEvents(storage.status, publisher, source=event_source(account, settings.status_table))
 
 
 def source_policy(settings: Settings) -> EgressPolicy:

@@ -49,8 +49,8 @@ DEFAULTS: dict[str, tuple[str | None, str]] = {
                       "`backoff`: doubling from POLL_INITIAL_DELAY_SECONDS"),
     "POLL_STEP_FRACTION": ("0.1", "after the predicted end, poll again after this fraction of the time since submission"),
     "POLL_MIN_STEP_SECONDS": ("2", "shortest wait between two polls after the predicted end"),
-    "POLL_DEADLINE_SECONDS": ("21600", "an operation still running this long after submission is TimedOut"),
-    "POLL_MAX_FAILURES": ("20", "consecutive unreadable polls (5xx, 429, timeouts) before a batch is reconciled and ended"),
+    "POLL_DEADLINE_SECONDS": ("21600", "a batch whose operation is still running or unreadable this long after submission ends "
+                                       "TimedOut (Unconfirmed if the catalog is unreadable too)"),
     "SUBMIT_RETRY_SECONDS": ("1800", "how long a batch's POST (or a job's planning) is retried on 429/5xx/timeouts before it is Failed"),
     "SWEEP_SCHEDULE": ("0 */5 * * * *", "NCRONTAB schedule of the sweeper that settles stuck jobs and batches"),
     "SWEEP_STALE_SECONDS": ("900", "a batch Queued or Submitting with no change for this long is re-sent by the sweeper"),
@@ -69,6 +69,10 @@ DEFAULTS: dict[str, tuple[str | None, str]] = {
     "ITEMS_REF_CONTAINERS": ("", "comma-separated containers that `items_ref.blob` may read; empty = PAYLOAD_CONTAINER and DROP_CONTAINER"),
     "SAS_API_URL": ("https://planetarycomputer.microsoft.com/api/sas/v1", "Planetary Computer SAS API used by `sign: planetary-computer`"),
     "LOG_TRUNCATE_CHARS": ("8000", "characters of operation logs kept in the status row (all of it goes to a blob)"),
+    "JOB_EVENTS_TOPIC_ENDPOINT": ("", "Event Grid topic (CloudEvents 1.0) that gets one GeoCatalogIngest.JobFinished event per "
+                                  "job, sent as the app's identity; empty = JOB_EVENTS_QUEUE, if set (docs/events.md)"),
+    "JOB_EVENTS_QUEUE": ("", "local runs: storage queue that gets the job-finished events when no topic is set "
+                         "(`make up`: job-events); both empty = no events, job rows say Unsent"),
 }
 
 
@@ -108,7 +112,6 @@ class Settings:
     poll_step_fraction: float = 0.1
     poll_min_step_seconds: float = 2.0
     poll_deadline_seconds: int = 21_600
-    poll_max_failures: int = 20
     submit_retry_seconds: int = 1800
     sweep_schedule: str = "0 */5 * * * *"
     sweep_stale_seconds: int = 900
@@ -123,6 +126,8 @@ class Settings:
     items_ref_containers: tuple[str, ...] = ()
     sas_api_url: str = "https://planetarycomputer.microsoft.com/api/sas/v1"
     log_truncate_chars: int = 8000
+    job_events_topic_endpoint: str = ""
+    job_events_queue: str = ""
     storage: StorageAccess | None = None
 
     @classmethod
@@ -148,6 +153,9 @@ class Settings:
                 problems.append(f"{name}={raw!r} is not a valid {types[key]}")
         if values.get("poll_schedule") not in (None, *POLL_SCHEDULES):
             problems.append(f"POLL_SCHEDULE={values['poll_schedule']!r} is not one of {', '.join(POLL_SCHEDULES)}")
+        topic = values.get("job_events_topic_endpoint", "")
+        if urlsplit(topic).scheme.lower() == "http":  # the app's token would go in clear text
+            problems.append("JOB_EVENTS_TOPIC_ENDPOINT must be an https URL (the topic's endpoint)")
         try:
             values["storage"] = StorageAccess.from_env(env, STORAGE_CONNECTION)
         except ConfigurationError as error:

@@ -73,7 +73,7 @@ def unique_storage_names() -> dict[str, str]:
     """Fresh queue, container and table names, so tests share one Azurite without seeing each other."""
     n = next(_stack_numbers)
     return {"SUBMIT_QUEUE": f"t{n}-submit", "WORK_QUEUE": f"t{n}-work", "POLL_QUEUE": f"t{n}-poll",
-            "DROP_EVENTS_QUEUE": f"t{n}-drop-events",
+            "DROP_EVENTS_QUEUE": f"t{n}-drop-events", "JOB_EVENTS_QUEUE": f"t{n}-job-events",
             "PAYLOAD_CONTAINER": f"t{n}-payloads", "DROP_CONTAINER": f"t{n}-drop", "STATUS_TABLE": f"Status{n}",
             "ITEM_INDEX_TABLE": f"Items{n}"}
 

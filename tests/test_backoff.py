@@ -22,7 +22,7 @@ def test_server_retry_after_wins_but_is_capped() -> None:
     for schedule in (PRODUCTION, BACKOFF):
         assert next_poll_delay(0, None, schedule=schedule, elapsed_seconds=0, retry_after=17) == 17
         assert next_poll_delay(0, None, schedule=schedule, elapsed_seconds=0, retry_after=600) == 60
-        assert next_poll_delay(0, None, schedule=schedule, elapsed_seconds=3, items=10, seconds_per_item=9,
+        assert next_poll_delay(0, None, schedule=schedule, elapsed_seconds=3, predicted_seconds=90,
                                retry_after=2) == 2
 
 
@@ -38,7 +38,7 @@ def test_moving_counters_aim_at_the_extrapolated_end_even_when_it_is_far() -> No
     assert next_poll_delay(0, quarter, schedule=PRODUCTION, elapsed_seconds=5) == 15  # 25 in 5 s -> 75 in 15 s
     assert next_poll_delay(0, quarter, schedule=PRODUCTION, elapsed_seconds=50) == 60  # capped
     still = Operation(id="o", status="Running", total_items=100, pending_items=100)  # not moving: no extrapolation
-    assert next_poll_delay(0, still, schedule=PRODUCTION, elapsed_seconds=5, items=100, seconds_per_item=0.1) == 5
+    assert next_poll_delay(0, still, schedule=PRODUCTION, elapsed_seconds=5, predicted_seconds=10) == 5
 
 
 def test_counters_that_have_barely_moved_are_trusted_only_as_far_as_the_time_already_seen() -> None:
@@ -51,24 +51,24 @@ def test_counters_that_have_barely_moved_are_trusted_only_as_far_as_the_time_alr
 
 def test_never_below_one_second() -> None:
     assert next_poll_delay(0, None, schedule=PollSchedule(initial=0), elapsed_seconds=0) >= 1
-    assert first_poll_delay(10, 0.0, PRODUCTION) == 1
-    assert next_poll_delay(0, None, schedule=PollSchedule(min_step=0), elapsed_seconds=0, items=1,
-                           seconds_per_item=0.0) == 1
+    assert first_poll_delay(0.0, PRODUCTION) == 1
+    assert next_poll_delay(0, None, schedule=PollSchedule(min_step=0), elapsed_seconds=0,
+                           predicted_seconds=0.0) == 1
 
 
 def test_first_poll_at_the_predicted_end_rounded_up_to_whole_seconds() -> None:
-    assert first_poll_delay(100, 0.47, PRODUCTION) == 47
-    assert first_poll_delay(100, 0.121, PRODUCTION) == 13  # 12.1 s: a poll at 12 s would find it running
-    assert first_poll_delay(100, 5.0, PRODUCTION) == 60  # never past the cap
+    assert first_poll_delay(47, PRODUCTION) == 47
+    assert first_poll_delay(12.1, PRODUCTION) == 13  # 12.1 s: a poll at 12 s would find it running
+    assert first_poll_delay(500, PRODUCTION) == 60  # never past the cap
 
 
 def test_first_poll_without_a_prediction_or_when_predictions_are_off_waits_the_initial_delay() -> None:
-    assert first_poll_delay(100, None, PRODUCTION) == 5
-    assert first_poll_delay(100, 0.47, BACKOFF) == 5
+    assert first_poll_delay(None, PRODUCTION) == 5
+    assert first_poll_delay(47, BACKOFF) == 5
 
 
 def test_after_the_predicted_end_polls_step_at_a_tenth_of_the_elapsed_time_but_at_least_two_seconds() -> None:
-    late = {"schedule": PRODUCTION, "items": 100, "seconds_per_item": 0.1}  # predicted end: 10 s
+    late = {"schedule": PRODUCTION, "predicted_seconds": 10}  # predicted end: 10 s
     assert next_poll_delay(1, None, elapsed_seconds=11, **late) == 2
     assert next_poll_delay(1, None, elapsed_seconds=40, **late) == 4
     assert next_poll_delay(1, None, elapsed_seconds=123, **late) == 13
@@ -77,7 +77,7 @@ def test_after_the_predicted_end_polls_step_at_a_tenth_of_the_elapsed_time_but_a
 
 def test_a_poll_before_the_predicted_end_waits_for_it() -> None:
     # e.g. a batch polled cold, whose collection's first operation has since finished and taught the timing
-    assert next_poll_delay(1, None, schedule=PRODUCTION, elapsed_seconds=5, items=100, seconds_per_item=0.47) == 42
+    assert next_poll_delay(1, None, schedule=PRODUCTION, elapsed_seconds=5, predicted_seconds=47) == 42
 
 
 def test_without_anything_to_predict_from_it_falls_back_to_doubling() -> None:
@@ -88,17 +88,17 @@ def test_without_anything_to_predict_from_it_falls_back_to_doubling() -> None:
 
 def test_backoff_schedule_ignores_the_timing() -> None:
     rng = random.Random(3)
-    assert 16 <= next_poll_delay(2, None, schedule=BACKOFF, elapsed_seconds=15, items=100, seconds_per_item=0.1,
+    assert 16 <= next_poll_delay(2, None, schedule=BACKOFF, elapsed_seconds=15, predicted_seconds=10,
                                  rng=rng) <= 24
 
 
 def test_the_step_schedule_detects_any_end_within_its_fraction_and_a_few_gets() -> None:
     """Walk the schedule against operations that end later than predicted: lag and GETs stay bounded."""
     for predicted, actual in ((12, 12), (12, 20), (47, 60), (1, 60)):
-        t, gets = first_poll_delay(100, predicted / 100, PRODUCTION), 1
+        t, gets = first_poll_delay(predicted, PRODUCTION), 1
         while t < actual:
-            t += next_poll_delay(gets, None, schedule=PRODUCTION, elapsed_seconds=t, items=100,
-                                 seconds_per_item=predicted / 100)
+            t += next_poll_delay(gets, None, schedule=PRODUCTION, elapsed_seconds=t,
+                                 predicted_seconds=predicted)
             gets += 1
         assert t - actual <= max(2.0, 0.1 * actual + 1)  # +1: whole seconds
         assert gets <= 3 if predicted == actual else gets <= 30

@@ -11,7 +11,7 @@ from devhost.jobs import send_items, wait_for_jobs
 from emulator import EmulatorOptions, Faults, Timings
 from shared.catalog.client import Operation, learnt_seconds
 from shared.messages import PollMessage
-from shared.steps.cold_start import SCOUT, WAITING, first_poll, recheck_waiting, superseded_fallback, wake_waiting
+from shared.steps.cold_start import LOOKOUT, SCOUT, WAITING, first_poll, recheck_waiting, superseded_fallback, wake_waiting
 from shared.store.status import BatchRow, BatchState, JobState
 from tests.helpers import make_collection, make_item
 
@@ -38,7 +38,8 @@ def test_one_scout_per_collection_the_rest_wait_until_the_timing_is_known(make_s
     assert recheck_waiting(waiting, 600.0, WAITING, services=services, now=NOW) == (4.0, "")  # read fresh: poll at its end
     assert services.status.get_batch("j", second.batch_id).poll_role == ""  # no longer waiting: a wake skips it
     assert recheck_waiting(waiting, 600.0, WAITING, services=services, now=NOW) is None  # woken already: send nothing
-    assert first_poll(second, services=services) == (4.0, "")
+    assert first_poll(second, services=services) == (4.0, LOOKOUT)  # warm: the job's first batch (4 s: no early look)
+    assert first_poll(replace(second, batch_id="batch-000003"), services=services) == (4.0, WAITING)  # at its own end
 
 
 class FakeClock:
@@ -93,11 +94,12 @@ def test_a_batch_is_recorded_as_submitted_when_its_post_returned_not_when_its_in
     assert row.submitted - row.submit_started >= timedelta(seconds=0.4)
 
 
-def test_a_fallback_poll_is_dropped_once_a_woken_poll_has_polled_the_batch() -> None:
+def test_a_fallback_poll_is_dropped_once_its_batch_was_woken() -> None:
     fallback = PollMessage("j", "b", "tiles", "https://x/op", attempt=0, deadline=NOW.isoformat(), role=WAITING)
-    assert not superseded_fallback(fallback, BatchRow("j", "b", state=BatchState.SUBMITTED))
-    assert superseded_fallback(fallback, BatchRow("j", "b", state=BatchState.RUNNING))
-    assert superseded_fallback(fallback, BatchRow("j", "b", state=BatchState.SUCCEEDED))
+    assert not superseded_fallback(fallback, BatchRow("j", "b", state=BatchState.SUBMITTED, poll_role=WAITING))
+    assert superseded_fallback(fallback, BatchRow("j", "b", state=BatchState.SUBMITTED))  # woken: its woken poll is on its way
+    assert not superseded_fallback(fallback, BatchRow("j", "b", state=BatchState.RUNNING, poll_role=WAITING))  # waits running
+    assert superseded_fallback(fallback, BatchRow("j", "b", state=BatchState.RUNNING))  # woken, then polled
     assert not superseded_fallback(replace(fallback, role=""), BatchRow("j", "b", state=BatchState.RUNNING))
 
 

@@ -12,19 +12,27 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import pytest
 
 from devhost.jobs import send_job, wait_for_jobs
 from devhost.stack import LocalStack
 from emulator import EmulatorOptions, Faults, Timings
 from shared.messages import JobRequest, PollMessage
+from shared.retry import RetryRequest, catalog_lookup, plan_retry
+from shared.services import Storage
 from shared.steps.fanout import batch_message
 from shared.steps.job_claims import JobClaim, fingerprint
 from shared.steps.planning import plan_job
-from shared.steps.rollup import summarize
+from shared.steps.rollup import settle_job, summarize
 from shared.steps.sweeper import sweep
+from shared.store import ItemState, Outcome, confirm_batch, end_batch, job_problems
 from shared.store.status import BatchRow, BatchState, JobRow, JobState
+from tests.conftest import ROOT
 from tests.helpers import make_item, wait_until
-from tests.test_pipeline_e2e import item_posts, stored, with_collection
+from tests.test_pipeline_e2e import catalog, item_posts, stored, with_collection
+from tests.test_uploads_e2e import upload
+
+SAMPLES = ROOT / "examples" / "landcover-items.json"
 
 
 def assert_invariant(stack: LocalStack, job_id: str, sent: list[dict], collection: str = "landcover") -> JobRow:
@@ -102,29 +110,29 @@ def test_the_sweeper_times_out_a_batch_whose_poll_messages_were_lost(make_stack)
     assert job.state == JobState.SUCCEEDED  # reconciled: the catalog holds all four
 
 
-def test_every_get_answering_503_ends_the_job_by_the_failure_cap(make_stack) -> None:
-    stack = make_stack(settings={"POLL_MAX_FAILURES": "4", "POLL_MAX_DELAY_SECONDS": "1"},
+def test_every_get_answering_503_ends_the_job_at_its_deadline_reconciled(make_stack) -> None:
+    stack = make_stack(settings={"POLL_DEADLINE_SECONDS": "4", "POLL_MAX_DELAY_SECONDS": "1"},
                        emulator_options=EmulatorOptions(timings=Timings(0.05, 0.05), faults=Faults(operation_reads_status=503,
                                                                                                     retry_after_seconds=0)))
     collection = with_collection(stack)
     items = [make_item(f"g{n}") for n in range(5)]
     send_job(stack.services, {"v": 1, "job_id": "get-503", "collection": collection, "items": items, "batch_size": 2})
     job = wait_for_jobs(stack.services, ["get-503"], timeout=90)["get-503"]
-    # The operations did run: reconciled against the catalog, every item is there.
+    # No count of failed reads ends a batch, only its deadline; the operations did run: reconciled against
+    # the catalog (which answers), every item is there.
     assert (job.state, job.items_succeeded) == (JobState.SUCCEEDED, 5)
     assert_invariant(stack, "get-503", items, collection)
     assert item_posts(stack) == sent_batches(stack, "get-503") == 3
 
 
 def test_every_get_answering_401_waits_for_the_deadline_then_reconciles(make_stack) -> None:
-    stack = make_stack(settings={"POLL_DEADLINE_SECONDS": "4", "POLL_MAX_FAILURES": "2", "POLL_MAX_DELAY_SECONDS": "1"},
+    stack = make_stack(settings={"POLL_DEADLINE_SECONDS": "4", "POLL_MAX_DELAY_SECONDS": "1"},
                        emulator_options=EmulatorOptions(timings=Timings(0.05, 0.05), faults=Faults(operation_reads_status=401)))
     collection = with_collection(stack)
     items = [make_item(f"u{n}") for n in range(6)]
     send_job(stack.services, {"v": 1, "job_id": "get-401", "collection": collection, "items": items, "batch_size": 3})
     job = wait_for_jobs(stack.services, ["get-401"], timeout=90)["get-401"]
-    # Auth failures are not counted against POLL_MAX_FAILURES (2): only the deadline ended them, and
-    # nothing that is in the catalog was reported as failed.
+    # Only the deadline ended them, and nothing that is in the catalog was reported as failed.
     assert (job.state, job.items_succeeded, job.items_failed) == (JobState.SUCCEEDED, 6, 0)
     assert all(row.state == BatchState.SUCCEEDED and "deadline" in row.error_message
                for row in stack.services.status.batches("get-401"))
@@ -263,3 +271,172 @@ def test_counters_stay_exact_under_duplicate_and_concurrent_transitions(make_sta
     assert job.item_count == 400 and job.batches_by_state == recount.batches_by_state
     assert status.counters("race-1") == status.recount("race-1")
     assert orjson.loads(job.batches_by_state) == {"Failed": 13, "Split": 13, "Succeeded": 14}
+
+
+# ----- 8. Never guess a verdict ---------------------------------------------------------------------------
+
+
+def _submitted(stack: LocalStack, job_id: str, batches: int) -> bool:
+    rows = stack.services.status.batches(job_id)
+    return len(rows) == batches and all(row.operation_id for row in rows)
+
+
+def _planned_and_sent(stack: LocalStack, job_id: str, items: list[dict], collection: str) -> None:
+    """Plan `job_id` (one item per batch) and wait until every batch's POST was answered."""
+    stack.pause_functions()
+    plan_job(JobRequest(collection=collection, items=items, batch_size=1), job_id=job_id, claim=JobClaim("m", "f"),
+             services=stack.services, now=datetime.now(UTC))
+    stack.resume_functions()
+    wait_until(lambda: _submitted(stack, job_id, len(items)), timeout=60)
+
+
+def test_a_429_storm_longer_than_twenty_retry_afters_records_no_ingested_item_failed(make_stack) -> None:
+    stack = make_stack(settings={"POLL_MAX_DELAY_SECONDS": "1"},
+                       emulator_options=EmulatorOptions(timings=Timings(0.05, 0.05),
+                                                        faults=Faults(operation_reads_status=429, retry_after_seconds=0)))
+    collection = with_collection(stack)
+    items = [make_item(f"q{n}") for n in range(3)]
+    _planned_and_sent(stack, "storm-2", items, collection)
+    # Every read of an operation, then of the catalog too (the check after a give-up), answers 429: 30 per batch.
+    stack.emulator.catalog.faults.update({"operation_reads_status": 0, "rate_limit_next": 90})
+    job = wait_for_jobs(stack.services, ["storm-2"], timeout=180)["storm-2"]
+    assert stack.emulator.catalog.faults.rate_limit_next == 0  # the whole storm was served
+    assert (job.state, job.items_succeeded, job.items_failed, job.items_unconfirmed) == (JobState.SUCCEEDED, 3, 0, 0)
+    assert all(row.state == BatchState.SUCCEEDED and not row.error_code for row in stack.services.status.batches("storm-2"))
+    assert_invariant(stack, "storm-2", items, collection)
+
+
+def _break_everything(stack: LocalStack, fault: str) -> None:
+    if fault == "wrong token":
+        stack.emulator.app.token = "rotated-to-someone-else"
+    elif fault == "5xx":
+        stack.emulator.catalog.faults.update({"server_error_fraction": 1.0, "retry_after_seconds": 0})
+    else:
+        stack.emulator.catalog.faults.update({"latency_ms": 2500})
+    stack.emulator.catalog.faults.update({"operation_reads_status": 0})
+
+
+def _heal(stack: LocalStack) -> None:
+    stack.emulator.app.token = None
+    stack.emulator.catalog.faults.update({"server_error_fraction": 0.0, "latency_ms": 0, "operation_reads_status": 0})
+
+
+@pytest.mark.parametrize("fault", ["5xx", "wrong token", "latency"])
+def test_a_fault_outlasting_the_deadline_leaves_items_unconfirmed_until_the_sweeper_confirms_them(make_stack, fault: str) -> None:
+    stack = make_stack(settings={"POLL_DEADLINE_SECONDS": "6", "POLL_MAX_DELAY_SECONDS": "1", "HTTP_TIMEOUT_SECONDS": "1"},
+                       emulator_options=EmulatorOptions(timings=Timings(0.05, 0.05),
+                                                        faults=Faults(operation_reads_status=503, retry_after_seconds=0)))
+    collection = with_collection(stack)
+    items = [make_item(f"f{n}") for n in range(3)]
+    _planned_and_sent(stack, "outlast", items, collection)  # every operation ran; no poll could read one
+    _break_everything(stack, fault)  # from now on the catalog cannot be searched either
+    job = wait_for_jobs(stack.services, ["outlast"], timeout=120)["outlast"]
+    assert (job.state, job.items_unconfirmed, job.items_failed, job.items_succeeded) == (JobState.UNCONFIRMED, 3, 0, 0)
+    assert "Unconfirmed x3" in job.error_message
+    batches = stack.services.status.batches("outlast")
+    assert all(row.state == BatchState.UNCONFIRMED and row.error_code == "TimedOut"
+               and "could not be checked either" in row.error_message for row in batches)
+    problems = job_problems(job, status=stack.services.status, read=stack.services.payloads.read)
+    assert {(p.item, p.state) for p in problems} == {(i["id"], ItemState.UNCONFIRMED) for i in items}
+
+    report = sweep(services=stack.services, now=datetime.now(UTC))  # the catalog still does not answer
+    assert report.batches_confirmed == 0 and stack.services.status.get_job("outlast").state == JobState.UNCONFIRMED
+
+    _heal(stack)
+    report = sweep(services=stack.services, now=datetime.now(UTC))
+    assert report.batches_confirmed == 3
+    job = assert_invariant(stack, "outlast", items, collection)
+    assert (job.state, job.items_succeeded, job.items_unconfirmed) == (JobState.SUCCEEDED, 3, 0)
+    assert all(row.state == BatchState.SUCCEEDED for row in stack.services.status.batches("outlast"))
+    assert [o.state for o in stack.services.items.lookup("f0", collection)] == [ItemState.SUCCEEDED]
+    assert sweep(services=stack.services, now=datetime.now(UTC)).batches_confirmed == 0  # nothing left to confirm
+
+
+def test_retry_of_unconfirmed_items_sends_only_those_the_catalog_does_not_hold(make_stack) -> None:
+    stack = make_stack(settings={"POLL_DEADLINE_SECONDS": "4", "POLL_MAX_DELAY_SECONDS": "1"},
+                       emulator_options=EmulatorOptions(timings=Timings(0.05, 0.05),
+                                                        faults=Faults(operation_reads_status=503, retry_after_seconds=0)))
+    collection = with_collection(stack)
+    items = [make_item(f"h{n}") for n in range(3)]
+    _planned_and_sent(stack, "half", items, collection)
+    _break_everything(stack, "5xx")
+    assert wait_for_jobs(stack.services, ["half"], timeout=120)["half"].state == JobState.UNCONFIRMED
+    _heal(stack)
+    catalog(stack).delete_item(collection, "h1")  # one item the catalog does not hold (as if its operation had failed)
+    wait_until(lambda: "h1" not in stored(stack, collection), timeout=30)
+    storage = Storage(stack.services.status, stack.services.queues, stack.services.payloads, stack.services.items)
+
+    unanswered = plan_retry(RetryRequest("half"), storage=storage, settings=stack.services.settings, catalog=None)
+    assert not unanswered.job_id and all("could not be checked" in reason for reason in unanswered.skipped)
+
+    result = plan_retry(RetryRequest("half"), storage=storage, settings=stack.services.settings,
+                        catalog=catalog_lookup(stack.services.catalog.search_ids))
+    assert (result.job_id, result.items) == ("half-retry-1", 1)
+    assert sum("holds it" in reason for reason in result.skipped) == 2
+    retried = wait_for_jobs(stack.services, ["half-retry-1"], timeout=60)["half-retry-1"]
+    assert (retried.state, retried.item_count, retried.items_succeeded) == (JobState.SUCCEEDED, 1, 1)
+    assert {"h0", "h1", "h2"} <= set(stored(stack, collection))
+
+
+@pytest.mark.parametrize(("name", "body"), [
+    ("items.ndjson", lambda items: b"".join(orjson.dumps(i) + b"\n" for i in items)),
+    ("items.json", lambda items: orjson.dumps({"type": "FeatureCollection", "features": items})),
+])
+def test_a_401_while_planning_an_upload_leaves_every_item_retryable(make_stack, name: str, body) -> None:
+    stack = make_stack(settings={"PLAN_SEGMENT_ITEMS": "4", "BATCH_MAX_ITEMS": "3"},
+                       emulator_options=EmulatorOptions(timings=Timings(0.05, 0.05), token="someone-else"))
+    items = [make_item(f"w{n}") for n in range(10)]
+    job_id = upload(stack, f"landcover/{name}", body(items))
+    job = wait_for_jobs(stack.services, [job_id], timeout=90)[job_id]
+    assert (job.state, job.item_count, job.items_failed, job.error_code) == (JobState.FAILED, 10, 10, "AuthenticationFailed")
+    assert item_posts(stack) == 0
+    assert all(row.state == BatchState.FAILED and row.error_code == "AuthenticationFailed"
+               for row in stack.services.status.batches(job_id))
+
+    stack.emulator.app.token = None  # the identity is fixed
+    with_collection(stack)
+    storage = Storage(stack.services.status, stack.services.queues, stack.services.payloads, stack.services.items)
+    result = plan_retry(RetryRequest(job_id), storage=storage, settings=stack.services.settings)
+    assert (result.created, result.items, result.skipped) == (True, 10, [])
+    retried = wait_for_jobs(stack.services, [result.job_id], timeout=90)[result.job_id]
+    assert (retried.state, retried.items_succeeded) == (JobState.SUCCEEDED, 10)
+    assert set(stored(stack, "landcover")) == {i["id"] for i in items}
+
+
+def test_a_401_while_planning_a_search_records_the_results_read_for_retry(make_stack) -> None:
+    stack = make_stack(settings={"SOURCE_URL_ALLOWLIST": "127.0.0.1", "BATCH_MAX_ITEMS": "2"},
+                       emulator_options=EmulatorOptions(timings=Timings(0.05, 0.05), source_items=str(SAMPLES),
+                                                        token="someone-else"))
+    search = {"url": f"{stack.emulator.url}/source/search", "params": {"collections": ["io-lulc-annual-v02"], "limit": 2},
+              "max_items": 3}
+    send_job(stack.services, {"v": 1, "job_id": "search-401", "collection": "landcover", "search": search})
+    job = wait_for_jobs(stack.services, ["search-401"], timeout=90)["search-401"]
+    assert (job.state, job.item_count, job.items_failed, job.error_code) == (JobState.FAILED, 3, 3, "AuthenticationFailed")
+    assert item_posts(stack) == 0
+
+    stack.emulator.app.token = None
+    with_collection(stack)
+    storage = Storage(stack.services.status, stack.services.queues, stack.services.payloads, stack.services.items)
+    result = plan_retry(RetryRequest("search-401"), storage=storage, settings=stack.services.settings)
+    assert (result.items, result.skipped) == (3, [])
+    retried = wait_for_jobs(stack.services, [result.job_id], timeout=90)[result.job_id]
+    assert (retried.state, retried.items_succeeded) == (JobState.SUCCEEDED, 3)
+
+
+def test_a_sweep_settles_an_unconfirmed_job_whose_batch_was_confirmed_just_before_a_crash(make_stack) -> None:
+    stack = make_stack()
+    status, payloads = stack.services.status, stack.services.payloads
+    now = datetime.now(UTC)
+    status.create_job(JobRow("crash-c", state=JobState.RUNNING, planned=True, collection="landcover"), now)
+    status.create_batches([BatchRow("crash-c", "batch-000001", state=BatchState.RUNNING, collection="landcover", item_count=2,
+                                    item_ids='["a", "b"]')], now)
+    row = status.get_batch("crash-c", "batch-000001")
+    row = end_batch(status, row, Outcome.every_item_unconfirmed("TimedOut", "unreadable"), payloads=payloads, now=now)
+    assert settle_job("crash-c", status=status, now=now).state == JobState.UNCONFIRMED
+    confirm_batch(status, row, landed={"a", "b"}, ids=["a", "b"], payloads=payloads, now=now)  # ...and the process dies
+    assert status.get_job("crash-c").state == JobState.UNCONFIRMED
+    report = sweep(services=stack.services, now=now)
+    job = status.get_job("crash-c")
+    assert (report.jobs_finished, report.batches_confirmed) == (1, 0)
+    assert (job.state, job.items_succeeded, job.items_unconfirmed) == (JobState.SUCCEEDED, 2, 0)
+    assert status.counters("crash-c") == status.recount("crash-c")

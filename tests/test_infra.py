@@ -56,8 +56,7 @@ NOT_ON_FLEX = {
 }
 HOST_SETTINGS = {"APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
                  "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"}
-# The job-finished events' topic (issue 26): the template sets it, shared/settings.py gets it with the code that
-# publishes (empty = no events); until then it is known here.
+# The job-finished events' topic (issue 26, docs/events.md).
 JOB_EVENTS_SETTING = "JOB_EVENTS_TOPIC_ENDPOINT"
 # The app's OpenTelemetry metrics (issue 26) and their dimensions: the workbook and the alerts read these only.
 METRICS = {
@@ -273,8 +272,10 @@ def settings_in_bindings() -> set[str]:
             for name in re.findall(r"%(\w+)%", value)}
 
 
-# The settings that name a queue, container or table: the Bicep creates each, under the code's default name.
-RESOURCE_SETTINGS = {name for name in DEFAULTS if name.endswith(("_QUEUE", "_CONTAINER", "_TABLE"))}
+# The settings that name a queue, container or table: the Bicep creates each, under the code's default name
+# (not the local sink of job-finished events: Azure sends them to the topic, JOB_EVENTS_TOPIC_ENDPOINT).
+LOCAL_ONLY_SETTINGS = {"JOB_EVENTS_QUEUE"}
+RESOURCE_SETTINGS = {name for name in DEFAULTS if name.endswith(("_QUEUE", "_CONTAINER", "_TABLE"))} - LOCAL_ONLY_SETTINGS
 
 
 def resolve(expression: str, settings: Mapping[str, Any]) -> str:
@@ -356,7 +357,7 @@ def test_app_settings_are_identity_based_and_known() -> None:
     assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "Authorization=AAD"
     assert "GEOCATALOG_TOKEN" not in settings  # the app uses its managed identity
     assert settings["GEOCATALOG_ENDPOINT"] == Unknown("geoCatalogEndpoint")  # a required azd parameter
-    unknown_names = {name for name in settings if name not in DEFAULTS and name not in {"WORK_QUEUE", JOB_EVENTS_SETTING}
+    unknown_names = {name for name in settings if name not in DEFAULTS and name not in {"WORK_QUEUE"}
                      and not name.startswith(f"{STORAGE_CONNECTION}__") and name not in HOST_SETTINGS}
     assert unknown_names == set()  # a misspelt setting would silently fall back to its default
     assert NOT_ON_FLEX & settings.keys() == set()

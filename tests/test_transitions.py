@@ -18,10 +18,12 @@ from devhost.azurite import Azurite
 from shared.steps.rollup import settle_job
 from shared.store import (
     MAX_INLINE_CHARS,
+    NOT_IN_CATALOG,
     WAITING,
     BatchRow,
     BatchState,
     ItemsChecked,
+    ItemState,
     JobRow,
     JobState,
     Outcome,
@@ -33,6 +35,7 @@ from shared.store import (
     batch_outcomes,
     brief,
     claim_batch,
+    confirm_batch,
     end_batch,
     end_job,
     finish_empty,
@@ -317,3 +320,42 @@ def test_steps_and_inputs_change_rows_only_through_the_transitions(package: str)
     found = {str(path.relative_to(ROOT)): lines for path in sorted((ROOT / package).rglob("*.py"))
              if (lines := direct_row_writes(path.read_text()))}
     assert found == {}, "use a verb of shared/store/transitions.py instead"
+
+
+# ----- Unconfirmed: no verdict guessed, then confirmed -------------------------------------------------
+
+
+def test_an_unconfirmed_batch_counts_every_item_unconfirmed_once_and_ends_its_job_unconfirmed(
+        store: StatusStore, payloads: PayloadStore) -> None:
+    row = _batch(store, BatchState.RUNNING)
+    store.update_job("job-1", lambda r: replace(r, planned=True), NOW)
+    outcome = Outcome.every_item_unconfirmed("TimedOut", "operation and catalog unreadable at the deadline")
+    ended = end_batch(store, row, outcome, payloads=payloads, now=NOW)
+    assert ended is not None and (ended.state, ended.items_unconfirmed, ended.items_failed) == (BatchState.UNCONFIRMED, 3, 0)
+    assert end_batch(store, row, outcome, payloads=payloads, now=NOW) is None  # a redelivery: nothing counted twice
+    assert store.counters("job-1") == store.recount("job-1")
+    job = settle_job("job-1", status=store, now=NOW)
+    assert job is not None and (job.state, job.items_unconfirmed, job.error_code) == (JobState.UNCONFIRMED, 3, "Unconfirmed")
+    assert job.state.is_terminal and not job.state.is_final
+    assert [o.state for o in batch_outcomes(ended, read=payloads.read)] == [ItemState.UNCONFIRMED] * 3
+
+
+def test_confirm_batch_settles_each_item_as_the_catalog_says_once_and_the_job_moves_to_its_true_state(
+        store: StatusStore, payloads: PayloadStore) -> None:
+    row = _batch(store, BatchState.RUNNING)
+    store.update_job("job-1", lambda r: replace(r, planned=True), NOW)
+    unconfirmed = end_batch(store, row, Outcome.every_item_unconfirmed("TimedOut", "unreadable"), payloads=payloads, now=NOW)
+    assert settle_job("job-1", status=store, now=NOW).state == JobState.UNCONFIRMED
+    confirmed = confirm_batch(store, unconfirmed, landed={"a", "c"}, ids=["a", "b", "c"], payloads=payloads, now=NOW)
+    assert confirmed is not None
+    assert (confirmed.state, confirmed.items_succeeded, confirmed.items_failed, confirmed.items_unconfirmed) == (
+        BatchState.FAILED, 2, 1, 0)
+    assert {o.item: o.state for o in batch_outcomes(confirmed, read=payloads.read)} == {
+        "a": ItemState.SUCCEEDED, "b": ItemState.FAILED, "c": ItemState.SUCCEEDED}
+    # A second sweep racing with the first (its stale copy in hand) writes nothing.
+    assert confirm_batch(store, unconfirmed, landed={"a", "b", "c"}, ids=["a", "b", "c"], payloads=payloads, now=NOW) is None
+    assert store.counters("job-1") == store.recount("job-1")
+    job = settle_job("job-1", status=store, now=NOW)  # also what the next sweep does after a crash right here
+    assert job is not None and (job.state, job.items_succeeded, job.items_failed) == (JobState.PARTIALLY_SUCCEEDED, 2, 1)
+    assert job.error_code == NOT_IN_CATALOG and job.state.is_final
+    assert end_job(store, "job-1", state=JobState.FAILED, code="", message="", now=NOW) is None  # final: never again

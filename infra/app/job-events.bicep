@@ -3,7 +3,7 @@
 // JOB_EVENTS_TOPIC_ENDPOINT, as its own identity: local (key and SAS) auth is off, and the app holds only
 // EventGrid Data Sender on this topic (rbac.bicep).
 //
-// Nothing subscribes here: whoever wants the events adds a subscription (docs/observability.md). For example,
+// Nothing subscribes here: whoever wants the events adds a subscription (docs/events.md). For example,
 // delivery to a storage queue as the topic's own identity, no key anywhere:
 //
 //   resource jobFinishedToQueue 'Microsoft.EventGrid/topics/eventSubscriptions@2025-02-15' = {

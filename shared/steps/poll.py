@@ -5,10 +5,13 @@ visibility delay and returns. (The one wait is a scout's, under a second once pe
 time the polls it wakes: `shared.steps.cold_start`.) At a terminal state it stores the logs (truncated
 in the row, whole in the payload container), resolves partial failures, and settles the job.
 
-Every path ends: the deadline holds whether the operation is still running or cannot be read at all
-(5xx, 429, timeouts, 401/403), and consecutive read failures other than auth are capped as well. A
-batch that ends without a verdict from the service is reconciled against the catalog: its items that
-are there count as succeeded, the rest as failed with the reason.
+Every path ends, bounded by time alone: the deadline holds whether the operation is still running or
+cannot be read at all (5xx, 429, timeouts, 401/403). No count of failed reads gives up earlier: a 429
+is the service pacing us (its Retry-After is the next delay), and a 5xx or a timeout says nothing
+about the operation. A batch that ends without a verdict from the service is reconciled against the
+catalog: its items that are there count as succeeded, the rest as failed with the reason. When the
+catalog cannot be read either, nothing is guessed: the batch ends `Unconfirmed` (every item, with
+the reason), and the sweeper confirms it once the catalog answers (`shared.steps.verdicts`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,19 @@ from shared.messages import PollMessage
 from shared.redact import urls_without_queries
 from shared.services import Services
 from shared.steps.backoff import PollSchedule, next_poll_delay
-from shared.steps.cold_start import SCOUT, superseded_fallback, wake_waiting
+from shared.steps.cold_start import (
+    LOOKOUT,
+    SCOUT,
+    WAITING,
+    defers_to_scout,
+    hold_scout,
+    learn,
+    next_role,
+    superseded_fallback,
+    take_over,
+    wait_for_scout,
+    wake_waiting,
+)
 from shared.steps.isolation import created_by_batch, resolve_failed_batch
 from shared.steps.rollup import settle_after_batch, settle_job
 from shared.store import (
@@ -33,9 +48,8 @@ from shared.store import (
     Outcome,
     end_batch,
     mark_running,
+    predicted_seconds,
     record_batch,
-    record_timing,
-    seconds_per_item,
 )
 
 log = logging.getLogger(__name__)
@@ -44,7 +58,9 @@ log = logging.getLogger(__name__)
 def poll_batch(message: PollMessage, *, services: Services, now: datetime) -> BatchRow | None:
     """Check the batch's operation once (or settle its job, when a redelivery finds the batch ended).
 
-    A scout whose batch has ended wakes the batches that waited for it (`shared.steps.cold_start`).
+    A scout whose batch has ended wakes the batches that waited for it (`shared.steps.cold_start`): before
+    its own end is written when it sees the operation end, and again (a no-op unless a crash came between)
+    whenever its row is found ended. So does a lookout whose operation ended well before its prediction.
     """
     row = _poll_once(message, services=services, now=now)
     if message.role == SCOUT and row is not None and row.state.is_terminal:
@@ -64,6 +80,10 @@ def _poll_once(message: PollMessage, *, services: Services, now: datetime) -> Ba
         record_batch(row, services=services)
         settle_job(row.job_id, status=status, now=now, read=services.payloads.read)
         return row
+    if defers_to_scout(message, row, services=services):
+        waiting = wait_for_scout(row, message, services=services, now=now)
+        if waiting is not None:
+            return waiting
     try:
         operation = services.catalog.get_operation(OperationRef(row.operation_id, message.operation_url))
     except (RetryableError, AuthenticationError) as error:
@@ -78,7 +98,9 @@ def _poll_once(message: PollMessage, *, services: Services, now: datetime) -> Ba
             return end_without_verdict(row, "TimedOut", reason, services=services, now=now)
         return poll_again(row, replace(message, failures=0), operation, services=services, now=now)
 
-    record_timing(services.timings, row, learnt_seconds(operation))
+    sooner = learn(row, message.role, learnt_seconds(operation), services=services)
+    if message.role == SCOUT or (sooner and message.role == LOOKOUT):
+        wake_waiting(row, services=services, now=now)  # before this batch's own end: the others' polls go out now
     try:
         logs = services.catalog.get_logs(row.collection, operation)
         outcome = _outcome(row, operation, services=services, now=now)
@@ -95,19 +117,15 @@ def past_deadline(message: PollMessage, now: datetime) -> bool:
 def poll_failed(
     row: BatchRow, message: PollMessage, error: RetryableError | AuthenticationError, *, services: Services, now: datetime
 ) -> BatchRow | None:
-    """The operation could not be read: poll again later, unless the deadline or the failure cap is reached.
-
-    A 401/403 is our identity's problem, not the operation's: it waits (with backoff) until the
-    deadline, and is never counted against the failure cap.
+    """The operation could not be read: poll again later (after the 429's Retry-After, else with backoff),
+    until the deadline. A 401/403 is our identity's problem, not the operation's: it waits the same way.
+    `failures` counts the reads that failed in a row, for the log only.
     """
     auth = isinstance(error, AuthenticationError)
-    failures = message.failures + (0 if auth else 1)
+    failures = message.failures + 1
     if past_deadline(message, now):
-        reason = f"operation could not be read before its deadline {message.deadline}: {error}"
+        reason = f"operation could not be read before its deadline {message.deadline} ({failures} reads in a row failed): {error}"
         return end_without_verdict(row, "TimedOut", reason, services=services, now=now)
-    if failures >= services.settings.poll_max_failures:
-        reason = f"operation could not be read {failures} times in a row: {error}"
-        return end_without_verdict(row, "PollFailed", reason, services=services, now=now)
     log.warning("batch %s/%s: reading its operation failed (%s); polling again", row.job_id, row.batch_id, error)
     retry_after = None if auth else error.retry_after
     return poll_again(row, replace(message, failures=failures), None, services=services, now=now, retry_after=retry_after)
@@ -117,14 +135,17 @@ def end_without_verdict(row: BatchRow, code: str, reason: str, *, services: Serv
     """End a batch whose operation gave no verdict: reconcile its items against the catalog.
 
     Items the batch created (or replaced) count as succeeded, deleted ones for a delete; the rest
-    fail with `code`. If the catalog cannot be asked either, every item fails with `code`.
+    fail with `code`. If the catalog cannot be asked either, the batch ends Unconfirmed (`code` and
+    the reasons kept), for the sweeper to confirm.
     """
     ids = row_item_ids(services, row)
     try:
-        settled = _settled_in_catalog(row, ids, services=services)
+        settled = settled_in_catalog(row, ids, services=services)
     except (RetryableError, AuthenticationError) as error:
-        settled = set()
         reason = f"{reason}; the catalog could not be checked either: {error}"
+        log.warning("batch %s/%s ended without a verdict (%s) and the catalog cannot be read: Unconfirmed",
+                    row.job_id, row.batch_id, code)
+        return finish_batch(row, Outcome.every_item_unconfirmed(code, reason), services=services, now=now)
     failed = {item_id: code for item_id in ids if item_id not in settled}
     state = BatchState.TIMED_OUT if failed else BatchState.SUCCEEDED
     log.warning("batch %s/%s ended without a verdict (%s): %d of %d items found settled in the catalog",
@@ -133,7 +154,12 @@ def end_without_verdict(row: BatchRow, code: str, reason: str, *, services: Serv
     return finish_batch(row, outcome, services=services, now=now)
 
 
-def _settled_in_catalog(row: BatchRow, ids: list[str], *, services: Services) -> set[str]:
+def settled_in_catalog(row: BatchRow, ids: list[str], *, services: Services) -> set[str]:
+    """Ids of `ids` the batch settled as the catalog shows: created (or replaced) by it, or gone for a delete.
+
+    Raises:
+        RetryableError, AuthenticationError: the catalog could not be read.
+    """
     if row.action == "delete":
         present = {str(item.get("id")) for item in services.catalog.search_ids(row.collection, ids)}
         return set(ids) - present
@@ -164,17 +190,30 @@ def poll_again(
     now: datetime,
     retry_after: float | None = None,
 ) -> BatchRow | None:
-    """Mark the batch Running (once) and re-send the poll message with the next delay."""
+    """Mark the batch Running (once) and re-send the poll message with the next delay (or let it wait for its
+    job's scout: `shared.steps.cold_start`)."""
     settings = services.settings
     elapsed = (now - row.submitted).total_seconds() if row.submitted else 0.0
-    scout = message.role == SCOUT
-    delay = next_poll_delay(message.attempt, operation, schedule=PollSchedule.from_settings(settings),
-                            elapsed_seconds=elapsed, items=row.item_count, retry_after=retry_after, now=now,
-                            seconds_per_item=seconds_per_item(services.timings, row), scout=scout)
-    if operation is not None and operation.status == "Running" and row.state == BatchState.SUBMITTED:
+    role = next_role(row, message, operation, services=services, elapsed_seconds=elapsed)
+    if role == WAITING:
+        waiting = wait_for_scout(row, message, services=services, now=now)
+        if waiting is not None:
+            return waiting
+        role = ""
+    if message.role == WAITING:  # a waiting batch's fallback poll goes on only if it takes the batch out of waiting
+        taken = take_over(row, operation, services=services, now=now)
+        if taken is None:
+            return None  # woken meanwhile: the woken poll polls it
+        row = taken
+    elif operation is not None and operation.status == "Running" and row.state == BatchState.SUBMITTED:
         row = mark_running(services.status, row, now=now) or row
+    delay = next_poll_delay(message.attempt, operation, schedule=PollSchedule.from_settings(settings),
+                            elapsed_seconds=elapsed, retry_after=retry_after, now=now,
+                            predicted_seconds=predicted_seconds(services.timings, row), scout=role == SCOUT)
+    if role == SCOUT:
+        hold_scout(row, services=services, next_poll_seconds=delay)
     # A waiting batch's fallback poll that goes on is this batch's poll from now on: it must not look like a fallback.
-    again = replace(message, attempt=message.attempt + 1, role=SCOUT if scout else "")
+    again = replace(message, attempt=message.attempt + 1, role=role)
     services.queues.send(settings.poll_queue, again.to_json(), delay_seconds=delay)
     return row
 

@@ -28,6 +28,8 @@ SUMMARY_CODES = 5  # most frequent error codes named in a finished job's error_m
 def settle_job(job_id: str, *, status: StatusStore, now: datetime, read: Read | None = None) -> JobRow | None:
     """Finish the job when it is planned and every batch is terminal; otherwise leave it as it is.
 
+    A job that ended Unconfirmed is settled again (once the sweeper has confirmed its batches, to its true state).
+
     `read` reads payload blobs: the failed items of a batch that spilled them (`shared.store.spill`) are
     summed up by their own codes (without it, by their batch's code).
 
@@ -35,16 +37,16 @@ def settle_job(job_id: str, *, status: StatusStore, now: datetime, read: Read | 
     its state and counters (`StatusStore.job_progress`, a narrow read, as this runs for every batch).
     """
     progress = status.job_progress(job_id)
-    if progress is None or progress.state.is_terminal or not progress.planned or progress.batches_open:
+    if progress is None or progress.state.is_final or not progress.planned or progress.batches_open:
         return progress
     job = status.get_job(job_id)
-    if job is None or job.state.is_terminal or not job.planned or job.batches_open:
+    if job is None or job.state.is_final or not job.planned or job.batches_open:
         return job
     if job.batches_by_state == "{}" and not job.items_done:
         return job  # planned with no batch rows at all: the planner ends such a job itself
-    state = final_state(job.items_succeeded, job.items_failed, job.items_rejected)
+    state = final_state(job.items_succeeded, job.items_failed, job.items_rejected, job.items_unconfirmed)
     code, message = job.error_code, job.error_message
-    if job.items_failed or job.items_rejected:
+    if job.items_failed or job.items_rejected or job.items_unconfirmed:
         code, message = error_summary(status.batches(job_id, select=_SUMMARY_COLUMNS, where=_HAS_PROBLEMS), job, read=read)
     return end_job(status, job_id, state=state, code=code, message=message, now=now) or status.get_job(job_id)
 
@@ -65,9 +67,10 @@ def settle_after_batch(ended: BatchRow | None, job_id: str, *, status: StatusSto
     return settle_job(job_id, status=status, now=now, read=read)
 
 
-_SUMMARY_COLUMNS = ["state", "error_code", "items_failed", "items_rejected", "failed_items", "failed_items_blob",
-                    "rejected_items"]
-_HAS_PROBLEMS = "items_failed gt 0 or items_rejected gt 0"
+_SUMMARY_COLUMNS = ["state", "error_code", "items_failed", "items_rejected", "items_unconfirmed", "failed_items",
+                    "failed_items_blob", "rejected_items"]
+_HAS_PROBLEMS = "items_failed gt 0 or items_rejected gt 0 or items_unconfirmed gt 0"
+UNCONFIRMED_CODE = "Unconfirmed"  # how the summary counts items whose outcome could not be read yet
 
 
 def error_summary(batches: list[BatchRow], job: JobRow, *, read: Read | None = None) -> tuple[str, str]:
@@ -81,6 +84,7 @@ def error_summary(batches: list[BatchRow], job: JobRow, *, read: Read | None = N
         codes.update(failed.values())
         codes[row.error_code or "OperationFailed"] += max(row.items_failed - len(failed), 0)
         codes[row.error_code or "InvalidItem"] += row.items_rejected
+        codes[UNCONFIRMED_CODE] += row.items_unconfirmed
     top = [(code, n) for code, n in codes.most_common() if n > 0]
     if job.error_code and not top:
         return job.error_code, job.error_message
@@ -115,16 +119,20 @@ def summarize(job: JobRow, batches: list[BatchRow]) -> JobRow:
     succeeded = sum(b.items_succeeded for b in batches)
     failed = sum(b.items_failed for b in batches)
     rejected = sum(b.items_rejected for b in batches)
+    unconfirmed = sum(b.items_unconfirmed for b in batches)
     by_state = orjson.dumps(dict(sorted(Counter(state_group(b.state) for b in batches).items()))).decode()
     summary = replace(job, items_succeeded=succeeded, items_failed=failed, items_rejected=rejected, batches_by_state=by_state,
                       items_superseded=sum(b.items_superseded for b in batches), items_repaired=sum(b.items_repaired for b in batches),
+                      items_unconfirmed=unconfirmed,
                       batches_open=sum(1 for b in batches if not b.state.is_terminal))
     if not job.planned or summary.batches_open:
         return replace(summary, state=JobState.RUNNING if job.planned else job.state)
-    return replace(summary, state=final_state(succeeded, failed, rejected))
+    return replace(summary, state=final_state(succeeded, failed, rejected, unconfirmed))
 
 
-def final_state(succeeded: int, failed: int, rejected: int) -> JobState:
+def final_state(succeeded: int, failed: int, rejected: int, unconfirmed: int = 0) -> JobState:
+    if unconfirmed:
+        return JobState.UNCONFIRMED
     if succeeded and not failed and not rejected:
         return JobState.SUCCEEDED
     if succeeded:

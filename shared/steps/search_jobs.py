@@ -15,6 +15,11 @@ source spoils (not JSON, `features` not a list, a request past SOURCE_REQUEST_SE
 The items already got are ingested, and the job row says why it stopped (error_code `SearchStopped`,
 or `LimitExceeded` for a request cut at its deadline). Spoiled before any item: the job is Rejected.
 
+Our identity refused (401/403) by the collection check after the first result was read: the results are
+read all the same into chunk batches born Failed (`AuthenticationFailed`), never sent, so that `retry`
+reads them back from their chunks (`segments.plan_item_stream`'s `unsent`). A search of the target
+catalog itself that is refused has read nothing: the job is recorded as such (`planning.fail_unsent`).
+
 What if it dies mid-search? The redelivered job message runs the search again: batch rows are created
 only if absent and a chunk is rewritten under the same name, so a repeatable search plans the same
 batches; a batch already validated or sent keeps what it had.
@@ -38,10 +43,10 @@ from shared.limits import Deadline, LimitExceeded, byte_cap
 from shared.messages import JobRequest, PlanMessage, Search
 from shared.redact import url_without_query
 from shared.services import Services
-from shared.steps.planning import fail_unsent, finish_empty_search, is_catalog_search, reject_job, resolve_sign_collection
+from shared.steps.planning import AUTH_FAILED, fail_unsent, finish_empty_search, is_catalog_search, reject_job, resolve_sign_collection
 from shared.steps.rollup import settle_job
 from shared.steps.segments import LIMIT_EXCEEDED, StreamStopped, TooLarge, plan_item_stream
-from shared.store import JobRow, SourceKind, SourceRef, mark_planned, note_on_job, record_source
+from shared.store import JobRow, SourceKind, SourceRef, brief, mark_planned, note_on_job, record_source
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,7 @@ def plan_search(request: JobRequest, job: JobRow, *, services: Services, now: da
     bounded = BoundedSearch(page_source(search, request, services), SearchBounds.of(settings, search.max_items))
     results = encoded_results(bounded, max_item_bytes=settings.max_item_bytes)
     collection = request.collection or ""
+    first, unsent = None, ""
     try:
         first = next(results, None)
         if first is None:
@@ -73,8 +79,12 @@ def plan_search(request: JobRequest, job: JobRow, *, services: Services, now: da
         sign_collection = resolve_sign_collection(request, [first_item]) if request.sign else ""
         services.catalog.get_collection(collection)
     except AuthenticationError as error:
-        return fail_unsent(job_id, request, collection, [], f"the GeoCatalog refused our identity: {error}",
-                           claimed_by=job.claimed_by, services=services, now=now)
+        reason = f"the GeoCatalog refused our identity: {error}"
+        if first is None:  # the search itself was refused: nothing was read
+            return fail_unsent(job_id, request, collection, [], reason, claimed_by=job.claimed_by, services=services, now=now)
+        # The collection check was refused: the results are read all the same, into batches born Failed, for `retry`.
+        unsent = brief(f"{reason}; nothing was sent")
+        note_on_job(services.status, job_id, code=AUTH_FAILED, note=unsent, now=now)
     except NotFoundError:
         return reject_job(job_id, f"collection {collection!r} does not exist in the GeoCatalog", 0,
                           claimed_by=job.claimed_by, services=services, now=now)
@@ -86,7 +96,7 @@ def plan_search(request: JobRequest, job: JobRow, *, services: Services, now: da
     note, code = "", SEARCH_STOPPED
     try:
         count, next_batch = plan_item_stream(plan, collection, itertools.chain([first], results), item_label="result",
-                                             services=services, now=now)
+                                             services=services, now=now, unsent=unsent)
     except StreamStopped as stopped:
         count, next_batch = stopped.items, stopped.next_batch
         note = f"the search stopped after {count} items: {stopped.error}"

@@ -23,6 +23,11 @@ The chunk planner (`plan_item_stream`) is also how a search's pages become batch
 Plan messages travel on the app's work queue and carry the job row's claim (`claimed_by`): a segment
 is planned only while the row still holds it, so a plan message cannot go on with another job.
 
+Our identity refused (401/403) when the first segment checks the collection: nothing is sent, and the
+file is planned all the same, every batch row born Failed (`AuthenticationFailed`) with its byte range
+of that blob version (or its chunk blob), so that `retry` reads the items back from it; the job row
+notes the refusal, which its later segments follow.
+
 What if it dies mid-segment? Batch rows are created only if absent and a batch message is harmless
 twice (the submitter checks the row), so the redelivered plan message simply plans the segment again.
 """
@@ -41,7 +46,7 @@ from typing import Any
 import orjson
 
 from shared.batching import ENVELOPE_BYTES, REJECTED_ROW_PREFIX, batch_id
-from shared.errors import InvalidInputError, NotFoundError
+from shared.errors import AuthenticationError, InvalidInputError, NotFoundError
 from shared.ids import check_collection_id
 from shared.inputs.documents import FileKind, OverlongLine, bounded_lines, file_kind, open_chunks, parse_line, stream_json_items
 from shared.inputs.geoparquet import GeoParquetLimits, GeoParquetReader, RangedFile, UnreadableRow
@@ -49,9 +54,9 @@ from shared.items import MAX_DEPTH
 from shared.limits import LimitExceeded, byte_cap
 from shared.messages import BATCH_ID, BatchMessage, PlanMessage
 from shared.services import Services
-from shared.steps.planning import reject_job
+from shared.steps.planning import AUTH_FAILED, reject_job
 from shared.steps.rollup import settle_job
-from shared.store import BatchRow, BatchState, JobRow, holds, mark_planned, note_on_job, note_progress
+from shared.store import BatchRow, BatchState, JobRow, brief, holds, mark_planned, note_on_job, note_progress
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +86,7 @@ class _Pending:
 
     rows: list[BatchRow] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
+    unsent: str = ""  # why nothing is sent: the rows are born Failed (AuthenticationFailed), no message goes out
 
 
 def kind_of(message: PlanMessage) -> FileKind:
@@ -102,17 +108,19 @@ def plan_segment(message: PlanMessage, *, services: Services, now: datetime) -> 
     claimed_by = message.claimed_by
     kind = kind_of(message)
     collection = message.collection
+    unsent = job.error_message if job.error_code == AUTH_FAILED else ""
     try:
         if message.next_batch == 1:
             message = _first_segment(message, services, kind)
             collection = message.collection
-            services.catalog.get_collection(collection)
+            unsent = _identity_refused(message, collection, services=services, now=now)
         if kind.parquet:
-            done, next_message = _plan_parquet_segment(message, collection, services=services, now=now)
+            done, next_message = _plan_parquet_segment(message, collection, services=services, now=now, unsent=unsent)
         elif kind.seekable:
-            done, next_message = _plan_ndjson_segment(message, collection, services=services, now=now)
+            done, next_message = _plan_ndjson_segment(message, collection, services=services, now=now, unsent=unsent)
         else:
-            done, next_message = _plan_stream(message, collection, services=services, now=now, gzipped=kind.gzipped, ndjson=kind.ndjson)
+            done, next_message = _plan_stream(message, collection, services=services, now=now, gzipped=kind.gzipped,
+                                              ndjson=kind.ndjson, unsent=unsent)
     except NotFoundError:
         return reject_job(message.job_id, f"collection {collection!r} does not exist in the GeoCatalog", 0,
                           claimed_by=claimed_by, services=services, now=now)
@@ -129,6 +137,27 @@ def plan_segment(message: PlanMessage, *, services: Services, now: datetime) -> 
     mark_planned(status, message.job_id, collection=collection, item_count=next_message.items_before,
                  batch_count=next_message.next_batch - 1, now=now)
     return settle_job(message.job_id, status=status, now=now, read=services.payloads.read)
+
+
+def _identity_refused(message: PlanMessage, collection: str, *, services: Services, now: datetime) -> str:
+    """Check that the collection exists; "" when it does, else why our identity was refused (noted on the job).
+
+    Raises:
+        NotFoundError: it does not exist.
+    """
+    try:
+        services.catalog.get_collection(collection)
+    except AuthenticationError as error:
+        reason = f"the GeoCatalog refused our identity: {error}; nothing was sent"
+        log.error("job %s: %s", message.job_id, reason)
+        note_on_job(services.status, message.job_id, code=AUTH_FAILED, note=reason, now=now)
+        return brief(reason)
+    return ""
+
+
+def _born_failed(row: BatchRow, reason: str) -> BatchRow:
+    """A planned batch that is never sent: Failed with all its items, its range or chunk kept for `retry`."""
+    return replace(row, state=BatchState.FAILED, items_failed=row.item_count, error_code=AUTH_FAILED, error_message=reason)
 
 
 def _first_segment(message: PlanMessage, services: Services, kind: FileKind) -> PlanMessage:
@@ -173,12 +202,13 @@ class _OpenBatch:
     size: int = ENVELOPE_BYTES
 
 
-def _plan_ndjson_segment(message: PlanMessage, collection: str, *, services: Services, now: datetime) -> tuple[bool, PlanMessage]:
+def _plan_ndjson_segment(message: PlanMessage, collection: str, *, services: Services, now: datetime,
+                         unsent: str = "") -> tuple[bool, PlanMessage]:
     """Batches are byte ranges of the stored file; hand on after PLAN_SEGMENT_ITEMS items."""
     settings = services.settings
     chunks = services.payloads.chunks(message.blob, etag=message.etag, offset=message.offset, end=message.end)
     stream = open_chunks(chunks, gzipped=False)
-    pending = _Pending()
+    pending = _Pending(unsent=unsent)
     offset, line_number, number, items = message.offset, message.next_line, message.next_batch, message.items_before
     segment_items = 0
     batch: _OpenBatch | None = None
@@ -211,12 +241,12 @@ def _plan_ndjson_segment(message: PlanMessage, collection: str, *, services: Ser
 
 
 def _plan_stream(message: PlanMessage, collection: str, *, services: Services, now: datetime,
-                 gzipped: bool, ndjson: bool) -> tuple[bool, PlanMessage]:
+                 gzipped: bool, ndjson: bool, unsent: str = "") -> tuple[bool, PlanMessage]:
     """Batches are chunk blobs written as the (decompressed) stream goes, in one invocation."""
     lines = _stream_lines(message, services, gzipped=gzipped, ndjson=ndjson)
     try:
         items, number = plan_item_stream(message, collection, lines, item_label="line" if ndjson else "feature",
-                                         services=services, now=now)
+                                         services=services, now=now, unsent=unsent)
     except StreamStopped as stopped:
         # Batches already went out: keep them, and say where the file stopped making sense.
         items, number = stopped.items, stopped.next_batch
@@ -249,15 +279,16 @@ class _RowCursor:
     ended: bool = False
 
 
-def _plan_parquet_segment(message: PlanMessage, collection: str, *, services: Services,
-                          now: datetime) -> tuple[bool, PlanMessage]:
+def _plan_parquet_segment(message: PlanMessage, collection: str, *, services: Services, now: datetime,
+                          unsent: str = "") -> tuple[bool, PlanMessage]:
     """Rows become chunk batches as their row groups arrive; hand on at a row-group end past PLAN_SEGMENT_ITEMS rows."""
     reader = parquet_reader(message, services)
     cursor = _RowCursor(message.next_line)
     rows = _encoded_rows(reader, cursor, segment_items=services.settings.plan_segment_items,
                          max_item_bytes=services.settings.max_item_bytes)
     try:
-        items, number = plan_item_stream(message, collection, rows, item_label="row", services=services, now=now)
+        items, number = plan_item_stream(message, collection, rows, item_label="row", services=services, now=now,
+                                         unsent=unsent)
     except StreamStopped as stopped:
         note_on_job(services.status, message.job_id, code="UnreadableFile",
                     note=f"the file is unreadable after row {stopped.items}: {stopped.error}", now=now)
@@ -295,15 +326,16 @@ class StreamStopped(Exception):
 
 
 def plan_item_stream(message: PlanMessage, collection: str, items: Iterator[tuple[int, bytes | TooLarge]], *,
-                     item_label: str, services: Services, now: datetime) -> tuple[int, int]:
+                     item_label: str, services: Services, now: datetime, unsent: str = "") -> tuple[int, int]:
     """Claim-check `items` ((position, JSON bytes or TooLarge)) as chunk batches as they come, holding one
     batch; returns (items read, next batch number). An item TooLarge is recorded Rejected at once.
+    `unsent`: why nothing may be sent (the batch rows are born Failed, and no message goes out).
 
     Raises:
         InvalidInputError (and the other UNREADABLE errors): the stream broke before its first item.
         StreamStopped: it broke after batches went out (they were all written and sent first).
     """
-    pending = _Pending()
+    pending = _Pending(unsent=unsent)
     number, count = message.next_batch, message.items_before
     batch: _OpenBatch | None = None
     try:
@@ -435,8 +467,11 @@ def _flush(pending: _Pending, *, services: Services, now: datetime, job_id: str,
     """
     if not pending.rows or not (force or flush_due(len(pending.rows), written=batches - len(pending.rows))):
         return
-    services.status.create_batches(pending.rows, now)
-    services.queues.send_many(services.settings.work_queue, pending.messages)
+    if pending.unsent:
+        services.status.create_batches([_born_failed(row, pending.unsent) for row in pending.rows], now)
+    else:
+        services.status.create_batches(pending.rows, now)
+        services.queues.send_many(services.settings.work_queue, pending.messages)
     written_before = batches - len(pending.rows)
     pending.rows.clear()
     pending.messages.clear()

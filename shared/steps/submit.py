@@ -45,9 +45,9 @@ from shared.store import (
     Outcome,
     claim_batch,
     mark_submitted,
+    predicted_seconds,
     record_batch,
     requeue,
-    seconds_per_item,
 )
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ def send_poll(row: BatchRow, *, services: Services, submitted: datetime, operati
     poll = PollMessage(row.job_id, row.batch_id, row.collection, operation_url, attempt=0, deadline=deadline.isoformat(),
                        role=role)
     if delay is None:
-        delay = first_poll_delay(row.item_count, seconds_per_item(services.timings, row), PollSchedule.from_settings(settings))
+        delay = first_poll_delay(predicted_seconds(services.timings, row), PollSchedule.from_settings(settings))
     services.queues.send(settings.poll_queue, poll.to_json(), delay_seconds=delay)
 
 

@@ -7,29 +7,37 @@ a message that was lost or whose last delivery died at the wrong moment:
 - a batch left `Queued` or `Submitting` with no change for `SWEEP_STALE_SECONDS` gets its message
   again (a `Submitting` one first goes back to `Queued`: its claimer is long gone, since that is far
   past the function timeout);
+- a batch that ended `Unconfirmed` (neither its operation nor the catalog could be read) is confirmed
+  against the catalog once it answers, and its job settled again (`shared.steps.verdicts`);
 - a job not yet planned whose row has not changed for `SUBMIT_RETRY_SECONDS + SWEEP_STALE_SECONDS`
   (longer than its planning may be retried) is given up (`GaveUp`): the deliveries that claimed it died
   without ending it (e.g. the last one timed out, and its message went to a poison queue, whose
   handler may not change a job it cannot prove it claimed).
-Cost: one query for the open jobs, and per open job one query for its open batches.
+- a job-finished event still Pending and not held by a live claim (its publish failed, or its
+  publisher died between sending and marking it) is published again, with the same event id.
+Cost: one query for the open jobs, and per open job one query for its open batches; one query for the
+Unconfirmed jobs, and per such job one for its Unconfirmed batches (their catalog checks are bounded per pass);
+one query for the Pending events (at most 1000 a pass).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from shared.services import Services
 from shared.steps.fanout import batch_message
 from shared.steps.poll import end_without_verdict
 from shared.steps.rollup import settle_job
+from shared.steps.verdicts import ConfirmPass, confirm_in_catalog, confirm_unconfirmed_jobs
 from shared.store import BatchRow, BatchState, JobRow, give_up_stalled, requeue_stale
 
 log = logging.getLogger(__name__)
 
 OPEN_BATCH_FILTER = " or ".join(f"state eq '{s}'" for s in (BatchState.QUEUED, BatchState.SUBMITTING,
-                                                            BatchState.SUBMITTED, BatchState.RUNNING))
+                                                            BatchState.SUBMITTED, BatchState.RUNNING,
+                                                            BatchState.UNCONFIRMED))
 
 
 @dataclass
@@ -39,6 +47,9 @@ class SweepReport:
     batches_timed_out: int = 0
     batches_resent: int = 0
     plannings_given_up: int = 0
+    batches_confirmed: int = 0
+    confirm: ConfirmPass = field(default_factory=ConfirmPass, repr=False)
+    events_published: int = 0
 
 
 def sweep(*, services: Services, now: datetime) -> SweepReport:
@@ -58,13 +69,21 @@ def sweep(*, services: Services, now: datetime) -> SweepReport:
                 continue
         for row in services.status.batches(job.job_id, where=OPEN_BATCH_FILTER):
             _sweep_batch(row, report, services=services, now=now)
-    if report.jobs_finished or report.batches_timed_out or report.batches_resent or report.plannings_given_up:
+    report.jobs_finished += len(confirm_unconfirmed_jobs(report.confirm, services=services, now=now))
+    report.batches_confirmed = report.confirm.confirmed
+    if services.events is not None:
+        report.events_published = services.events.publish_pending(now)
+    if (report.jobs_finished or report.batches_timed_out or report.batches_resent or report.plannings_given_up
+            or report.batches_confirmed):
         log.warning("sweeper: %s", report)
     return report
 
 
 def _sweep_batch(row: BatchRow, report: SweepReport, *, services: Services, now: datetime) -> None:
     settings = services.settings
+    if row.state == BatchState.UNCONFIRMED:  # a job with other batches still open
+        confirm_in_catalog(row, report.confirm, services=services, now=now)
+        return
     if row.state in (BatchState.SUBMITTED, BatchState.RUNNING):
         grace = timedelta(seconds=settings.poll_deadline_seconds + 2 * settings.poll_max_delay_seconds)
         if row.submitted is not None and now >= row.submitted + grace:

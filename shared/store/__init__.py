@@ -1,16 +1,20 @@
 """What the app keeps in its storage account: job and batch rows (every change to them is a verb of
 `transitions`; long text spills to blobs: `spill`), payload blobs, queues, the item index and the
-collections' timing. Code outside the package imports from here."""
+collections' timing; job-finished events leave through an outbox on the job row (`job_events`).
+Code outside the package imports from here."""
 
 from shared.store.item_index import WHOLE_JOB, ItemIndex, ItemOutcome, ItemState, batch_outcomes, job_problems, record_batch, record_batches
+from shared.store.job_events import JOB_FINISHED, EventPublisher, JobEvents, event_id, event_source, job_finished_event
 from shared.store.payloads import BlobChangedError, PayloadStore
 from shared.store.queues import MAX_MESSAGE_BYTES, QueueSender, fits_in_message
 from shared.store.source_ref import SourceKind, SourceRef
 from shared.store.spill import MAX_INLINE_CHARS, Spilled, brief, read_spilled, read_spilled_json, spill_json, spill_text
-from shared.store.status import JOB_ROW, BatchRow, BatchState, JobRow, JobState, StatusStore, state_group
+from shared.store.status import JOB_ROW, BatchRow, BatchState, EventState, JobRow, JobState, StatusStore, state_group
 from shared.store.table_batch import TableClient
-from shared.store.timing import OperationTimings, record_timing, seconds_per_item
+from shared.store.timing import OperationTimings, predicted_seconds, record_timing, seconds_per_item
 from shared.store.transitions import (
+    LOOKOUT,
+    NOT_IN_CATALOG,
     SCOUT,
     WAITING,
     EveryItem,
@@ -19,6 +23,8 @@ from shared.store.transitions import (
     UploadChanged,
     UploadCheck,
     claim_batch,
+    claim_event,
+    confirm_batch,
     end_batch,
     end_job,
     finish_empty,
@@ -26,25 +32,41 @@ from shared.store.transitions import (
     give_up_stalled,
     holds,
     mark_planned,
+    mark_published,
     mark_rejected,
     mark_running,
     mark_submitted,
+    mark_unsent,
+    mark_waiting,
     mark_woken,
     note_on_job,
     note_progress,
     record_source,
     record_unsent,
+    release_event,
     requeue,
     requeue_stale,
 )
 
 __all__ = [
+    "claim_event",
+    "event_id",
+    "event_source",
+    "EventPublisher",
+    "EventState",
+    "JOB_FINISHED",
+    "job_finished_event",
+    "JobEvents",
+    "mark_published",
+    "mark_unsent",
+    "release_event",
     "batch_outcomes",
     "BatchRow",
     "BatchState",
     "BlobChangedError",
     "brief",
     "claim_batch",
+    "confirm_batch",
     "end_batch",
     "end_job",
     "EveryItem",
@@ -67,6 +89,7 @@ __all__ = [
     "mark_woken",
     "MAX_INLINE_CHARS",
     "MAX_MESSAGE_BYTES",
+    "NOT_IN_CATALOG",
     "note_on_job",
     "note_progress",
     "OperationTimings",
@@ -91,6 +114,9 @@ __all__ = [
     "mark_rejected",
     "requeue",
     "requeue_stale",
+    "LOOKOUT",
+    "mark_waiting",
+    "predicted_seconds",
     "SCOUT",
     "seconds_per_item",
     "spill_text",

@@ -2,8 +2,9 @@
 
 `batch_outcomes` reads one terminal batch row (and its overflow blobs) and says, item by item, how it
 ended: Succeeded, Failed (the service's code), Rejected (the validator's or the service's reason),
-Superseded (an earlier copy of an id repeated under upsert), or Resubmitted (a `Split` row's item that
-went on in a child batch, whose own row settles it).
+Unconfirmed (its outcome could not be read yet; the batch's code says why), Superseded (an earlier
+copy of an id repeated under upsert), or Resubmitted (a `Split` row's item that went on in a child
+batch, whose own row settles it).
 
 The item index answers "which jobs and batches handled item X?" in one lookup, without a table scan:
 a second table (`ITEM_INDEX_TABLE`) with one entity per (item, job, batch), PartitionKey = collection,
@@ -58,6 +59,7 @@ class ItemState(StrEnum):
     REJECTED = "Rejected"
     RESUBMITTED = "Resubmitted"  # a Split row's item that a child batch settles
     SUPERSEDED = "Superseded"  # an earlier copy of an id repeated under mode upsert: a later copy was sent
+    UNCONFIRMED = "Unconfirmed"  # sent, but its outcome could not be read yet (the sweeper confirms it)
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class ItemOutcome:
 
     @property
     def is_problem(self) -> bool:
-        return self.state in (ItemState.FAILED, ItemState.REJECTED)
+        return self.state in (ItemState.FAILED, ItemState.REJECTED, ItemState.UNCONFIRMED)
 
     def to_json(self) -> dict[str, Any]:
         return {"item": self.item, "job_id": self.job_id, "batch_id": self.batch_id, "collection": self.collection,
@@ -113,6 +115,8 @@ def batch_outcomes(row: BatchRow, *, read: Callable[[str], bytes], children: dic
     ids = [i for i in read_spilled_json(row, "item_ids", read, []) if i not in rejected]
     whole = _whole_batch_state(row, failed, rejected)
     message = row.error_message[:MESSAGE_CHARS]
+    if whole is not None and not ids and not row.validated:  # never read (e.g. refused before sending): its items by range
+        return [*outcomes, ItemOutcome(unread_label(row), state=whole, code=row.error_code, message=message, **common)]
     for item_id in ids:
         if whole is not None:
             outcomes.append(ItemOutcome(item_id, state=whole, code=row.error_code, message=message, **common))
@@ -125,12 +129,19 @@ def batch_outcomes(row: BatchRow, *, read: Callable[[str], bytes], children: dic
     return outcomes
 
 
+def unread_label(row: BatchRow) -> str:
+    """How a batch whose items were never read is named: `100 lines from line 1` (its range or chunk)."""
+    return f"{row.item_count} {row.item_label}s from {row.item_label} {row.first_line}"
+
+
 def _whole_batch_state(row: BatchRow, failed: dict[str, Any], rejected: dict[str, Any]) -> ItemState | None:
     """A batch that ended as a whole (no per-item map): every item shares its code and message."""
     if row.state in WHOLE_BATCH_STATES and not failed and row.items_failed:
         return ItemState.FAILED
     if row.state == BatchState.REJECTED and row.items_rejected > len(rejected):
         return ItemState.REJECTED
+    if row.state == BatchState.UNCONFIRMED:
+        return ItemState.UNCONFIRMED
     return None
 
 
@@ -142,7 +153,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def job_problems(job: JobRow, *, status: StatusStore, read: Callable[[str], bytes]) -> list[ItemOutcome]:
-    """Every failed or rejected item of a job, batch by batch (Split rows, overflow blobs and rejected rows
+    """Every failed, rejected or unconfirmed item of a job, batch by batch (Split rows, overflow blobs and rejected rows
     included); a job refused before it had batches gives one `(whole job)` entry."""
     batches = status.batches(job.job_id)
     problems = [o for row in batches for o in batch_outcomes(row, read=read) if o.is_problem]

@@ -7,7 +7,7 @@ Storage Explorer send base64). Raw text keeps the full 64 KiB for the payload.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 
 from azure.core.exceptions import ResourceExistsError
@@ -18,6 +18,7 @@ MAX_MESSAGE_BYTES = 64 * 1024
 # one after another (a planner releasing 16 batches otherwise makes 16 round trips in a row).
 _SENDERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="queue-send")
 MAX_VISIBILITY_DELAY_SECONDS = 7 * 24 * 3600
+PEEK_LIMIT = 32  # the queue service's most messages per peek or receive
 
 
 class MessageTooLargeError(ValueError):
@@ -25,7 +26,7 @@ class MessageTooLargeError(ValueError):
 
 
 class QueueSender:
-    """Sends messages to named queues of one storage account.
+    """Sends messages to named queues of one storage account (and peeks and takes them, for operator tools).
 
     Args:
         client_for: builds a `QueueClient` for a queue name (from a connection string or an identity).
@@ -68,6 +69,24 @@ class QueueSender:
                 self._client(name).create_queue()
             except ResourceExistsError:
                 pass
+
+    def peek(self, queue_name: str, *, max_messages: int = PEEK_LIMIT) -> list[str]:
+        """The oldest messages' bodies, left as they are (an operator tool's look; at most 32)."""
+        return [m.content for m in self._client(queue_name).peek_messages(max_messages=min(max_messages, PEEK_LIMIT))]
+
+    def take(self, queue_name: str, *, max_messages: int, visibility_timeout: int = 30) -> Iterator[str]:
+        """Receive up to `max_messages` bodies, a page at a time until the queue is empty; each is deleted once
+        the caller asks for the next (one the caller did not get past comes back after `visibility_timeout`)."""
+        client, taken = self._client(queue_name), 0
+        while taken < max_messages:
+            page = list(client.receive_messages(max_messages=min(PEEK_LIMIT, max_messages - taken),
+                                                visibility_timeout=visibility_timeout))
+            if not page:
+                return
+            for message in page:
+                yield message.content
+                client.delete_message(message)
+                taken += 1
 
     def _client(self, queue_name: str) -> QueueClient:
         if queue_name not in self._clients:

@@ -16,6 +16,7 @@ returns the job row and its counter rows together (`counts-*` sorts just before 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import random
 import threading
@@ -46,10 +47,11 @@ ETAG_RETRIES = 12
 # Item counters a batch row carries and its job row sums up.
 # Free text a row may hold, and how much of it is kept: every write redacts it (shared.redact) and cuts
 # it to this length, under the table's 32K-character property limit, whoever composed it.
-TEXT_LIMITS = {"source": 2_000, "error_code": 200, "error_message": 8_000, "logs": 30_000}
+TEXT_LIMITS = {"source": 2_000, "error_code": 200, "error_message": 8_000, "logs": 30_000, "event_error": 2_000}
 REDACTED_JSON = ("rejected_items", "failed_items", "source_ref")  # JSON: redacted, never cut (that would break the JSON)
 TRUNCATED = " ...[truncated]"
-ITEM_COUNTERS = ("items_succeeded", "items_failed", "items_rejected", "items_superseded", "items_repaired")
+ITEM_COUNTERS = ("items_succeeded", "items_failed", "items_rejected", "items_superseded", "items_repaired",
+                 "items_unconfirmed")
 PLANNED_ITEMS = "items_planned"  # items of top-level batches (not isolation children): the job's item count so far
 
 
@@ -65,6 +67,9 @@ class BatchState(StrEnum):
     REJECTED = "Rejected"
     SPLIT = "Split"  # failed as a whole; its unresolved items went on in child batches
     SUPERSEDED = "Superseded"  # earlier copies of ids repeated under mode upsert: a later copy was sent instead
+    # Ended without a verdict: neither its operation nor the catalog could be read by its deadline. The sweeper
+    # asks the catalog again and moves it to Succeeded or Failed (`transitions.confirm_batch`).
+    UNCONFIRMED = "Unconfirmed"
 
     @property
     def is_terminal(self) -> bool:
@@ -80,6 +85,7 @@ TERMINAL_BATCH_STATES = frozenset(
         BatchState.REJECTED,
         BatchState.SPLIT,
         BatchState.SUPERSEDED,
+        BatchState.UNCONFIRMED,
     }
 )
 ACTIVE_BATCH_STATES = (BatchState.SUBMITTING, BatchState.SUBMITTED, BatchState.RUNNING)  # claimed, not ended
@@ -95,10 +101,26 @@ class JobState(StrEnum):
     PARTIALLY_SUCCEEDED = "PartiallySucceeded"
     FAILED = "Failed"
     REJECTED = "Rejected"
+    # Every batch ended, but some items' outcome could not be read: the sweeper settles them, then the job
+    # moves to its true state (the one terminal state that changes again).
+    UNCONFIRMED = "Unconfirmed"
 
     @property
     def is_terminal(self) -> bool:
         return self not in (JobState.ACCEPTED, JobState.RUNNING)
+
+    @property
+    def is_final(self) -> bool:
+        """Terminal and never changing again (an Unconfirmed job still moves once its items are confirmed)."""
+        return self.is_terminal and self != JobState.UNCONFIRMED
+
+
+class EventState(StrEnum):
+    """The job-finished event of a job row (its outbox): "" while the job runs."""
+
+    PENDING = "Pending"  # the job ended: its event is still to be published (claimed or not)
+    PUBLISHED = "Published"
+    UNSENT = "Unsent"  # no sink configured (neither JOB_EVENTS_TOPIC_ENDPOINT nor JOB_EVENTS_QUEUE): none sent
 
 
 @dataclass
@@ -118,6 +140,7 @@ class JobRow:
     items_rejected: int = 0
     items_superseded: int = 0  # earlier copies of a repeated id under mode upsert (not errors)
     items_repaired: int = 0  # items sent with a bbox computed from their geometry (repair: ["bbox"])
+    items_unconfirmed: int = 0  # sent, but whether they were ingested could not be read yet (batches Unconfirmed)
     batches_by_state: str = "{}"
     batches_open: int = 0  # batches not yet in a terminal state
     error_code: str = ""
@@ -126,11 +149,18 @@ class JobRow:
     claimed_by: str = ""  # queue message id that claimed the plan (its redeliveries and retries may continue it)
     created: datetime | None = None
     updated: datetime | None = None
+    finished: datetime | None = None  # when the job reached its terminal state
+    event_state: str = ""  # `EventState` of its job-finished event
+    event_claimed_by: str = ""  # the publisher holding the event (until `event_claimed_until`)
+    event_claimed_until: datetime | None = None
+    event_attempts: int = 0
+    event_error: str = ""  # why the last publish failed (redacted)
     etag: str = field(default="", compare=False)
 
     @property
     def items_done(self) -> int:
-        return self.items_succeeded + self.items_failed + self.items_rejected + self.items_superseded
+        return (self.items_succeeded + self.items_failed + self.items_rejected + self.items_superseded
+                + self.items_unconfirmed)
 
     @property
     def source_reference(self) -> SourceRef | None:
@@ -168,6 +198,7 @@ class BatchRow:
     items_rejected: int = 0
     items_superseded: int = 0
     items_repaired: int = 0  # of this batch's items, how many got a bbox computed from their geometry
+    items_unconfirmed: int = 0  # Unconfirmed: every item, until the sweeper confirms them
     failed_items: str = "{}"  # JSON {item id: error code}; "" when it lives in `failed_items_blob`
     failed_items_blob: str = ""
     rejected_items: str = "{}"  # JSON {item id, line or #position: reason}: input that was never sent
@@ -193,6 +224,9 @@ class StatusStore:
 
     def __init__(self, table: TableClient) -> None:
         self._table = table
+        # Told of every job row a write made terminal (its event pending): the job-finished publisher
+        # (`shared.store.job_events`), wired by `shared.services`. It must not raise.
+        self.on_job_ended: Callable[[JobRow, datetime], None] | None = None
         self._counters = CounterCache()
         self._last_written = threading.local()  # the counter rows this thread's last transaction wrote
 
@@ -267,7 +301,7 @@ class StatusStore:
         """Every job row (for the demo and operators; a full-table scan), with counters."""
         entities = self._table.query_entities("RowKey eq @job", parameters={"job": JOB_ROW})
         rows = [_from_entity(JobRow, e) for e in entities]
-        return [row if row.state.is_terminal else (self.get_job(row.job_id) or row) for row in rows]
+        return [row if row.state.is_final else (self.get_job(row.job_id) or row) for row in rows]
 
     def list_jobs(self, *, state: JobState | None = None, since: datetime | None = None) -> list[JobRow]:
         """Job rows with counters, newest first, optionally only in `state` and/or created at or after `since` (operators)."""
@@ -277,7 +311,7 @@ class StatusStore:
         if since is not None:
             query, parameters["since"] = query + " and created ge @since", since
         rows = [_from_entity(JobRow, e) for e in self._table.query_entities(query, parameters=parameters)]
-        rows = [row if row.state.is_terminal else (self.get_job(row.job_id) or row) for row in rows]
+        rows = [row if row.state.is_final else (self.get_job(row.job_id) or row) for row in rows]
         return sorted(rows, key=lambda r: r.created.timestamp() if r.created else 0.0, reverse=True)
 
     def open_jobs(self) -> list[JobRow]:
@@ -286,6 +320,38 @@ class StatusStore:
         entities = self._table.query_entities(query, parameters={"job": JOB_ROW, "accepted": str(JobState.ACCEPTED),
                                                                  "running": str(JobState.RUNNING)})
         return [_from_entity(JobRow, e) for e in entities]
+
+    def unconfirmed_jobs(self) -> list[JobRow]:
+        """Job rows in state Unconfirmed (without their counters): the sweeper confirms their items."""
+        entities = self._table.query_entities("RowKey eq @job and state eq @state",
+                                              parameters={"job": JOB_ROW, "state": str(JobState.UNCONFIRMED)})
+        return [_from_entity(JobRow, e) for e in entities]
+
+    def pending_events(self, *, limit: int = 1000) -> list[JobRow]:
+        """Job rows whose job-finished event is not yet published (at most `limit`, with counters)."""
+        query = "RowKey eq @job and event_state eq @pending"
+        entities = self._table.query_entities(query, parameters={"job": JOB_ROW, "pending": str(EventState.PENDING)},
+                                              results_per_page=min(limit, 1000))
+        rows = [_from_entity(JobRow, e) for e in itertools.islice(entities, limit)]
+        return [self.get_job(row.job_id) or row for row in rows]
+
+    def jobs_updated_since(self, since: datetime, *, max_rows: int) -> tuple[list[JobRow], bool]:
+        """Job rows (without counters) changed at or after `since`: at most `max_rows`, and whether more matched."""
+        query = "RowKey eq @job and updated ge @since"
+        return self._bounded(JobRow, query, {"job": JOB_ROW, "since": since}, _RECENT_JOB_COLUMNS, max_rows)
+
+    def batches_updated_since(self, since: datetime, *, max_rows: int) -> tuple[list[BatchRow], bool]:
+        """Batch rows changed at or after `since` (counter rows have no `updated`): at most `max_rows`, and
+        whether more matched. The figures' columns only (`failed_items` for the codes of failed items)."""
+        query = "RowKey ne @job and updated ge @since"
+        return self._bounded(BatchRow, query, {"job": JOB_ROW, "since": since}, _RECENT_BATCH_COLUMNS, max_rows)
+
+    def _bounded(self, kind: type[Any], query: str, parameters: dict[str, Any], select: list[str],
+                 max_rows: int) -> tuple[list[Any], bool]:
+        pages = self._table.query_entities(query, parameters=parameters, select=["PartitionKey", "RowKey", *select],
+                                           results_per_page=min(max(max_rows, 1), 1000))
+        entities = list(itertools.islice(pages, max_rows + 1))
+        return [_from_entity(kind, e) for e in entities[:max_rows]], len(entities) > max_rows
 
     # ----- batches ------------------------------------------------------------------------------
 
@@ -533,6 +599,10 @@ _ACTIVE_COUNTER = f"n_{ACTIVE}"
 _STATE_COUNTERS = sorted({_state_counter(s) for s in BatchState})
 # Counter rows written before the active states shared a counter: read into it (the next write drops them).
 _LEGACY_ACTIVE_COUNTERS = frozenset(f"n_{s}" for s in ACTIVE_BATCH_STATES)
+_RECENT_JOB_COLUMNS = ["state", "collection", "item_count", *ITEM_COUNTERS, "error_code", "created", "updated", "finished",
+                       "event_state"]
+_RECENT_BATCH_COLUMNS = ["state", "collection", "parent", "item_count", *ITEM_COUNTERS, "error_code", "failed_items",
+                         "created", "updated", "submit_started", "submitted", "finished"]
 _PROGRESS_COLUMNS = ["RowKey", "state", "planned", "item_count", PLANNED_ITEMS, *ITEM_COUNTERS, *_STATE_COUNTERS,
                      *sorted(_LEGACY_ACTIVE_COUNTERS)]
 
@@ -618,7 +688,7 @@ def _from_entity(kind: type[Any], entity: Any) -> Any:
     row = kind(**values)
     if "state" in values:
         row.state = (BatchState if kind is BatchRow else JobState)(values["state"])
-    for name in ("created", "updated", "submit_started", "submitted", "finished"):
+    for name in ("created", "updated", "submit_started", "submitted", "finished", "event_claimed_until"):
         value = getattr(row, name, None)
         if value is not None and not isinstance(value, datetime):
             setattr(row, name, datetime.fromisoformat(str(value)))

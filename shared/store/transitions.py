@@ -23,10 +23,25 @@ Jobs (`JobState`; `planned`: every batch row exists, so the roll-up may end the 
     not planned, not give_up_stalled     the same                             sweeper
       terminal, unchanged since the cut-off
     not terminal     finish_empty        Succeeded, 0 items                   planning.finish_empty_search
-    not terminal,    end_job             Succeeded | PartiallySucceeded |     rollup.settle_job
-      no open batch                      Failed | Rejected
+    not terminal     end_job             Succeeded | PartiallySucceeded |     rollup.settle_job (the sweeper
+      or Unconfirmed,                    Failed | Rejected | Unconfirmed      settles an Unconfirmed job again
+      no open batch                      (Unconfirmed while any item is)      once its batches are confirmed)
     any              note_on_job         (error code and message)             segments, search_jobs
     any              record_source       (source)                             search_jobs, items_ref
+
+Every write above that makes a job terminal also sets `finished`, and the write that makes its verdict
+final marks its job-finished event Pending (the outbox, in the same write; for a job that was Unconfirmed
+first, the write that confirms it), then tells `StatusStore.on_job_ended`. The event's own verbs
+(`shared.store.job_events` calls them; they never change the job's state or counts):
+
+    event            verb                to                                   called by
+    Pending, free    claim_event         Pending, held by a publisher until   job_events (after the ending
+      or lease over                      a lease ends                         write; the sweeper)
+    Pending, held    mark_published      Published                            job_events, once the sink took it
+      by the caller
+    Pending, held    release_event       Pending, free (why, in event_error)  job_events: the publish failed
+      by the caller
+    Pending          mark_unsent         Unsent                               job_events: no sink configured
 
 Batches (`BatchState`; Submitting, Submitted and Running share one counter, "Active"):
 
@@ -42,18 +57,30 @@ Batches (`BatchState`; Submitting, Submitted and Running share one counter, "Act
                                                                               credential refused
     Submitting,      requeue_stale       Queued, unclaimed                    sweeper
       unchanged since the cut-off
-    Submitted        mark_running        Running                              poll
-    Submitted,       mark_woken          Submitted, no longer waiting         cold_start (exactly one of the
-      waiting                                                                 scout and the submitter wakes it)
+    Submitted        mark_running        Running (a waiting batch's own       poll
+                                         fallback poll: only while waiting,
+                                         and no longer waiting)
+    Submitted or     mark_woken          the same, no longer waiting          cold_start, poll (exactly one of a
+      Running,                                                                scout's wake, the submitter's check
+      waiting                                                                 and the batch's fallback poll
+                                                                              takes it: that one polls it)
+    Submitted or     mark_waiting        the same, waiting                    cold_start (its poll waits for a
+      Running, not                                                            scout of its job)
+      waiting
     not terminal     end_batch           `Outcome.state`: Succeeded | Failed  poll.finish_batch (for poll, submit,
                                          | Canceled | TimedOut | Rejected     sweeper, handlers)
-                                         | Split
+                                         | Split | Unconfirmed (neither the
+                                         operation nor the catalog answered)
+    Unconfirmed      confirm_batch       Succeeded (every item in the         verdicts.confirm_unconfirmed
+                                         catalog) | Failed (the absent ones,  (sweeper)
+                                         `NotInCatalog`)
 
 Long text goes through `shared.store.spill`: `end_batch` spills the failed items and the logs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -61,9 +88,11 @@ from enum import StrEnum
 from shared.store.payloads import PayloadStore
 from shared.store.source_ref import SourceRef
 from shared.store.spill import MAX_INLINE_CHARS, Spilled, brief, spill_json, spill_text
-from shared.store.status import BatchRow, BatchState, JobRow, JobState, StatusStore
+from shared.store.status import BatchRow, BatchState, EventState, JobRow, JobState, StatusStore
 
-SCOUT, WAITING = "scout", "waiting"  # a batch's `poll_role` while its collection's timing is learnt (steps.cold_start)
+# A batch's `poll_role` while its collection's timing is learnt or checked (steps.cold_start)
+SCOUT, WAITING, LOOKOUT = "scout", "waiting", "lookout"
+WAITING_STATES = (BatchState.SUBMITTED, BatchState.RUNNING)  # a batch may wait for a scout while its operation runs
 
 
 def holds(job: JobRow, claimed_by: str) -> bool:
@@ -74,6 +103,29 @@ def holds(job: JobRow, claimed_by: str) -> bool:
 # ----- jobs -------------------------------------------------------------------------------------
 
 
+def _update_job(status: StatusStore, job_id: str, change: Callable[[JobRow], JobRow | None],
+                now: datetime) -> JobRow | None:
+    """`status.update_job`, and the job-finished outbox: the write that makes the job terminal sets
+    `finished`; the write that makes its verdict final marks its event Pending (the same write, unless the job
+    was Unconfirmed first: its event waits for the truth); once written, `status.on_job_ended` is told."""
+    ended = False
+
+    def outboxed(row: JobRow) -> JobRow | None:
+        nonlocal ended
+        changed = change(row)
+        if changed is None:
+            return None
+        if changed.state.is_terminal and not row.state.is_terminal:
+            changed = replace(changed, finished=now)
+        ended = changed.state.is_final and not row.state.is_final
+        return replace(changed, event_state=EventState.PENDING) if ended else changed
+
+    written = status.update_job(job_id, outboxed, now)
+    if written is not None and ended and status.on_job_ended is not None:
+        status.on_job_ended(written, now)
+    return written
+
+
 def mark_planned(status: StatusStore, job_id: str, *, collection: str, item_count: int, batch_count: int,
                  now: datetime) -> JobRow | None:
     """Every batch row of the job exists: Running and planned, with its item and batch counts."""
@@ -82,7 +134,7 @@ def mark_planned(status: StatusStore, job_id: str, *, collection: str, item_coun
         return replace(row, planned=True, state=JobState.RUNNING, collection=collection, item_count=item_count,
                        batch_count=batch_count)
 
-    return status.update_job(job_id, planned, now)
+    return _update_job(status, job_id, planned, now)
 
 
 def note_progress(status: StatusStore, job_id: str, *, items: int, batches: int, now: datetime) -> JobRow | None:
@@ -94,7 +146,7 @@ def note_progress(status: StatusStore, job_id: str, *, items: int, batches: int,
         return replace(row, state=JobState.RUNNING, item_count=max(row.item_count, items),
                        batch_count=max(row.batch_count, batches))
 
-    return status.update_job(job_id, progress, now)
+    return _update_job(status, job_id, progress, now)
 
 
 def record_unsent(status: StatusStore, job_id: str, *, collection: str, item_count: int, batch_count: int,
@@ -107,7 +159,7 @@ def record_unsent(status: StatusStore, job_id: str, *, collection: str, item_cou
         return replace(row, planned=True, collection=collection, item_count=item_count, batch_count=batch_count,
                        error_code=code, error_message=brief(reason))
 
-    return status.update_job(job_id, unsent, now)
+    return _update_job(status, job_id, unsent, now)
 
 
 def mark_rejected(status: StatusStore, job_id: str, *, claimed_by: str, item_count: int, code: str, reason: str,
@@ -120,7 +172,7 @@ def mark_rejected(status: StatusStore, job_id: str, *, claimed_by: str, item_cou
         return replace(row, state=JobState.REJECTED, planned=True, item_count=item_count, items_rejected=item_count,
                        error_code=code, error_message=brief(reason))
 
-    return status.update_job(job_id, reject, now)
+    return _update_job(status, job_id, reject, now)
 
 
 def give_up_claimed(status: StatusStore, job_id: str, *, claimed_by: str, reason: str, now: datetime) -> JobRow | None:
@@ -131,7 +183,7 @@ def give_up_claimed(status: StatusStore, job_id: str, *, claimed_by: str, reason
             return None
         return _given_up(row, reason)
 
-    return status.update_job(job_id, give_up, now)
+    return _update_job(status, job_id, give_up, now)
 
 
 def give_up_stalled(status: StatusStore, job_id: str, *, older_than: datetime, reason: str,
@@ -143,7 +195,7 @@ def give_up_stalled(status: StatusStore, job_id: str, *, older_than: datetime, r
             return None
         return _given_up(row, reason)
 
-    return status.update_job(job_id, give_up, now)
+    return _update_job(status, job_id, give_up, now)
 
 
 def _given_up(row: JobRow, reason: str) -> JobRow:
@@ -162,24 +214,26 @@ def finish_empty(status: StatusStore, job_id: str, *, code: str, message: str, n
             return None
         return replace(row, state=JobState.SUCCEEDED, planned=True, item_count=0, error_code=code, error_message=message)
 
-    return status.update_job(job_id, finish, now)
+    return _update_job(status, job_id, finish, now)
 
 
 def end_job(status: StatusStore, job_id: str, *, state: JobState, code: str, message: str,
             now: datetime) -> JobRow | None:
-    """The job's final state, once no batch of it is open (a terminal job row never changes again)."""
+    """The job's state once no batch of it is open: final (a final job row never changes again), or
+    Unconfirmed while some items' outcome is unknown, settled again when they are confirmed."""
 
     def end(row: JobRow) -> JobRow | None:
-        if row.state.is_terminal or row.batches_open:
+        if row.state.is_final or row.batches_open:
             return None
-        return replace(row, state=state, error_code=code, error_message=brief(message))
+        ended = replace(row, state=state, error_code=code, error_message=brief(message))
+        return None if ended == row else ended
 
-    return status.update_job(job_id, end, now)
+    return _update_job(status, job_id, end, now)
 
 
 def note_on_job(status: StatusStore, job_id: str, *, code: str, note: str, now: datetime) -> JobRow | None:
     """Say on the job row why its input ended early (its batches go on)."""
-    return status.update_job(job_id, lambda row: replace(row, error_code=code, error_message=brief(note)), now)
+    return _update_job(status, job_id, lambda row: replace(row, error_code=code, error_message=brief(note)), now)
 
 
 def record_source(status: StatusStore, job_id: str, *, source: str | None = None, source_ref: SourceRef | None = None,
@@ -192,7 +246,57 @@ def record_source(status: StatusStore, job_id: str, *, source: str | None = None
                           source_ref=row.source_ref if source_ref is None else source_ref.to_json())
         return None if changed == row else changed
 
-    return status.update_job(job_id, recorded, now)
+    return _update_job(status, job_id, recorded, now)
+
+
+# ----- job-finished events (the outbox on the job row) -------------------------------------------
+
+
+def claim_event(status: StatusStore, job_id: str, *, claimed_by: str, until: datetime, now: datetime) -> JobRow | None:
+    """Hold the job's Pending event for `claimed_by` until `until` (free, or its last holder's lease is over)."""
+
+    def claim(row: JobRow) -> JobRow | None:
+        if row.event_state != EventState.PENDING:
+            return None
+        if row.event_claimed_by and row.event_claimed_until is not None and row.event_claimed_until > now:
+            return None
+        return replace(row, event_claimed_by=claimed_by, event_claimed_until=until, event_attempts=row.event_attempts + 1)
+
+    return status.update_job(job_id, claim, now)
+
+
+def mark_published(status: StatusStore, job_id: str, *, claimed_by: str, now: datetime) -> JobRow | None:
+    """The sink took the event that `claimed_by` holds: Published."""
+
+    def published(row: JobRow) -> JobRow | None:
+        if row.event_state != EventState.PENDING or row.event_claimed_by != claimed_by:
+            return None
+        return replace(row, event_state=EventState.PUBLISHED, event_claimed_by="", event_claimed_until=None,
+                       event_error="")
+
+    return status.update_job(job_id, published, now)
+
+
+def release_event(status: StatusStore, job_id: str, *, claimed_by: str, reason: str, now: datetime) -> JobRow | None:
+    """Publishing failed: the event stays Pending, free for the next try, saying why."""
+
+    def release(row: JobRow) -> JobRow | None:
+        if row.event_state != EventState.PENDING or row.event_claimed_by != claimed_by:
+            return None
+        return replace(row, event_claimed_by="", event_claimed_until=None, event_error=brief(reason))
+
+    return status.update_job(job_id, release, now)
+
+
+def mark_unsent(status: StatusStore, job_id: str, *, now: datetime) -> JobRow | None:
+    """No sink is configured: the event is not published, and the row says so."""
+
+    def unsent(row: JobRow) -> JobRow | None:
+        if row.event_state != EventState.PENDING:
+            return None
+        return replace(row, event_state=EventState.UNSENT, event_claimed_by="", event_claimed_until=None)
+
+    return status.update_job(job_id, unsent, now)
 
 
 # ----- batches ----------------------------------------------------------------------------------
@@ -294,30 +398,48 @@ def requeue_stale(status: StatusStore, job_id: str, batch_id: str, *, older_than
     return status.update_batch(job_id, batch_id, back, now)
 
 
-def mark_running(status: StatusStore, row: BatchRow, *, now: datetime) -> BatchRow | None:
-    """Submitted -> Running: its operation was seen running."""
-    return status.update_batch(row.job_id, row.batch_id,
-                               lambda r: replace(r, state=BatchState.RUNNING) if r.state == BatchState.SUBMITTED else None,
-                               now, current=row)
+def mark_running(status: StatusStore, row: BatchRow, *, now: datetime, waiting: bool = False) -> BatchRow | None:
+    """Submitted -> Running: its operation was seen running. `waiting`: seen by a waiting batch's fallback
+    poll, which goes on only if the batch still waits, and takes it out of waiting in the same write."""
+
+    def running(current: BatchRow) -> BatchRow | None:
+        if current.state != BatchState.SUBMITTED or (waiting and current.poll_role != WAITING):
+            return None
+        return replace(current, state=BatchState.RUNNING, poll_role="" if waiting else current.poll_role)
+
+    return status.update_batch(row.job_id, row.batch_id, running, now, current=row)
 
 
 def mark_woken(status: StatusStore, row: BatchRow, *, now: datetime) -> BatchRow | None:
-    """A Submitted batch waiting for its collection's timing (`poll_role` WAITING) is no longer waiting:
-    whoever makes this change sends its poll."""
+    """A batch waiting for a scout (`poll_role` WAITING, Submitted or Running) is no longer waiting: whoever
+    makes this change (a scout's wake, or the batch's own fallback poll) polls it from now on."""
 
     def woken(current: BatchRow) -> BatchRow | None:
-        if current.state != BatchState.SUBMITTED or current.poll_role != WAITING:
+        if current.state not in WAITING_STATES or current.poll_role != WAITING:
             return None
         return replace(current, poll_role="")
 
     return status.update_batch(row.job_id, row.batch_id, woken, now, current=row)
 
 
+def mark_waiting(status: StatusStore, row: BatchRow, *, now: datetime) -> BatchRow | None:
+    """A Submitted or Running batch waits for a scout of its job (`poll_role` WAITING): the scout's wake polls it."""
+
+    def waiting(current: BatchRow) -> BatchRow | None:
+        if current.state not in WAITING_STATES or current.poll_role == WAITING:
+            return None
+        return replace(current, poll_role=WAITING)
+
+    return status.update_batch(row.job_id, row.batch_id, waiting, now, current=row)
+
+
 class EveryItem(StrEnum):
-    """A batch that ended as a whole: every one of its items failed, or was rejected, with the batch's code."""
+    """A batch that ended as a whole: every one of its items failed, was rejected, or is unconfirmed, with
+    the batch's code."""
 
     FAILED = "failed"
     REJECTED = "rejected"
+    UNCONFIRMED = "unconfirmed"
 
 
 @dataclass(frozen=True)
@@ -343,6 +465,11 @@ class Outcome:
     def every_item_rejected(cls, code: str, message: str) -> Outcome:
         return cls(BatchState.REJECTED, code=code, message=message, every_item=EveryItem.REJECTED)
 
+    @classmethod
+    def every_item_unconfirmed(cls, code: str, message: str) -> Outcome:
+        """No verdict could be read (`code` says why: e.g. TimedOut): nothing is claimed about any item."""
+        return cls(BatchState.UNCONFIRMED, code=code, message=message, every_item=EveryItem.UNCONFIRMED)
+
 
 def end_batch(status: StatusStore, row: BatchRow, outcome: Outcome, *, payloads: PayloadStore, now: datetime,
               logs_inline_chars: int = MAX_INLINE_CHARS) -> BatchRow | None:
@@ -361,7 +488,34 @@ def end_batch(status: StatusStore, row: BatchRow, outcome: Outcome, *, payloads:
                         error_message=brief(outcome.message), **failed.columns(), **logs.columns())
         if outcome.every_item == EveryItem.REJECTED:
             return replace(ended, items_rejected=current.items_rejected + current.item_count)
+        if outcome.every_item == EveryItem.UNCONFIRMED:
+            return replace(ended, items_succeeded=0, items_failed=0, items_unconfirmed=current.item_count)
         failed_count = current.item_count if outcome.every_item == EveryItem.FAILED else len(outcome.failed)
         return replace(ended, items_succeeded=outcome.succeeded, items_failed=failed_count)
 
     return status.update_batch(row.job_id, row.batch_id, end, now, current=row)
+
+
+NOT_IN_CATALOG = "NotInCatalog"  # an Unconfirmed batch's item that the catalog does not hold once it answers
+
+
+def confirm_batch(status: StatusStore, row: BatchRow, *, landed: set[str], ids: list[str], payloads: PayloadStore,
+                  now: datetime) -> BatchRow | None:
+    """Unconfirmed -> Succeeded, or Failed with the items not `landed` (`NotInCatalog`), as the catalog now says;
+    None when the batch is no longer Unconfirmed (another sweep confirmed it)."""
+    failed = {item_id: NOT_IN_CATALOG for item_id in ids if item_id not in landed}
+    spilled = spill_json(payloads, row.job_id, row.batch_id, "failed_items", failed)
+    was = f"{row.error_code}: {row.error_message}".strip(": ")
+
+    def confirm(current: BatchRow) -> BatchRow | None:
+        if current.state != BatchState.UNCONFIRMED:
+            return None
+        if not failed:
+            return replace(current, state=BatchState.SUCCEEDED, items_unconfirmed=0, items_succeeded=current.item_count,
+                           items_failed=0, error_code="", error_message=brief(f"confirmed in the catalog after: {was}"))
+        message = f"{len(failed)} item(s) not in the catalog once it answered again, after: {was}"
+        return replace(current, state=BatchState.FAILED, items_unconfirmed=0, items_succeeded=current.item_count - len(failed),
+                       items_failed=len(failed), error_code=NOT_IN_CATALOG, error_message=brief(message), finished=now,
+                       **spilled.columns())
+
+    return status.update_batch(row.job_id, row.batch_id, confirm, now, current=row)
