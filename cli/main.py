@@ -76,7 +76,9 @@ def up(obj: CliContext, endpoint: str, atomic_batches: bool) -> None:
 @click.option("--search", "search_url", default="", help="a STAC API /search URL: ingest what it finds")
 @click.option("--param", "params", multiple=True, metavar="K=V", help="search parameter (repeatable), e.g. collections=a,b")
 @click.option("--max-items", type=int, default=None, help="stop the search after this many items")
-@click.option("--items-url", default="", help="an allowlisted URL of a JSON or NDJSON file of items")
+@click.option("--items-url", default="", help="an allowlisted URL of a JSON, NDJSON or GeoParquet file of items")
+@click.option("--catalog", default="", metavar="URL|PATH",
+              help="a static STAC catalog: an allowlisted URL of its catalog.json, or a catalog.json on disk (uploaded)")
 @click.option("--collection", default="", help="target collection (default: the items' own)")
 @click.option("--job-id", default="", help="the job id (one input only; default: generated)")
 @click.option("--mode", type=click.Choice(["create", "upsert"]), default="create", show_default=True)
@@ -89,9 +91,9 @@ def up(obj: CliContext, endpoint: str, atomic_batches: bool) -> None:
 @click.option("--timeout", type=float, default=600.0, show_default=True, help="--dry-run: how long to wait for the plan")
 @pass_cli
 def submit(obj: CliContext, **given: Any) -> None:
-    """Send files, a STAC API search or a URL as jobs; prints one job id per input.
+    """Send files, a STAC API search, a URL or a static catalog as jobs; prints one job id per input.
 
-    PATH: .json, .geojson, .ndjson or .jsonl, each also .gz.
+    PATH: .json, .geojson, .ndjson or .jsonl, each also .gz; or STAC GeoParquet (.parquet, .geoparquet).
     """
     from cli import submit as impl
     from cli.emulator import ensure_collection

@@ -1,14 +1,18 @@
-"""`submit`: turn files, a STAC API search or a URL into job messages on the submit queue.
+"""`submit`: turn files, a STAC API search, a URL or a static catalog into job messages on the submit queue.
 
 Small JSON inputs go inline. Anything that would not fit in one queue message (64 KiB), and every
 NDJSON file (so a bad line is rejected with its line number), is uploaded to the payload container and
-referenced with `items_ref.blob`. gzip files are decompressed first. One job per input.
+referenced with `items_ref.blob`. gzip files are decompressed first. A GeoParquet file is uploaded as it
+is (streamed) and read row group by row group. `--catalog URL` sends `catalog.url`; `--catalog
+./dir/catalog.json` walks the catalog on disk, uploads every document it reaches beside the job
+(`inbox/<job>/...`, the same relative paths) and sends `catalog.blob`. One job per input.
 """
 
 from __future__ import annotations
 
 import gzip
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,8 @@ import orjson
 from shared.errors import InvalidInputError
 from shared.ids import check_job_id, new_job_id
 from shared.inputs.documents import SUPPORTED_FILES, file_kind, file_stem, json_items, ndjson_items, without_gzip_suffix
+from shared.inputs.geoparquet import GeoParquetReader, UnreadableRow
+from shared.inputs.static_catalog import CatalogItem, walk_catalog
 from shared.messages import JobOptions as Options
 from shared.messages import job_envelope
 from shared.services import Storage
@@ -25,6 +31,8 @@ from shared.settings import Settings
 from shared.store import ItemOutcome, JobRow, StatusStore, fits_in_message
 
 INBOX = "inbox"
+LOCAL_ROOT = "local"  # how the walk of a catalog on disk names its folder (a blob-like root: links stay inside it)
+UPLOAD_CHUNK = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,7 @@ class Inputs:
     params: dict[str, Any] = field(default_factory=dict)
     max_items: int | None = None
     items_url: str = ""
+    catalog: str = ""  # a catalog.json / collection.json: an https URL or a path on disk
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,7 @@ class SubmitRequest:
     params: tuple[str, ...] = ()  # `k=v` pairs of a search (`parse_params`)
     max_items: int | None = None
     items_url: str = ""
+    catalog: str = ""
     collection: str = ""
     job_id: str = ""
     mode: str = "create"
@@ -59,9 +69,9 @@ class SubmitRequest:
 
     def usage_problem(self) -> str | None:
         """What is wrong with the combination of inputs and options given, or None."""
-        count = len(self.paths) + bool(self.search_url) + bool(self.items_url)
-        if count == 0 or (self.paths and (self.search_url or self.items_url)) or (self.search_url and self.items_url):
-            return "give PATH..., or --search URL, or --items-url URL"
+        count = len(self.paths) + bool(self.search_url) + bool(self.items_url) + bool(self.catalog)
+        if count == 0 or (self.paths and count > len(self.paths)) or (not self.paths and count > 1):
+            return "give PATH..., or --search URL, or --items-url URL, or --catalog URL|PATH"
         if self.job_id and count > 1:
             return "--job-id names one job: give one input"
         if self.params and not self.search_url:
@@ -82,7 +92,7 @@ class SubmitRequest:
 
     def inputs(self) -> Inputs:
         """Raises InvalidInputError when a `--param` does not parse."""
-        return Inputs(self.paths, self.search_url, parse_params(self.params), self.max_items, self.items_url)
+        return Inputs(self.paths, self.search_url, parse_params(self.params), self.max_items, self.items_url, self.catalog)
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,8 @@ def prepare_inputs(inputs: Inputs, *, job_id: str, options: Options, storage: St
         prepared.append(prepare_search(inputs.search_url, inputs.params, inputs.max_items, job_id=name("search"), options=options))
     if inputs.items_url:
         prepared.append(prepare_url(inputs.items_url, job_id=name("url"), options=options))
+    if inputs.catalog:
+        prepared.append(prepare_catalog(inputs.catalog, job_id=name("catalog"), options=options, storage=storage))
     return prepared
 
 
@@ -117,6 +129,8 @@ def prepare_file(path: Path, *, job_id: str, options: Options, storage: Storage)
     kind = file_kind(path.name)
     if kind is None:
         raise InvalidInputError(f"{path}: use {SUPPORTED_FILES}")
+    if kind.parquet:
+        return prepare_parquet(path, job_id=job_id, options=options, storage=storage)
     data = path.read_bytes()
     if kind.gzipped:
         data = gzip.decompress(data)
@@ -132,6 +146,59 @@ def prepare_file(path: Path, *, job_id: str, options: Options, storage: Storage)
     if fits_in_message(orjson.dumps(inline).decode()):
         return Prepared(job_id, inline, hint)
     return Prepared(job_id, {**body, "items_ref": {"blob": upload(storage, job_id, name, data)}}, hint)
+
+
+def prepare_parquet(path: Path, *, job_id: str, options: Options, storage: Storage) -> Prepared:
+    """A GeoParquet file, uploaded as a stream and referenced; its first row names the collection when none is given.
+
+    Raises:
+        InvalidInputError: not STAC GeoParquet (or over a cap of the reader).
+    """
+    hint = options.collection
+    with path.open("rb") as file:
+        reader = GeoParquetReader(file)
+        if not hint:
+            first = next((row for _, row in reader.rows() if not isinstance(row, UnreadableRow)), {})
+            hint = str(first.get("collection") or "")
+    blob, _ = storage.payloads.put_stream(f"{INBOX}/{job_id}/{path.name}", _file_chunks(path))
+    return Prepared(job_id, {**job_envelope(job_id, options), "items_ref": {"blob": blob}}, hint)
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as file:
+        while chunk := file.read(UPLOAD_CHUNK):
+            yield chunk
+
+
+def prepare_catalog(source: str, *, job_id: str, options: Options, storage: Storage) -> Prepared:
+    """`catalog.url` for a URL; for a catalog on disk, its documents uploaded beside the job and `catalog.blob`.
+
+    Raises:
+        InvalidInputError: the file is not a STAC Catalog or Collection.
+    """
+    body = job_envelope(job_id, options)
+    if source.startswith(("https://", "http://")):
+        return Prepared(job_id, {**body, "catalog": {"url": source}}, options.collection)
+    root = Path(source)
+    if not root.is_file():
+        raise InvalidInputError(f"{source}: no such catalog file (give a catalog.json / collection.json, or an https URL)")
+    prefix = f"{INBOX}/{job_id}/catalog"
+    hint = options.collection
+
+    def fetch_and_upload(name: str) -> bytes:
+        relative = name.removeprefix(f"{LOCAL_ROOT}/")
+        try:
+            data = (root.parent / relative).read_bytes()
+        except OSError as error:
+            raise InvalidInputError(f"{relative}: {error.strerror}") from None
+        storage.payloads.put(f"{prefix}/{relative}", data)
+        return data
+
+    for entry in walk_catalog(f"{LOCAL_ROOT}/{root.name}", fetch_and_upload):
+        if not hint and isinstance(entry, CatalogItem):
+            hint = str(entry.item.get("collection") or "")
+    blob = f"{storage.payloads.container}/{prefix}/{root.name}"
+    return Prepared(job_id, {**body, "catalog": {"blob": blob}}, hint)
 
 
 def prepare_search(url: str, params: dict[str, Any], max_items: int | None, *, job_id: str, options: Options) -> Prepared:

@@ -57,6 +57,14 @@ class ItemsRef:
 
 
 @dataclass(frozen=True)
+class CatalogRef:
+    """A static STAC catalog's root document: an allowlisted URL, or a blob `container/path` of this account."""
+
+    url: str = ""
+    blob: str = ""
+
+
+@dataclass(frozen=True)
 class Search:
     """A STAC API item search: `url` is the API's /search ("" = the target GeoCatalog's own search);
     `params` its body (POST) or query (GET)."""
@@ -70,13 +78,14 @@ class Search:
 @dataclass(frozen=True)
 class JobRequest:
     """A job as a user asked for it (DESIGN §3): exactly one source of items (`items`, `items_ref`,
-    `search`), or `delete_ids` / `delete_search` for a delete job."""
+    `search`, `catalog`), or `delete_ids` / `delete_search` for a delete job."""
 
     job_id: str | None = None
     collection: str | None = None
     items: list[Any] | None = None
     items_ref: ItemsRef | None = None
     search: Search | None = None
+    catalog: CatalogRef | None = None
     delete_ids: list[str] | None = None
     delete_search: Search | None = None
     sign: str | None = None
@@ -120,9 +129,9 @@ class JobRequest:
         mode = body.get("mode", "create")
         if mode not in MODES:
             raise InvalidInputError(f"mode must be one of {', '.join(MODES)}")
-        sources = [key for key in ("items", "items_ref", "search", "delete") if key in body]
+        sources = [key for key in ("items", "items_ref", "search", "catalog", "delete") if key in body]
         if len(sources) != 1:
-            raise InvalidInputError("message needs exactly one of 'items', 'items_ref', 'search' and 'delete'")
+            raise InvalidInputError("message needs exactly one of 'items', 'items_ref', 'search', 'catalog' and 'delete'")
         sign = body.get("sign")
         if sign is not None and sign not in SIGNERS:
             raise InvalidInputError(f"sign must be one of {', '.join(SIGNERS)}")
@@ -135,6 +144,8 @@ class JobRequest:
             return cls(items_ref=_ref_of(body["items_ref"]), **common)
         if "search" in body:
             return cls(search=_search_of(body["search"]), **common)
+        if "catalog" in body:
+            return cls(catalog=_catalog_of(body["catalog"]), **common)
         return cls(**_delete_of(body["delete"]), **common)
 
 
@@ -246,6 +257,15 @@ def _delete_of(value: Any) -> dict[str, Any]:
     raise InvalidInputError("'delete' needs 'ids' (a list of item ids) or 'search'")
 
 
+def _catalog_of(value: Any) -> CatalogRef:
+    if isinstance(value, dict) and set(value) == {"url"} and isinstance(value["url"], str) and value["url"]:
+        return CatalogRef(url=value["url"])
+    if isinstance(value, dict) and set(value) == {"blob"} and isinstance(value["blob"], str) and "/" in value["blob"]:
+        return CatalogRef(blob=value["blob"])
+    raise InvalidInputError("'catalog' needs one of 'url' (an https URL of a catalog.json or collection.json) "
+                            "and 'blob' ('container/path')")
+
+
 def _ref_of(value: Any) -> ItemsRef:
     if not isinstance(value, dict):
         raise InvalidInputError("'items_ref' must be an object")
@@ -334,12 +354,12 @@ class PlanMessage:
     blob: str  # container/path
     etag: str
     collection: str
-    offset: int = 0  # bytes into the stored blob (plain NDJSON); 0 for formats that are read whole
+    offset: int = 0  # bytes into the stored blob (plain NDJSON), the row group (GeoParquet); 0 for formats read whole
     next_line: int = 1
     next_batch: int = 1
     items_before: int = 0
     end: int | None = None  # plain NDJSON: stop at this byte (an `items_ref` range); None = the blob's end
-    format: str = ""  # "ndjson", "json", "ndjson.gz" or "json.gz"; "" = from the blob's name
+    format: str = ""  # "ndjson", "json", "ndjson.gz", "json.gz" or "parquet"; "" = from the blob's name
     mode: str = "create"
     sign: str = ""
     sign_collection: str = ""

@@ -32,6 +32,7 @@ from shared.errors import AuthenticationError, InvalidInputError, RetryableError
 from shared.ids import suffixed_job_id
 from shared.inputs.batch_items import batch_items
 from shared.inputs.documents import FileKind, OverlongLine, bounded_lines, file_kind, open_chunks, parse_line, stream_json_items
+from shared.inputs.geoparquet import GeoParquetReader, RangedFile
 from shared.inputs.upload_items import read_lines, validate_lines
 from shared.items import item_id_of
 from shared.messages import JobOptions, job_envelope
@@ -246,9 +247,16 @@ def source_items(storage: Storage, settings: Settings, job: JobRow, keys: set[st
 
 
 def _labelled_items(storage: Storage, settings: Settings, ref: SourceRef, kind: FileKind) -> Iterator[tuple[tuple[str, ...], Any]]:
-    """(labels, item) of the stored file: `line N` for NDJSON, `feature N` and `#N-1` for a JSON document."""
+    """(labels, item) of the stored file: `line N` for NDJSON, `row N` for GeoParquet, `feature N` and `#N-1` for
+    a JSON document."""
     ranged = kind.seekable
     etag = ref.etag or storage.payloads.properties(ref.blob)[0]
+    if kind.parquet:
+        size = storage.payloads.properties(ref.blob)[1]
+        reader = GeoParquetReader(RangedFile(lambda start, end: storage.payloads.read(ref.blob, start, end, etag=etag), size))
+        for number, row in reader.rows():
+            yield (f"row {number}",), row
+        return
 
     def open_stream() -> IO[bytes]:
         chunks = storage.payloads.chunks(ref.blob, etag=etag, offset=(ref.start or 0) if ranged else 0,

@@ -63,3 +63,9 @@ def test_the_documented_quickstart_messages_are_the_ones_the_demo_sends() -> Non
     assert [item["id"] for item in samples] == asked == ["23M-2023", "23L-2023", "24M-2023", "24L-2023"]
     assert {item["collection"] for item in samples} == set(ingest["search"]["params"]["collections"])
     assert delete["delete"]["ids"] == asked[:1]
+
+
+@pytest.mark.parametrize("files", ["examples/naip-items.parquet", "examples/naip-catalog/catalog.json"])
+def test_demo_ingests_the_geoparquet_and_static_catalog_examples(files: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo.main(["--files", str(ROOT / files)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "ingested 5 items: 5 succeeded, 0 failed, 0 rejected"

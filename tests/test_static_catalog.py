@@ -147,19 +147,23 @@ def test_a_transient_failure_below_the_root_is_reported_as_such(tmp_path: Path) 
     assert ids == ["b"] and problems == {"c/a.json": "unreachable for now: GET https://h/a.json: 503"}
 
 
-def test_links_that_leave_the_root_container_or_host_are_refused_unfetched(tmp_path: Path) -> None:
+def test_links_that_leave_the_root_folder_container_or_host_are_refused_unfetched(tmp_path: Path) -> None:
     fetch = write(tmp_path, {"cat/catalog.json": catalog([
         {"rel": "item", "href": "../../other/x.json"}, {"rel": "child", "href": "/other/catalog.json"},
         {"rel": "item", "href": "https://evil.example/x.json"}, {"rel": "item", "href": "../../../../x.json"},
-        {"rel": "item", "href": "../inside.json"}])})
-    (tmp_path / "inside.json").write_bytes(orjson.dumps(item("inside")))
+        {"rel": "item", "href": "../beside.json"}, {"rel": "child", "href": "../cat2/catalog.json"},
+        {"rel": "item", "href": "./sub/../inside.json"}]),
+        "cat/inside.json": item("inside")})
+    (tmp_path / "beside.json").write_bytes(orjson.dumps(item("beside")))
     ids, problems = walk("c/cat/catalog.json", fetch)
     assert ids == ["inside"]
     assert problems == {"other/x.json": "the link leaves the catalog's container",
                         "other/catalog.json": "the link leaves the catalog's container",
                         "https://evil.example/x.json": "the link leaves the blob storage",
-                        "x.json": "the link leaves the catalog's container"}
-    assert fetch.fetched == ["c/cat/catalog.json", "c/inside.json"]
+                        "x.json": "the link leaves the catalog's container",
+                        "c/beside.json": "the link leaves the catalog's folder",
+                        "c/cat2/catalog.json": "the link leaves the catalog's folder"}
+    assert fetch.fetched == ["c/cat/catalog.json", "c/cat/inside.json"]
 
 
 def test_a_url_catalog_stays_on_its_host() -> None:

@@ -1,7 +1,8 @@
 """`make demo`: the whole pipeline on this machine, from nothing to a status table.
 
 Starts Azurite, the GeoCatalog emulator and function_app.py on the local host; sends the sample items
-(or `--files`) as jobs on the submit queue; waits, showing progress; prints the status table, the
+(or `--files`: JSON, NDJSON, STAC GeoParquet, or a static catalog's catalog.json) as jobs on the submit
+queue; waits, showing progress; prints the status table, the
 reasons of up to 10 failed or rejected items, and `ingested N items: S succeeded, F failed, R rejected`;
 stops everything. Exits 0 only when every input item reached a terminal state.
 """
@@ -13,11 +14,13 @@ import hashlib
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from cli import submit as cli_submit
 from cli.render import reasons_lines
 from devhost.jobs import send_items, send_job, status_table, wait_for_jobs
 from devhost.stack import LocalStack
@@ -25,8 +28,11 @@ from emulator import EmulatorOptions, Faults, Timings
 from shared.catalog import GeoCatalogClient, StaticToken
 from shared.errors import NotFoundError
 from shared.inputs.blob_events import BlobCreated
+from shared.inputs.documents import file_kind
+from shared.inputs.geoparquet import GeoParquetReader
+from shared.inputs.static_catalog import CatalogItem, walk_catalog
 from shared.items import items_from_document
-from shared.services import Services
+from shared.services import Services, Storage
 from shared.steps.uploads import upload_job_id
 from shared.store import JobRow, job_problems
 
@@ -40,7 +46,8 @@ FALLBACK_COLLECTION = "demo-collection"
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__)
-    parser.add_argument("--files", default="", help="space-separated .json / .ndjson files (default: examples/)")
+    parser.add_argument("--files", default="", help="space-separated .json / .ndjson / .parquet files or catalog.json "
+                                                    "of static catalogs (default: examples/)")
     parser.add_argument("--collection", default="", help="target collection (default: the items' own)")
     parser.add_argument("--via", default="queue", choices=["queue", "blob"])
     parser.add_argument("--scenario", default="")
@@ -64,6 +71,9 @@ def main(argv: list[str]) -> int:
             return 2
     repair = [name for name in args.repair.replace(",", " ").split() if name]
     message_options: dict[str, Any] = {"repair": repair} if repair else {}
+    if args.via == "blob" and any(is_static_catalog(path) for path in files):
+        print("a static catalog is sent as a job message (catalog.blob): use VIA=queue", file=sys.stderr)
+        return 2
     if repair and args.via == "blob":
         print("REPAIR is a job-message option: uploads (VIA=blob) are checked as sent; use VIA=queue", file=sys.stderr)
         return 2
@@ -158,7 +168,17 @@ def report_line(job: JobRow, *, expected: int) -> int:
 
 
 def read_items(path: Path) -> tuple[list[Any], int]:
-    """The file's items as the demo counts them (an unparseable NDJSON line still counts as one)."""
+    """The file's items as the demo counts them (an unparseable NDJSON line or GeoParquet row, an unreachable
+    link of a catalog, still counts as one)."""
+    if is_static_catalog(path):
+        entries = list(walk_catalog(f"{cli_submit.LOCAL_ROOT}/{path.name}", lambda name: (
+            path.parent / name.removeprefix(f"{cli_submit.LOCAL_ROOT}/")).read_bytes()))
+        return [entry.item for entry in entries if isinstance(entry, CatalogItem)], len(entries)
+    kind = file_kind(path.name)
+    if kind is not None and kind.parquet:
+        with path.open("rb") as file:
+            rows = [row for _, row in GeoParquetReader(file).rows()]
+        return [row for row in rows if isinstance(row, dict)], len(rows)
     data = path.read_bytes()
     if path.suffix in (".ndjson", ".jsonl"):
         lines = [line for line in data.splitlines() if line.strip()]
@@ -171,6 +191,14 @@ def read_items(path: Path) -> tuple[list[Any], int]:
         return items, len(lines)
     items = items_from_document(orjson.loads(data))
     return items, len(items)
+
+
+def is_static_catalog(path: Path) -> bool:
+    """Whether a .json file is a static catalog's root (a STAC Catalog or Collection) rather than items."""
+    if path.suffix != ".json" or path.stat().st_size > 16 << 20:
+        return False
+    document = orjson.loads(path.read_bytes())
+    return isinstance(document, dict) and document.get("type") in ("Catalog", "Collection")
 
 
 def common_collection(items: list[Any]) -> str:
@@ -193,14 +221,23 @@ def ensure_collection(catalog: GeoCatalogClient, collection_id: str) -> None:
 
 def send_file(services: Services, path: Path, items: list[Any], *, collection: str, job_id: str,
               options: dict[str, Any] | None = None) -> None:
-    """NDJSON goes up as a blob (bad lines are then rejected with their line numbers); JSON is sent as items.
+    """NDJSON and GeoParquet go up as blobs (bad lines or rows are then rejected with their numbers), a static
+    catalog's documents too (`catalog.blob`); JSON is sent as items.
 
     `options` are added to the job message (e.g. `{"repair": ["bbox"]}`).
     """
+    kind = file_kind(path.name)
     if path.suffix in (".ndjson", ".jsonl"):
         blob = services.payloads.put(f"inbox/{job_id}{path.suffix}", path.read_bytes())
         body = {"v": 1, "job_id": job_id, "collection": collection, "items_ref": {"blob": blob, "start": 0}, **(options or {})}
         services.queues.send(services.settings.submit_queue, orjson.dumps(body).decode())
+    elif is_static_catalog(path) or (kind is not None and kind.parquet):
+        storage = Storage(services.status, services.queues, services.payloads, services.items)
+        job_options = cli_submit.Options(collection=collection)
+        prepared = (cli_submit.prepare_catalog(str(path), job_id=job_id, options=job_options, storage=storage)
+                    if is_static_catalog(path) else
+                    cli_submit.prepare_parquet(path, job_id=job_id, options=job_options, storage=storage))
+        cli_submit.send(storage, services.settings, replace(prepared, body={**prepared.body, **(options or {})}))
     else:
         send_items(services, items, collection=collection, job_id=job_id, options=options)
 

@@ -28,7 +28,8 @@ from shared.limits import LimitExceeded, byte_cap
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 JSON_SUFFIXES = (".json", ".geojson")
 GZIP_SUFFIX = ".gz"
-SUPPORTED_FILES = ".json, .geojson, .ndjson or .jsonl (optionally .gz)"
+PARQUET_SUFFIXES = (".parquet", ".geoparquet")  # STAC GeoParquet (`shared.inputs.geoparquet`)
+SUPPORTED_FILES = ".json, .geojson, .ndjson or .jsonl (optionally .gz), or STAC GeoParquet (.parquet, .geoparquet)"
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class OverlongLine:
 class FileKind:
     ndjson: bool
     gzipped: bool
+    parquet: bool = False
 
     @property
     def seekable(self) -> bool:
@@ -63,6 +65,8 @@ class FileKind:
 def file_kind(path: str) -> FileKind | None:
     """What an uploaded file is, from its name; None when it is none of the supported formats."""
     name = path.lower()
+    if name.endswith(PARQUET_SUFFIXES):
+        return FileKind(ndjson=False, gzipped=False, parquet=True)
     gzipped = name.endswith(".gz")
     if gzipped:
         name = name[:-3]
@@ -81,7 +85,7 @@ def without_gzip_suffix(name: str) -> str:
 def file_stem(name: str) -> str:
     """`items.ndjson.gz` -> `items`: the name without the suffixes `file_kind` reads."""
     name = without_gzip_suffix(name)
-    for suffix in NDJSON_SUFFIXES + JSON_SUFFIXES:
+    for suffix in NDJSON_SUFFIXES + JSON_SUFFIXES + PARQUET_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name

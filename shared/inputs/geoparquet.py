@@ -48,9 +48,9 @@ import pyarrow.parquet as pq
 import rustac
 
 from shared.errors import InvalidInputError
+from shared.inputs.documents import PARQUET_SUFFIXES
 from shared.items import MAX_ITEM_BYTES
 
-PARQUET_SUFFIXES = (".parquet", ".geoparquet")
 READ_ROWS = 1000  # rows per Arrow batch handed to rustac
 REQUIRED_COLUMNS = ("id", "geometry")
 KEEP_NULL = frozenset({("geometry",), ("properties", "datetime")})
@@ -130,6 +130,11 @@ class GeoParquetReader:
     def row_group_count(self) -> int:
         return len(self._group_rows)
 
+    @property
+    def last_rows(self) -> frozenset[int]:
+        """The number of the last row of each row group: where a plan can stop and hand on cheaply."""
+        return frozenset(first + rows - 1 for first, rows in zip(self._first_rows, self._group_rows, strict=True) if rows)
+
     def position_of(self, row_number: int) -> RowPosition:
         """The position of row `row_number` (from 1); past the last row: the end (`row_group_count`, 0)."""
         for index, first in enumerate(self._first_rows):
@@ -155,7 +160,7 @@ class GeoParquetReader:
         for index in range(start.row_group, self.row_group_count):
             skip = start.row if index == start.row_group else 0
             number = self._first_rows[index]
-            for batch in self._file.iter_batches(batch_size=READ_ROWS, row_groups=[index], use_threads=False):
+            for batch in self._batches(index):
                 if skip >= batch.num_rows:
                     skip -= batch.num_rows
                     number += batch.num_rows
@@ -165,6 +170,23 @@ class GeoParquetReader:
                     number, skip = number + skip, 0
                 yield from zip(range(number, number + batch.num_rows), _batch_items(batch, number), strict=True)
                 number += batch.num_rows
+
+
+    def _batches(self, index: int) -> Iterator[pa.RecordBatch]:
+        """The Arrow batches of row group `index`.
+
+        Raises:
+            InvalidInputError: the row group cannot be read (a corrupt page, a column of the wrong type).
+        """
+        batches = self._file.iter_batches(batch_size=READ_ROWS, row_groups=[index], use_threads=False)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except (pa.ArrowException, OSError, ValueError) as error:
+                raise InvalidInputError(f"row group {index} cannot be read: {str(error)[:200]}") from None
+            yield batch
 
 
 def _check_footer(file: IO[bytes], limits: GeoParquetLimits) -> None:

@@ -161,6 +161,19 @@ class SourceFetcher:
             request = next_request(page, body)
             yield SearchPage(features, shown, has_next=request is not None)
 
+    def read(self, url: str, *, max_bytes: int) -> bytes:
+        """One document (a static catalog's), read whole: at most `max_bytes`, within SOURCE_REQUEST_SECONDS.
+
+        Raises:
+            InvalidInputError: not allowed, not found (4xx), or too large (LimitExceeded).
+            LimitExceeded: the request took longer than SOURCE_REQUEST_SECONDS.
+            RetryableError: a transient failure.
+        """
+        policy = self._session.policy
+        deadline = Deadline(policy.request_seconds, policy.request_setting)
+        with self._session.request("GET", url, stream=True, deadline=deadline) as response:
+            return b"".join(self._session.iter_bytes(response, limit=max_bytes, deadline=deadline))
+
     @contextmanager
     def open(self, url: str) -> Iterator[tuple[Iterator[bytes], str]]:
         """(the document's bytes as chunks, the URL that answered), bounded in size.

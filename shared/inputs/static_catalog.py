@@ -9,8 +9,9 @@ catalogs is yielded twice; the pipeline's duplicate handling sees it as any dupl
 Where it may go. The root is an https URL or a blob name `container/path`. Every href is resolved against
 the href of the document that holds it, with `urllib.parse.urljoin` (so `./a/b.json`, `../c.json` and
 `/x.json` mean what they mean on the web; a blob name is resolved as the path of a URL). A link that
-resolves outside the root's origin (scheme, host and port) or, for a blob root, outside the root's
-container, is not fetched: it is reported like an unreachable link. The fetch is injected, so every
+resolves outside the root's origin (scheme, host and port) or, for a blob root, outside the folder of
+the root document in its container (`container/a/catalog.json` may lead to `container/a/...` only), is
+not fetched: it is reported like an unreachable link. The fetch is injected, so every
 request still goes through the caller's own checks (`egress.GuardedSession` for URLs: allowlist, public
 addresses, size; `PayloadStore` for blobs).
 
@@ -102,6 +103,7 @@ class _Scope:
         self._container = parts.path.split("/")[1] if self.blob else ""
         if self.blob and (not self._container or parts.path.count("/") < 2):
             raise InvalidInputError(f"blob catalog root {shown(root)} must be 'container/path'")
+        self._folder = parts.path.rsplit("/", 1)[0] + "/" if self.blob else "/"
 
     def resolve(self, href: Any, base: str) -> str:
         """The absolute form of `href` (fragment dropped).
@@ -116,7 +118,9 @@ class _Scope:
             raise InvalidInputError("the link leaves the catalog's host" if not self.blob else "the link leaves the blob storage")
         if self.blob and parts.path.split("/")[1] != self._container:
             raise InvalidInputError("the link leaves the catalog's container")
-        return urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, ""))
+        if self.blob and not parts.path.startswith(self._folder):
+            raise InvalidInputError("the link leaves the catalog's folder")
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, "" if self.blob else parts.query, ""))  # a blob name has no query
 
     def outward(self, absolute: str) -> str:
         """What the fetch is given: the URL, or the blob name."""

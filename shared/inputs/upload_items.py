@@ -22,6 +22,8 @@ from shared.inputs.documents import ndjson_items
 from shared.items import Validation, valid_id_of, validate_job
 from shared.store import BatchRow, PayloadStore
 
+NAMED_BY_ID = ("feature", "result", "item")  # JSON features, search results and catalog items: their id names them
+
 
 def is_byte_range(row: BatchRow) -> bool:
     """Whether the row's items are a byte range of an upload (and not a payload blob of their own)."""
@@ -41,14 +43,15 @@ def read_lines(row: BatchRow, payloads: PayloadStore) -> bytes:
 def validate_lines(row: BatchRow, data: bytes) -> Validation:
     """The batch's lines, parsed and validated as the row says (collection, mode, repairs).
 
-    NDJSON items are named by their line number; items of a JSON document or a search by their id
-    (as in a message), else by their position in the file or the search (`result N`).
+    NDJSON items are named by their line number and GeoParquet rows by their row number (`row N`); items of a
+    JSON document, a search or a static catalog by their id (as in a message), else by their position
+    (`result N`, `item N`).
     """
     if not is_byte_range(row) and row.item_label == "line":
         lines = [(row.first_line + n, item) for n, (_, item) in enumerate(ndjson_items(data))]  # a chunk: one item per line
     else:
         lines = ndjson_items(data, first_line=row.first_line or 1)
-    labels = [valid_id_of(item) if row.item_label in ("feature", "result") and valid_id_of(item) else f"{row.item_label} {number}"
+    labels = [valid_id_of(item) if row.item_label in NAMED_BY_ID and valid_id_of(item) else f"{row.item_label} {number}"
               for number, item in lines]
     return validate_job([item for _, item in lines], row.collection, labels=labels, mode=row.mode,
                         repair=frozenset(filter(None, row.repair.split(","))))

@@ -4,7 +4,9 @@ A blob reference may name only the containers ITEMS_REF_CONTAINERS allows (by de
 drop containers): the Functions storage account also holds the host's keys. Anything else gets one
 reason that says nothing about whether such a blob exists. An allowlisted URL is copied, as a stream,
 into a blob of the payload container first, so both are then read the same way as an upload
-(`shared.steps.segments`): NDJSON in byte-ranged segments, JSON streamed, gzip by its magic bytes.
+(`shared.steps.segments`): NDJSON in byte-ranged segments, JSON streamed, gzip by its magic bytes, STAC
+GeoParquet (a `.parquet`/`.geoparquet` name, or the `PAR1` magic bytes) row group by row group through
+ranged reads of the stored blob (the URL's copy is written as a stream, never held whole).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from shared.services import Services
 from shared.store import SourceKind, SourceRef, record_source
 
 GZIP_MAGIC = b"\x1f\x8b"
+PARQUET_MAGIC = b"PAR1"
 
 
 def plan_message_for(request: JobRequest, *, job_id: str, services: Services, now: datetime) -> PlanMessage:
@@ -43,12 +46,14 @@ def plan_message_for(request: JobRequest, *, job_id: str, services: Services, no
         raise InvalidInputError(f"items_ref {_shown(ref)} is empty")
     if size > services.settings.max_upload_bytes:
         raise InvalidInputError(f"items_ref {_shown(ref)} has {size} bytes, more than MAX_UPLOAD_BYTES")
-    gzipped = b"".join(services.payloads.chunks(blob, etag=etag, end=2)) == GZIP_MAGIC
+    magic = b"".join(services.payloads.chunks(blob, etag=etag, end=4))
+    gzipped = magic[:2] == GZIP_MAGIC
     kind = file_kind(name.split("?", 1)[0].removesuffix(".gz"))
+    parquet = magic == PARQUET_MAGIC or (kind is not None and kind.parquet)
     ndjson = kind.ndjson if kind is not None else ref.start is not None
-    if gzipped and (ref.start is not None or ref.end is not None):
+    if (gzipped or parquet) and (ref.start is not None or ref.end is not None):
         raise InvalidInputError("items_ref start/end need a plain (not gzipped) NDJSON blob")
-    document = ("ndjson" if ndjson else "json") + (".gz" if gzipped else "")
+    document = "parquet" if parquet else ("ndjson" if ndjson else "json") + (".gz" if gzipped else "")
     read = SourceRef(SourceKind.URL if ref.url else SourceKind.BLOB, blob=blob, etag=etag, start=ref.start, end=ref.end,
                      url=url_without_query(name) if ref.url else "", format=document)
     record_source(services.status, job_id, source_ref=read, now=now)

@@ -77,6 +77,10 @@ def plan_job(request: JobRequest, *, job_id: str, claim: JobClaim, services: Ser
         from shared.steps.search_jobs import plan_search  # it builds on this module's job verdicts
 
         return plan_search(request, job, services=services, now=now)
+    if request.catalog is not None:
+        from shared.steps.catalog_jobs import plan_catalog  # it builds on this module's job verdicts
+
+        return plan_catalog(request, job, services=services, now=now)
     items: list[Any] = []
     collection = request.collection or ""
     try:
@@ -335,6 +339,8 @@ def describe_source(request: JobRequest) -> str:
         return f"{'delete ' if request.is_delete else ''}search {url_without_query(search.url) if search.url else 'the target catalog'}"
     if request.delete_ids is not None:
         return "delete ids"
+    if request.catalog is not None:
+        return f"catalog {url_without_query(request.catalog.url) if request.catalog.url else request.catalog.blob[:300]}"
     if request.items_ref is None:
         return "inline"
     if request.items_ref.url:
@@ -348,6 +354,8 @@ def source_ref_of(request: JobRequest) -> SourceRef:
     search = request.search or request.delete_search
     if search is not None:
         return SourceRef(SourceKind.SEARCH, url=url_without_query(search.url) if search.url else "")
+    if request.catalog is not None:
+        return SourceRef(SourceKind.CATALOG, url=url_without_query(request.catalog.url) or request.catalog.blob[:1024])
     if request.items_ref is None:
         return SourceRef(SourceKind.INLINE)
     if request.items_ref.url:

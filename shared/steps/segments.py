@@ -6,7 +6,12 @@ is never held in memory:
   byte ranges of it; it stops after `PLAN_SEGMENT_ITEMS` items and hands on to a continuation plan
   message, so no invocation runs long and a huge file spreads over many instances;
 - gzip and JSON (FeatureCollection or list streamed with ijson): not addressable by byte range, so
-  batches are claim-checked as chunk blobs as the stream goes, in one invocation.
+  batches are claim-checked as chunk blobs as the stream goes, in one invocation;
+- STAC GeoParquet (`shared.inputs.geoparquet`): read row group by row group through ranged reads of the
+  blob version, batches claim-checked as chunk blobs as the rows arrive; a segment ends at the end of
+  the row group in which it passed `PLAN_SEGMENT_ITEMS` rows and hands on (the continuation's
+  `next_line` is the next row number, `offset` its row group). A row that is not an item is one
+  Rejected item labelled `row N`; every other row is validated by its submitter like an NDJSON line.
 Neither the planner nor a submitter holds more than one batch. Items are validated by the submitter
 of their batch (`uploads.check_upload_batch`), which records bad lines with their line numbers.
 A line longer than MAX_LINE_BYTES is never read whole: the planner records it at once as a Rejected
@@ -30,6 +35,7 @@ twice (the submitter checks the row), so the redelivered plan message simply pla
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 import zlib
 from collections.abc import Iterator
@@ -43,9 +49,10 @@ from shared.batching import ENVELOPE_BYTES, REJECTED_ROW_PREFIX, batch_id
 from shared.errors import AuthenticationError, InvalidInputError, NotFoundError
 from shared.ids import check_collection_id
 from shared.inputs.documents import FileKind, OverlongLine, bounded_lines, file_kind, open_chunks, parse_line, stream_json_items
+from shared.inputs.geoparquet import GeoParquetLimits, GeoParquetReader, RangedFile, UnreadableRow
 from shared.items import MAX_DEPTH
-from shared.limits import LimitExceeded
-from shared.messages import BatchMessage, PlanMessage
+from shared.limits import LimitExceeded, byte_cap
+from shared.messages import BATCH_ID, BatchMessage, PlanMessage
 from shared.services import Services
 from shared.steps.planning import AUTH_FAILED, reject_job
 from shared.steps.rollup import settle_job
@@ -60,13 +67,17 @@ ROWS_PER_FLUSH = 16
 PROGRESS_EVERY = 10 * ROWS_PER_FLUSH  # batches between two progress updates of the job row while planning
 UNREADABLE = (InvalidInputError, gzip.BadGzipFile, zlib.error, EOFError)  # what a broken file raises mid-stream
 LIMIT_EXCEEDED = "LimitExceeded"
+INVALID_INPUT = "InvalidInput"
 
 
 @dataclass(frozen=True)
 class TooLarge:
-    """An item skipped unread because it is over a cap; `reason` names the cap ("is longer than MAX_LINE_BYTES (16 MiB)")."""
+    """An item recorded Rejected without a batch: over a cap (`reason` names it: "is longer than MAX_LINE_BYTES
+    (16 MiB)"), or not readable as an item at all (a GeoParquet row rustac cannot convert: `code` InvalidInput)."""
 
     reason: str
+    code: str = LIMIT_EXCEEDED
+    label: str = ""  # what names it on its row ("" = "<item label> <position>"; a catalog's link names itself)
 
 
 @dataclass
@@ -103,7 +114,9 @@ def plan_segment(message: PlanMessage, *, services: Services, now: datetime) -> 
             message = _first_segment(message, services, kind)
             collection = message.collection
             unsent = _identity_refused(message, collection, services=services, now=now)
-        if kind.seekable:
+        if kind.parquet:
+            done, next_message = _plan_parquet_segment(message, collection, services=services, now=now, unsent=unsent)
+        elif kind.seekable:
             done, next_message = _plan_ndjson_segment(message, collection, services=services, now=now, unsent=unsent)
         else:
             done, next_message = _plan_stream(message, collection, services=services, now=now, gzipped=kind.gzipped,
@@ -155,10 +168,7 @@ def _first_segment(message: PlanMessage, services: Services, kind: FileKind) -> 
     """
     first: Any = None
     if not message.collection or (message.sign and not message.sign_collection):
-        for _, item_bytes in _stream_lines(message, services, gzipped=kind.gzipped, ndjson=kind.ndjson):
-            if isinstance(item_bytes, bytes):
-                first = parse_line(item_bytes, 0)
-                break
+        first = _first_item(message, services, kind)
     named = first.get("collection") if isinstance(first, dict) else None
     named = named if isinstance(named, str) and named else ""
     collection = message.collection or named or services.settings.default_collection
@@ -170,6 +180,17 @@ def _first_segment(message: PlanMessage, services: Services, kind: FileKind) -> 
             raise InvalidInputError("cannot tell which collection's SAS token signs the assets: set 'sign_collection'")
         sign_collection = check_collection_id(named)
     return replace(message, collection=check_collection_id(collection), sign_collection=sign_collection)
+
+
+def _first_item(message: PlanMessage, services: Services, kind: FileKind) -> Any:
+    """The file's first item (parsed), or None."""
+    if kind.parquet:
+        rows = parquet_reader(message, services).rows()
+        return next((row for _, row in rows if not isinstance(row, UnreadableRow)), None)
+    for _, item_bytes in _stream_lines(message, services, gzipped=kind.gzipped, ndjson=kind.ndjson):
+        if isinstance(item_bytes, bytes):
+            return parse_line(item_bytes, 0)
+    return None
 
 
 @dataclass
@@ -235,6 +256,67 @@ def _plan_stream(message: PlanMessage, collection: str, *, services: Services, n
     return True, replace(message, next_batch=number, items_before=items)
 
 
+def parquet_reader(message: PlanMessage, services: Services) -> GeoParquetReader:
+    """The rows of the message's GeoParquet blob version, read through ranged reads (never whole).
+
+    Raises:
+        InvalidInputError: not STAC GeoParquet, over a GeoParquet cap, or the blob changed.
+    """
+    _, size = services.payloads.properties(message.blob)
+
+    def read_range(start: int, end: int) -> bytes:
+        return services.payloads.read(message.blob, start, end, etag=message.etag)
+
+    limits = GeoParquetLimits(max_item_bytes=services.settings.max_item_bytes)
+    return GeoParquetReader(RangedFile(read_range, size), limits=limits)
+
+
+@dataclass
+class _RowCursor:
+    """Where a segment of GeoParquet rows stopped: the next row to read, and whether the file ended."""
+
+    next_row: int
+    ended: bool = False
+
+
+def _plan_parquet_segment(message: PlanMessage, collection: str, *, services: Services, now: datetime,
+                          unsent: str = "") -> tuple[bool, PlanMessage]:
+    """Rows become chunk batches as their row groups arrive; hand on at a row-group end past PLAN_SEGMENT_ITEMS rows."""
+    reader = parquet_reader(message, services)
+    cursor = _RowCursor(message.next_line)
+    rows = _encoded_rows(reader, cursor, segment_items=services.settings.plan_segment_items,
+                         max_item_bytes=services.settings.max_item_bytes)
+    try:
+        items, number = plan_item_stream(message, collection, rows, item_label="row", services=services, now=now,
+                                         unsent=unsent)
+    except StreamStopped as stopped:
+        note_on_job(services.status, message.job_id, code="UnreadableFile",
+                    note=f"the file is unreadable after row {stopped.items}: {stopped.error}", now=now)
+        return True, replace(message, next_batch=stopped.next_batch, items_before=stopped.items)
+    position = reader.position_of(cursor.next_row)
+    return cursor.ended, replace(message, offset=position.row_group, next_line=cursor.next_row, next_batch=number,
+                                 items_before=items)
+
+
+def _encoded_rows(reader: GeoParquetReader, cursor: _RowCursor, *, segment_items: int,
+                  max_item_bytes: int) -> Iterator[tuple[int, bytes | TooLarge]]:
+    """(row number, the row's item as JSON, or why it is no item) from `cursor.next_row`, up to the end of the
+    row group in which `segment_items` rows were passed; `cursor` says where it stopped."""
+    cap = byte_cap("MAX_ITEM_BYTES", max_item_bytes)
+    last_rows = reader.last_rows
+    taken = 0
+    for number, row in reader.rows(reader.position_of(cursor.next_row)):
+        cursor.next_row, taken = number + 1, taken + 1
+        if isinstance(row, UnreadableRow):
+            yield number, TooLarge(row.error, code=INVALID_INPUT)
+        else:
+            data = _encoded(row)
+            yield number, data if len(data) <= max_item_bytes else TooLarge(f"is larger than {cap}")
+        if taken >= segment_items and number in last_rows:
+            break
+    cursor.ended = cursor.next_row > reader.row_count
+
+
 class StreamStopped(Exception):
     """A stream of items broke (or went past a cap) after some of its batches went out."""
 
@@ -260,7 +342,11 @@ def plan_item_stream(message: PlanMessage, collection: str, items: Iterator[tupl
         for position, item_bytes in items:
             count += 1
             if isinstance(item_bytes, TooLarge):
-                reject_input(message, collection, f"{item_label} {position}", item_bytes.reason, services=services, now=now)
+                if batch is not None:  # a chunk numbers its items from its first: it holds consecutive ones only
+                    _add_chunk(pending, message, collection, number, batch, item_label=item_label, services=services)
+                    number, batch = number + 1, None
+                reject_input(message, collection, item_bytes.label or f"{item_label} {position}", item_bytes.reason,
+                             services=services, now=now, code=item_bytes.code)
                 continue
             if batch is not None and _is_full(batch, item_bytes, message, services.settings):
                 _add_chunk(pending, message, collection, number, batch, item_label=item_label, services=services)
@@ -347,14 +433,24 @@ def _add_chunk(pending: _Pending, message: PlanMessage, collection: str, number:
     _add_batch(pending, message, collection, number, batch, payload=blob, end=None, item_label=item_label)
 
 
-def reject_input(message: PlanMessage, collection: str, label: str, reason: str, *, services: Services, now: datetime) -> None:
-    """Record one input item refused unread (over a cap) as a Rejected row of its own, named by `label`."""
-    row_id = f"{REJECTED_ROW_PREFIX}{label.replace(' ', '-')}"
+def reject_input(message: PlanMessage, collection: str, label: str, reason: str, *, services: Services, now: datetime,
+                 code: str = LIMIT_EXCEEDED) -> None:
+    """Record one input item refused unread (over a cap, unreadable, an unreachable link) as a Rejected row of
+    its own, named by `label`."""
     services.status.create_batches([BatchRow(
-        job_id=message.job_id, batch_id=row_id, state=BatchState.REJECTED, collection=collection, item_count=1,
-        item_ids=orjson.dumps([label]).decode(), items_rejected=1, rejected_items=orjson.dumps({label: reason}).decode(),
-        error_code=LIMIT_EXCEEDED, error_message=f"{label} {reason}", mode=message.mode, validated=True,
+        job_id=message.job_id, batch_id=rejected_input_row_id(label), state=BatchState.REJECTED, collection=collection,
+        item_count=1, item_ids=orjson.dumps([label]).decode(), items_rejected=1,
+        rejected_items=orjson.dumps({label: reason}).decode(),
+        error_code=code, error_message=f"{label} {reason}"[:1000], mode=message.mode, validated=True,
     )], now)
+
+
+def rejected_input_row_id(label: str) -> str:
+    """`rejected-line-7` for a label that makes a row key; a digest of it for one that does not (a link)."""
+    row_id = f"{REJECTED_ROW_PREFIX}{label.replace(' ', '-')}"
+    if BATCH_ID.match(row_id):
+        return row_id
+    return f"{REJECTED_ROW_PREFIX}link-{hashlib.sha256(label.encode()).hexdigest()[:24]}"
 
 
 def flush_due(pending: int, *, written: int) -> bool:

@@ -66,6 +66,11 @@ class PayloadStore:
             raise
         return downloader.chunks()
 
+    def url(self, ref: str) -> str:
+        """The URL of `container/path` (what a relative href in a blob-held document is relative to)."""
+        container, path = _split(ref)
+        return self._service.get_blob_client(container, path).url
+
     def properties(self, ref: str) -> tuple[str, int]:
         """(ETag, size) of `container/path`.
 

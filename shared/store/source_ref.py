@@ -22,6 +22,7 @@ class SourceKind(StrEnum):
     URL = "url"  # `items_ref.url`: copied into a blob of the payload container first
     SEARCH = "search"  # a STAC API search (or a delete search)
     UPLOAD = "upload"  # a file dropped in the drop container (one job per blob version)
+    CATALOG = "catalog"  # a static STAC catalog: `url` is its root document's URL or blob name (nothing to read back)
 
 
 @dataclass(frozen=True)
