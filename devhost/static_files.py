@@ -16,6 +16,7 @@ from typing import Any
 
 class StaticFiles(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # socketserver's 5 drops connections a parallel client opens at once (each then waits 1 s)
 
     def __init__(self, directory: Path) -> None:
         super().__init__(("127.0.0.1", 0), partial(_Handler, directory=str(directory)))
