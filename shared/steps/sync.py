@@ -8,8 +8,8 @@ there, per batch, on the items exactly as they would be sent (before signing):
   is created again and one added by hand is seen;
 - its items (and, before the claim, the ids an upload batch's check rejected) are marked seen by the job before anything else, so
   `delete_missing` (`shared.steps.prune`, once every batch has ended) never deletes what the source has;
-- for those it holds, the hash recorded when the catalog last confirmed the item (`SyncStates`, one
-  bounded query per 14 ids) says whether it changed. The catalog's own copy is never compared: the
+- for those it holds, the hash recorded when the catalog last confirmed the item (`SyncStates`, point
+  reads) says whether it changed. The catalog's own copy is never compared: the
   service rewrites asset hrefs.
 
 The diff (`sync_items`: `{id: "<c|r|u>:<hash>"}`, create / replace / unchanged) is written on the

@@ -153,7 +153,12 @@ class JobRow:
     dry_run: bool = False
     delete_missing: bool = False  # mode sync: once every batch settled, delete what the source no longer has
     max_delete_fraction: float = 0.1
-    prune: str = ""  # delete_missing's phase: "" (not yet), "listed" (delete batches made), "refused"
+    prune: str = ""  # delete_missing's phase: "" (not yet), "listing", "deleting", "done" (delete batches made), "refused"
+    prune_cursor: str = ""  # where the listing of the catalog goes on (a SearchCursor as JSON)
+    prune_pages: int = 0  # catalog pages listed so far (each page's candidates in a blob of its own)
+    prune_listed: int = 0  # catalog items listed
+    prune_candidates: int = 0  # of those, the items the job's source did not have
+    prune_pages_done: int = 0  # pages whose deletes (or DryRun rows) are made
     batches_by_state: str = "{}"
     batches_open: int = 0  # batches not yet in a terminal state
     error_code: str = ""
