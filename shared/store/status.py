@@ -269,6 +269,13 @@ class StatusStore:
             return None
         return _with_counts(_from_entity(JobRow, job), [e for e in entities if e["RowKey"] != JOB_ROW])
 
+    def is_dry_run(self, job_id: str) -> bool | None:
+        """The job row's `dry_run` (one point read of one column); None when there is no job row."""
+        try:
+            return bool(self._table.get_entity(job_id, JOB_ROW, select=["dry_run"]).get("dry_run"))
+        except ResourceNotFoundError:
+            return None
+
     def job_progress(self, job_id: str) -> JobRow | None:
         """`get_job` reading only the state, `planned` and the counters: what deciding whether to settle needs.
 
