@@ -17,6 +17,7 @@ from shared.inputs.batch_items import batch_items
 from shared.messages import BatchMessage, JobRequest
 from shared.steps.fanout import batch_message
 from shared.steps.job_claims import JobClaim
+from shared.steps import prune
 from shared.steps.planning import plan_job
 from shared.steps.submit import submit_batch
 from shared.steps.sync import content_hash, diff_items
@@ -95,6 +96,40 @@ def test_edits_and_removals_are_replaced_and_deleted_and_the_rest_left_alone(mak
     again = sync(stack, "third", collection, kept, delete_missing=True)  # nothing left to do
     assert changes(again) == (0, 0, 37, 0)
     assert calls_since(stack, before) == {"PUT": 5, "DELETE": 3}
+
+
+def test_the_delete_phase_lists_and_deletes_one_catalog_page_per_invocation(make_stack, monkeypatch) -> None:
+    monkeypatch.setattr(prune, "PAGE_ITEMS", 4)
+    stack = make_stack()
+    collection = with_collection(stack)
+    items = source(40)
+    sync(stack, "first", collection, items)
+    kept = items[:18] + items[20:39]  # s018, s019 and s039 removed: candidates on different pages
+    before = item_calls(stack)
+    job = sync(stack, "paged", collection, kept, delete_missing=True)
+    assert (job.state, changes(job)) == (JobState.SUCCEEDED, (0, 0, 37, 3))
+    assert (job.prune, job.prune_listed, job.prune_candidates, job.prune_cursor) == ("done", 40, 3, "")
+    assert job.prune_pages >= 10 and job.prune_pages_done == job.prune_pages
+    assert calls_since(stack, before) == {"DELETE": 3}
+    assert held_ids(stack, collection) == {item["id"] for item in kept}
+
+
+def test_copies_of_prune_messages_count_no_page_twice(make_stack, monkeypatch) -> None:
+    monkeypatch.setattr(prune, "PAGE_ITEMS", 3)
+    stack = make_stack()
+    collection = with_collection(stack)
+    items = source(30)
+    sync(stack, "first", collection, items)
+    services = stack.services
+    send_job(services, {"v": 1, "job_id": "copies", "collection": collection, "mode": "sync", "batch_size": 7,
+                        "items": items[:27], "delete_missing": True})
+    wait_until(lambda: (services.status.get_job("copies") or JobRow("x")).prune != "", timeout=60)
+    for _ in range(6):  # forged or duplicated copies, while the phase runs
+        services.queues.send(services.settings.work_queue, prune.prune_message("copies"))
+    job = wait_for_jobs(services, ["copies"], timeout=90)["copies"]
+    assert (job.state, changes(job)) == (JobState.SUCCEEDED, (0, 0, 27, 3))
+    assert (job.prune_listed, job.prune_candidates) == (30, 3)
+    assert held_ids(stack, collection) == {item["id"] for item in items[:27]}
 
 
 def test_an_item_deleted_by_hand_is_created_again_and_one_added_by_hand_is_replaced(make_stack) -> None:

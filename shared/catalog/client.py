@@ -139,6 +139,40 @@ def _int(value: Any) -> int | None:
         return None
 
 
+@dataclass(frozen=True)
+class SearchCursor:
+    """Where a search goes on: its page's `next` link (href, method, body)."""
+
+    href: str
+    method: str = "GET"
+    body: dict[str, Any] | None = None
+
+    def to_json(self) -> str:
+        return orjson.dumps({"href": self.href, "method": self.method, "body": self.body}).decode()
+
+    @classmethod
+    def from_json(cls, text: str) -> SearchCursor:
+        data = orjson.loads(text)
+        body = data.get("body")
+        return cls(str(data["href"]), str(data.get("method") or "GET").upper(), body if isinstance(body, dict) else None)
+
+
+def _page(response: requests.Response) -> tuple[list[Any], SearchCursor | None]:
+    """A search page's items and its `next` link (None when there is none)."""
+    page = response.json()
+    features = page.get("features") if isinstance(page, dict) else None
+    if not isinstance(features, list):
+        raise InvalidInputError("the GeoCatalog answered a search with a page that has no list of features")
+    links = page.get("links")
+    next_link = next((link for link in links if isinstance(link, dict) and link.get("rel") == "next"), None) \
+        if isinstance(links, list) else None
+    if next_link is None or not isinstance(next_link.get("href"), str):
+        return features, None
+    body = next_link.get("body")
+    return features, SearchCursor(next_link["href"], str(next_link.get("method", "GET")).upper(),
+                                  body if isinstance(body, dict) else None)
+
+
 class GeoCatalogClient:
     """A pooled, token-authenticated client of one GeoCatalog.
 
@@ -244,21 +278,30 @@ class GeoCatalogClient:
         for features, _ in self._pages(response):
             yield from features
 
+    def search_page(self, params: dict[str, Any], *, after: SearchCursor | None = None) -> tuple[list[Any], SearchCursor | None]:
+        """One page of a search of this catalog (`params`), or the page `after` names, and the cursor of the
+        page that follows (None at the end). A cursor is plain data: a step that lists a big collection
+        keeps it on a row and goes on in another invocation. It names this catalog's endpoint only.
+
+        Raises:
+            InvalidInputError: the cursor leaves the endpoint, or a page is not a page of items.
+            RetryableError, RejectedByServiceError, AuthenticationError.
+        """
+        if after is None:
+            target = f"{self.endpoint}{self.layout.stac}/search"
+            response = self._send("POST", _with_query(target, {"api-version": self.layout.api_version}), body=params, absolute=True)
+        else:
+            response = self._send(after.method, self._own_url(after.href), body=after.body, absolute=True)
+        return _page(response)
+
     def _pages(self, response: requests.Response) -> Iterator[tuple[list[Any], bool]]:
         while True:
-            page = response.json()
-            features = page.get("features") if isinstance(page, dict) else None
-            if not isinstance(features, list):
-                raise InvalidInputError("the GeoCatalog answered a search with a page that has no list of features")
-            links = page.get("links")
-            next_link = next((link for link in links if isinstance(link, dict) and link.get("rel") == "next"), None) \
-                if isinstance(links, list) else None
-            if next_link is None or not isinstance(next_link.get("href"), str):
+            features, cursor = _page(response)
+            if cursor is None:
                 yield features, False
                 return
             yield features, True
-            method = str(next_link.get("method", "GET")).upper()
-            response = self._send(method, self._own_url(next_link["href"]), body=next_link.get("body"), absolute=True)
+            response = self._send(cursor.method, self._own_url(cursor.href), body=cursor.body, absolute=True)
 
     # ----- collections --------------------------------------------------------------------------
 

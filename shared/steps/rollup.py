@@ -19,7 +19,18 @@ from datetime import datetime
 import orjson
 
 from shared.errors import InvalidInputError
-from shared.store import BatchRow, JobRow, JobState, StatusStore, end_job, read_spilled, state_group
+from shared.store import (
+    PRUNE_DELETING,
+    PRUNE_LISTING,
+    PRUNE_REFUSED,
+    BatchRow,
+    JobRow,
+    JobState,
+    StatusStore,
+    end_job,
+    read_spilled,
+    state_group,
+)
 
 Read = Callable[[str], bytes]  # reads a payload blob (`container/path`)
 SUMMARY_CODES = 5  # most frequent error codes named in a finished job's error_message
@@ -57,13 +68,14 @@ def settle_job(job_id: str, *, status: StatusStore, now: datetime, read: Read | 
     return end_job(status, job_id, state=state, code=code, message=message, now=now) or status.get_job(job_id)
 
 
-PRUNE_LISTED, PRUNE_REFUSED = "listed", "refused"  # a job row's `prune` once delete_missing's phase is over
-
-
 def awaits_prune(job: JobRow | None) -> bool:
-    """A sync job with delete_missing whose batches have all settled, and whose delete phase has not run."""
-    return (job is not None and job.delete_missing and not job.prune and job.planned and not job.batches_open
-            and not job.state.is_terminal)
+    """A sync job with delete_missing whose delete phase is not over: due once every batch settled, and
+    going on (a page per invocation) while the delete batches it made run."""
+    if job is None or not job.delete_missing or not job.planned or job.state.is_terminal:
+        return False
+    if job.prune in (PRUNE_LISTING, PRUNE_DELETING):
+        return True
+    return not job.prune and not job.batches_open
 
 
 def settle_after_batch(ended: BatchRow | None, job_id: str, *, status: StatusStore, now: datetime,

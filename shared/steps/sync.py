@@ -8,8 +8,8 @@ there, per batch, on the items exactly as they would be sent (before signing):
   is created again and one added by hand is seen;
 - its items (and, before the claim, the ids an upload batch's check rejected) are marked seen by the job before anything else, so
   `delete_missing` (`shared.steps.prune`, once every batch has ended) never deletes what the source has;
-- for those it holds, the hash recorded when the catalog last confirmed the item (`SyncStates`, one
-  bounded query per 14 ids) says whether it changed. The catalog's own copy is never compared: the
+- for those it holds, the hash recorded when the catalog last confirmed the item (`SyncStates`, point
+  reads) says whether it changed. The catalog's own copy is never compared: the
   service rewrites asset hrefs.
 
 The diff (`sync_items`: `{id: "<c|r|u>:<hash>"}`, create / replace / unchanged) is written on the
@@ -30,7 +30,6 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from azure.core.exceptions import ResourceNotFoundError
 
 from shared.batching import child_batch_id
 from shared.inputs.batch_items import batch_items
@@ -40,7 +39,6 @@ from shared.steps.fanout import BatchGroup, PlannedBatch, enqueue_batches
 from shared.steps.poll import finish_batch
 from shared.steps.uploads import CheckedUpload
 from shared.store import (
-    JOB_ROW,
     BatchRow,
     BatchState,
     Outcome,
@@ -76,11 +74,10 @@ class _FlagCache:
         with self._lock:
             if key in self._flags:
                 return self._flags[key]
-        try:
-            entity = status.table.get_entity(job_id, JOB_ROW, select=["dry_run"])
-        except ResourceNotFoundError:
+        dry_run = status.is_dry_run(job_id)
+        if dry_run is None:
             return JobFlags()  # not cached: a batch row without its job row is not expected to stay so
-        flags = JobFlags(dry_run=bool(entity.get("dry_run")))
+        flags = JobFlags(dry_run=dry_run)
         with self._lock:
             self._flags[key] = flags
             while len(self._flags) > self._size:

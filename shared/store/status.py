@@ -153,7 +153,12 @@ class JobRow:
     dry_run: bool = False
     delete_missing: bool = False  # mode sync: once every batch settled, delete what the source no longer has
     max_delete_fraction: float = 0.1
-    prune: str = ""  # delete_missing's phase: "" (not yet), "listed" (delete batches made), "refused"
+    prune: str = ""  # delete_missing's phase: "" (not yet), "listing", "deleting", "done" (delete batches made), "refused"
+    prune_cursor: str = ""  # where the listing of the catalog goes on (a SearchCursor as JSON)
+    prune_pages: int = 0  # catalog pages listed so far (each page's candidates in a blob of its own)
+    prune_listed: int = 0  # catalog items listed
+    prune_candidates: int = 0  # of those, the items the job's source did not have
+    prune_pages_done: int = 0  # pages whose deletes (or DryRun rows) are made
     batches_by_state: str = "{}"
     batches_open: int = 0  # batches not yet in a terminal state
     error_code: str = ""
@@ -263,6 +268,13 @@ class StatusStore:
         if job is None:
             return None
         return _with_counts(_from_entity(JobRow, job), [e for e in entities if e["RowKey"] != JOB_ROW])
+
+    def is_dry_run(self, job_id: str) -> bool | None:
+        """The job row's `dry_run` (one point read of one column); None when there is no job row."""
+        try:
+            return bool(self._table.get_entity(job_id, JOB_ROW, select=["dry_run"]).get("dry_run"))
+        except ResourceNotFoundError:
+            return None
 
     def job_progress(self, job_id: str) -> JobRow | None:
         """`get_job` reading only the state, `planned` and the counters: what deciding whether to settle needs.

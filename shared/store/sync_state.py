@@ -7,8 +7,11 @@ index table, one partition per collection (`sync~<collection>`), RowKey = item i
 - `seen` / `dry_seen`: the last sync job (real / dry run) whose source had the item; `delete_missing`
   deletes catalog items that its job did not see.
 
-Reads are bounded: one query per IDS_PER_QUERY ids (a Table filter allows 15 comparisons), never a
-scan of the partition. Writes are merges of up to 100 entities per transaction (one partition).
+Reads are point reads (PartitionKey + RowKey), READERS at a time: the one read whose cost stays flat
+as a collection grows. A filter of `RowKey eq a or RowKey eq b ...` is not: Table storage serves it as
+a scan of the partition ("Design for querying", learn.microsoft.com: such `or` filters are not range
+queries), and Azurite scans the whole table. Writes are merges of up to 100 entities per transaction
+(one partition).
 """
 
 from __future__ import annotations
@@ -20,16 +23,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError, ServiceResponseError
 from azure.data.tables import UpdateMode
 
 from shared.store.table_batch import MAX_TRANSACTION_OPS, TableClient
 
 PARTITION_PREFIX = "sync~"  # "~" is not in a collection id: no clash with the index's own partitions
-IDS_PER_QUERY = 14  # + the PartitionKey comparison: the 15 a Table filter allows
 _COLUMNS = ["RowKey", "hash", "seen", "dry_seen"]
 CONFIRM_ATTEMPTS = 3
-READERS = 8  # queries of one read in flight at once (a batch of 100 ids is 8 queries)
+READERS = 16  # point reads of one read in flight at once
 
 
 @functools.cache
@@ -58,20 +60,21 @@ class SyncStates:
         self.operations = 0
 
     def read(self, collection: str, ids: Iterable[str]) -> dict[str, SyncEntry]:
-        """The entries of `ids` that exist: one bounded query per IDS_PER_QUERY ids, up to READERS at a time."""
+        """The entries of `ids` that exist: one point read each, READERS at a time."""
         wanted = sorted(set(ids))
-        chunks = [wanted[start : start + IDS_PER_QUERY] for start in range(0, len(wanted), IDS_PER_QUERY)]
         found: dict[str, SyncEntry] = {}
-        for entries in _readers().map(lambda chunk: self._read_chunk(collection, chunk), chunks):
-            found.update(entries)
-        self.operations += len(chunks)
+        for item_id, entry in zip(wanted, _readers().map(lambda key: self._read_one(collection, key), wanted), strict=True):
+            if entry is not None:
+                found[item_id] = entry
+        self.operations += len(wanted)
         return found
 
-    def _read_chunk(self, collection: str, chunk: list[str]) -> dict[str, SyncEntry]:
-        keys = " or ".join(f"RowKey eq @k{n}" for n in range(len(chunk)))
-        parameters: dict[str, Any] = {"pk": partition(collection), **{f"k{n}": key for n, key in enumerate(chunk)}}
-        entities = self._table.query_entities(f"PartitionKey eq @pk and ( {keys} )", parameters=parameters, select=_COLUMNS)
-        return {e["RowKey"]: SyncEntry(e.get("hash") or "", e.get("seen") or "", e.get("dry_seen") or "") for e in entities}
+    def _read_one(self, collection: str, item_id: str) -> SyncEntry | None:
+        try:
+            e = self._table.get_entity(partition(collection), item_id, select=_COLUMNS)
+        except ResourceNotFoundError:
+            return None
+        return SyncEntry(e.get("hash") or "", e.get("seen") or "", e.get("dry_seen") or "")
 
     def confirm(self, collection: str, hashes: dict[str, str], *, job_id: str) -> None:
         """Items the catalog now holds as sent with these hashes, by a source of `job_id`.

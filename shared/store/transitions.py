@@ -28,8 +28,15 @@ Jobs (`JobState`; `planned`: every batch row exists, so the roll-up may end the 
       no open batch                      (Unconfirmed while any item is)      once its batches are confirmed)
     any              note_on_job         (error code and message)             segments, streamed_jobs, search_jobs
     any              record_source       (source)                             search_jobs, items_ref
-    planned, not     mark_prune          prune "listed" (delete batches made) prune (delete_missing, once every
-      terminal, no prune yet             | "refused" (DeleteRefused)          batch settled: `steps.prune`)
+    planned, not     record_prune_page   prune "listing": one more catalog    prune (delete_missing, once every
+      terminal,                          page listed, its cursor kept         batch settled: `steps.prune`, one
+      prune listing                                                           page per invocation)
+      at that page
+    listing ended    start_prune_deletes prune "deleting"                     prune
+    deleting, at     record_prune_deletes one more page's deletes made;       prune
+      that page                          "done" after the last
+    not terminal,    refuse_prune        prune "refused" (DeleteRefused)      prune
+      not deleting
 
 Every write above that makes a job terminal also sets `finished`, and the write that makes its verdict
 final marks its job-finished event Pending (the outbox, in the same write; for a job that was Unconfirmed
@@ -243,19 +250,61 @@ def note_on_job(status: StatusStore, job_id: str, *, code: str, note: str, now: 
     return _update_job(status, job_id, lambda row: replace(row, error_code=code, error_message=brief(note)), now)
 
 
-def mark_prune(status: StatusStore, job_id: str, *, prune: str, code: str = "", reason: str = "",
-               now: datetime) -> JobRow | None:
-    """delete_missing's phase is over: its delete batches exist ("listed"), or the deletes were refused
-    ("refused", saying why); None when a phase was already recorded."""
+PRUNE_LISTING, PRUNE_DELETING, PRUNE_DONE, PRUNE_REFUSED = "listing", "deleting", "done", "refused"
 
-    def pruned(row: JobRow) -> JobRow | None:
-        if row.state.is_terminal or not row.planned or row.prune:
+
+def _pruning(row: JobRow) -> bool:
+    return not row.state.is_terminal and row.planned and row.prune in ("", PRUNE_LISTING, PRUNE_DELETING)
+
+
+def record_prune_page(status: StatusStore, job_id: str, *, page: int, listed: int, candidates: int, cursor: str,
+                      now: datetime) -> JobRow | None:
+    """delete_missing's listing: catalog page `page` (counted from 0) is listed, its candidates stored; the
+    listing goes on at `cursor` ("" when it has ended). None when another delivery recorded the page."""
+
+    def listed_page(row: JobRow) -> JobRow | None:
+        if not _pruning(row) or row.prune == PRUNE_DELETING or row.prune_pages != page:
             return None
-        if code:
-            return replace(row, prune=prune, error_code=code, error_message=brief(reason))
-        return replace(row, prune=prune)
+        return replace(row, prune=PRUNE_LISTING, prune_cursor=cursor, prune_pages=page + 1,
+                       prune_listed=row.prune_listed + listed, prune_candidates=row.prune_candidates + candidates)
 
-    return _update_job(status, job_id, pruned, now)
+    return _update_job(status, job_id, listed_page, now)
+
+
+def start_prune_deletes(status: StatusStore, job_id: str, *, now: datetime) -> JobRow | None:
+    """The listing has ended and the deletes are allowed: they are made a page at a time."""
+
+    def deleting(row: JobRow) -> JobRow | None:
+        if not _pruning(row) or row.prune != PRUNE_LISTING or row.prune_cursor:
+            return None
+        if not row.prune_candidates:
+            return replace(row, prune=PRUNE_DONE, prune_pages_done=row.prune_pages)
+        return replace(row, prune=PRUNE_DELETING, prune_pages_done=0)
+
+    return _update_job(status, job_id, deleting, now)
+
+
+def record_prune_deletes(status: StatusStore, job_id: str, *, page: int, now: datetime) -> JobRow | None:
+    """The deletes of listed page `page` are made; after the last page the phase is done."""
+
+    def deleted(row: JobRow) -> JobRow | None:
+        if not _pruning(row) or row.prune != PRUNE_DELETING or row.prune_pages_done != page:
+            return None
+        done = page + 1 >= row.prune_pages
+        return replace(row, prune=PRUNE_DONE if done else PRUNE_DELETING, prune_pages_done=page + 1)
+
+    return _update_job(status, job_id, deleted, now)
+
+
+def refuse_prune(status: StatusStore, job_id: str, *, code: str, reason: str, now: datetime) -> JobRow | None:
+    """delete_missing deletes nothing, saying why (`DeleteRefused`); None when the phase is already over."""
+
+    def refused(row: JobRow) -> JobRow | None:
+        if not _pruning(row) or row.prune == PRUNE_DELETING:
+            return None
+        return replace(row, prune=PRUNE_REFUSED, prune_cursor="", error_code=code, error_message=brief(reason))
+
+    return _update_job(status, job_id, refused, now)
 
 
 def record_source(status: StatusStore, job_id: str, *, source: str | None = None, source_ref: SourceRef | None = None,
