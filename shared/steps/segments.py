@@ -4,7 +4,9 @@ A plan message (`PlanMessage`) names a blob version (path + ETag) and where to g
 is never held in memory:
 - plain NDJSON: the planner reads lines from the stored blob and sends batch messages that point at
   byte ranges of it; it stops after `PLAN_SEGMENT_ITEMS` items and hands on to a continuation plan
-  message, so no invocation runs long and a huge file spreads over many instances;
+  message, so no invocation runs long and a huge file spreads over many instances; it hands on sooner
+  once the work queue holds `PLAN_AHEAD_BATCHES` messages (`work_queue_full`), so that retried batches
+  are not queued behind the whole file;
 - gzip and JSON (FeatureCollection or list streamed with ijson): not addressable by byte range, so
   batches are claim-checked as chunk blobs as the stream goes, in one invocation;
 - STAC GeoParquet (`shared.inputs.geoparquet`): read row group by row group through ranged reads of the
@@ -225,9 +227,10 @@ def _plan_ndjson_segment(message: PlanMessage, collection: str, *, services: Ser
             if batch is not None and _is_full(batch, line, message, settings):
                 _add_batch(pending, message, collection, number, batch, payload=message.blob, end=offset)
                 number, batch = number + 1, None
-                _flush(pending, services=services, now=now, job_id=message.job_id, items=items, batches=number - 1,
-                       force=segment_items >= settings.plan_segment_items)
-                if segment_items >= settings.plan_segment_items:
+                segment_full = segment_items >= settings.plan_segment_items
+                wrote = _flush(pending, services=services, now=now, job_id=message.job_id, items=items, batches=number - 1,
+                               force=segment_full)
+                if segment_full or (wrote and work_queue_full(services)):
                     return False, replace(message, offset=offset, next_line=line_number, next_batch=number, items_before=items)
             batch = batch or _OpenBatch(start=offset, first=line_number)
             batch.count, batch.size = batch.count + 1, batch.size + len(line)
@@ -458,15 +461,28 @@ def flush_due(pending: int, *, written: int) -> bool:
     return pending >= min(ROWS_PER_FLUSH, max(1, written))
 
 
+def work_queue_full(services: Services) -> bool:
+    """Whether the work queue holds PLAN_AHEAD_BATCHES messages or more: then an NDJSON planner hands on.
+
+    Why: a batch retried after a 429/5xx is re-sent to the work queue with a delay, and the queue hands out
+    messages by the time they become visible, so the retry waits behind every batch message already queued.
+    A planner that queued a whole segment (50,000 items) put every retry of it behind the rest, and a job's
+    retries all ended together at its end. Handing on here puts the continuation behind what is queued: the
+    next batches are planned when the queue has drained to it, and so behind the retries that came due
+    meanwhile. Delayed and in-flight messages count too (one request, no peek), which only makes it hand on sooner.
+    """
+    return services.queues.approximate_count(services.settings.work_queue) >= services.settings.plan_ahead_batches
+
+
 def _flush(pending: _Pending, *, services: Services, now: datetime, job_id: str, items: int, batches: int,
-           force: bool = False) -> None:
-    """Write pending rows, send their messages, and show progress on the job row.
+           force: bool = False) -> bool:
+    """Write pending rows, send their messages, and show progress on the job row; whether it wrote.
 
     The first batch goes out alone, then 1, 2, 4 ... up to ROWS_PER_FLUSH at a time: the first POST of a
     big file never waits for the rest of its plan, and a big plan still costs few transactions.
     """
     if not pending.rows or not (force or flush_due(len(pending.rows), written=batches - len(pending.rows))):
-        return
+        return False
     if pending.unsent:
         services.status.create_batches([_born_failed(row, pending.unsent) for row in pending.rows], now)
     else:
@@ -476,5 +492,6 @@ def _flush(pending: _Pending, *, services: Services, now: datetime, job_id: str,
     pending.rows.clear()
     pending.messages.clear()
     if written_before and written_before // PROGRESS_EVERY == batches // PROGRESS_EVERY and not force:
-        return  # the counters show the items planned so far; the job row itself is updated now and then
+        return True  # the counters show the items planned so far; the job row itself is updated now and then
     note_progress(services.status, job_id, items=items, batches=batches, now=now)
+    return True
