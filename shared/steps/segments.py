@@ -40,7 +40,7 @@ import gzip
 import hashlib
 import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -287,8 +287,10 @@ def _plan_parquet_segment(message: PlanMessage, collection: str, *, services: Se
     """Rows become chunk batches as their row groups arrive; hand on at a row-group end past PLAN_SEGMENT_ITEMS rows."""
     reader = parquet_reader(message, services)
     cursor = _RowCursor(message.next_line)
-    rows = _encoded_rows(reader, cursor, segment_items=services.settings.plan_segment_items,
-                         max_item_bytes=services.settings.max_item_bytes)
+    settings = services.settings
+    rows = _encoded_rows(reader, cursor, segment_items=settings.plan_segment_items, max_item_bytes=settings.max_item_bytes,
+                         queue_full=lambda: work_queue_full(services),
+                         check_every=(message.batch_size or settings.batch_max_items) * ROWS_PER_FLUSH)
     try:
         items, number = plan_item_stream(message, collection, rows, item_label="row", services=services, now=now,
                                          unsent=unsent)
@@ -301,13 +303,14 @@ def _plan_parquet_segment(message: PlanMessage, collection: str, *, services: Se
                                  items_before=items)
 
 
-def _encoded_rows(reader: GeoParquetReader, cursor: _RowCursor, *, segment_items: int,
-                  max_item_bytes: int) -> Iterator[tuple[int, bytes | TooLarge]]:
+def _encoded_rows(reader: GeoParquetReader, cursor: _RowCursor, *, segment_items: int, max_item_bytes: int,
+                  queue_full: Callable[[], bool], check_every: int) -> Iterator[tuple[int, bytes | TooLarge]]:
     """(row number, the row's item as JSON, or why it is no item) from `cursor.next_row`, up to the end of the
-    row group in which `segment_items` rows were passed; `cursor` says where it stopped."""
+    row group in which `segment_items` rows were passed, or at which the work queue was full (`work_queue_full`,
+    asked at a row-group end once `check_every` more rows were taken); `cursor` says where it stopped."""
     cap = byte_cap("MAX_ITEM_BYTES", max_item_bytes)
     last_rows = reader.last_rows
-    taken = 0
+    taken, next_check = 0, check_every
     for number, row in reader.rows(reader.position_of(cursor.next_row)):
         cursor.next_row, taken = number + 1, taken + 1
         if isinstance(row, UnreadableRow):
@@ -315,8 +318,10 @@ def _encoded_rows(reader: GeoParquetReader, cursor: _RowCursor, *, segment_items
         else:
             data = _encoded(row)
             yield number, data if len(data) <= max_item_bytes else TooLarge(f"is larger than {cap}")
-        if taken >= segment_items and number in last_rows:
-            break
+        if number in last_rows and taken >= min(segment_items, next_check):
+            if taken >= segment_items or queue_full():
+                break
+            next_check = taken + check_every
     cursor.ended = cursor.next_row > reader.row_count
 
 
