@@ -23,6 +23,7 @@ from shared.messages import JobRequest, PollMessage
 from shared.retry import RetryRequest, catalog_lookup, plan_retry
 from shared.services import Storage
 from shared.steps.fanout import batch_message
+from shared.steps.handlers import handle_work_message
 from shared.steps.job_claims import JobClaim, fingerprint
 from shared.steps.planning import plan_job
 from shared.steps.rollup import settle_job, summarize
@@ -239,6 +240,36 @@ def test_a_401_on_submitting_ends_each_batch_at_once_retryable_and_never_poisone
     retried = wait_for_jobs(stack.services, [result.job_id], timeout=60)[result.job_id]
     assert (retried.state, retried.items_succeeded) == (JobState.SUCCEEDED, 6)
     assert set(stored(stack, collection)) == {item["id"] for item in items}
+
+
+def test_a_401_after_an_earlier_attempt_leaves_the_batch_unconfirmed_until_the_catalog_answers(make_stack) -> None:
+    stack = make_stack()
+    collection = with_collection(stack)
+    items = [make_item(f"u{n}") for n in range(2)]
+    stack.pause_functions()
+    plan_job(JobRequest(collection=collection, items=items), job_id="late-401", claim=JobClaim("m", "f"),
+             services=stack.services, now=datetime.now(UTC))
+    work = QueueClient.from_connection_string(stack.azurite.connection_string, stack.services.settings.work_queue)
+
+    def deliver() -> None:
+        message = work.receive_message(visibility_timeout=60)
+        handle_work_message(message.content.encode(), message_id=message.id, dequeue_count=message.dequeue_count,
+                            services=stack.services, now=datetime.now(UTC))
+        work.delete_message(message)
+
+    stack.emulator.catalog.faults.update({"server_error_next": 1, "retry_after_seconds": 0})
+    deliver()  # a 503: sent again at once
+    stack.emulator.app.token = "someone-else"
+    deliver()  # the second attempt is refused: the first might have landed, its answer lost
+    [row] = stack.services.status.batches("late-401")
+    assert (row.state, row.error_code, row.attempts, row.items_unconfirmed) == (BatchState.UNCONFIRMED, "AuthenticationFailed", 2, 2)
+    assert work.peek_messages(max_messages=32) == []
+
+    stack.emulator.app.token = None
+    sweep(services=stack.services, now=datetime.now(UTC))  # the catalog answers: it holds neither
+    job = stack.services.status.get_job("late-401")
+    assert (job.state, job.items_failed) == (JobState.FAILED, 2)
+    assert_invariant(stack, "late-401", items, collection)
 
 
 def poison_count(stack: LocalStack, queue: str) -> int:
