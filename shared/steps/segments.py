@@ -131,8 +131,10 @@ def plan_segment(message: PlanMessage, *, services: Services, now: datetime) -> 
         return reject_job(message.job_id, f"{message.blob}: {error}", 0, claimed_by=claimed_by, services=services, now=now,
                           code=code)
     if not done:
-        services.queues.send(services.settings.work_queue, next_message.to_json())
+        if next_message is not None:  # None: the planner sent its continuation itself
+            services.queues.send(services.settings.work_queue, next_message.to_json())
         return status.get_job(message.job_id)
+    assert next_message is not None
     if next_message.items_before == 0:
         return reject_job(message.job_id, f"{message.blob}: the file has no items", 0, claimed_by=claimed_by,
                           services=services, now=now)
@@ -205,8 +207,9 @@ class _OpenBatch:
 
 
 def _plan_ndjson_segment(message: PlanMessage, collection: str, *, services: Services, now: datetime,
-                         unsent: str = "") -> tuple[bool, PlanMessage]:
-    """Batches are byte ranges of the stored file; hand on after PLAN_SEGMENT_ITEMS items."""
+                         unsent: str = "") -> tuple[bool, PlanMessage | None]:
+    """Batches are byte ranges of the stored file; hand on after PLAN_SEGMENT_ITEMS items, or sooner when the
+    work queue is full (`work_queue_full`). A planner that hands on sends its continuation itself (None)."""
     settings = services.settings
     chunks = services.payloads.chunks(message.blob, etag=message.etag, offset=message.offset, end=message.end)
     stream = open_chunks(chunks, gzipped=False)
@@ -227,11 +230,12 @@ def _plan_ndjson_segment(message: PlanMessage, collection: str, *, services: Ser
             if batch is not None and _is_full(batch, line, message, settings):
                 _add_batch(pending, message, collection, number, batch, payload=message.blob, end=offset)
                 number, batch = number + 1, None
-                segment_full = segment_items >= settings.plan_segment_items
-                wrote = _flush(pending, services=services, now=now, job_id=message.job_id, items=items, batches=number - 1,
-                               force=segment_full)
-                if segment_full or (wrote and work_queue_full(services)):
-                    return False, replace(message, offset=offset, next_line=line_number, next_batch=number, items_before=items)
+                if segment_items >= settings.plan_segment_items or _ahead_full(pending, number - 1, services):
+                    hand_on = replace(message, offset=offset, next_line=line_number, next_batch=number, items_before=items)
+                    _flush(pending, services=services, now=now, job_id=message.job_id, items=items, batches=number - 1,
+                           force=True, hand_on=hand_on)
+                    return False, None
+                _flush(pending, services=services, now=now, job_id=message.job_id, items=items, batches=number - 1)
             batch = batch or _OpenBatch(start=offset, first=line_number)
             batch.count, batch.size = batch.count + 1, batch.size + len(line)
             items, segment_items = items + 1, segment_items + 1
@@ -466,7 +470,13 @@ def flush_due(pending: int, *, written: int) -> bool:
     return pending >= min(ROWS_PER_FLUSH, max(1, written))
 
 
-def work_queue_full(services: Services) -> bool:
+def _ahead_full(pending: _Pending, batches: int, services: Services) -> bool:
+    """Whether the batches pending would go out now and, with them, the work queue would be full."""
+    due = flush_due(len(pending.rows), written=batches - len(pending.rows))
+    return due and work_queue_full(services, adding=len(pending.rows))
+
+
+def work_queue_full(services: Services, *, adding: int = 0) -> bool:
     """Whether the work queue holds PLAN_AHEAD_BATCHES messages or more: then an NDJSON planner hands on.
 
     Why: a batch retried after a 429/5xx is re-sent to the work queue with a delay, and the queue hands out
@@ -476,27 +486,33 @@ def work_queue_full(services: Services) -> bool:
     next batches are planned when the queue has drained to it, and so behind the retries that came due
     meanwhile. Delayed and in-flight messages count too (one request, no peek), which only makes it hand on sooner.
     """
-    return services.queues.approximate_count(services.settings.work_queue) >= services.settings.plan_ahead_batches
+    held = services.queues.approximate_count(services.settings.work_queue)
+    return held + adding >= services.settings.plan_ahead_batches
 
 
 def _flush(pending: _Pending, *, services: Services, now: datetime, job_id: str, items: int, batches: int,
-           force: bool = False) -> bool:
-    """Write pending rows, send their messages, and show progress on the job row; whether it wrote.
+           force: bool = False, hand_on: PlanMessage | None = None) -> None:
+    """Write pending rows, send their messages, and show progress on the job row.
 
     The first batch goes out alone, then 1, 2, 4 ... up to ROWS_PER_FLUSH at a time: the first POST of a
     big file never waits for the rest of its plan, and a big plan still costs few transactions.
+    `hand_on`, the continuation, goes out after the rows and before their messages: when it is taken, those
+    batches still wait behind it, so the queue is not empty while the next segment is being planned. (A crash
+    between the two: the plan message comes back and sends the segment's messages again, rows being kept.)
     """
-    if not pending.rows or not (force or flush_due(len(pending.rows), written=batches - len(pending.rows))):
-        return False
-    if pending.unsent:
-        services.status.create_batches([_born_failed(row, pending.unsent) for row in pending.rows], now)
-    else:
-        services.status.create_batches(pending.rows, now)
+    due = bool(pending.rows) and (force or flush_due(len(pending.rows), written=batches - len(pending.rows)))
+    if due:
+        services.status.create_batches([_born_failed(row, pending.unsent) for row in pending.rows] if pending.unsent
+                                       else pending.rows, now)
+    if hand_on is not None:
+        services.queues.send(services.settings.work_queue, hand_on.to_json())
+    if not due:
+        return
+    if not pending.unsent:
         services.queues.send_many(services.settings.work_queue, pending.messages)
     written_before = batches - len(pending.rows)
     pending.rows.clear()
     pending.messages.clear()
     if written_before and written_before // PROGRESS_EVERY == batches // PROGRESS_EVERY and not force:
-        return True  # the counters show the items planned so far; the job row itself is updated now and then
+        return  # the counters show the items planned so far; the job row itself is updated now and then
     note_progress(services.status, job_id, items=items, batches=batches, now=now)
-    return True
