@@ -6,7 +6,8 @@ is never held in memory:
   byte ranges of it; it stops after `PLAN_SEGMENT_ITEMS` items and hands on to a continuation plan
   message, so no invocation runs long and a huge file spreads over many instances; it hands on sooner
   once the work queue holds `PLAN_AHEAD_BATCHES` messages (`work_queue_full`), so that retried batches
-  are not queued behind the whole file;
+  are not queued behind the whole file; the continuation goes out before the last batches' messages, so
+  the queue is not empty while the next segment is being planned;
 - gzip and JSON (FeatureCollection or list streamed with ijson): not addressable by byte range, so
   batches are claim-checked as chunk blobs as the stream goes, in one invocation;
 - STAC GeoParquet (`shared.inputs.geoparquet`): read row group by row group through ranged reads of the
