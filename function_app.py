@@ -5,6 +5,9 @@ the current time. Queue names come from app settings (`%SUBMIT_QUEUE%`: the user
 messages; `%WORK_QUEUE%`: the app's own batch and plan messages; `%POLL_QUEUE%`); the connection is the
 Functions storage account (`AzureWebJobsStorage`). Each invocation runs in a span of its own, which also records
 the message's age at pickup (`shared.telemetry`, docs/observability.md).
+
+No trigger reads the `<queue>-poison` queues: they are almost always empty, and an idle queue trigger
+still polls twice a second. The `sweep` timer drains them (`shared.steps.poison`, docs/performance.md).
 """
 
 from datetime import UTC, datetime
@@ -14,7 +17,6 @@ import azure.functions as func
 from shared.services import services_from_env
 from shared.steps.handlers import (
     handle_blob_event,
-    handle_poison_message,
     handle_poll_message,
     handle_submit_message,
     handle_sweep,
@@ -67,39 +69,6 @@ def blob_created(msg: func.QueueMessage) -> None:
 @app.function_name("sweep")
 @app.timer_trigger(arg_name="timer", schedule="%SWEEP_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def sweep(timer: func.TimerRequest) -> None:
-    """Settles jobs and batches that no message will settle any more (docs/reliability.md)."""
+    """Drains the poison queues and settles jobs and batches that no message will settle any more (docs/reliability.md)."""
     with invocation("sweep"):
         handle_sweep(services=services_from_env(), now=datetime.now(UTC))
-
-
-@app.function_name("submit_poison")
-@app.queue_trigger(arg_name="msg", queue_name="%SUBMIT_QUEUE%-poison", connection=STORAGE)
-def submit_poison(msg: func.QueueMessage) -> None:
-    services, now = services_from_env(), datetime.now(UTC)
-    with invocation("submit_poison", queue=services.settings.submit_queue + "-poison", inserted=msg.insertion_time, now=now):
-        handle_poison_message(msg.get_body(), queue="submit-poison", services=services, now=now)
-
-
-@app.function_name("work_poison")
-@app.queue_trigger(arg_name="msg", queue_name="%WORK_QUEUE%-poison", connection=STORAGE)
-def work_poison(msg: func.QueueMessage) -> None:
-    services, now = services_from_env(), datetime.now(UTC)
-    with invocation("work_poison", queue=services.settings.work_queue + "-poison", inserted=msg.insertion_time, now=now):
-        handle_poison_message(msg.get_body(), queue="work-poison", services=services, now=now)
-
-
-@app.function_name("poll_poison")
-@app.queue_trigger(arg_name="msg", queue_name="%POLL_QUEUE%-poison", connection=STORAGE)
-def poll_poison(msg: func.QueueMessage) -> None:
-    services, now = services_from_env(), datetime.now(UTC)
-    with invocation("poll_poison", queue=services.settings.poll_queue + "-poison", inserted=msg.insertion_time, now=now):
-        handle_poison_message(msg.get_body(), queue="poll-poison", services=services, now=now)
-
-
-@app.function_name("blob_created_poison")
-@app.queue_trigger(arg_name="msg", queue_name="%DROP_EVENTS_QUEUE%-poison", connection=STORAGE)
-def blob_created_poison(msg: func.QueueMessage) -> None:
-    services, now = services_from_env(), datetime.now(UTC)
-    with invocation("blob_created_poison", queue=services.settings.drop_events_queue + "-poison", inserted=msg.insertion_time, now=now):
-        handle_poison_message(msg.get_body(), queue="drop-events-poison", services=services,
-                              now=now)

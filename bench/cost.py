@@ -350,11 +350,16 @@ def idle_polls_per_second(host_json: Path, queue_triggers: int) -> float:
     return queue_triggers / QueueOptions.from_host_json(host_json).max_polling_seconds
 
 
-def print_idle(figures: JobFigures) -> None:
+def queue_triggers() -> list[str]:
+    """The queue names (binding expressions) function_app.py's queue triggers read."""
     import function_app
 
-    triggers = sum(1 for f in functions_of(function_app.app)
-                   if orjson.loads(f.get_function_json())["bindings"][0]["type"] == "queueTrigger")
+    bindings = [orjson.loads(f.get_function_json())["bindings"][0] for f in functions_of(function_app.app)]
+    return [binding["queueName"] for binding in bindings if binding["type"] == "queueTrigger"]
+
+
+def print_idle(figures: JobFigures) -> None:
+    triggers = len(queue_triggers())
     expected = idle_polls_per_second(ROOT / "host.json", triggers)
     measured = sum(figures.idle_transactions.values()) / max(figures.idle_seconds, 1e-9)
     per_month = measured * SECONDS_PER_MONTH
@@ -367,6 +372,7 @@ def print_idle(figures: JobFigures) -> None:
           f"{usd:.2f} USD per month while it stays alive; on Flex each queue function scales on instances of its own, "
           f"{per_trigger:,.0f} receives and {usd / max(triggers, 1):.2f} USD per month for each instance kept alive, "
           f"none once it has scaled to zero")
+    print_poison_triggers_compared(triggers)
     interval = timer_interval_seconds(str(DEFAULTS["SWEEP_SCHEDULE"][0]))
     runs = SECONDS_PER_MONTH / interval
     sweep_usd = sum(n * runs * rate_of(service, kind) / 10_000 for (service, kind), n in figures.sweep_transactions.items())
@@ -374,6 +380,19 @@ def print_idle(figures: JobFigures) -> None:
     kinds = ", ".join(f"{kind} {n:g}" for (_, kind), n in figures.sweep_transactions.most_common())
     print(f"  sweep timer every {interval:g} s: {runs:,.0f} runs per month, each {kinds or 'no storage request'} and "
           f"{figures.sweep_busy_seconds * 1000:.0f} ms busy: {sweep_usd:.4f} USD storage + {flex_usd:.4f} USD Flex per month")
+
+
+def print_poison_triggers_compared(triggers: int) -> None:
+    """The idle polling computed from host.json with and without a trigger on each queue's `-poison` queue
+    (the app had them until the sweeper drained those queues: one receive per poison queue and sweep)."""
+    poison_triggers = sum(1 for queue in queue_triggers() if queue.endswith("-poison"))
+    without = triggers - poison_triggers
+    with_them = without * 2
+    for label, count in ((f"with a trigger on each -poison queue too (before the sweeper drained them), {with_them}", with_them),
+                         (f"without (the sweeper drains them), {without}", without)):
+        rate = idle_polls_per_second(ROOT / "host.json", count)
+        print(f"  computed, {label} queue triggers: {rate:.1f} receives/s, {rate * SECONDS_PER_MONTH:,.0f} per month, "
+              f"{rate * SECONDS_PER_MONTH * QUEUE_CLASS2_PER_10K / 10_000:.2f} USD per month per live instance")
 
 
 def main() -> None:

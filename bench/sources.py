@@ -14,10 +14,12 @@ Everything runs against Azurite and the GeoCatalog emulator, each measured run i
 2. `catalog`: a static catalog of `--catalog-items` items (a root catalog.json, one child collection per
    1,000 items, one JSON file per item) planned by `plan_job` from `catalog.blob` (one blob read per
    document), and from `catalog.url` served by a local file server (through the guarded fetch path).
-   Baseline: the NDJSON of the same items as an `items_ref` blob job.
+   Baseline: the NDJSON of the same items as an `items_ref` blob job. `--catalog-latency-ms N` adds a
+   run of `catalog.url` whose server holds each answer N ms (a remote host's round trip, which the
+   local server does not have: there the walk is bound by CPU, here by waiting).
 
     .venv/bin/python -m bench.sources [--sizes 100000,1000000] [--baseline-sizes 100000] [--template point|naip]
-                                      [--catalog-items 10000] [--only geoparquet|catalog]
+                                      [--catalog-items 10000] [--catalog-latency-ms 0] [--only geoparquet|catalog]
 """
 
 from __future__ import annotations
@@ -203,7 +205,7 @@ def bench_geoparquet(sizes: list[int], baseline_sizes: list[int], template: str,
     return rows
 
 
-def bench_catalog(count: int, env: dict[str, str], service: Any, tmp: Path) -> None:
+def bench_catalog(count: int, env: dict[str, str], service: Any, tmp: Path, latency_ms: float = 0.0) -> None:
     from devhost.static_files import served
 
     folder = tmp / "catalog"
@@ -217,14 +219,17 @@ def bench_catalog(count: int, env: dict[str, str], service: Any, tmp: Path) -> N
     blob, _ = upload_file(service, ndjson, "catalog-items.ndjson")
     runs = [("static catalog, catalog.blob", {"catalog": {"blob": f"{CONTAINER}/cat/catalog.json"}}),
             ("NDJSON of the same items (baseline)", {"items_ref": {"blob": blob}})]
-    with served(folder) as server:
+    with served(folder) as server, served(folder, delay_seconds=latency_ms / 1000) as distant:
         runs.insert(1, ("static catalog, catalog.url (local server)", {"catalog": {"url": f"{server.url}/catalog.json"}}))
+        if latency_ms:
+            runs.insert(2, (f"static catalog, catalog.url (+{latency_ms:g} ms per GET)",
+                            {"catalog": {"url": f"{distant.url}/catalog.json"}}))
         for number, (label, source) in enumerate(runs):
             body = {"v": 1, "job_id": f"bench-cat-{number}", "collection": "bench", **source}
             figures = run_child({"mode": "job", "env": env, "body": body})
             if figures["items"] != count or figures["rejected"]:
                 raise SystemExit(f"{label}: planned {figures}, expected {count} items")
-            print(f"  {label:<44}{count:>8,}{figures['items'] / figures['seconds']:>10,.0f}{figures['peak_rss_mb']:>13,.0f}", flush=True)
+            print(f"  {label:<48}{count:>8,}{figures['items'] / figures['seconds']:>10,.0f}{figures['peak_rss_mb']:>13,.0f}", flush=True)
 
 
 def main() -> None:
@@ -234,6 +239,8 @@ def main() -> None:
     parser.add_argument("--template", choices=["naip", "point"], default="point",
                         help="GeoParquet rows: small point items (default) or the corpus's NAIP items")
     parser.add_argument("--catalog-items", type=int, default=10_000)
+    parser.add_argument("--catalog-latency-ms", type=float, default=0.0,
+                        help="also walk catalog.url from a server that holds each answer this long")
     parser.add_argument("--only", choices=["geoparquet", "catalog"], default=None)
     parser.add_argument("--child")
     args = parser.parse_args()
@@ -266,8 +273,8 @@ def main() -> None:
             bench_geoparquet(sizes, baseline_sizes, args.template, env, service, tmp)
         if args.only in (None, "catalog"):
             print(f"static catalog of {args.catalog_items:,} items ({ITEMS_PER_COLLECTION:,} per collection), planned to batches")
-            print(f"  {'':<44}{'items':>8}{'items/s':>10}{'peak RSS MB':>13}")
-            bench_catalog(args.catalog_items, env, service, tmp)
+            print(f"  {'':<48}{'items':>8}{'items/s':>10}{'peak RSS MB':>13}")
+            bench_catalog(args.catalog_items, env, service, tmp, args.catalog_latency_ms)
 
 
 if __name__ == "__main__":

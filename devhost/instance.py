@@ -5,7 +5,7 @@ clients (`services_from_env` is cached per process). Anything an instance keeps 
 its call pacer, needs real separate processes to be tested honestly: `InstanceProcess` starts one,
 configured by the environment it is given (the same settings as the stack's), and stops it.
 
-    python -m devhost.instance [--functions poll,poll_poison]   # until SIGTERM; prints "ready" once listening
+    python -m devhost.instance [--functions poll,sweep]   # until SIGTERM; prints "ready" once listening
 
 `--functions` runs only those functions, as a Flex instance runs one function's scaling group
 (`FUNCTION_GROUPS` names Flex's groups for this app).
@@ -27,12 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 READY = "ready"
 # Flex scales each queue-triggered function on instances of its own; the timer is a singleton anywhere.
-# Two groups stand in for that here: the poison handlers are idle in a healthy run, and planning
-# (blob_created) on a third instance measured no faster on two cores (docs/performance.md).
+# Three groups stand in for that here: planning (blob_created) shares the submit instance, as on an instance
+# of its own it measured no faster on two cores (docs/performance.md). No function reads the poison queues
+# but the sweep timer, which drains them.
 FUNCTION_GROUPS = {
-    "submit": ("submit", "blob_created", "submit_poison", "blob_created_poison"),
-    "work": ("work", "work_poison"),
-    "poll": ("poll", "poll_poison", "sweep"),
+    "submit": ("submit", "blob_created"),
+    "work": ("work",),
+    "poll": ("poll", "sweep"),
 }
 
 

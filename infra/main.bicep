@@ -125,7 +125,8 @@ var names = {
   itemIndexTable: 'StacIngestItems'
 }
 
-// The queue triggers read these queues and their -poison queues.
+// The queue triggers read these queues; the host moves messages that keep failing to their -poison queues,
+// which the sweep timer drains (no trigger polls them).
 var queueNames = [
   names.submitQueue
   '${names.submitQueue}-poison'

@@ -54,7 +54,7 @@ DEFAULTS: dict[str, tuple[str | None, str]] = {
     "POLL_DEADLINE_SECONDS": ("21600", "a batch whose operation is still running or unreadable this long after submission ends "
                                        "TimedOut (Unconfirmed if the catalog is unreadable too)"),
     "SUBMIT_RETRY_SECONDS": ("1800", "how long a batch's POST (or a job's planning) is retried on 429/5xx/timeouts before it is Failed"),
-    "SWEEP_SCHEDULE": ("0 */5 * * * *", "NCRONTAB schedule of the sweeper that settles stuck jobs and batches"),
+    "SWEEP_SCHEDULE": ("0 */5 * * * *", "NCRONTAB schedule of the sweeper that drains the poison queues, settles stuck jobs and batches"),
     "SWEEP_STALE_SECONDS": ("900", "a batch Queued or Submitting with no change for this long is re-sent by the sweeper"),
     "RETRY_BASE_DELAY_SECONDS": ("2", "first delay of the submit retry backoff"),
     "ISOLATION_MAX_DEPTH": ("12", "how many times a failed batch may be halved to isolate its bad items"),

@@ -20,12 +20,8 @@ def test_the_queue_functions_and_their_queues() -> None:
     assert found == {
         "submit": ("queueTrigger", "%SUBMIT_QUEUE%", "AzureWebJobsStorage", "IN"),
         "work": ("queueTrigger", "%WORK_QUEUE%", "AzureWebJobsStorage", "IN"),
-        "work_poison": ("queueTrigger", "%WORK_QUEUE%-poison", "AzureWebJobsStorage", "IN"),
         "poll": ("queueTrigger", "%POLL_QUEUE%", "AzureWebJobsStorage", "IN"),
-        "submit_poison": ("queueTrigger", "%SUBMIT_QUEUE%-poison", "AzureWebJobsStorage", "IN"),
-        "poll_poison": ("queueTrigger", "%POLL_QUEUE%-poison", "AzureWebJobsStorage", "IN"),
         "blob_created": ("queueTrigger", "%DROP_EVENTS_QUEUE%", "AzureWebJobsStorage", "IN"),
-        "blob_created_poison": ("queueTrigger", "%DROP_EVENTS_QUEUE%-poison", "AzureWebJobsStorage", "IN"),
     }
     assert all(len(b) == 1 for b in bindings().values())  # no output bindings: clients are SDK-based
 
@@ -33,8 +29,7 @@ def test_the_queue_functions_and_their_queues() -> None:
 def test_the_sweeper_runs_on_a_timer_from_settings() -> None:
     timer = bindings()["sweep"][0]
     assert (timer["type"], timer["schedule"]) == ("timerTrigger", "%SWEEP_SCHEDULE%")
-    assert set(bindings()) == {"submit", "work", "poll", "blob_created", "sweep", "submit_poison", "work_poison", "poll_poison",
-                               "blob_created_poison"}
+    assert set(bindings()) == {"submit", "work", "poll", "blob_created", "sweep"}  # the sweeper drains the poison queues
 
 
 def test_binding_expressions_resolve_from_settings() -> None:

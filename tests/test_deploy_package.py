@@ -230,12 +230,8 @@ def test_the_package_imports_and_indexes_its_functions_with_requirements_txt_alo
     assert queues == {
         "submit": [("queueTrigger", "IN", "%SUBMIT_QUEUE%", "AzureWebJobsStorage")],
         "work": [("queueTrigger", "IN", "%WORK_QUEUE%", "AzureWebJobsStorage")],
-        "work_poison": [("queueTrigger", "IN", "%WORK_QUEUE%-poison", "AzureWebJobsStorage")],
         "poll": [("queueTrigger", "IN", "%POLL_QUEUE%", "AzureWebJobsStorage")],
         "blob_created": [("queueTrigger", "IN", "%DROP_EVENTS_QUEUE%", "AzureWebJobsStorage")],
-        "submit_poison": [("queueTrigger", "IN", "%SUBMIT_QUEUE%-poison", "AzureWebJobsStorage")],
-        "poll_poison": [("queueTrigger", "IN", "%POLL_QUEUE%-poison", "AzureWebJobsStorage")],
-        "blob_created_poison": [("queueTrigger", "IN", "%DROP_EVENTS_QUEUE%-poison", "AzureWebJobsStorage")],
     }
     # Every function, queue-triggered or not, is indexed exactly as in the dev environment the other tests use.
     assert report["functions"] == {function.get_function_name(): json.loads(function.get_function_json())["bindings"]

@@ -14,10 +14,12 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
 from devhost.jobs import send_job, wait_for_jobs
 from devhost.stack import LocalStack
+from devhost.static_files import served
 from emulator import EmulatorOptions, Faults, Timings
 from shared.messages import JobRequest, PollMessage
 from shared.retry import RetryRequest, catalog_lookup, plan_retry
@@ -32,7 +34,9 @@ from shared.store import ItemState, Outcome, confirm_batch, end_batch, job_probl
 from shared.store.status import BatchRow, BatchState, JobRow, JobState
 from tests.conftest import ROOT
 from tests.helpers import make_item, wait_until
+from tests.test_items_ref import put_blob
 from tests.test_pipeline_e2e import catalog, item_posts, stored, with_collection
+from tests.test_sources_e2e import EXAMPLE_CATALOG, EXAMPLE_IDS
 from tests.test_uploads_e2e import upload
 
 SAMPLES = ROOT / "examples" / "landcover-items.json"
@@ -491,6 +495,35 @@ def test_a_401_while_planning_a_search_records_the_results_read_for_retry(make_s
     assert (result.items, result.skipped) == (3, [])
     retried = wait_for_jobs(stack.services, [result.job_id], timeout=90)[result.job_id]
     assert (retried.state, retried.items_succeeded) == (JobState.SUCCEEDED, 3)
+
+
+@pytest.mark.parametrize("where", ["blob", "url"])
+def test_a_401_while_planning_a_static_catalog_records_every_item_walked_for_retry(make_stack, where: str) -> None:
+    stack = make_stack(settings={"SOURCE_URL_ALLOWLIST": "127.0.0.1", "SOURCE_ALLOW_LOOPBACK": "true", "BATCH_MAX_ITEMS": "2"},
+                       emulator_options=EmulatorOptions(timings=Timings(0.05, 0.05), token="someone-else"))
+    container = stack.services.settings.payload_container
+    names = [put_blob(stack, container, f"jobs/cat401/{path.relative_to(EXAMPLE_CATALOG).as_posix()}", path.read_bytes())
+             for path in EXAMPLE_CATALOG.rglob("*.json")]
+    with served(EXAMPLE_CATALOG) as server:
+        root = {"blob": f"{container}/jobs/cat401/catalog.json"} if where == "blob" else {"url": f"{server.url}/catalog.json"}
+        send_job(stack.services, {"v": 1, "job_id": "cat-401", "catalog": root})
+        job = wait_for_jobs(stack.services, ["cat-401"], timeout=90)["cat-401"]
+    assert (job.state, job.item_count, job.items_failed, job.error_code) == (JobState.FAILED, 5, 5, "AuthenticationFailed")
+    assert item_posts(stack) == 0
+    rows = stack.services.status.batches("cat-401")
+    assert len(rows) == 3 and all(row.state == BatchState.FAILED and row.error_code == "AuthenticationFailed" for row in rows)
+
+    blobs = BlobServiceClient.from_connection_string(stack.azurite.connection_string).get_container_client(container)
+    for name in names:  # the retry reads the batches' chunks, not the catalog (the file server is gone too)
+        blobs.delete_blob(name.split("/", 1)[1])
+    stack.emulator.app.token = None  # the identity is fixed
+    with_collection(stack, "naip")
+    storage = Storage(stack.services.status, stack.services.queues, stack.services.payloads, stack.services.items)
+    result = plan_retry(RetryRequest("cat-401"), storage=storage, settings=stack.services.settings)
+    assert (result.items, result.skipped) == (5, [])
+    retried = wait_for_jobs(stack.services, [result.job_id], timeout=90)[result.job_id]
+    assert (retried.state, retried.items_succeeded) == (JobState.SUCCEEDED, 5)
+    assert set(stored(stack, "naip")) == EXAMPLE_IDS
 
 
 def test_a_sweep_settles_an_unconfirmed_job_whose_batch_was_confirmed_just_before_a_crash(make_stack) -> None:

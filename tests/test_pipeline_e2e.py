@@ -25,7 +25,7 @@ from shared.messages import JobRequest
 from shared.steps.fanout import batch_message
 from shared.steps.job_claims import JobClaim
 from shared.steps.planning import plan_job
-from shared.store.status import BatchState, JobRow, JobState
+from shared.store.status import BatchRow, BatchState, JobRow, JobState
 from tests.corpus import corpus_items
 from tests.helpers import make_collection, make_item, wait_until
 
@@ -302,14 +302,23 @@ def test_auth_failure_in_planning_records_the_items_as_failed_not_rejected(make_
 
 
 def test_poison_queue_messages_end_in_a_terminal_row_of_their_own(make_stack) -> None:
-    stack = make_stack()
-    poison = f"{stack.services.settings.submit_queue}-poison"
+    """No trigger reads the poison queues: the sweep timer (every second here) drains them."""
+    stack = make_stack(settings={"SWEEP_SCHEDULE": "*/1 * * * * *"})
+    settings, status = stack.services.settings, stack.services.status
+    status.create_job(JobRow("job-p", state=JobState.RUNNING, planned=True, batch_count=1, claimed_by="m"), datetime.now(UTC))
+    status.create_batches([BatchRow("job-p", "batch-000001", item_count=2)], datetime.now(UTC))
     body = orjson.dumps({"v": 1, "job_id": "poisoned-1", "items": []})
-    stack.services.queues.send(poison, body.decode())
+    stack.services.queues.send(f"{settings.submit_queue}-poison", body.decode())
+    stack.services.queues.send(f"{settings.work_queue}-poison", batch_message("job-p", "batch-000001"))
     row_id = f"poison-{hashlib.sha256(body).hexdigest()[:24]}"
-    job = wait_until(lambda: (j := stack.services.status.get_job(row_id)) and j.state.is_terminal and j, timeout=30)
+    job = wait_until(lambda: (j := status.get_job(row_id)) and j.state.is_terminal and j, timeout=30)
     assert job.state == JobState.FAILED and "poison" in job.error_message and "poisoned-1" in job.error_message
-    assert stack.services.status.get_job("poisoned-1") is None
+    assert status.get_job("poisoned-1") is None
+    ended = wait_until(lambda: (j := status.get_job("job-p")) and j.state.is_terminal and j, timeout=30)
+    assert (ended.state, ended.items_failed) == (JobState.FAILED, 2)
+    assert status.get_batch("job-p", "batch-000001").error_code == "GaveUp"
+    for queue in (settings.submit_queue, settings.work_queue):  # handled, then deleted
+        assert wait_until(lambda q=queue: not stack.services.queues.peek(f"{q}-poison"), timeout=10)
 
 
 def test_emulator_request_log_never_sees_a_sas_token_in_rows(make_stack) -> None:

@@ -228,6 +228,52 @@ def test_time_is_capped_and_the_walk_stops_with_one_report(tmp_path: Path) -> No
     assert len(fetch.fetched) == 4
 
 
+def many_items(folder: Path, count: int) -> FileFetch:
+    """One catalog linking `count` items, i0.json ..., with a link that cannot be followed after the second."""
+    links = [{"rel": "item", "href": f"i{n}.json"} for n in range(count)]
+    links.insert(2, {"rel": "item", "href": "https://elsewhere.example/x.json"})
+    return write(folder, {"catalog.json": catalog(links)} | {f"i{n}.json": item(f"i{n}") for n in range(count)})
+
+
+def test_the_items_of_one_catalog_are_fetched_together_and_given_back_in_link_order(tmp_path: Path) -> None:
+    fetch = many_items(tmp_path, 20)
+    together = threading.Barrier(8, timeout=30)  # broken (and the walk fails) unless 8 fetches wait at once
+    last_of_the_eight = threading.Event()
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow_fetch(name: str) -> bytes:
+        number = int(name.rsplit("/i", 1)[1].split(".")[0]) if "/i" in name else -1
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        try:
+            if 0 <= number < 8:
+                together.wait()
+            if number == 0:
+                assert last_of_the_eight.wait(timeout=30)  # the first link's document arrives after the eighth's
+            if number == 7:
+                last_of_the_eight.set()
+            return fetch(name)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    entries = list(walk_catalog("c/catalog.json", slow_fetch))
+    labels = [e.item["id"] if isinstance(e, CatalogItem) else e.label for e in entries]
+    assert labels == ["i0", "i1", "https://elsewhere.example/x.json"] + [f"i{n}" for n in range(2, 20)]
+    assert most[0] == 8  # the pool's bound: never more at once
+
+
+def test_the_item_cap_fetches_no_document_past_it_even_in_parallel(tmp_path: Path) -> None:
+    fetch = many_items(tmp_path, 30)
+    ids, problems = walk("c/catalog.json", fetch, max_items=5)
+    assert ids == [f"i{n}" for n in range(5)]
+    assert problems == {"https://elsewhere.example/x.json": "the link leaves the blob storage",
+                        "c/i5.json": "not visited: the walk stopped at the cap of 5 items"}
+    assert sorted(fetch.fetched) == sorted(["c/catalog.json"] + [f"c/i{n}.json" for n in range(5)])
+
+
 @pytest.mark.parametrize(("root", "documents", "reason"), [
     ("c/catalog.json", {"catalog.json": item("i")}, "is not a STAC Catalog or Collection"),
     ("c/catalog.json", {}, "does not exist"),

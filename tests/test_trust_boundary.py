@@ -153,7 +153,7 @@ def test_a_job_re_send_acts_only_as_the_claim_the_row_holds(make_stack) -> None:
 
 
 def test_poison_of_a_forged_message_does_not_change_another_job(make_stack) -> None:
-    stack = make_stack()
+    stack = make_stack(settings={"SWEEP_SCHEDULE": "*/1 * * * * *"})  # the sweeper drains the poison queues
     before = victim(stack, planned=False)
     forged = {"v": 1, "job_id": "victim", "items": []}
     send(stack, f"{stack.services.settings.submit_queue}-poison", forged)

@@ -39,7 +39,7 @@ var rules = [
   {
     name: 'geocatalog-ingest-poison-message'
     displayName: 'geocatalog-ingest: message in a poison queue'
-    description: 'A message reached a -poison queue after MAX_DEQUEUE_COUNT failed deliveries; the poison function ended its job or batch with a terminal status row (docs/reliability.md). Look at that row and the traces of the failed deliveries.'
+    description: 'A message reached a -poison queue after MAX_DEQUEUE_COUNT failed deliveries; the sweeper (SWEEP_SCHEDULE) recorded it as a terminal status row, or ended the batch it named (docs/reliability.md). Look at that row and the traces of the failed deliveries.'
     severity: 1
     windowSize: 'PT15M'
     query: 'AppMetrics | where Name == "geocatalog_ingest.poison.messages" | summarize Messages = sum(Sum) by Queue = tostring(Properties.queue)'

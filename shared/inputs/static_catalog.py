@@ -1,8 +1,11 @@
 """Walking a static STAC catalog: from a root `catalog.json` / `collection.json`, its items, breadth-first.
 
 The walk follows `child` links (catalogs and collections) and `item` links (items) of each document, level
-by level, and yields each item as its document arrives; it holds one document at a time, the hrefs of the
+by level, and yields each item in link order; it holds one catalog document at a time, the hrefs of the
 documents visited (each is visited once, so a cycle of links ends) and the queue of documents to visit.
+The item documents of one catalog's links are fetched `CatalogLimits.fetch_workers` at a time (a fetch is
+mostly waiting on the network), each through the same fetch and checks as alone; catalogs are fetched
+one after another.
 Items are leaves: their links are not followed, and they are not remembered (an item linked from two
 catalogs is yielded twice; the pipeline's duplicate handling sees it as any duplicate id).
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -53,6 +57,8 @@ class CatalogLimits:
         max_items: items yielded.
         max_seconds: time the walk may take (checked before each fetch).
         max_document_bytes: size of one document (the fetch should cap it too).
+        fetch_workers: item documents fetched at once (the links of one document; at most this many
+            documents are held beside the one being walked).
     """
 
     max_depth: int = 10
@@ -60,6 +66,7 @@ class CatalogLimits:
     max_items: int = 1_000_000
     max_seconds: float = 600.0
     max_document_bytes: int = 16 * 1024 * 1024
+    fetch_workers: int = 8
 
 
 @dataclass(frozen=True)
@@ -143,49 +150,95 @@ def walk_catalog(root: str, fetch: Fetch, *, limits: CatalogLimits = CatalogLimi
         raise InvalidInputError(f"{shown(root)} is not a STAC Catalog or Collection")
     visited = {scope.root}
     queue: deque[_Pending] = deque()
-    items = 0
     current = _Pending(scope.root, 0)
-    while True:
-        for rel, href in _links(document):
-            try:
-                target = scope.resolve(href, current.href)
-            except InvalidInputError as error:
-                yield UnreachableLink.of(_as_given(href, current.href, scope), str(error))
-                continue
-            if current.depth + 1 > limits.max_depth:
-                yield UnreachableLink.of(scope.outward(target), f"deeper than {limits.max_depth} links below the root")
-            elif rel == "child":
-                if target in visited:
+    pool = ThreadPoolExecutor(max_workers=limits.fetch_workers, thread_name_prefix="catalog-fetch")
+    fetches = _ItemFetches(pool, lambda target: _item(scope, target, fetch, limits), workers=limits.fetch_workers)
+    try:
+        while True:
+            for rel, href in _links(document):
+                try:
+                    target = scope.resolve(href, current.href)
+                except InvalidInputError as error:
+                    fetches.report(UnreachableLink.of(_as_given(href, current.href, scope), str(error)))
                     continue
-                if len(visited) >= limits.max_documents:
-                    yield UnreachableLink.of(scope.outward(target), f"over the cap of {limits.max_documents} documents")
-                    continue
-                visited.add(target)
-                queue.append(_Pending(target, current.depth + 1))
-            else:
-                if items >= limits.max_items:
-                    yield _stopped(scope.outward(target), f"the walk stopped at the cap of {limits.max_items} items")
-                    return
+                if current.depth + 1 > limits.max_depth:
+                    fetches.report(UnreachableLink.of(scope.outward(target), f"deeper than {limits.max_depth} links below the root"))
+                elif rel == "child":
+                    if target in visited:
+                        continue
+                    if len(visited) >= limits.max_documents:
+                        fetches.report(UnreachableLink.of(scope.outward(target), f"over the cap of {limits.max_documents} documents"))
+                        continue
+                    visited.add(target)
+                    queue.append(_Pending(target, current.depth + 1))
+                else:
+                    yield from fetches.make_room(max_items=limits.max_items)
+                    stop = (f"the walk stopped at the cap of {limits.max_items} items" if fetches.items >= limits.max_items
+                            else f"the walk stopped after {limits.max_seconds:g} s" if clock() > deadline else "")
+                    if stop:
+                        yield from fetches.drain()
+                        yield _stopped(scope.outward(target), stop)
+                        return
+                    fetches.start(target)
+            yield from fetches.drain()
+            next_document = None
+            while queue and next_document is None:
+                current = queue.popleft()
                 if clock() > deadline:
-                    yield _stopped(scope.outward(target), f"the walk stopped after {limits.max_seconds:g} s")
+                    yield _stopped(scope.outward(current.href), f"the walk stopped after {limits.max_seconds:g} s; "
+                                                                f"{len(queue) + 1} documents left unvisited")
                     return
-                entry = _item(scope, target, fetch, limits)
-                items += isinstance(entry, CatalogItem)
-                yield entry
-        next_document = None
-        while queue and next_document is None:
-            current = queue.popleft()
-            if clock() > deadline:
-                yield _stopped(scope.outward(current.href), f"the walk stopped after {limits.max_seconds:g} s; "
-                                                            f"{len(queue) + 1} documents left unvisited")
+                next_document = _child(scope, current.href, fetch, limits)
+                if isinstance(next_document, UnreachableLink):
+                    yield next_document
+                    next_document = None
+            if next_document is None:
                 return
-            next_document = _child(scope, current.href, fetch, limits)
-            if isinstance(next_document, UnreachableLink):
-                yield next_document
-                next_document = None
-        if next_document is None:
-            return
-        document = next_document
+            document = next_document
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _ItemFetches:
+    """The item documents of one document's links, fetched `workers` at a time and given back in link order
+    (with the links reported unfetched in their places), so that the walk's output does not depend on timing."""
+
+    def __init__(self, pool: ThreadPoolExecutor, read_item: Callable[[str], CatalogItem | UnreachableLink], *,
+                 workers: int) -> None:
+        self._pool = pool
+        self._read_item = read_item
+        self._workers = workers
+        self._window: deque[Future[CatalogItem | UnreachableLink] | UnreachableLink] = deque()
+        self._in_flight = 0
+        self.items = 0  # items given back so far
+
+    def report(self, link: UnreachableLink) -> None:
+        self._window.append(link)
+
+    def start(self, target: str) -> None:
+        self._window.append(self._pool.submit(self._read_item, target))
+        self._in_flight += 1
+
+    def make_room(self, *, max_items: int) -> Iterator[CatalogItem | UnreachableLink]:
+        """Give back what is ready, then wait until one more fetch may start: fewer than `workers` in flight,
+        and fewer than `max_items` items even if every fetch in flight brings one (none is fetched for nothing)."""
+        while self._window and (not isinstance(self._window[0], Future) or self._window[0].done()):
+            yield self._next()
+        while self._window and (self._in_flight >= self._workers or self.items + self._in_flight >= max_items):
+            yield self._next()
+
+    def drain(self) -> Iterator[CatalogItem | UnreachableLink]:
+        while self._window:
+            yield self._next()
+
+    def _next(self) -> CatalogItem | UnreachableLink:
+        head = self._window.popleft()
+        if not isinstance(head, Future):
+            return head
+        self._in_flight -= 1
+        entry = head.result()
+        self.items += isinstance(entry, CatalogItem)
+        return entry
 
 
 def _links(document: dict[str, Any]) -> Iterator[tuple[str, Any]]:

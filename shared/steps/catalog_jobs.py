@@ -13,8 +13,11 @@ the chunk planner (`segments.plan_item_stream`), and is validated by its submitt
 (named by its id, else `item N`). A link that cannot be followed (unreachable, not STAC, outside the root,
 past a bound) is one Rejected item labelled with the link (its query string removed).
 
-The collection is the message's, else the first item's, else DEFAULT_COLLECTION. Links found before the
-first item are held until it comes (at most HELD_BEFORE_FIRST_ITEM of them).
+The walk is planned as a streamed job, like a search's results (`streamed_jobs.plan_stream_as_job`): the
+collection is the message's, else the first item's, else DEFAULT_COLLECTION (links found before the first
+item are held until it comes, at most HELD_BEFORE_FIRST_ITEM of them); our identity refused (401/403) by
+the collection check: every item the walk reads goes into chunk batches born Failed (`AuthenticationFailed`),
+never sent, so that `retry` reads them back.
 
 What if it dies mid-walk? The redelivered job message walks again: batch rows are created only if absent
 and a chunk is rewritten under the same name, so an unchanged catalog plans the same batches.
@@ -22,29 +25,24 @@ and a chunk is rewritten under the same name, so an unchanged catalog plans the 
 
 from __future__ import annotations
 
-import itertools
-import logging
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import orjson
 
-from shared.errors import AuthenticationError, InvalidInputError, NotFoundError
-from shared.ids import check_collection_id
+from shared.errors import InvalidInputError
 from shared.inputs.static_catalog import CatalogItem, CatalogLimits, UnreachableLink, absolute_asset_hrefs, shown, walk_catalog
 from shared.limits import LimitExceeded, byte_cap
-from shared.messages import CatalogRef, JobRequest, PlanMessage
+from shared.messages import CatalogRef, JobRequest
 from shared.services import Services
 from shared.settings import Settings
 from shared.steps.items_ref import checked_blob
-from shared.steps.planning import fail_unsent, reject_job, resolve_sign_collection
-from shared.steps.rollup import settle_job
-from shared.steps.segments import LIMIT_EXCEEDED, StreamStopped, TooLarge, plan_item_stream
-from shared.store import JobRow, mark_planned, note_on_job
+from shared.steps.planning import reject_job
+from shared.steps.segments import TooLarge
+from shared.steps.streamed_jobs import plan_stream_as_job
+from shared.store import JobRow
 
-log = logging.getLogger(__name__)
-
-HELD_BEFORE_FIRST_ITEM = 1000
 UNREACHABLE_LINK = "UnreachableLink"
 CATALOG_STOPPED = "CatalogStopped"
 
@@ -63,44 +61,35 @@ def plan_catalog(request: JobRequest, job: JobRow, *, services: Services, now: d
     Raises:
         RetryableError: the root, the GeoCatalog or storage is briefly unavailable (redelivered).
     """
-    ref = request.catalog
-    assert ref is not None
-    job_id = job.job_id
-    collection = request.collection or ""
-    try:
-        walk = walk_catalog(_root(ref, services.settings), _fetch(ref, services), limits=catalog_limits(services.settings))
-        held, first = _until_first_item(walk)
-        first_item = first.item if first is not None else {}
-        collection = _collection(request, first_item, services.settings.default_collection)
-        sign_collection = resolve_sign_collection(request, [first_item]) if request.sign else ""
-        services.catalog.get_collection(collection)
-    except AuthenticationError as error:
-        return fail_unsent(job_id, request, collection, [], f"the GeoCatalog refused our identity: {error}",
-                           claimed_by=job.claimed_by, services=services, now=now)
-    except NotFoundError:
-        return reject_job(job_id, f"collection {collection!r} does not exist in the GeoCatalog", 0,
-                          claimed_by=job.claimed_by, services=services, now=now)
-    except InvalidInputError as error:
-        code = LIMIT_EXCEEDED if isinstance(error, LimitExceeded) else "InvalidInput"
-        return reject_job(job_id, str(error), 0, claimed_by=job.claimed_by, services=services, now=now, code=code)
-    plan = PlanMessage(job_id, "", "", collection, mode=request.mode, sign=request.sign or "", sign_collection=sign_collection,
-                       batch_size=request.batch_size or 0, repair=",".join(sorted(request.repair)), claimed_by=job.claimed_by)
-    entries = itertools.chain(held, [first] if first is not None else [], walk)
-    stopped: list[str] = []
-    encoded = _encoded(entries, _asset_base(ref, services), max_item_bytes=services.settings.max_item_bytes, stopped=stopped)
-    try:
-        count, next_batch = plan_item_stream(plan, collection, encoded, item_label="item", services=services, now=now)
-    except StreamStopped as error:
-        count, next_batch = error.items, error.next_batch
-        stopped.append(f"the walk stopped after {count} items: {error.error}")
-    if count == 0:
-        return reject_job(job_id, f"the catalog {_shown(ref)} has no items", 0, claimed_by=job.claimed_by,
+    assert request.catalog is not None
+    return plan_stream_as_job(request, job, _CatalogWalk(request.catalog, services), services=services, now=now)
+
+
+@dataclass
+class _CatalogWalk:
+    """A static catalog's walk as a job's stream (`streamed_jobs.ItemStream`)."""
+
+    ref: CatalogRef
+    services: Services
+    stopped: list[str] = field(default_factory=list)  # the walk's own reports of where it stopped
+    noun: str = "walk"
+    item_label: str = "item"
+    stopped_code: str = CATALOG_STOPPED
+
+    def open(self) -> Iterator[tuple[int, bytes | TooLarge]]:
+        settings = self.services.settings
+        walk = walk_catalog(_root(self.ref, settings), _fetch(self.ref, self.services), limits=catalog_limits(settings))
+        return _encoded(walk, _asset_base(self.ref, self.services), max_item_bytes=settings.max_item_bytes, stopped=self.stopped)
+
+    def without_items(self, job: JobRow, *, services: Services, now: datetime) -> JobRow:
+        return reject_job(job.job_id, f"the catalog {_shown(self.ref)} has no items", 0, claimed_by=job.claimed_by,
                           services=services, now=now)
-    if stopped:
-        note_on_job(services.status, job_id, code=CATALOG_STOPPED, note="; ".join(stopped), now=now)
-    mark_planned(services.status, job_id, collection=collection, item_count=count, batch_count=next_batch - 1, now=now)
-    log.info("planned catalog job %s: %d items, %d batches", job_id, count, next_batch - 1)
-    return settle_job(job_id, status=services.status, now=now, read=services.payloads.read) or job
+
+    def notes(self) -> list[str]:
+        return self.stopped
+
+    def planned(self, job_id: str, *, services: Services, now: datetime) -> None:
+        """Nothing to record: the root is the job row's source already."""
 
 
 def _root(ref: CatalogRef, settings: Settings) -> str:
@@ -137,18 +126,6 @@ def _asset_base(ref: CatalogRef, services: Services):
     return services.payloads.url
 
 
-def _until_first_item(walk: Iterator[Entry]) -> tuple[list[UnreachableLink], CatalogItem | None]:
-    """The links reported before the first item (bounded), and that item (None: the walk has none so far)."""
-    held: list[UnreachableLink] = []
-    for entry in walk:
-        if isinstance(entry, CatalogItem):
-            return held, entry
-        held.append(entry)
-        if len(held) >= HELD_BEFORE_FIRST_ITEM:
-            break
-    return held, None
-
-
 def _encoded(entries: Iterator[Entry], asset_base, *, max_item_bytes: int,
              stopped: list[str]) -> Iterator[tuple[int, bytes | TooLarge]]:
     """(position, the item's JSON) for each item; a TooLarge labelled with the link for each link not followed."""
@@ -165,19 +142,6 @@ def _encoded(entries: Iterator[Entry], asset_base, *, max_item_bytes: int,
             yield position, TooLarge(f"cannot be serialized: {error}", code="InvalidInput", label=shown(entry.href))
             continue
         yield position, (data if len(data) <= max_item_bytes else TooLarge(f"is larger than {cap}", label=shown(entry.href)))
-
-
-def _collection(request: JobRequest, first: dict, default: str) -> str:
-    """The message's collection, else the first item's, else DEFAULT_COLLECTION.
-
-    Raises:
-        InvalidInputError: none is given, or the id is malformed.
-    """
-    named = first.get("collection")
-    collection = request.collection or (named if isinstance(named, str) else "") or default
-    if not collection:
-        raise InvalidInputError("no collection: set 'collection' in the message, in the items, or DEFAULT_COLLECTION")
-    return check_collection_id(collection)
 
 
 def _shown(ref: CatalogRef) -> str:

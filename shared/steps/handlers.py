@@ -20,12 +20,12 @@ message as a `Failed` row of its own, `poison-<hash of its bytes>`, and changes 
 named was either ended by its last delivery (which gave up before raising) or is one whose deliveries
 died without ending it; the sweeper gives those up once their row has not changed for longer than
 planning may be retried. Poison copies of batch and poll messages (internal queues, written by the app
-for that batch) still end their batch.
+for that batch) still end their batch. No trigger reads the poison queues: the sweeper drains them
+(`shared.steps.poison`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from datetime import datetime
 from typing import Any
@@ -41,6 +41,7 @@ from shared.messages import BATCH_ID, BatchMessage, JobRequest, PlanMessage, Pol
 from shared.services import Services
 from shared.steps.job_claims import CLAIM_KEY, JobClaim
 from shared.steps.planning import give_up_job, plan_job, reject_job
+from shared.steps.poison import drain_poison_queues, poison_row_id
 from shared.steps.poll import finish_batch, poll_batch
 from shared.steps.prune import PRUNE, prune_job, start_prune_if_due
 from shared.steps.rollup import settle_job
@@ -193,15 +194,19 @@ def handle_poll_message(body: bytes, *, dequeue_count: int, services: Services, 
 
 
 def handle_sweep(*, services: Services, now: datetime) -> SweepReport:
-    """The timer's pass over open jobs (see `shared.steps.sweeper`)."""
-    return sweep(services=services, now=now)
+    """The timer's pass: the poison queues' messages first (they may end batches), then the open jobs
+    (see `shared.steps.poison` and `shared.steps.sweeper`)."""
+    drained = drain_poison_queues(handle_poison_message, services=services, now=now)
+    report = sweep(services=services, now=now)
+    report.poison = drained
+    return report
 
 
 def handle_poison_message(body: bytes, *, queue: str, services: Services, now: datetime) -> None:
-    """A message the host gave up on: record it as a row of its own (see the module docstring).
+    """A message the host gave up on, as the sweeper drains it: record it as a row of its own (see the module docstring).
 
-    Never fails on the message's content (a failure here would move it to a poison-of-poison queue that
-    nothing reads). Only storage itself being unavailable raises, so that the host retries.
+    Never fails on the message's content (the sweeper would try it again, then delete it unrecorded). Only
+    storage itself being unavailable raises, so that the next sweep tries again.
     """
     telemetry.poison_message(queue)
     reason = f"message moved to {queue} after repeated failures"
@@ -216,7 +221,7 @@ def handle_poison_message(body: bytes, *, queue: str, services: Services, now: d
     named = _named_job(decoded)
     if named:
         reason += f"; it named job {named}, which this copy cannot prove it claimed (that job is left as it is)"
-    poison_id = _orphan_job_id(body)
+    poison_id = poison_row_id(body)
     give_up_job(poison_id, reason, claimed_by=poison_id, services=services, now=now)
 
 
@@ -302,8 +307,3 @@ def _names_a_batch(decoded: dict[str, Any]) -> bool:
 def _given_job_id(decoded: Any) -> str:
     given = decoded.get("job_id") if isinstance(decoded, dict) else None
     return given if is_job_id(given) else ""
-
-
-def _orphan_job_id(body: bytes) -> str:
-    """The poison row's id, derived from the message's raw bytes (stable across deliveries)."""
-    return "poison-" + hashlib.sha256(body).hexdigest()[:24]

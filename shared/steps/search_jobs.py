@@ -5,8 +5,10 @@ chunk batches by the same chunk planner as a gzip or JSON upload (`segments.plan
 one worker holds one page and one batch whatever `max_items` is. Each batch is validated by its
 submitter (`uploads.check_upload_batch`), which names an item by its id, else `result N`.
 
-The collection is the message's, else the first result's, else DEFAULT_COLLECTION (as for an
-upload); results that name another collection are moved to it. A result already seen on an earlier
+The results are planned as a streamed job (`streamed_jobs.plan_stream_as_job`: the collection, the
+collection check, a 401/403 while planning, a stream that breaks): the collection is the message's, else
+the first result's, else DEFAULT_COLLECTION (as for an upload); results that name another collection are
+moved to it. A result already seen on an earlier
 page is skipped. A result serialized larger than MAX_ITEM_BYTES is recorded Rejected unread.
 
 The search ends at `max_items`, at its last page, or at the first bound (`sources.BoundedSearch`:
@@ -27,28 +29,22 @@ batches; a batch already validated or sent keeps what it had.
 
 from __future__ import annotations
 
-import itertools
-import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import orjson
 
-from shared.errors import AuthenticationError, InvalidInputError, NotFoundError
-from shared.ids import check_collection_id
 from shared.inputs.search import BoundedSearch, SearchBounds, SearchPage
 from shared.items import item_id_of
 from shared.limits import Deadline, LimitExceeded, byte_cap
-from shared.messages import JobRequest, PlanMessage, Search
+from shared.messages import JobRequest, Search
 from shared.redact import url_without_query
 from shared.services import Services
-from shared.steps.planning import AUTH_FAILED, fail_unsent, finish_empty_search, is_catalog_search, reject_job, resolve_sign_collection
-from shared.steps.rollup import settle_job
-from shared.steps.segments import LIMIT_EXCEEDED, StreamStopped, TooLarge, plan_item_stream
-from shared.store import JobRow, SourceKind, SourceRef, brief, mark_planned, note_on_job, record_source
-
-log = logging.getLogger(__name__)
+from shared.steps.planning import finish_empty_search, is_catalog_search, reject_job
+from shared.steps.segments import LIMIT_EXCEEDED, TooLarge
+from shared.steps.streamed_jobs import plan_stream_as_job
+from shared.store import JobRow, SourceKind, SourceRef, note_on_job, record_source
 
 SEARCH_STOPPED = "SearchStopped"
 
@@ -62,54 +58,38 @@ def plan_search(request: JobRequest, job: JobRow, *, services: Services, now: da
     search = request.search
     assert search is not None
     settings = services.settings
-    job_id = job.job_id
     if search.max_items > settings.search_max_items:
-        return reject_job(job_id, f"search max_items {search.max_items} is more than SEARCH_MAX_ITEMS ({settings.search_max_items})",
+        return reject_job(job.job_id, f"search max_items {search.max_items} is more than SEARCH_MAX_ITEMS ({settings.search_max_items})",
                           0, claimed_by=job.claimed_by, services=services, now=now, code=LIMIT_EXCEEDED)
     bounded = BoundedSearch(page_source(search, request, services), SearchBounds.of(settings, search.max_items))
-    results = encoded_results(bounded, max_item_bytes=settings.max_item_bytes)
-    collection = request.collection or ""
-    first, unsent = None, ""
-    try:
-        first = next(results, None)
-        if first is None:
-            return _finish_without_items(job_id, bounded, services=services, now=now)
-        first_item = orjson.loads(first[1]) if isinstance(first[1], bytes) else {}
-        collection = _collection(request, first_item, settings.default_collection)
-        sign_collection = resolve_sign_collection(request, [first_item]) if request.sign else ""
-        services.catalog.get_collection(collection)
-    except AuthenticationError as error:
-        reason = f"the GeoCatalog refused our identity: {error}"
-        if first is None:  # the search itself was refused: nothing was read
-            return fail_unsent(job_id, request, collection, [], reason, claimed_by=job.claimed_by, services=services, now=now)
-        # The collection check was refused: the results are read all the same, into batches born Failed, for `retry`.
-        unsent = brief(f"{reason}; nothing was sent")
-        note_on_job(services.status, job_id, code=AUTH_FAILED, note=unsent, now=now)
-    except NotFoundError:
-        return reject_job(job_id, f"collection {collection!r} does not exist in the GeoCatalog", 0,
-                          claimed_by=job.claimed_by, services=services, now=now)
-    except InvalidInputError as error:
-        code = LIMIT_EXCEEDED if isinstance(error, LimitExceeded) else "InvalidInput"
-        return reject_job(job_id, str(error), 0, claimed_by=job.claimed_by, services=services, now=now, code=code)
-    plan = PlanMessage(job_id, "", "", collection, mode=request.mode, sign=request.sign or "", sign_collection=sign_collection,
-                       batch_size=request.batch_size or 0, repair=",".join(sorted(request.repair)), claimed_by=job.claimed_by)
-    note, code = "", SEARCH_STOPPED
-    try:
-        count, next_batch = plan_item_stream(plan, collection, itertools.chain([first], results), item_label="result",
-                                             services=services, now=now, unsent=unsent)
-    except StreamStopped as stopped:
-        count, next_batch = stopped.items, stopped.next_batch
-        note = f"the search stopped after {count} items: {stopped.error}"
-        code = LIMIT_EXCEEDED if isinstance(stopped.error, LimitExceeded) else SEARCH_STOPPED
-    note = note or bounded.stopped
-    if bounded.repeated:
-        note = "; ".join(filter(None, [note, f"{bounded.repeated} results repeated an id already read and were skipped"]))
-    if note:
-        note_on_job(services.status, job_id, code=code, note=note, now=now)
-    _record_source(job_id, search, bounded, request, services=services, now=now)
-    mark_planned(services.status, job_id, collection=collection, item_count=count, batch_count=next_batch - 1, now=now)
-    log.info("planned search job %s: %d items, %d batches%s", job_id, count, next_batch - 1, f" ({note})" if note else "")
-    return settle_job(job_id, status=services.status, now=now, read=services.payloads.read) or job
+    return plan_stream_as_job(request, job, _SearchResults(search, request, bounded, settings.max_item_bytes),
+                              services=services, now=now)
+
+
+@dataclass
+class _SearchResults:
+    """A search's results as a job's stream (`streamed_jobs.ItemStream`)."""
+
+    search: Search
+    request: JobRequest
+    bounded: BoundedSearch
+    max_item_bytes: int
+    noun: str = "search"
+    item_label: str = "result"
+    stopped_code: str = SEARCH_STOPPED
+
+    def open(self) -> Iterator[tuple[int, bytes | TooLarge]]:
+        return encoded_results(self.bounded, max_item_bytes=self.max_item_bytes)
+
+    def without_items(self, job: JobRow, *, services: Services, now: datetime) -> JobRow:
+        return finish_empty_search(job.job_id, services=services, now=now, stopped=self.bounded.stopped)
+
+    def notes(self) -> list[str]:
+        repeated = self.bounded.repeated
+        return [self.bounded.stopped, f"{repeated} results repeated an id already read and were skipped" if repeated else ""]
+
+    def planned(self, job_id: str, *, services: Services, now: datetime) -> None:
+        _record_source(job_id, self.search, self.bounded, self.request, services=services, now=now)
 
 
 def page_source(search: Search, request: JobRequest, services: Services):
@@ -160,23 +140,6 @@ def encoded_results(results: BoundedSearch, *, max_item_bytes: int) -> Iterator[
             yield position, TooLarge(f"cannot be serialized: {error}")
             continue
         yield position, (data if len(data) <= max_item_bytes else TooLarge(f"is larger than {cap}"))
-
-
-def _collection(request: JobRequest, first: Any, default: str) -> str:
-    """The message's collection, else the first result's, else the default setting.
-
-    Raises:
-        InvalidInputError: none is given, or the id is malformed.
-    """
-    named = first.get("collection") if isinstance(first, dict) else None
-    collection = request.collection or (named if isinstance(named, str) else "") or default
-    if not collection:
-        raise InvalidInputError("no collection: set 'collection' in the message, in the items, or DEFAULT_COLLECTION")
-    return check_collection_id(collection)
-
-
-def _finish_without_items(job_id: str, bounded: BoundedSearch, *, services: Services, now: datetime) -> JobRow:
-    return finish_empty_search(job_id, services=services, now=now, stopped=bounded.stopped)
 
 
 def _record_source(job_id: str, search: Search, bounded: BoundedSearch, request: JobRequest, *,

@@ -17,7 +17,8 @@ a message that was lost or whose last delivery died at the wrong moment:
   publisher died between sending and marking it) is published again, with the same event id.
 Cost: one query for the open jobs, and per open job one query for its open batches; one query for the
 Unconfirmed jobs, and per such job one for its Unconfirmed batches (their catalog checks are bounded per pass);
-one query for the Pending events (at most 1000 a pass).
+one query for the Pending events (at most 1000 a pass). Before each pass the timer drains the poison
+queues (`shared.steps.poison`): one receive per poison queue.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from datetime import datetime, timedelta
 from shared import telemetry
 from shared.services import Services
 from shared.steps.fanout import batch_message
+from shared.steps.poison import PoisonPass
 from shared.steps.poll import end_without_verdict
 from shared.steps.prune import start_prune_if_due
 from shared.steps.rollup import settle_job
@@ -52,6 +54,7 @@ class SweepReport:
     batches_confirmed: int = 0
     confirm: ConfirmPass = field(default_factory=ConfirmPass, repr=False)
     events_published: int = 0
+    poison: PoisonPass = field(default_factory=PoisonPass)  # the poison queues, drained before (handlers.handle_sweep)
 
 
 def sweep(*, services: Services, now: datetime) -> SweepReport:

@@ -6,7 +6,7 @@ Code outside the package imports from here."""
 from shared.store.item_index import WHOLE_JOB, ItemIndex, ItemOutcome, ItemState, batch_outcomes, job_problems, record_batch, record_batches
 from shared.store.job_events import JOB_FINISHED, EventPublisher, JobEvents, event_id, event_source, job_finished_event
 from shared.store.payloads import BlobChangedError, PayloadStore
-from shared.store.queues import MAX_MESSAGE_BYTES, QueueSender, fits_in_message
+from shared.store.queues import MAX_MESSAGE_BYTES, QueueSender, Received, fits_in_message
 from shared.store.source_ref import SourceKind, SourceRef
 from shared.store.spill import MAX_INLINE_CHARS, Spilled, brief, read_spilled, read_spilled_json, spill_json, spill_text
 from shared.store.status import JOB_ROW, BatchRow, BatchState, EventState, JobRow, JobState, StatusStore, state_group
@@ -105,6 +105,7 @@ __all__ = [
     "Outcome",
     "PayloadStore",
     "QueueSender",
+    "Received",
     "SourceKind",
     "SourceRef",
     "StatusStore",

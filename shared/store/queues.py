@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from datetime import datetime
 
 from azure.core.exceptions import ResourceExistsError
-from azure.storage.queue import QueueClient
+from azure.storage.queue import QueueClient, QueueMessage
 
 MAX_MESSAGE_BYTES = 64 * 1024
 # Shared by the worker's invocations: several sends of one invocation wait on storage together rather than
@@ -24,6 +25,15 @@ PEEK_LIMIT = 32  # the queue service's most messages per peek or receive
 
 class MessageTooLargeError(ValueError):
     """A message over the queue's 64 KiB limit: claim-check the payload instead."""
+
+
+@dataclass(frozen=True)
+class Received:
+    """A message received (invisible to others until it is deleted or released, or its visibility timeout ends)."""
+
+    body: bytes  # as stored: host.json `messageEncoding: none`
+    dequeue_count: int
+    message: QueueMessage  # the SDK's, with the pop receipt that deletes or releases it
 
 
 class QueueSender:
@@ -100,6 +110,22 @@ class QueueSender:
                 yield message.content
                 client.delete_message(message)
                 taken += 1
+
+    def receive(self, queue_name: str, *, max_messages: int, visibility_timeout: int) -> list[Received]:
+        """One receive request for up to `max_messages` (at most 32), each invisible for `visibility_timeout` seconds."""
+        count = min(max_messages, PEEK_LIMIT)
+        if count < 1:
+            return []
+        pages = self._client(queue_name).receive_messages(max_messages=count, messages_per_page=count,
+                                                          visibility_timeout=visibility_timeout).by_page()
+        return [Received(str(m.content or "").encode(), m.dequeue_count or 1, m) for m in next(pages, [])]
+
+    def delete(self, queue_name: str, received: Received) -> None:
+        self._client(queue_name).delete_message(received.message)
+
+    def release(self, queue_name: str, received: Received) -> None:
+        """Make a received message visible again now (it keeps its dequeue count)."""
+        self._client(queue_name).update_message(received.message, visibility_timeout=0)
 
     def _client(self, queue_name: str) -> QueueClient:
         if queue_name not in self._clients:

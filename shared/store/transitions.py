@@ -11,13 +11,13 @@ Jobs (`JobState`; `planned`: every batch row exists, so the roll-up may end the 
 
     born Accepted (`create_job`: a message's first delivery, an upload, a conflict or poison job), or Running (planning)
     from             verb                to                                   called by
-    any              mark_planned        Running, planned                     planning, segments, search_jobs
+    any              mark_planned        Running, planned                     planning, segments, streamed_jobs
     not planned,     note_progress       Running (item and batch counts)      segments, while a file is planned
       not terminal
     not terminal     record_unsent       planned, AuthenticationFailed        planning.fail_unsent (its batches are
                                                                               born Failed; their roll-up ends it)
     not terminal,    mark_rejected       Rejected, planned                    planning.reject_job (for planning,
-      its claimer's                                                           segments, uploads, search_jobs, handlers)
+      its claimer's                                                           segments, uploads, streamed_jobs, handlers)
     not terminal,    give_up_claimed     Failed, or planned with GaveUp       planning.give_up_job (handlers: poison,
       its claimer's                      when it has batches                  last delivery)
     not planned, not give_up_stalled     the same                             sweeper
@@ -26,7 +26,7 @@ Jobs (`JobState`; `planned`: every batch row exists, so the roll-up may end the 
     not terminal     end_job             Succeeded | PartiallySucceeded |     rollup.settle_job (the sweeper
       or Unconfirmed,                    Failed | Rejected | Unconfirmed      settles an Unconfirmed job again
       no open batch                      (Unconfirmed while any item is)      once its batches are confirmed)
-    any              note_on_job         (error code and message)             segments, search_jobs
+    any              note_on_job         (error code and message)             segments, streamed_jobs, search_jobs
     any              record_source       (source)                             search_jobs, items_ref
     planned, not     mark_prune          prune "listed" (delete batches made) prune (delete_missing, once every
       terminal, no prune yet             | "refused" (DeleteRefused)          batch settled: `steps.prune`)
