@@ -40,6 +40,8 @@ DEFAULTS: dict[str, tuple[str | None, str]] = {
     "SOURCE_REQUEST_SECONDS": ("60", "total wall time of one request to a source (search page, SAS answer), body included"),
     "SOURCE_MAX_SECONDS": ("900", "total wall time of reading one source: a search's pages, an items URL's download, a catalog's walk"),
     "PLAN_SEGMENT_ITEMS": ("50000", "items one planning invocation reads from an NDJSON or GeoParquet file before handing on"),
+    "PLAN_AHEAD_BATCHES": ("64", "an NDJSON or GeoParquet planner hands on to a continuation once the work queue holds this "
+                           "many messages, so a retried batch waits behind at most about this many"),
     "DEFAULT_COLLECTION": ("", "collection used when neither the message nor the items name one"),
     "BATCH_MAX_ITEMS": ("100", "items per POST (one GeoCatalog operation)"),
     "BATCH_MAX_BYTES": ("2000000", "serialized bytes per POST"),
@@ -103,6 +105,7 @@ class Settings:
     source_request_seconds: float = 60.0
     source_max_seconds: float = 900.0
     plan_segment_items: int = 50_000
+    plan_ahead_batches: int = 64
     default_collection: str = ""
     batch_max_items: int = 100
     batch_max_bytes: int = 2_000_000

@@ -13,7 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient
 
 from devhost.jobs import send_job, wait_for_jobs
 from devhost.stack import LocalStack
@@ -23,6 +25,7 @@ from shared.messages import JobRequest, PollMessage
 from shared.retry import RetryRequest, catalog_lookup, plan_retry
 from shared.services import Storage
 from shared.steps.fanout import batch_message
+from shared.steps.handlers import handle_work_message
 from shared.steps.job_claims import JobClaim, fingerprint
 from shared.steps.planning import plan_job
 from shared.steps.rollup import settle_job, summarize
@@ -212,6 +215,73 @@ def test_auth_failure_during_planning_keeps_every_item_accounted_for(make_stack)
     job = wait_for_jobs(stack.services, ["plan-401"], timeout=60)["plan-401"]
     assert (job.state, job.item_count, job.items_failed, job.error_code) == (JobState.FAILED, 50, 50, "AuthenticationFailed")
     assert "AuthenticationFailed x50" in job.error_message
+
+
+def test_a_401_on_submitting_ends_each_batch_at_once_retryable_and_never_poisoned(make_stack) -> None:
+    stack = make_stack()
+    collection = with_collection(stack)
+    items = [make_item(f"s{n}") for n in range(6)]
+    stack.pause_functions()
+    plan_job(JobRequest(collection=collection, items=items, batch_size=2), job_id="post-401", claim=JobClaim("m", "f"),
+             services=stack.services, now=datetime.now(UTC))
+    stack.emulator.app.token = "someone-else"  # planned with a good identity; its role is gone when the POSTs go out
+    stack.resume_functions()
+    job = wait_for_jobs(stack.services, ["post-401"], timeout=60)["post-401"]
+    assert (job.state, job.item_count, job.items_failed, job.error_code) == (JobState.FAILED, 6, 6, "AuthenticationFailed")
+    rows = stack.services.status.batches("post-401")
+    assert [(row.state, row.error_code, row.attempts) for row in rows] == [(BatchState.FAILED, "AuthenticationFailed", 1)] * 3
+    assert all("refused the credential (401 InvalidAuthenticationToken)" in row.error_message
+               and "geocatalog-ingest retry post-401" in row.error_message for row in rows)
+    token = stack.services.settings.geocatalog_token
+    assert token and all(token not in row.error_message for row in rows) and token not in job.error_message
+    assert poison_count(stack, stack.services.settings.work_queue) == 0
+
+    stack.emulator.app.token = None  # the identity is fixed
+    assert_invariant(stack, "post-401", items, collection)  # the catalog holds none of them
+    storage = Storage(stack.services.status, stack.services.queues, stack.services.payloads, stack.services.items)
+    result = plan_retry(RetryRequest("post-401"), storage=storage, settings=stack.services.settings)
+    assert (result.created, result.items, result.skipped) == (True, 6, [])
+    retried = wait_for_jobs(stack.services, [result.job_id], timeout=60)[result.job_id]
+    assert (retried.state, retried.items_succeeded) == (JobState.SUCCEEDED, 6)
+    assert set(stored(stack, collection)) == {item["id"] for item in items}
+
+
+def test_a_401_after_an_earlier_attempt_leaves_the_batch_unconfirmed_until_the_catalog_answers(make_stack) -> None:
+    stack = make_stack()
+    collection = with_collection(stack)
+    items = [make_item(f"u{n}") for n in range(2)]
+    stack.pause_functions()
+    plan_job(JobRequest(collection=collection, items=items), job_id="late-401", claim=JobClaim("m", "f"),
+             services=stack.services, now=datetime.now(UTC))
+    work = QueueClient.from_connection_string(stack.azurite.connection_string, stack.services.settings.work_queue)
+
+    def deliver() -> None:
+        message = work.receive_message(visibility_timeout=60)
+        handle_work_message(message.content.encode(), message_id=message.id, dequeue_count=message.dequeue_count,
+                            services=stack.services, now=datetime.now(UTC))
+        work.delete_message(message)
+
+    stack.emulator.catalog.faults.update({"server_error_next": 1, "retry_after_seconds": 0})
+    deliver()  # a 503: sent again at once
+    stack.emulator.app.token = "someone-else"
+    deliver()  # the second attempt is refused: the first might have landed, its answer lost
+    [row] = stack.services.status.batches("late-401")
+    assert (row.state, row.error_code, row.attempts, row.items_unconfirmed) == (BatchState.UNCONFIRMED, "AuthenticationFailed", 2, 2)
+    assert work.peek_messages(max_messages=32) == []
+
+    stack.emulator.app.token = None
+    sweep(services=stack.services, now=datetime.now(UTC))  # the catalog answers: it holds neither
+    job = stack.services.status.get_job("late-401")
+    assert (job.state, job.items_failed) == (JobState.FAILED, 2)
+    assert_invariant(stack, "late-401", items, collection)
+
+
+def poison_count(stack: LocalStack, queue: str) -> int:
+    client = QueueClient.from_connection_string(stack.azurite.connection_string, f"{queue}-poison")
+    try:
+        return client.get_queue_properties().approximate_message_count
+    except ResourceNotFoundError:
+        return 0
 
 
 # ----- 7. Retry budgets by time -------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import re
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,13 @@ from devhost.static_files import served
 from shared.messages import JobRequest
 from shared.retry import source_items
 from shared.services import Storage
+from shared.steps.handlers import handle_blob_event
 from shared.store import JobRow, JobState, batch_outcomes
 from tests.corpus import corpus_items
 from tests.test_cli import invoke
 from tests.test_items_ref import ndjson, put_blob, ref_job, source_stack
 from tests.test_pipeline_e2e import run, sent_to_catalog, stored, with_collection
-from tests.test_uploads_e2e import upload
+from tests.test_uploads_e2e import _event_for, _work_queue, upload
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CATALOG = ROOT / "examples" / "naip-catalog"
@@ -131,6 +133,23 @@ def test_a_geoparquet_upload_is_planned_in_segments_and_a_bad_row_is_one_rejecte
     # the bad row ends the batch before it (a chunk holds consecutive rows).
     batches = {row.first_line: row.item_count for row in stack.services.status.batches(job.job_id) if row.first_line}
     assert batches == {1: 5, 6: 3, 9: 1, 11: 5, 16: 1, 17: 5, 22: 3, 25: 5, 30: 1}
+
+
+def test_a_geoparquet_segment_ends_at_a_row_group_end_once_the_work_queue_is_full(make_stack, tmp_path: Path) -> None:
+    stack = make_stack(settings={"BATCH_MAX_ITEMS": "5", "PLAN_AHEAD_BATCHES": "3"})
+    collection = with_collection(stack, "naip")
+    items = naip_items(120)
+    stack.pause_functions()
+    name = f"{collection}/ahead.parquet"
+    job_id = upload(stack, name, parquet(items, tmp_path / "ahead.parquet", row_group_rows=10))
+    handle_blob_event(_event_for(stack, name), dequeue_count=1, services=stack.services, now=datetime.now(UTC))
+    # The queue is asked once 16 batches' rows (80) were taken: it was full, so the segment ends at row 80.
+    kinds = [orjson.loads(m.content)["kind"] for m in _work_queue(stack).peek_messages(max_messages=32)]
+    assert sorted(kinds) == ["batch"] * 16 + ["plan"] and kinds[-1] == "plan"
+    stack.resume_functions()
+    job = wait_for_jobs(stack.services, [job_id], timeout=120)[job_id]
+    assert (job.state, job.item_count, job.batch_count, job.items_succeeded) == (JobState.SUCCEEDED, 120, 24, 120)
+    assert set(stored(stack, collection)) == {item["id"] for item in items}
 
 
 def test_a_geoparquet_url_is_copied_then_read_in_ranges(make_stack, tmp_path: Path) -> None:

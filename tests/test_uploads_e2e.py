@@ -352,3 +352,36 @@ def test_a_failed_operation_whose_upload_was_overwritten_fails_its_unresolved_it
     assert ended.state == BatchState.FAILED and set(failed) == {"a1", "taken", "a2"}
     assert failed["taken"] == "ItemAlreadyExistsInCollection" and "not resubmitted" in ended.error_message
     assert [r.batch_id for r in stack.services.status.batches(job_id)] == ["batch-000001"]  # no child batch
+
+
+def test_a_batch_retried_while_a_file_is_planned_goes_before_the_batches_planned_after_it(make_stack) -> None:
+    """The planner hands on once the work queue holds PLAN_AHEAD_BATCHES messages, so the rest of the file is
+    planned behind a retry that came due meanwhile, not ahead of it (a whole segment queued at once did)."""
+    stack = make_stack(settings={"BATCH_MAX_ITEMS": "10", "PLAN_AHEAD_BATCHES": "3"})
+    collection = with_collection(stack)
+    stack.pause_functions()
+    path = f"{collection}/ahead.ndjson"
+    items = [make_item(f"ahead{n:02d}") for n in range(60)]  # 6 batches in one segment of the default size
+    job_id = upload(stack, path, ndjson(items))
+    handle_blob_event(_event_for(stack, path), dequeue_count=1, services=stack.services, now=datetime.now(UTC))
+    queued = [orjson.loads(m.content) for m in _work_queue(stack).peek_messages(max_messages=32)]
+    # Flushes of 1, 1, 2 batches: with the last two the queue holds 4, so the continuation goes out before them.
+    assert [m["kind"] for m in queued] == ["batch", "batch", "plan", "batch", "batch"]
+
+    stack.emulator.catalog.faults.update({"server_error_next": 1, "retry_after_seconds": 0})  # the first POST: a 503
+    handled = []
+    queue = _work_queue(stack)
+    while (message := queue.receive_message(visibility_timeout=60)) is not None:
+        body = orjson.loads(message.content)
+        handled.append((body["kind"], body.get("batch_id", ""), body.get("attempt", 0)))
+        handle_work_message(message.content.encode(), message_id=message.id, dequeue_count=message.dequeue_count,
+                            services=stack.services, now=datetime.now(UTC))
+        queue.delete_message(message)
+    assert handled[:3] == [("batch", "batch-000001", 0), ("batch", "batch-000002", 0), ("plan", "", 0)]
+    assert sorted(handled[3:5]) == [("batch", "batch-000003", 0), ("batch", "batch-000004", 0)]  # one flush: no set order
+    assert handled[5] == ("batch", "batch-000001", 1)  # the first POST's 503: its retry, before the rest of the file
+    assert sorted(handled[6:]) == [("batch", "batch-000005", 0), ("batch", "batch-000006", 0)]
+    stack.resume_functions()
+    job = wait_for_jobs(stack.services, [job_id], timeout=90)[job_id]
+    assert (job.state, job.batch_count, job.items_succeeded) == (JobState.SUCCEEDED, 6, 60)
+    assert_holds_exactly(stack, collection, [{**item, "collection": collection} for item in items])

@@ -4,7 +4,10 @@ A plan message (`PlanMessage`) names a blob version (path + ETag) and where to g
 is never held in memory:
 - plain NDJSON: the planner reads lines from the stored blob and sends batch messages that point at
   byte ranges of it; it stops after `PLAN_SEGMENT_ITEMS` items and hands on to a continuation plan
-  message, so no invocation runs long and a huge file spreads over many instances;
+  message, so no invocation runs long and a huge file spreads over many instances; it hands on sooner
+  once the work queue holds `PLAN_AHEAD_BATCHES` messages (`work_queue_full`), so that retried batches
+  are not queued behind the whole file; the continuation goes out before the last batches' messages, so
+  the queue is not empty while the next segment is being planned;
 - gzip and JSON (FeatureCollection or list streamed with ijson): not addressable by byte range, so
   batches are claim-checked as chunk blobs as the stream goes, in one invocation;
 - STAC GeoParquet (`shared.inputs.geoparquet`): read row group by row group through ranged reads of the
@@ -38,7 +41,7 @@ import gzip
 import hashlib
 import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -129,8 +132,10 @@ def plan_segment(message: PlanMessage, *, services: Services, now: datetime) -> 
         return reject_job(message.job_id, f"{message.blob}: {error}", 0, claimed_by=claimed_by, services=services, now=now,
                           code=code)
     if not done:
-        services.queues.send(services.settings.work_queue, next_message.to_json())
+        if next_message is not None:  # None: the planner sent its continuation itself
+            services.queues.send(services.settings.work_queue, next_message.to_json())
         return status.get_job(message.job_id)
+    assert next_message is not None
     if next_message.items_before == 0:
         return reject_job(message.job_id, f"{message.blob}: the file has no items", 0, claimed_by=claimed_by,
                           services=services, now=now)
@@ -203,8 +208,9 @@ class _OpenBatch:
 
 
 def _plan_ndjson_segment(message: PlanMessage, collection: str, *, services: Services, now: datetime,
-                         unsent: str = "") -> tuple[bool, PlanMessage]:
-    """Batches are byte ranges of the stored file; hand on after PLAN_SEGMENT_ITEMS items."""
+                         unsent: str = "") -> tuple[bool, PlanMessage | None]:
+    """Batches are byte ranges of the stored file; hand on after PLAN_SEGMENT_ITEMS items, or sooner when the
+    work queue is full (`work_queue_full`). A planner that hands on sends its continuation itself (None)."""
     settings = services.settings
     chunks = services.payloads.chunks(message.blob, etag=message.etag, offset=message.offset, end=message.end)
     stream = open_chunks(chunks, gzipped=False)
@@ -225,10 +231,12 @@ def _plan_ndjson_segment(message: PlanMessage, collection: str, *, services: Ser
             if batch is not None and _is_full(batch, line, message, settings):
                 _add_batch(pending, message, collection, number, batch, payload=message.blob, end=offset)
                 number, batch = number + 1, None
-                _flush(pending, services=services, now=now, job_id=message.job_id, items=items, batches=number - 1,
-                       force=segment_items >= settings.plan_segment_items)
-                if segment_items >= settings.plan_segment_items:
-                    return False, replace(message, offset=offset, next_line=line_number, next_batch=number, items_before=items)
+                if segment_items >= settings.plan_segment_items or _ahead_full(pending, number - 1, services):
+                    hand_on = replace(message, offset=offset, next_line=line_number, next_batch=number, items_before=items)
+                    _flush(pending, services=services, now=now, job_id=message.job_id, items=items, batches=number - 1,
+                           force=True, hand_on=hand_on)
+                    return False, None
+                _flush(pending, services=services, now=now, job_id=message.job_id, items=items, batches=number - 1)
             batch = batch or _OpenBatch(start=offset, first=line_number)
             batch.count, batch.size = batch.count + 1, batch.size + len(line)
             items, segment_items = items + 1, segment_items + 1
@@ -284,8 +292,10 @@ def _plan_parquet_segment(message: PlanMessage, collection: str, *, services: Se
     """Rows become chunk batches as their row groups arrive; hand on at a row-group end past PLAN_SEGMENT_ITEMS rows."""
     reader = parquet_reader(message, services)
     cursor = _RowCursor(message.next_line)
-    rows = _encoded_rows(reader, cursor, segment_items=services.settings.plan_segment_items,
-                         max_item_bytes=services.settings.max_item_bytes)
+    settings = services.settings
+    rows = _encoded_rows(reader, cursor, segment_items=settings.plan_segment_items, max_item_bytes=settings.max_item_bytes,
+                         queue_full=lambda: work_queue_full(services),
+                         check_every=(message.batch_size or settings.batch_max_items) * ROWS_PER_FLUSH)
     try:
         items, number = plan_item_stream(message, collection, rows, item_label="row", services=services, now=now,
                                          unsent=unsent)
@@ -298,13 +308,14 @@ def _plan_parquet_segment(message: PlanMessage, collection: str, *, services: Se
                                  items_before=items)
 
 
-def _encoded_rows(reader: GeoParquetReader, cursor: _RowCursor, *, segment_items: int,
-                  max_item_bytes: int) -> Iterator[tuple[int, bytes | TooLarge]]:
+def _encoded_rows(reader: GeoParquetReader, cursor: _RowCursor, *, segment_items: int, max_item_bytes: int,
+                  queue_full: Callable[[], bool], check_every: int) -> Iterator[tuple[int, bytes | TooLarge]]:
     """(row number, the row's item as JSON, or why it is no item) from `cursor.next_row`, up to the end of the
-    row group in which `segment_items` rows were passed; `cursor` says where it stopped."""
+    row group in which `segment_items` rows were passed, or at which the work queue was full (`work_queue_full`,
+    asked at a row-group end once `check_every` more rows were taken); `cursor` says where it stopped."""
     cap = byte_cap("MAX_ITEM_BYTES", max_item_bytes)
     last_rows = reader.last_rows
-    taken = 0
+    taken, next_check = 0, check_every
     for number, row in reader.rows(reader.position_of(cursor.next_row)):
         cursor.next_row, taken = number + 1, taken + 1
         if isinstance(row, UnreadableRow):
@@ -312,8 +323,10 @@ def _encoded_rows(reader: GeoParquetReader, cursor: _RowCursor, *, segment_items
         else:
             data = _encoded(row)
             yield number, data if len(data) <= max_item_bytes else TooLarge(f"is larger than {cap}")
-        if taken >= segment_items and number in last_rows:
-            break
+        if number in last_rows and taken >= min(segment_items, next_check):
+            if taken >= segment_items or queue_full():
+                break
+            next_check = taken + check_every
     cursor.ended = cursor.next_row > reader.row_count
 
 
@@ -458,19 +471,45 @@ def flush_due(pending: int, *, written: int) -> bool:
     return pending >= min(ROWS_PER_FLUSH, max(1, written))
 
 
+def _ahead_full(pending: _Pending, batches: int, services: Services) -> bool:
+    """Whether the batches pending would go out now and, with them, the work queue would be full."""
+    due = flush_due(len(pending.rows), written=batches - len(pending.rows))
+    return due and work_queue_full(services, adding=len(pending.rows))
+
+
+def work_queue_full(services: Services, *, adding: int = 0) -> bool:
+    """Whether the work queue holds PLAN_AHEAD_BATCHES messages or more: then an NDJSON planner hands on.
+
+    Why: a batch retried after a 429/5xx is re-sent to the work queue with a delay, and the queue hands out
+    messages by the time they become visible, so the retry waits behind every batch message already queued.
+    A planner that queued a whole segment (50,000 items) put every retry of it behind the rest, and a job's
+    retries all ended together at its end. Handing on here puts the continuation behind what is queued: the
+    next batches are planned when the queue has drained to it, and so behind the retries that came due
+    meanwhile. Delayed and in-flight messages count too (one request, no peek), which only makes it hand on sooner.
+    """
+    held = services.queues.approximate_count(services.settings.work_queue)
+    return held + adding >= services.settings.plan_ahead_batches
+
+
 def _flush(pending: _Pending, *, services: Services, now: datetime, job_id: str, items: int, batches: int,
-           force: bool = False) -> None:
+           force: bool = False, hand_on: PlanMessage | None = None) -> None:
     """Write pending rows, send their messages, and show progress on the job row.
 
     The first batch goes out alone, then 1, 2, 4 ... up to ROWS_PER_FLUSH at a time: the first POST of a
     big file never waits for the rest of its plan, and a big plan still costs few transactions.
+    `hand_on`, the continuation, goes out after the rows and before their messages: when it is taken, those
+    batches still wait behind it, so the queue is not empty while the next segment is being planned. (A crash
+    between the two: the plan message comes back and sends the segment's messages again, rows being kept.)
     """
-    if not pending.rows or not (force or flush_due(len(pending.rows), written=batches - len(pending.rows))):
+    due = bool(pending.rows) and (force or flush_due(len(pending.rows), written=batches - len(pending.rows)))
+    if due:
+        services.status.create_batches([_born_failed(row, pending.unsent) for row in pending.rows] if pending.unsent
+                                       else pending.rows, now)
+    if hand_on is not None:
+        services.queues.send(services.settings.work_queue, hand_on.to_json())
+    if not due:
         return
-    if pending.unsent:
-        services.status.create_batches([_born_failed(row, pending.unsent) for row in pending.rows], now)
-    else:
-        services.status.create_batches(pending.rows, now)
+    if not pending.unsent:
         services.queues.send_many(services.settings.work_queue, pending.messages)
     written_before = batches - len(pending.rows)
     pending.rows.clear()

@@ -29,13 +29,14 @@ from shared.errors import AuthenticationError, InvalidInputError, RejectedByServ
 from shared.inputs.batch_items import batch_items, row_item_ids
 from shared.inputs.upload_items import is_byte_range
 from shared.messages import BatchMessage, PollMessage
-from shared.redact import url_without_query
+from shared.redact import redacted, url_without_query
 from shared.services import Services
 from shared.settings import Settings
 from shared.steps.backoff import PollSchedule, exponential, first_poll_delay
 from shared.steps.cold_start import first_poll, recheck_waiting
 from shared.steps.fanout import batch_message
 from shared.steps.isolation import created_by_batch
+from shared.steps.planning import AUTH_FAILED
 from shared.steps.poll import finish_batch
 from shared.steps.rollup import settle_after_batch, settle_job
 from shared.steps.sync import diff_batch, job_flags, mark_rejected_seen, needs_diff
@@ -56,11 +57,7 @@ log = logging.getLogger(__name__)
 
 
 def submit_batch(message: BatchMessage, *, message_id: str = "", services: Services, now: datetime) -> BatchRow | None:
-    """POST the batch unless it was already claimed or submitted; returns its row as it ends up.
-
-    Raises:
-        AuthenticationError: the GeoCatalog refused our identity (the message is retried, then poisoned).
-    """
+    """POST the batch unless it was already claimed or submitted; returns its row as it ends up."""
     started = time.monotonic()
     status = services.status
     row = status.get_batch(message.job_id, message.batch_id)
@@ -103,9 +100,7 @@ def submit_batch(message: BatchMessage, *, message_id: str = "", services: Servi
     except InvalidInputError as error:  # e.g. an asset href refused for signing, or the SAS API refuses its container
         return finish_batch(claimed, Outcome.every_item_rejected("InvalidInput", str(error)), services=services, now=now)
     except AuthenticationError as error:
-        requeue(status, claimed, code=error.code, message=str(error), now=now)
-        log.error("GeoCatalog refused our credential for batch %s/%s: %s", row.job_id, row.batch_id, error)
-        raise
+        return identity_refused(claimed, error, services=services, now=now)
 
     # When the POST returned: the service had created the operation by then, so an end predicted from this
     # moment with the right length (`shared.steps.cold_start`) is not before the real one. `now` is the invocation's start.
@@ -160,6 +155,26 @@ def retry_later(row: BatchRow, message: BatchMessage, error: RetryableError, *, 
         services.queues.send(settings.work_queue, body, delay_seconds=delay)
         log.warning("batch %s/%s: %s; retrying in %.0f s", row.job_id, row.batch_id, error, delay)
     return requeued
+
+
+def identity_refused(row: BatchRow, error: AuthenticationError, *, services: Services, now: datetime) -> BatchRow | None:
+    """End a batch whose request the GeoCatalog refused for our identity (401/403) at once, every item
+    `AuthenticationFailed`, for `geocatalog-ingest retry` once the identity is fixed.
+
+    Not retried like a 503: the token provider renews a token five minutes before it expires
+    (`shared.catalog.auth`), so a rotation never sends a stale one, and a 401/403 means the identity lacks
+    the role (or its new assignment has not propagated), which only an operator fixes, often later than any
+    retry time. Retrying would repeat a refused call for every batch of every job, and a message that kept
+    failing used to loop to the poison queue. A refused request created nothing, so after a first attempt the
+    items are Failed; after earlier attempts (one may have landed with its answer lost) they are Unconfirmed,
+    for the sweeper to confirm against the catalog once it answers.
+    """
+    reason = redacted(f"{error}; nothing of this attempt was sent: fix the identity's role on the GeoCatalog, then "
+                      f"retry the job's failed items (geocatalog-ingest retry {row.job_id})")
+    log.error("batch %s/%s: %s", row.job_id, row.batch_id, reason)
+    if row.attempts <= 1:
+        return finish_batch(row, Outcome.every_item_failed(BatchState.FAILED, AUTH_FAILED, reason), services=services, now=now)
+    return finish_batch(row, Outcome.every_item_unconfirmed(AUTH_FAILED, reason), services=services, now=now)
 
 
 def upload_gone(row: BatchRow, message: BatchMessage, reason: str, *, services: Services, now: datetime) -> BatchRow | None:

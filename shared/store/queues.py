@@ -81,6 +81,10 @@ class QueueSender:
             except ResourceExistsError:
                 pass
 
+    def approximate_count(self, queue_name: str) -> int:
+        """How many messages the queue holds, visible or not (delayed and in-flight ones count): one request."""
+        return self._client(queue_name).get_queue_properties().approximate_message_count
+
     def oldest_inserted(self, queue_name: str) -> datetime | None:
         """When the message at the front of the queue (the oldest visible one) was inserted; None when none is visible.
 
