@@ -15,9 +15,9 @@ from devhost.jobs import send_job, wait_for_jobs
 from devhost.stack import LocalStack
 from shared.inputs.batch_items import batch_items
 from shared.messages import BatchMessage, JobRequest
+from shared.steps import prune
 from shared.steps.fanout import batch_message
 from shared.steps.job_claims import JobClaim
-from shared.steps import prune
 from shared.steps.planning import plan_job
 from shared.steps.submit import submit_batch
 from shared.steps.sync import content_hash, diff_items
