@@ -98,12 +98,18 @@ def test_edits_and_removals_are_replaced_and_deleted_and_the_rest_left_alone(mak
     assert calls_since(stack, before) == {"PUT": 5, "DELETE": 3}
 
 
-def test_the_delete_phase_lists_and_deletes_one_catalog_page_per_invocation(make_stack, monkeypatch) -> None:
-    monkeypatch.setattr(prune, "PAGE_ITEMS", 4)
+def loaded_with_small_pages(make_stack, monkeypatch, *, count: int, page_items: int) -> tuple[LocalStack, str, list[dict[str, Any]]]:
+    """A stack whose delete phase lists `page_items` ids per page, with a collection synced from `source(count)`."""
+    monkeypatch.setattr(prune, "PAGE_ITEMS", page_items)
     stack = make_stack()
     collection = with_collection(stack)
-    items = source(40)
+    items = source(count)
     sync(stack, "first", collection, items)
+    return stack, collection, items
+
+
+def test_the_delete_phase_lists_and_deletes_one_catalog_page_per_invocation(make_stack, monkeypatch) -> None:
+    stack, collection, items = loaded_with_small_pages(make_stack, monkeypatch, count=40, page_items=4)
     kept = items[:18] + items[20:39]  # s018, s019 and s039 removed: candidates on different pages
     before = item_calls(stack)
     job = sync(stack, "paged", collection, kept, delete_missing=True)
@@ -115,11 +121,7 @@ def test_the_delete_phase_lists_and_deletes_one_catalog_page_per_invocation(make
 
 
 def test_copies_of_prune_messages_count_no_page_twice(make_stack, monkeypatch) -> None:
-    monkeypatch.setattr(prune, "PAGE_ITEMS", 3)
-    stack = make_stack()
-    collection = with_collection(stack)
-    items = source(30)
-    sync(stack, "first", collection, items)
+    stack, collection, items = loaded_with_small_pages(make_stack, monkeypatch, count=30, page_items=3)
     services = stack.services
     send_job(services, {"v": 1, "job_id": "copies", "collection": collection, "mode": "sync", "batch_size": 7,
                         "items": items[:27], "delete_missing": True})
