@@ -156,7 +156,8 @@ def pipeline_job(stack: LocalStack, job_id: str, collection: str, batches: int, 
         first = min(row.submitted for row in rows)
         for row, op, lag in zip(rows, ops, figures.lags, strict=True):
             print(f"    {row.batch_id} {row.poll_role or '-':8} submitted +{(row.submitted - first).total_seconds():4.1f} s "
-                  f"length {(op.finish_at - op.created).total_seconds():5.1f} s  {op.gets:2d} GETs  lag {lag:5.2f} s")
+                  f"length {(op.finish_at - op.created).total_seconds():5.1f} s  {op.gets:2d} GETs  lag {lag:5.2f} s  "
+                  f"looks at {' '.join(f'{(at - op.created).total_seconds():.1f}' for at in op.got_at)}")
     return figures, result["notebook"]
 
 

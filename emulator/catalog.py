@@ -64,6 +64,7 @@ class Operation:
     failures: list[ItemFailure] = field(default_factory=list)
     succeeded: int = 0
     gets: int = 0  # GETs of this operation served, for benchmarks of poll schedules
+    got_at: list[datetime] = field(default_factory=list)  # when each GET was served (the first 64)
 
     def status(self, now: datetime) -> str:
         if self.canceled_at is not None:

@@ -404,6 +404,8 @@ class EmulatorApp:
         legacy = request.path.startswith("/api/")
         op = self._operation(request)
         op.gets += 1
+        if len(op.got_at) < 64:
+            op.got_at.append(_now())
         return _json(self.catalog.operation_json(op, _now(), legacy=legacy))
 
     async def get_logs(self, request: web.Request) -> web.Response:

@@ -15,8 +15,8 @@ A known figure can be wrong: the service slows down or speeds up, items grow. Tw
 
 - *Slower*: the first batch whose poll, aimed at its predicted end, finds its operation still running
   becomes its job's scout on that instance (`claim_rescout`), and steps at RESCOUT_STEP_FRACTION.
-  Batches of the job submitted after it, polled meanwhile, wait for it (without a GET when their poll
-  comes after the scout was chosen); when it ends the timing jumps to its speed (not a moving average)
+  Batches of the job submitted after it (or in its second), polled meanwhile, wait for it (without a GET
+  when their poll comes after the scout was chosen); when it ends the timing jumps to its speed (not a moving average)
   and it wakes them.
 - *Faster*: the first batch of a job that each submit instance sends (again after each predicted
   length, for a long job) is a *lookout*: it looks once early (`backoff.lookout_first_delay`), and its
@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 JUMP_FRACTION = 0.25  # a scout's or lookout's operation this far off its prediction moves the timing at once
 JUMP_MIN_SECONDS = 1.0
+SAME_BURST_SECONDS = MIN_DELAY  # batches submitted this close meet the same service: poll order between them is chance
 RESCOUT_SLACK_SECONDS = 5.0  # a scout's next poll may come this late (queue pickup, a busy instance)
 
 
@@ -123,14 +124,22 @@ def take_over(row: BatchRow, operation: Operation | None, *, services: Services,
 
 def defers_to_scout(message: PollMessage, row: BatchRow, *, services: Services) -> bool:
     """Whether a batch's first poll, arriving while a scout of its job runs past its prediction on this
-    instance, should wait for that scout without a GET: only a batch submitted after the scout (whose
-    operation the slower service runs too), and only once (its fallback poll GETs)."""
+    instance, should wait for that scout without a GET: only a batch submitted after the scout, or in the
+    same second (the slower service runs its operation too), and only once (its fallback poll GETs).
+
+    A batch submitted well before the scout looks itself: its operation may have ended on time (the
+    service slowed down after it, or a job's items grow). One submitted in the scout's second does
+    not: which of the two polls first is chance (visibility delays are whole seconds, and queue pickup
+    varies), and without this every batch that happened to poll before the scout paid a second GET.
+    """
     if message.attempt != 0 or message.role not in ("", WAITING) or row.state != BatchState.SUBMITTED:
         return False
     scout = services.timings.rescout_of(row.job_id) if services.timings is not None else None
     if scout is None or scout.batch_id == row.batch_id:
         return False
-    return scout.submitted is None or row.submitted is None or row.submitted >= scout.submitted
+    if scout.submitted is None or row.submitted is None:
+        return True
+    return row.submitted > scout.submitted - timedelta(seconds=SAME_BURST_SECONDS)
 
 
 def next_role(row: BatchRow, message: PollMessage, operation: Operation | None, *, services: Services,
