@@ -283,6 +283,13 @@ class Catalog:
         self._save_operation(op)
         return op
 
+    def unstick(self, op: Operation, now: datetime) -> None:
+        """A stuck operation runs to its normal end now (a service that recovers)."""
+        if op.outcome == "stuck" and not op.applied and op.canceled_at is None:
+            op.outcome, op.finish_at = "normal", now
+            heapq.heappush(self._due, (now, op.id))
+            self._save_operation(op)
+
     def cancel(self, op: Operation, now: datetime) -> None:
         if op.status(now) in ("Pending", "Running"):
             op.canceled_at = now

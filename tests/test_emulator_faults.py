@@ -85,6 +85,15 @@ def test_stuck_operations_never_finish(gc: GeoCatalogClient, emulator: EmulatorS
     assert gc.get_operation(ref).status == "Running"
 
 
+def test_a_stuck_operation_canceled_by_our_client_ends_canceled_and_lands_nothing(gc: GeoCatalogClient, emulator: EmulatorServer) -> None:
+    set_faults(emulator, stuck_operations_fraction=1.0)
+    ref = gc.create_items("landcover", make_item("c1", "landcover"))
+    gc.cancel_operation(ref.id)
+    assert gc.get_operation(ref).status == "Canceled"
+    gc.cancel_operation(ref.id)  # again: an ended operation keeps its end
+    assert gc.get_operation(ref).status == "Canceled" and "c1" not in {item["id"] for item in gc.list_items("landcover")}
+
+
 def test_partial_failures_fail_some_items_and_counters_say_so(gc: GeoCatalogClient, emulator: EmulatorServer) -> None:
     set_faults(emulator, partial_failure_fraction=0.3, partial_failure_code="AssetTransformationError")
     features = [make_item(f"p{i}", "landcover") for i in range(10)]

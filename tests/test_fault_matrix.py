@@ -426,6 +426,44 @@ def test_a_fault_outlasting_the_deadline_leaves_items_unconfirmed_until_the_swee
     assert sweep(services=stack.services, now=datetime.now(UTC)).batches_confirmed == 0  # nothing left to confirm
 
 
+def _running_past_its_deadline(make_stack, job_id: str, items: list[dict]) -> tuple[LocalStack, str, BatchRow]:
+    """A one-batch job whose operation never ends and ignores its cancel; its Unconfirmed batch row."""
+    stack = make_stack(settings={"POLL_DEADLINE_SECONDS": "3", "POLL_MAX_DELAY_SECONDS": "1"},
+                       emulator_options=EmulatorOptions(timings=Timings(0.05, 0.05), faults=Faults(stuck_operations_fraction=1.0)))
+    catalog_state = stack.emulator.catalog
+    stack.emulator.call(lambda: setattr(catalog_state, "cancel", lambda op, now: None))  # a cancel that never takes
+    collection = with_collection(stack)
+    send_job(stack.services, {"v": 1, "job_id": job_id, "collection": collection, "items": items})
+    job = wait_for_jobs(stack.services, [job_id], timeout=60)[job_id]
+    assert (job.state, job.items_unconfirmed, job.items_failed) == (JobState.UNCONFIRMED, len(items), 0)  # not guessed
+    row, = stack.services.status.batches(job_id)
+    assert row.error_code == "TimedOut" and "still Running after its cancel" in row.error_message
+    return stack, collection, row
+
+
+def test_an_operation_that_runs_past_its_deadline_and_ignores_its_cancel_is_confirmed_once_it_ends(make_stack) -> None:
+    items = [make_item(f"r{n}") for n in range(2)]
+    stack, collection, row = _running_past_its_deadline(make_stack, "runs-on", items)
+    report = sweep(services=stack.services, now=row.finished + timedelta(seconds=1))  # the catalog answers; the operation runs on
+    assert report.batches_confirmed == 0 and stack.services.status.get_job("runs-on").state == JobState.UNCONFIRMED
+
+    catalog_state = stack.emulator.catalog
+    stack.emulator.call(lambda: catalog_state.unstick(catalog_state.operations[row.operation_id], datetime.now(UTC)))
+    wait_until(lambda: {"r0", "r1"} <= set(stored(stack, collection)), timeout=30)
+    assert sweep(services=stack.services, now=datetime.now(UTC)).batches_confirmed == 1
+    job = assert_invariant(stack, "runs-on", items, collection)
+    assert (job.state, job.items_succeeded, job.items_unconfirmed) == (JobState.SUCCEEDED, 2, 0)
+
+
+def test_an_operation_still_running_a_deadline_after_its_batch_ended_leaves_the_verdict_to_the_catalog(make_stack) -> None:
+    items = [make_item("q0")]
+    stack, collection, row = _running_past_its_deadline(make_stack, "runs-forever", items)
+    report = sweep(services=stack.services, now=row.finished + timedelta(seconds=4))  # patience (one deadline) is over
+    assert report.batches_confirmed == 1
+    job = assert_invariant(stack, "runs-forever", items, collection)
+    assert (job.state, job.items_failed, job.error_code) == (JobState.FAILED, 1, "NotInCatalog")
+
+
 def test_retry_of_unconfirmed_items_sends_only_those_the_catalog_does_not_hold(make_stack) -> None:
     stack = make_stack(settings={"POLL_DEADLINE_SECONDS": "4", "POLL_MAX_DELAY_SECONDS": "1"},
                        emulator_options=EmulatorOptions(timings=Timings(0.05, 0.05),

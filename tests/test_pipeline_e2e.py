@@ -264,7 +264,9 @@ def test_poll_deadline_ends_in_timed_out(make_stack) -> None:
     job = run(stack, {"v": 1, "job_id": "slow-1", "collection": collection, "items": [make_item("s1"), make_item("s2")]}, "slow-1")
     assert (job.state, job.items_failed) == (JobState.FAILED, 2)
     row = batch_rows(stack, "slow-1")["batch-000001"]
-    assert (row.state, row.error_code) == (BatchState.TIMED_OUT, "TimedOut")
+    assert (row.state, row.error_code) == (BatchState.TIMED_OUT, "TimedOut") and row.error_message.endswith("; canceled")
+    operation = stack.emulator.call(lambda: stack.emulator.catalog.operations[row.operation_id])
+    assert operation.canceled_at is not None  # stopped at its deadline: it cannot land the items after their verdict
 
 
 @pytest.mark.parametrize(

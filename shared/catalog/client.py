@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import orjson
 import requests
@@ -324,6 +324,11 @@ class GeoCatalogClient:
         else:
             url = f"{self.endpoint}{self.layout.operation_path(operation)}?api-version={self.layout.api_version}"
         return Operation.from_json(self._send("GET", self._own_url(url), absolute=True).json())
+
+    def cancel_operation(self, operation_id: str) -> None:
+        """Ask the service to cancel an operation (DELETE, 204). One that has ended keeps its end; whether a
+        Running one stops at once or only after Canceling is not documented: read it again to know."""
+        self._send("DELETE", self.layout.operation_path(quote(operation_id, safe="")))
 
     def get_logs(self, collection_id: str, operation: Operation) -> str:
         """The operation's logs: the preview route's text, or on GA the operation itself as JSON."""

@@ -8,10 +8,12 @@ in the row, whole in the payload container), resolves partial failures, and sett
 Every path ends, bounded by time alone: the deadline holds whether the operation is still running or
 cannot be read at all (5xx, 429, timeouts, 401/403). No count of failed reads gives up earlier: a 429
 is the service pacing us (its Retry-After is the next delay), and a 5xx or a timeout says nothing
-about the operation. A batch that ends without a verdict from the service is reconciled against the
-catalog: its items that are there count as succeeded, the rest as failed with the reason. When the
-catalog cannot be read either, nothing is guessed: the batch ends `Unconfirmed` (every item, with
-the reason), and the sweeper confirms it once the catalog answers (`shared.steps.verdicts`).
+about the operation. An operation still running at the deadline is canceled first, so that it
+cannot land items after their verdict. A batch that ends without a verdict from the service is
+reconciled against the catalog: its items that are there count as succeeded, the rest as failed with
+the reason. When the catalog cannot be read either, or the operation cannot be seen to stop, nothing
+is guessed: the batch ends `Unconfirmed` (every item, with the reason), and the sweeper confirms it
+once the catalog answers and the operation has ended (`shared.steps.verdicts`).
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ def _poll_once(message: PollMessage, *, services: Services, now: datetime) -> Ba
     if not operation.is_terminal:
         if past_deadline(message, now):
             reason = f"operation {operation.id} still {operation.status} at its deadline {message.deadline}"
-            return end_without_verdict(row, "TimedOut", reason, services=services, now=now)
+            return end_at_deadline(row, reason, services=services, now=now)
         return poll_again(row, replace(message, failures=0), operation, services=services, now=now)
 
     telemetry.operation_finished(row.collection, operation.status, seconds=operation_seconds(operation),
@@ -116,6 +118,38 @@ def _poll_once(message: PollMessage, *, services: Services, now: datetime) -> Ba
 
 def past_deadline(message: PollMessage, now: datetime) -> bool:
     return now >= datetime.fromisoformat(message.deadline)
+
+
+def end_at_deadline(row: BatchRow, reason: str, *, services: Services, now: datetime) -> BatchRow | None:
+    """End a batch whose operation still runs at its deadline: cancel it, so that what the catalog holds
+    is the verdict, and reconcile. If the operation cannot be seen to have stopped (the cancel failed,
+    or it is still Canceling), its items may yet land: the batch ends Unconfirmed, and the sweeper
+    reads the operation again before it asks the catalog (`shared.steps.verdicts`).
+    """
+    try:
+        services.catalog.cancel_operation(row.operation_id)
+        stopped = services.catalog.get_operation(row.operation_id)
+    except (RetryableError, AuthenticationError, NotFoundError) as error:
+        reason = f"{reason}; canceling it failed: {error}"
+        stopped = None
+    if stopped is None or not stopped.is_terminal:
+        if stopped is not None:
+            reason = f"{reason}; still {stopped.status} after its cancel"
+        log.warning("batch %s/%s: operation still running at its deadline: Unconfirmed", row.job_id, row.batch_id)
+        return finish_batch(row, Outcome.every_item_unconfirmed("TimedOut", reason), services=services, now=now)
+    return end_without_verdict(row, "TimedOut", f"{reason}; canceled", services=services, now=now)
+
+
+def end_unpolled(row: BatchRow, reason: str, *, services: Services, now: datetime) -> BatchRow | None:
+    """End a batch past its deadline that no poll ended (its poll messages were lost): its operation is read
+    once; one still running is ended as at its deadline, any other batch is reconciled against the catalog."""
+    try:
+        operation = services.catalog.get_operation(row.operation_id) if row.operation_id else None
+    except (RetryableError, AuthenticationError, NotFoundError):
+        operation = None
+    if operation is not None and not operation.is_terminal:
+        return end_at_deadline(row, f"{reason}; operation {operation.id} still {operation.status}", services=services, now=now)
+    return end_without_verdict(row, "TimedOut", reason, services=services, now=now)
 
 
 def poll_failed(

@@ -3,12 +3,14 @@
 Messages drive the pipeline, and each handler settles what it touches, so this is the safety net for
 a message that was lost or whose last delivery died at the wrong moment:
 - a job that is planned and has no open batch, but whose final write was lost, is finished;
-- a batch past its poll deadline (plus a grace period) is reconciled against the catalog and ended;
+- a batch past its poll deadline (plus a grace period) is ended: its operation is read once (one still
+  running is canceled, as at a poll's deadline), and its items reconciled against the catalog;
 - a batch left `Queued` or `Submitting` with no change for `SWEEP_STALE_SECONDS` gets its message
   again (a `Submitting` one first goes back to `Queued`: its claimer is long gone, since that is far
   past the function timeout);
-- a batch that ended `Unconfirmed` (neither its operation nor the catalog could be read) is confirmed
-  against the catalog once it answers, and its job settled again (`shared.steps.verdicts`);
+- a batch that ended `Unconfirmed` (neither its operation nor the catalog could be read, or its
+  operation ran on past its cancel) is confirmed against the catalog once it answers and the operation
+  has ended, and its job settled again (`shared.steps.verdicts`);
 - a job not yet planned whose row has not changed for `SUBMIT_RETRY_SECONDS + SWEEP_STALE_SECONDS`
   (longer than its planning may be retried) is given up (`GaveUp`): the deliveries that claimed it died
   without ending it (e.g. the last one timed out, and its message went to a poison queue, whose
@@ -31,7 +33,7 @@ from shared import telemetry
 from shared.services import Services
 from shared.steps.fanout import batch_message
 from shared.steps.poison import PoisonPass
-from shared.steps.poll import end_without_verdict
+from shared.steps.poll import end_unpolled
 from shared.steps.prune import start_prune_if_due
 from shared.steps.rollup import settle_job
 from shared.steps.verdicts import ConfirmPass, confirm_in_catalog, confirm_unconfirmed_jobs
@@ -117,7 +119,7 @@ def _sweep_batch(row: BatchRow, report: SweepReport, *, services: Services, now:
         grace = timedelta(seconds=settings.poll_deadline_seconds + 2 * settings.poll_max_delay_seconds)
         if row.submitted is not None and now >= row.submitted + grace:
             reason = f"swept: no poll ended this batch by its deadline ({settings.poll_deadline_seconds} s after submission)"
-            end_without_verdict(row, "TimedOut", reason, services=services, now=now)
+            end_unpolled(row, reason, services=services, now=now)
             report.batches_timed_out += 1
         return
     stale = timedelta(seconds=settings.sweep_stale_seconds)

@@ -1,10 +1,12 @@
 """Confirming batches that ended `Unconfirmed`: what the catalog holds decides, once it answers again.
 
 A batch ends Unconfirmed when, at its deadline, neither its operation nor the catalog could be read
-(`shared.steps.poll.end_without_verdict`): its items were sent, and nothing tells whether they landed.
-The sweeper asks the catalog about such batches on every pass (`confirm_batches`): items the batch
-created (for a delete: items gone) are Succeeded, the rest Failed with `NotInCatalog`; then the job
-is settled again, from `Unconfirmed` to its true state.
+(`shared.steps.poll.end_without_verdict`), or its operation still ran and could not be seen to stop
+when canceled (`shared.steps.poll.end_at_deadline`): its items were sent, and nothing tells whether
+they landed. The sweeper looks at such batches on every pass (`confirm_unconfirmed_jobs`): while the
+operation still runs it waits (for at most another deadline); then items the batch created (for a
+delete: items gone) are Succeeded, the rest Failed with `NotInCatalog`, and the job is settled again,
+from `Unconfirmed` to its true state.
 
 Bounded: at most CONFIRM_BATCHES_PER_PASS batches per pass (each one `POST /stac/search` per 500 ids),
 and a pass stops asking at the first batch the catalog does not answer for: it is still down, and the
@@ -16,9 +18,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from shared.errors import AuthenticationError, RetryableError
+from shared.errors import AuthenticationError, NotFoundError, RetryableError
 from shared.inputs.batch_items import row_item_ids
 from shared.services import Services
 from shared.steps.poll import settled_in_catalog
@@ -49,6 +51,9 @@ def confirm_in_catalog(row: BatchRow, progress: ConfirmPass, *, services: Servic
     if row.state != BatchState.UNCONFIRMED or not progress.may_ask:
         return None
     progress.asked += 1
+    if operation_still_runs(row, services=services, now=now):
+        log.warning("batch %s/%s stays Unconfirmed: its operation still runs", row.job_id, row.batch_id)
+        return None
     ids = row_item_ids(services, row)
     try:
         landed = settled_in_catalog(row, ids, services=services)
@@ -63,6 +68,19 @@ def confirm_in_catalog(row: BatchRow, progress: ConfirmPass, *, services: Servic
         log.warning("batch %s/%s confirmed %s: %d of %d items in the catalog", row.job_id, row.batch_id, confirmed.state,
                     len(landed), len(ids))
     return confirmed
+
+
+def operation_still_runs(row: BatchRow, *, services: Services, now: datetime) -> bool:
+    """Whether the batch's operation is still Pending or Running, so its items may yet land: then the catalog
+    cannot decide. Patience ends a deadline after the batch ended; from then on, and whenever the operation
+    cannot be read, the catalog decides."""
+    patience = timedelta(seconds=services.settings.poll_deadline_seconds)
+    if not row.operation_id or (row.finished is not None and now >= row.finished + patience):
+        return False
+    try:
+        return not services.catalog.get_operation(row.operation_id).is_terminal
+    except (RetryableError, AuthenticationError, NotFoundError):
+        return False
 
 
 def confirm_unconfirmed_jobs(progress: ConfirmPass, *, services: Services, now: datetime) -> list[JobRow]:
