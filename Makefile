@@ -47,7 +47,7 @@ demo: setup
 test: setup $(CHECKOV_VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: setup
 	$(BIN)/python -m bench.emulator_throughput

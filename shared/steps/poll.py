@@ -24,7 +24,7 @@ from datetime import datetime
 
 from shared import telemetry
 from shared.catalog import Operation, OperationRef, learnt_seconds, operation_end, operation_seconds
-from shared.errors import AuthenticationError, NotFoundError, RetryableError
+from shared.errors import AuthenticationError, NotFoundError, RejectedByServiceError, RetryableError
 from shared.inputs.batch_items import row_item_ids
 from shared.messages import PollMessage
 from shared.redact import urls_without_queries
@@ -116,6 +116,9 @@ def _poll_once(message: PollMessage, *, services: Services, now: datetime) -> Ba
     return finish_batch(row, replace(outcome, logs=logs), services=services, now=now)
 
 
+SERVICE_ERRORS = (RetryableError, AuthenticationError, RejectedByServiceError)  # what a catalog call may raise
+
+
 def past_deadline(message: PollMessage, now: datetime) -> bool:
     return now >= datetime.fromisoformat(message.deadline)
 
@@ -128,9 +131,12 @@ def end_at_deadline(row: BatchRow, reason: str, *, services: Services, now: date
     """
     try:
         services.catalog.cancel_operation(row.operation_id)
-        stopped = services.catalog.get_operation(row.operation_id)
-    except (RetryableError, AuthenticationError, NotFoundError) as error:
+    except SERVICE_ERRORS as error:
         reason = f"{reason}; canceling it failed: {error}"
+    try:
+        stopped = services.catalog.get_operation(row.operation_id)
+    except SERVICE_ERRORS as error:
+        reason = f"{reason}; reading it again failed: {error}"
         stopped = None
     if stopped is None or not stopped.is_terminal:
         if stopped is not None:
@@ -145,7 +151,7 @@ def end_unpolled(row: BatchRow, reason: str, *, services: Services, now: datetim
     once; one still running is ended as at its deadline, any other batch is reconciled against the catalog."""
     try:
         operation = services.catalog.get_operation(row.operation_id) if row.operation_id else None
-    except (RetryableError, AuthenticationError, NotFoundError):
+    except SERVICE_ERRORS:
         operation = None
     if operation is not None and not operation.is_terminal:
         return end_at_deadline(row, f"{reason}; operation {operation.id} still {operation.status}", services=services, now=now)

@@ -20,10 +20,10 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from shared.errors import AuthenticationError, NotFoundError, RetryableError
+from shared.errors import AuthenticationError, RetryableError
 from shared.inputs.batch_items import row_item_ids
 from shared.services import Services
-from shared.steps.poll import settled_in_catalog
+from shared.steps.poll import SERVICE_ERRORS, settled_in_catalog
 from shared.steps.rollup import settle_job
 from shared.store import BatchRow, BatchState, JobRow, confirm_batch, record_batch
 
@@ -79,7 +79,7 @@ def operation_still_runs(row: BatchRow, *, services: Services, now: datetime) ->
         return False
     try:
         return not services.catalog.get_operation(row.operation_id).is_terminal
-    except (RetryableError, AuthenticationError, NotFoundError):
+    except SERVICE_ERRORS:
         return False
 
 
