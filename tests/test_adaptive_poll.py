@@ -96,28 +96,20 @@ def test_a_batch_running_past_its_prediction_scouts_and_the_batches_after_it_wai
     assert not defers_to_scout(early_poll, early, services=services)  # submitted before the scout: it looks itself
 
 
-def test_a_batch_submitted_in_the_scouts_second_waits_for_it_without_a_get_whichever_polled_first(slow_service) -> None:
+@pytest.mark.parametrize(("earlier_by", "its_gets"), [(0.4, 0), (2.0, 1)])
+def test_a_batch_submitted_before_the_scout_but_polled_after_it_waits_for_it(slow_service, earlier_by: float,
+                                                                              its_gets: int) -> None:
+    """In the scout's second, which of the two polls first is chance: it waits without a GET. Earlier, its
+    operation may have ended on time: it looks, and then waits."""
     stack, services = slow_service, slow_service.services
     now = datetime.now(UTC)
     _, scout_poll = submitted_batch(stack, "batch-000002", submitted=now - timedelta(seconds=4), role=LOOKOUT)
-    sibling, sibling_poll = submitted_batch(stack, "batch-000001", submitted=now - timedelta(seconds=4.4), role="")
-    sent = recorded_polls(services)
-    poll_batch(scout_poll, services=services, now=now)  # polled first, though submitted 0.4 s after its sibling
-    poll_batch(sibling_poll, services=services, now=now)
-    message, delay = sent[-1]
-    assert (message.batch_id, message.role, delay) == (sibling.batch_id, WAITING, CAP) and gets(stack, sibling) == 0
-
-
-def test_a_batch_found_running_when_another_scouts_waits_for_it_after_its_get(slow_service) -> None:
-    stack, services = slow_service, slow_service.services
-    now = datetime.now(UTC)
-    _, scout_poll = submitted_batch(stack, "batch-000001", submitted=now - timedelta(seconds=4), role=LOOKOUT)
-    earlier, earlier_poll = submitted_batch(stack, "batch-000000", submitted=now - timedelta(seconds=6), role="")
+    earlier, earlier_poll = submitted_batch(stack, "batch-000001", submitted=now - timedelta(seconds=4 + earlier_by), role="")
     sent = recorded_polls(services)
     poll_batch(scout_poll, services=services, now=now)
-    poll_batch(earlier_poll, services=services, now=now)  # not deferred (older than the scout), but overdue too
+    poll_batch(earlier_poll, services=services, now=now)
     message, delay = sent[-1]
-    assert (message.role, delay) == (WAITING, CAP) and gets(stack, earlier) == 1
+    assert (message.batch_id, message.role, delay) == (earlier.batch_id, WAITING, CAP) and gets(stack, earlier) == its_gets
     row = services.status.get_batch(JOB, earlier.batch_id)
     assert (row.state, row.poll_role) == (BatchState.SUBMITTED, WAITING)  # findable by the scout's wake
 
