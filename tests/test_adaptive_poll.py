@@ -96,15 +96,15 @@ def test_a_batch_running_past_its_prediction_scouts_and_the_batches_after_it_wai
     assert not defers_to_scout(early_poll, early, services=services)  # submitted before the scout: it looks itself
 
 
-@pytest.mark.parametrize(("earlier_by", "its_gets"), [(0.4, 0), (2.0, 1)])
-def test_a_batch_submitted_before_the_scout_but_polled_after_it_waits_for_it(slow_service, earlier_by: float,
+@pytest.mark.parametrize(("earlier_by", "role", "its_gets"), [(0.4, "", 0), (0.4, LOOKOUT, 0), (2.0, "", 1), (2.0, LOOKOUT, 1)])
+def test_a_batch_submitted_before_the_scout_but_polled_after_it_waits_for_it(slow_service, earlier_by: float, role: str,
                                                                               its_gets: int) -> None:
-    """In the scout's second, which of the two polls first is chance: it waits without a GET. Earlier, its
-    operation may have ended on time: it looks, and then waits."""
+    """In the scout's second, which of the two polls first is chance: it waits without a GET, the job's lookout
+    too. Earlier, its operation may have ended on time: it looks, and then waits."""
     stack, services = slow_service, slow_service.services
     now = datetime.now(UTC)
-    _, scout_poll = submitted_batch(stack, "batch-000002", submitted=now - timedelta(seconds=4), role=LOOKOUT)
-    earlier, earlier_poll = submitted_batch(stack, "batch-000001", submitted=now - timedelta(seconds=4 + earlier_by), role="")
+    _, scout_poll = submitted_batch(stack, "batch-000002", submitted=now - timedelta(seconds=4), role="")
+    earlier, earlier_poll = submitted_batch(stack, "batch-000001", submitted=now - timedelta(seconds=4 + earlier_by), role=role)
     sent = recorded_polls(services)
     poll_batch(scout_poll, services=services, now=now)
     poll_batch(earlier_poll, services=services, now=now)
@@ -112,6 +112,23 @@ def test_a_batch_submitted_before_the_scout_but_polled_after_it_waits_for_it(slo
     assert (message.batch_id, message.role, delay) == (earlier.batch_id, WAITING, CAP) and gets(stack, earlier) == its_gets
     row = services.status.get_batch(JOB, earlier.batch_id)
     assert (row.state, row.poll_role) == (BatchState.SUBMITTED, WAITING)  # findable by the scout's wake
+
+
+def test_first_polls_in_flight_together_wait_for_the_one_that_looks_first(slow_service) -> None:
+    stack, services = slow_service, slow_service.services
+    now = datetime.now(UTC)
+    polls = [submitted_batch(stack, f"batch-00000{n}", submitted=now - timedelta(seconds=4 - n / 10), role=role)[1]
+             for n, role in ((1, LOOKOUT), (2, ""), (3, WAITING))]
+    sent = recorded_polls(services)
+    stack.emulator.call(lambda: stack.emulator.catalog.faults.update({"latency_ms": 500}))  # each GET is in flight 0.5 s
+    threads = [threading.Thread(target=poll_batch, args=(poll,), kwargs={"services": services, "now": now}) for poll in polls]
+    for thread in threads:
+        thread.start()
+        thread.join(0.1)
+    for thread in threads:
+        thread.join(10)
+    assert sum(gets(stack, row) for row in services.status.batches(JOB)) == 1  # one looked; the others waited for it
+    assert sorted(message.role for message, _ in sent) == [SCOUT, WAITING, WAITING]
 
 
 def test_the_scouts_end_moves_the_estimate_at_once_and_wakes_each_waiting_batch_once(slow_service) -> None:

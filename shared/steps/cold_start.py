@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 JUMP_FRACTION = 0.25  # a scout's or lookout's operation this far off its prediction moves the timing at once
 JUMP_MIN_SECONDS = 1.0
 SAME_BURST_SECONDS = MIN_DELAY  # batches submitted this close meet the same service: poll order between them is chance
+FIRST_LOOK_SECONDS = 2.0  # a first look (one GET, a row write and a message) ends well within this
 RESCOUT_SLACK_SECONDS = 5.0  # a scout's next poll may come this late (queue pickup, a busy instance)
 
 
@@ -122,6 +123,29 @@ def take_over(row: BatchRow, operation: Operation | None, *, services: Services,
     return mark_woken(services.status, row, now=now)
 
 
+def takes_first_look(message: PollMessage, row: BatchRow, *, services: Services) -> bool:
+    """Whether this first poll takes its job's first look on this instance (its caller then calls
+    `services.timings.end_first_look` once the poll is done); a first poll that finds another's look in
+    flight waits for it (at most FIRST_LOOK_SECONDS) and returns False.
+
+    A job's first polls come due within a second or so of each other, and an instance runs several at
+    once: each one in flight when the first finds its operation still running would GET too, and then
+    wait for the scout anyway. So one looks, and the others then wait for its scout without a GET
+    (`defers_to_scout`), or look themselves when it found its operation ended.
+    """
+    if services.timings is None or not _first_poll(message, row):
+        return False
+    in_flight = services.timings.first_look(row.job_id, hold_seconds=FIRST_LOOK_SECONDS)
+    if in_flight is None:
+        return True
+    in_flight.wait(FIRST_LOOK_SECONDS)
+    return False
+
+
+def _first_poll(message: PollMessage, row: BatchRow) -> bool:
+    return message.attempt == 0 and message.role in ("", WAITING, LOOKOUT) and row.state == BatchState.SUBMITTED
+
+
 def defers_to_scout(message: PollMessage, row: BatchRow, *, services: Services) -> bool:
     """Whether a batch's first poll, arriving while a scout of its job runs past its prediction on this
     instance, should wait for that scout without a GET: only a batch submitted after the scout, or in the
@@ -131,8 +155,9 @@ def defers_to_scout(message: PollMessage, row: BatchRow, *, services: Services) 
     service slowed down after it, or a job's items grow). One submitted in the scout's second does
     not: which of the two polls first is chance (visibility delays are whole seconds, and queue pickup
     varies), and without this every batch that happened to poll before the scout paid a second GET.
+    That includes the job's lookout: a slower service is what it looks for, and the scout has seen it.
     """
-    if message.attempt != 0 or message.role not in ("", WAITING) or row.state != BatchState.SUBMITTED:
+    if not _first_poll(message, row):
         return False
     scout = services.timings.rescout_of(row.job_id) if services.timings is not None else None
     if scout is None or scout.batch_id == row.batch_id:

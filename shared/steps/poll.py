@@ -1,8 +1,9 @@
 """Polling one batch's operation: wait again (a delayed message), or record how it ended.
 
 No sleeping: while the operation runs, the handler re-sends its poll message with a growing
-visibility delay and returns. (The one wait is a scout's, under a second once per cold job, to
-time the polls it wakes: `shared.steps.cold_start`.) At a terminal state it stores the logs (truncated
+visibility delay and returns. (Two waits, each short and bounded: a scout's, under a second once per
+cold job, to time the polls it wakes, and a job's first polls on one instance, while one of them
+takes the first look: `shared.steps.cold_start`.) At a terminal state it stores the logs (truncated
 in the row, whole in the payload container), resolves partial failures, and settles the job.
 
 Every path ends, bounded by time alone: the deadline holds whether the operation is still running or
@@ -40,6 +41,7 @@ from shared.steps.cold_start import (
     next_role,
     superseded_fallback,
     take_over,
+    takes_first_look,
     wait_for_scout,
     wake_waiting,
 )
@@ -84,6 +86,16 @@ def _poll_once(message: PollMessage, *, services: Services, now: datetime) -> Ba
         record_batch(row, services=services)
         settle_job(row.job_id, status=status, now=now, read=services.payloads.read)
         return row
+    looks_first = takes_first_look(message, row, services=services)
+    try:
+        return _look(row, message, services=services, now=now)
+    finally:
+        if looks_first and services.timings is not None:
+            services.timings.end_first_look(row.job_id)
+
+
+def _look(row: BatchRow, message: PollMessage, *, services: Services, now: datetime) -> BatchRow | None:
+    """Wait for the job's scout, or read the operation once and act on what it says."""
     if defers_to_scout(message, row, services=services):
         waiting = wait_for_scout(row, message, services=services, now=now)
         if waiting is not None:

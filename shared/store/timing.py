@@ -137,6 +137,7 @@ class OperationTimings:
         self._scouts: dict[str, float] = {}  # row key -> when this instance may send another scout
         self._lookouts: dict[str, float] = {}  # job id -> when this instance may pick another early looker
         self._rescouts: dict[str, tuple[Rescout, float]] = {}  # job id -> (its scout, held until)
+        self._first_looks: dict[str, tuple[threading.Event, float]] = {}  # job id -> (set when done, held until)
         self._lock = threading.Lock()
 
     def get(self, collection: str, action: str = "create", *, fresh: bool = False) -> CollectionTiming | None:
@@ -185,6 +186,25 @@ class OperationTimings:
     def end_rescout(self, job_id: str) -> None:
         with self._lock:
             self._rescouts.pop(job_id, None)
+
+    def first_look(self, job_id: str, *, hold_seconds: float) -> threading.Event | None:
+        """None for the poll that takes its job's first look on this instance (it calls `end_first_look` when
+        done); for the others while it is held (`hold_seconds`), the event that look sets when done."""
+        with self._lock:
+            now = self._clock()
+            held = self._first_looks.get(job_id)
+            if held is not None and held[1] > now:
+                return held[0]
+            if len(self._first_looks) >= MAX_COPIES:
+                self._first_looks.clear()
+            self._first_looks[job_id] = (threading.Event(), now + hold_seconds)
+            return None
+
+    def end_first_look(self, job_id: str) -> None:
+        with self._lock:
+            held = self._first_looks.get(job_id)
+        if held is not None:
+            held[0].set()
 
     def _claim(self, claims: dict[str, float], key: str, hold_seconds: float) -> bool:
         with self._lock:
